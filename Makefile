@@ -1,0 +1,45 @@
+# The two commands: `make demo` and `make test`. Both create .venv on first use.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+export KERAS_BACKEND ?= tensorflow
+
+.PHONY: demo test lint typecheck pytest docs bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[squeezenet,plot]"
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[dev,squeezenet,plot,kaggle]"
+	touch $(VENV)/.installed $@
+
+demo: $(VENV)/.installed
+	$(BIN)/visualsim demo --out demo-out
+
+test: $(VENV)/.installed-dev lint typecheck pytest
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check src tests benchmarks examples
+	$(BIN)/ruff format --check src tests benchmarks examples
+
+typecheck: $(VENV)/.installed-dev
+	$(BIN)/mypy src
+
+pytest: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest -q
+
+docs: $(VENV)/.installed-dev
+	$(BIN)/python -m pip install --quiet -e ".[docs]"
+	$(BIN)/mkdocs build --strict --site-dir site
+
+bench: $(VENV)/.installed-dev
+	$(BIN)/python benchmarks/bench_indexes.py --quick
+
+clean:
+	rm -rf $(VENV) build dist site demo-out .pytest_cache .mypy_cache .ruff_cache .hypothesis

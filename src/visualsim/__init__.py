@@ -1,0 +1,129 @@
+"""visualsim: visual product recommendation from pixels alone.
+
+Compose an extractor (images → unit vectors) and an index (vectors → nearest
+neighbours) into a :class:`Recommender`::
+
+    from visualsim import Recommender, ColorHistogramExtractor, FlatIndex
+
+    rec = Recommender(ColorHistogramExtractor(), FlatIndex()).fit(paths)
+    for r in rec.query("red-shirt.jpg", k=5):
+        print(r.rank, r.id, round(r.score, 3))
+
+``import visualsim`` is light: TensorFlow, FAISS and matplotlib load only when
+a component that needs them is used. Public names are resolved lazily.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from .errors import (
+    CatalogError,
+    ConfigError,
+    DatasetError,
+    DimensionMismatch,
+    DuplicateIdError,
+    FormatVersionError,
+    ImageLoadError,
+    InvalidVectorsError,
+    NotFittedError,
+    UnknownIdError,
+    VisualsimError,
+    WeightsUnavailableError,
+)
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it (imported on first access)
+_LAZY: dict[str, str] = {
+    # images
+    "load_image": "images",
+    "resize_image": "images",
+    "ImageLike": "images",
+    # extractors
+    "Extractor": "extractors.base",
+    "BaseExtractor": "extractors.base",
+    "ExtractedBatch": "extractors.base",
+    "register_extractor": "extractors.base",
+    "make_extractor": "extractors.base",
+    "extractor_from_config": "extractors.base",
+    "ColorHistogramExtractor": "extractors.color",
+    "KerasExtractor": "extractors.keras",
+    "ResNet50Extractor": "extractors.keras",
+    "SqueezeNetExtractor": "extractors.squeezenet",
+    "ConcatExtractor": "extractors.concat",
+    # indexes
+    "Index": "indexes.base",
+    "register_index": "indexes.base",
+    "make_index": "indexes.base",
+    "SklearnIndex": "indexes.sklearn",
+    "FlatIndex": "indexes.faiss",
+    "IVFIndex": "indexes.faiss",
+    "HNSWIndex": "indexes.faiss",
+    "IVFPQIndex": "indexes.faiss",
+    "ShardedIndex": "indexes.sharded",
+    # recommender
+    "Recommender": "recommender",
+    "Recommendation": "recommender",
+    # datasets
+    "DatasetItem": "datasets.base",
+    "ImageFolder": "datasets.folder",
+    "CsvDataset": "datasets.csv",
+    "KaggleDataset": "datasets.kaggle",
+    "FashionProductImages": "datasets.fashion_products",
+    "FashionMNIST": "datasets.fashion_mnist",
+    "StanfordOnlineProducts": "datasets.stanford_products",
+    "SyntheticProducts": "datasets.synthetic",
+    # evaluation and plots
+    "evaluate": "evaluation",
+    "EvaluationReport": "evaluation",
+    "recall_at_k": "evaluation",
+    "precision_at_k": "evaluation",
+    "average_precision_at_k": "evaluation",
+    "plot_recommendations": "plotting",
+}
+
+__all__ = [
+    "CatalogError",
+    "ConfigError",
+    "DatasetError",
+    "DimensionMismatch",
+    "DuplicateIdError",
+    "FormatVersionError",
+    "ImageLoadError",
+    "InvalidVectorsError",
+    "NotFittedError",
+    "UnknownIdError",
+    "VisualsimError",
+    "WeightsUnavailableError",
+    "__version__",
+    *sorted(_LAZY),
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'visualsim' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from .extractors.base import (
+        BaseExtractor,
+        ExtractedBatch,
+        Extractor,
+        extractor_from_config,
+        make_extractor,
+        register_extractor,
+    )
+    from .extractors.color import ColorHistogramExtractor
+    from .extractors.keras import KerasExtractor, ResNet50Extractor
+    from .images import ImageLike, load_image, resize_image
