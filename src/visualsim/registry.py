@@ -56,8 +56,9 @@ class Registry(Generic[T]):
                 f"{self.kind} name {name!r} is already registered to "
                 f"{existing.__module__}.{existing.__qualname__}; pass overwrite=True to replace it"
             )
-        self._lazy.pop(name, None) if overwrite else None
-        cls.name = name  # type: ignore[attr-defined]
+        if overwrite:
+            self._lazy.pop(name, None)
+        cls.name = name
         self._classes[name] = cls
 
     def get(self, name: str) -> T:
@@ -95,13 +96,14 @@ class Registry(Generic[T]):
     def to_spec(self, obj: Any) -> dict[str, Any]:
         """Return ``{"name": ..., "config": ...}`` for a registered object."""
         name = getattr(type(obj), "name", None)
-        if not isinstance(name, str) or self._classes.get(name) is not type(obj):
-            if not (isinstance(name, str) and name in self._lazy and self.get(name) is type(obj)):
-                raise ConfigError(
-                    f"{type(obj).__qualname__} is not a registered {self.kind}; "
-                    f"decorate it with @visualsim.register_{self.kind}('some-name') so it can be saved"
-                )
-        return {"name": name, "config": obj.get_config()}
+        registered = isinstance(name, str) and name in self and self.get(name) is type(obj)
+        if not registered:
+            raise ConfigError(
+                f"{type(obj).__qualname__} is not a registered {self.kind}; decorate it with "
+                f"@visualsim.register_{self.kind}('some-name') so it can be saved"
+            )
+        config: dict[str, Any] = obj.get_config()
+        return {"name": name, "config": config}
 
     def from_spec(self, spec: Mapping[str, Any]) -> Any:
         """Rebuild an object from ``{"name": ..., "config": ...}``."""

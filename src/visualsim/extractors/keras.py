@@ -1,0 +1,390 @@
+"""CNN embeddings from ``keras.applications`` backbones (ResNet50 and friends).
+
+TensorFlow and Keras are imported on first use, never at ``import visualsim``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..errors import ConfigError, WeightsUnavailableError
+from ..images import RESIZE_MODES, resize_image
+from .base import BaseExtractor, register_extractor
+
+WEIGHTS_ENV = "VISUALSIM_WEIGHTS"
+"""Environment variable naming a local weights file used instead of downloading
+the ImageNet weights (for machines without internet)."""
+
+POOLINGS = ("avg", "max", "gem")
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """How to build one ``keras.applications`` model.
+
+    Attributes
+    ----------
+    constructor
+        Name of the constructor in ``keras.applications``.
+    preprocess_module
+        Module in ``keras.applications`` whose ``preprocess_input`` fits it.
+    input_size
+        Default square input side.
+    dim
+        Channels of the last feature map (the vector length).
+    weights_file
+        File name of Keras's no-top ImageNet weights, for error messages.
+    """
+
+    constructor: str
+    preprocess_module: str
+    input_size: int
+    dim: int
+    weights_file: str = ""
+
+
+BACKBONES: dict[str, Backbone] = {
+    "resnet50": Backbone(
+        "ResNet50", "resnet50", 224, 2048, "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    ),
+    "resnet101": Backbone(
+        "ResNet101", "resnet", 224, 2048, "resnet101_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    ),
+    "resnet50v2": Backbone(
+        "ResNet50V2",
+        "resnet_v2",
+        224,
+        2048,
+        "resnet50v2_weights_tf_dim_ordering_tf_kernels_notop.h5",
+    ),
+    "efficientnetb0": Backbone(
+        "EfficientNetB0", "efficientnet", 224, 1280, "efficientnetb0_notop.h5"
+    ),
+    "efficientnetv2b0": Backbone(
+        "EfficientNetV2B0", "efficientnet_v2", 224, 1280, "efficientnetv2-b0_notop.h5"
+    ),
+    "mobilenetv3small": Backbone(
+        "MobileNetV3Small",
+        "mobilenet_v3",
+        224,
+        576,
+        "weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5",
+    ),
+    "mobilenetv3large": Backbone(
+        "MobileNetV3Large",
+        "mobilenet_v3",
+        224,
+        960,
+        "weights_mobilenet_v3_large_224_1.0_float_no_top_v2.h5",
+    ),
+    "convnexttiny": Backbone("ConvNeXtTiny", "convnext", 224, 768, "convnext_tiny_notop.h5"),
+}
+
+
+def _import_keras() -> Any:
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        raise ConfigError(
+            f"visualsim's Keras extractors need the TensorFlow backend, but KERAS_BACKEND is "
+            f"{keras.backend.backend()!r}; set KERAS_BACKEND=tensorflow before importing keras"
+        )
+    return keras
+
+
+@register_extractor("keras")
+class KerasExtractor(BaseExtractor):
+    """Embeddings from a ``keras.applications`` CNN, pooled and L2-normalised.
+
+    Parameters
+    ----------
+    backbone
+        One of :data:`BACKBONES` (``"resnet50"``, ``"efficientnetb0"``,
+        ``"mobilenetv3small"``, ...).
+    weights
+        ``"imagenet"`` (Keras downloads and caches them in ``~/.keras/models``;
+        the file named by ``$VISUALSIM_WEIGHTS`` wins when set), a path to a
+        local weights file (Keras's no-top ``.h5`` or a ``.weights.h5`` saved
+        with ``model.save_weights``), or ``None`` for a deterministic random
+        initialisation seeded by ``seed`` (same compute, for tests and
+        benchmarks; the vectors carry no meaning).
+    pooling
+        How the last feature map becomes a vector: ``"avg"`` (global average,
+        the usual choice), ``"max"`` (global max: small distinctive details
+        dominate) or ``"gem"`` (generalised mean with exponent ``gem_p``,
+        between the two; strong for instance retrieval).
+    gem_p
+        GeM exponent; 1 is average pooling, large values approach max.
+    input_size
+        Square input side; default the backbone's (224). Larger inputs see
+        finer texture and cost quadratically more.
+    resize
+        ``"pad"`` (letterbox on white, keeps the whole product), ``"center_crop"``
+        or ``"stretch"``; see :func:`visualsim.images.resize_image`.
+    seed
+        Seed of the random initialisation when ``weights=None``.
+    batch_size, num_workers
+        See :class:`~visualsim.extractors.base.BaseExtractor`.
+
+    Notes
+    -----
+    Inference runs through one compiled ``tf.function`` per extractor that takes
+    a ``uint8`` batch and does preprocessing, the network and pooling in the
+    graph; the next batch is decoded on worker threads meanwhile.
+    """
+
+    default_batch_size = 32
+    _BACKBONE: ClassVar[str | None] = None
+
+    def __init__(
+        self,
+        backbone: str = "resnet50",
+        *,
+        weights: str | os.PathLike[str] | None = "imagenet",
+        pooling: str = "avg",
+        gem_p: float = 3.0,
+        input_size: int | None = None,
+        resize: str = "pad",
+        seed: int = 0,
+        batch_size: int | None = None,
+        num_workers: int | None = None,
+    ) -> None:
+        super().__init__(batch_size=batch_size, num_workers=num_workers)
+        if backbone not in BACKBONES:
+            raise ConfigError(
+                f"unknown backbone {backbone!r}; choose one of {', '.join(sorted(BACKBONES))}"
+            )
+        if pooling not in POOLINGS:
+            raise ConfigError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
+        if resize not in RESIZE_MODES:
+            raise ConfigError(f"resize must be one of {', '.join(RESIZE_MODES)}, got {resize!r}")
+        if not gem_p > 0:
+            raise ConfigError(f"gem_p must be positive, got {gem_p!r}")
+        if input_size is not None and int(input_size) < 32:
+            raise ConfigError(f"input_size must be at least 32, got {input_size!r}")
+        self.backbone = backbone
+        self.weights = os.fspath(weights) if isinstance(weights, os.PathLike) else weights
+        self.pooling = pooling
+        self.gem_p = float(gem_p)
+        self.input_size = int(input_size or BACKBONES[backbone].input_size)
+        self.resize = resize
+        self.seed = int(seed)
+        self._lock = threading.Lock()
+        self._fn: Any = None
+        self.weights_source_: str | None = None
+
+    # -- configuration --------------------------------------------------------
+    @property
+    def dim(self) -> int:
+        """Channels of the backbone's last feature map (2048 for ResNet50)."""
+        return BACKBONES[self.backbone].dim
+
+    def get_config(self) -> dict[str, Any]:
+        """Return the constructor arguments as JSON-safe values."""
+        config: dict[str, Any] = {
+            "backbone": self.backbone,
+            "weights": self.weights,
+            "pooling": self.pooling,
+            "gem_p": self.gem_p,
+            "input_size": self.input_size,
+            "resize": self.resize,
+            "seed": self.seed,
+            "batch_size": self.batch_size,
+            "num_workers": self.num_workers,
+        }
+        if self._BACKBONE is not None:
+            del config["backbone"]
+        return config
+
+    # -- the model ------------------------------------------------------------
+    def _draft_size(self) -> tuple[int, int]:
+        return (self.input_size, self.input_size)
+
+    def _prepare(self, image: np.ndarray) -> np.ndarray:
+        return resize_image(image, self.input_size, self.resize)
+
+    def _embed(self, batch: np.ndarray) -> np.ndarray:
+        fn = self._compiled()
+        return np.asarray(fn(batch))
+
+    def build(self) -> Any:
+        """Build the network now (it is otherwise built on first use); return the Keras model."""
+        self._compiled()
+        return self._model
+
+    def _compiled(self) -> Any:
+        if self._fn is None:
+            with self._lock:
+                if self._fn is None:
+                    self._fn = self._make_function()
+        return self._fn
+
+    def _make_function(self) -> Any:
+        keras = _import_keras()
+        import tensorflow as tf
+
+        spec = BACKBONES[self.backbone]
+        model = self._build_model(keras, spec)
+        preprocess = getattr(keras.applications, spec.preprocess_module).preprocess_input
+        pooling, p = self.pooling, self.gem_p
+        self._model = model
+
+        @tf.function(
+            input_signature=[tf.TensorSpec([None, self.input_size, self.input_size, 3], tf.uint8)],
+            reduce_retracing=True,
+        )
+        def embed(images: Any) -> Any:
+            x = preprocess(tf.cast(images, tf.float32))
+            fmap = model(x, training=False)
+            if pooling == "avg":
+                return tf.reduce_mean(fmap, axis=[1, 2])
+            if pooling == "max":
+                return tf.reduce_max(fmap, axis=[1, 2])
+            clipped = tf.maximum(fmap, 1e-6)
+            return tf.pow(tf.reduce_mean(tf.pow(clipped, p), axis=[1, 2]), 1.0 / p)
+
+        return embed
+
+    def _build_model(self, keras: Any, spec: Backbone) -> Any:
+        constructor = getattr(keras.applications, spec.constructor)
+        shape = (self.input_size, self.input_size, 3)
+        source = self.weights
+        if source == "imagenet" and os.environ.get(WEIGHTS_ENV):
+            source = os.environ[WEIGHTS_ENV]
+        if source is None:
+            model = constructor(include_top=False, weights=None, input_shape=shape, pooling=None)
+            _seeded_init(model, self.seed)
+            self.weights_source_ = f"random (seed={self.seed})"
+            return model
+        if source == "imagenet":
+            try:
+                model = constructor(
+                    include_top=False, weights="imagenet", input_shape=shape, pooling=None
+                )
+            except Exception as exc:  # keras raises bare Exception on URL failures
+                raise WeightsUnavailableError(_download_help(self.backbone, spec, exc)) from exc
+            self.weights_source_ = "imagenet"
+            return model
+        path = Path(source).expanduser()
+        if not path.is_file():
+            raise WeightsUnavailableError(
+                f"weights file {str(path)!r} for backbone {self.backbone!r} does not exist; "
+                f"pass weights='imagenet', None, or the path of a Keras weights file "
+                f"(e.g. {spec.weights_file})"
+            )
+        model = constructor(include_top=False, weights=None, input_shape=shape, pooling=None)
+        try:
+            model.load_weights(str(path))
+        except Exception as exc:
+            raise WeightsUnavailableError(
+                f"cannot load weights file {str(path)!r} into {spec.constructor} "
+                f"(include_top=False): {exc}. The file must hold the no-top weights "
+                f"({spec.weights_file}) or weights saved from the same architecture"
+            ) from exc
+        self.weights_source_ = str(path)
+        return model
+
+
+def _seeded_init(model: Any, seed: int) -> None:
+    """Re-initialise every kernel from ``seed`` (Glorot-uniform, fan-aware).
+
+    Keras's initialisers draw from global state; doing it here keeps
+    ``weights=None`` deterministic without touching the user's global seeds.
+    """
+    rng = np.random.default_rng(seed)
+    for var in model.weights:
+        name = var.path if hasattr(var, "path") else var.name
+        shape = tuple(var.shape)
+        if not name.endswith("kernel") or len(shape) < 2:
+            continue
+        receptive = int(np.prod(shape[:-2])) if len(shape) > 2 else 1
+        fan_in, fan_out = shape[-2] * receptive, shape[-1] * receptive
+        if "depthwise" in name:
+            fan_in, fan_out = receptive, receptive * shape[-1]
+        limit = np.sqrt(6.0 / (fan_in + fan_out))
+        var.assign(rng.uniform(-limit, limit, size=shape).astype(np.float32))
+
+
+def _download_help(backbone: str, spec: Backbone, exc: BaseException) -> str:
+    return (
+        f"could not fetch the ImageNet weights for {backbone!r} ({type(exc).__name__}: {exc}). "
+        f"On a machine without internet, copy Keras's file {spec.weights_file} into "
+        f"~/.keras/models/ (Keras's cache), or pass its path: "
+        f"{'ResNet50Extractor' if backbone == 'resnet50' else 'KerasExtractor'}"
+        f"(weights='/path/to/{spec.weights_file}'), or set {WEIGHTS_ENV}=/path/to/it. "
+        f"weights=None gives the same network with random weights."
+    )
+
+
+@register_extractor("resnet50")
+class ResNet50Extractor(KerasExtractor):
+    """ResNet50 (ImageNet) embeddings: 2048-d, global pooling, L2-normalised.
+
+    The reference extractor. See :class:`KerasExtractor` for every parameter;
+    this class fixes ``backbone="resnet50"``.
+
+    Examples
+    --------
+    >>> ext = ResNet50Extractor(weights=None)        # no download; random weights
+    >>> ext.dim
+    2048
+    """
+
+    _BACKBONE = "resnet50"
+
+    def __init__(
+        self,
+        *,
+        weights: str | os.PathLike[str] | None = "imagenet",
+        pooling: str = "avg",
+        gem_p: float = 3.0,
+        input_size: int | None = None,
+        resize: str = "pad",
+        seed: int = 0,
+        batch_size: int | None = None,
+        num_workers: int | None = None,
+    ) -> None:
+        super().__init__(
+            "resnet50",
+            weights=weights,
+            pooling=pooling,
+            gem_p=gem_p,
+            input_size=input_size,
+            resize=resize,
+            seed=seed,
+            batch_size=batch_size,
+            num_workers=num_workers,
+        )
+
+
+def imagenet_weights_available(backbone: str = "resnet50") -> str | None:
+    """Return where ImageNet weights for ``backbone`` can be read offline, or ``None``.
+
+    Looks at ``$VISUALSIM_WEIGHTS`` and Keras's cache (``$KERAS_HOME`` or
+    ``~/.keras``)``/models``. Nothing is downloaded.
+    """
+    env = os.environ.get(WEIGHTS_ENV)
+    if env and Path(env).is_file():
+        return env
+    home = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"))
+    cached = home / "models" / BACKBONES[backbone].weights_file
+    return str(cached) if cached.is_file() else None
+
+
+__all__ = [
+    "BACKBONES",
+    "POOLINGS",
+    "WEIGHTS_ENV",
+    "Backbone",
+    "KerasExtractor",
+    "ResNet50Extractor",
+    "imagenet_weights_available",
+]
