@@ -137,16 +137,22 @@ def test_folder_missing_root_names_it(tmp_path: Path) -> None:
         ImageFolder(tmp_path / "nope")
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     names=st.lists(
-        st.text(alphabet="abcdefgh_-0123456789 ", min_size=1, max_size=8).map(str.strip).filter(bool),
+        st.text(alphabet="abcdefgh_-0123456789 ", min_size=1, max_size=8)
+        .map(str.strip)
+        .filter(bool),
         min_size=1,
         max_size=5,
         unique=True,
     )
 )
-def test_folder_ids_round_trip_to_paths(tmp_path_factory: pytest.TempPathFactory, names: list[str]) -> None:
+def test_folder_ids_round_trip_to_paths(
+    tmp_path_factory: pytest.TempPathFactory, names: list[str]
+) -> None:
     root = tmp_path_factory.mktemp("prop")
     for i, name in enumerate(names):
         (root / f"c{i % 2}").mkdir(exist_ok=True)
@@ -326,7 +332,9 @@ def test_synthetic_colour_names_match_pixels() -> None:
     for item in ds:
         pixels = item.image[_foreground(item.image)].astype(float)
         dominant = np.median(pixels, axis=0)
-        hits += names[int(((palette - dominant) ** 2).sum(axis=1).argmin())] == item.metadata["color"]
+        hits += (
+            names[int(((palette - dominant) ** 2).sum(axis=1).argmin())] == item.metadata["color"]
+        )
     assert hits / len(ds) > 0.95
 
 
@@ -466,7 +474,9 @@ def test_fmnist_falls_back_to_keras_cache(
     assert FashionMNIST().source == str(cache)
 
 
-@pytest.mark.skipif(not fmnist_module.DEBIAN_DIR.is_dir(), reason="dataset-fashion-mnist not installed")
+@pytest.mark.skipif(
+    not fmnist_module.DEBIAN_DIR.is_dir(), reason="dataset-fashion-mnist not installed"
+)
 def test_fmnist_reads_debian_package() -> None:
     ds = FashionMNIST(split="test")
     images, labels = ds.arrays()

@@ -155,13 +155,17 @@ def check_permissions(path: str | os.PathLike[str]) -> bool:
 
 
 def _read_username(path: Path) -> str:
+    data: Any = None
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError):
-        # `from None`: a JSONDecodeError holds the whole document, key included
+        readable = False  # raised below: a JSONDecodeError holds the whole document, key included
+    else:
+        readable = True
+    if not readable:
         raise DatasetError(
             f"Kaggle credentials file {os.fspath(path)} is not readable JSON. {_SETUP_HELP}"
-        ) from None
+        )
     if not isinstance(data, dict) or not data.get("username") or not data.get("key"):
         raise DatasetError(
             f'Kaggle credentials file {os.fspath(path)} must hold {{"username": ..., "key": ...}}. '
@@ -291,6 +295,7 @@ def download_kaggle_dataset(
         slug, target, credentials.describe(),
     )  # fmt: skip
     captured = io.StringIO()
+    failure: BaseException | None = None
     try:
         with contextlib.redirect_stdout(captured):
             client.authenticate()
@@ -298,13 +303,16 @@ def download_kaggle_dataset(
                 slug, path=os.fspath(target), unzip=unzip, quiet=quiet, force=force
             )
     except (Exception, SystemExit) as exc:  # the client calls exit(1) on bad credentials
-        _log_client_output(captured.getvalue(), secrets)
-        error = _download_error(exc, slug, target, credentials, secrets)
-        leaks = redact(f"{exc!r} {exc}", secrets) != f"{exc!r} {exc}"
-        if not leaks and not isinstance(exc, SystemExit):
-            raise error from exc
-        raise error from None
+        failure = exc
     _log_client_output(captured.getvalue(), secrets)
+    if failure is not None:
+        # raised outside the `except` so that an original exception quoting the key is
+        # neither chained nor kept as __context__
+        error = _download_error(failure, slug, target, credentials, secrets)
+        text = f"{failure!r} {failure}"
+        if redact(text, secrets) == text and not isinstance(failure, SystemExit):
+            raise error from failure
+        raise error
     marker.write_text(
         json.dumps(
             {"slug": slug, "unzip": unzip, "completed": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
