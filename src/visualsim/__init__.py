@@ -66,6 +66,7 @@ _LAZY: dict[str, str] = {
     # recommender
     "Recommender": "recommender",
     "Recommendation": "recommender",
+    "FailedInput": "recommender",
     # datasets
     "DatasetItem": "datasets.base",
     "ImageFolder": "datasets.folder",
@@ -81,6 +82,8 @@ _LAZY: dict[str, str] = {
     "recall_at_k": "evaluation",
     "precision_at_k": "evaluation",
     "average_precision_at_k": "evaluation",
+    "mean_average_precision_at_k": "evaluation",
+    "evaluate_embeddings": "evaluation",
     "plot_recommendations": "plotting",
 }
 

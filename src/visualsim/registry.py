@@ -58,7 +58,7 @@ class Registry(Generic[T]):
             )
         if overwrite:
             self._lazy.pop(name, None)
-        cls.name = name
+        setattr(cls, "name", name)  # noqa: B010 - T is any class
         self._classes[name] = cls
 
     def get(self, name: str) -> T:
