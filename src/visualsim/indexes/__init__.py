@@ -1,0 +1,78 @@
+"""Nearest-neighbour indexes over unit vectors, behind one contract.
+
+Pick one with :func:`make_index` (``"flat"``, ``"ivf"``, ``"hnsw"``,
+``"ivfpq"``, ``"sklearn"``, ``"sharded"``) or by class; reload any saved one
+with :func:`load_index`. ``docs/indexes.md`` says which to choose.
+
+FAISS and scikit-learn are imported only when a backend needs them; the
+classes below are resolved lazily too, so importing this package is cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from .base import (
+    FORMAT_VERSION,
+    INDEXES,
+    BaseIndex,
+    Id,
+    IdMap,
+    Index,
+    check_ids,
+    check_k,
+    check_vectors,
+    load_index,
+    make_index,
+    register_index,
+)
+
+_LAZY = {
+    "FlatIndex": "faiss",
+    "IVFIndex": "faiss",
+    "HNSWIndex": "faiss",
+    "IVFPQIndex": "faiss",
+    "SklearnIndex": "sklearn",
+    "ShardedIndex": "sharded",
+}
+
+__all__ = [
+    "FORMAT_VERSION",
+    "INDEXES",
+    "BaseIndex",
+    "FlatIndex",
+    "HNSWIndex",
+    "IVFIndex",
+    "IVFPQIndex",
+    "Id",
+    "IdMap",
+    "Index",
+    "ShardedIndex",
+    "SklearnIndex",
+    "check_ids",
+    "check_k",
+    "check_vectors",
+    "load_index",
+    "make_index",
+    "register_index",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from .faiss import FlatIndex, HNSWIndex, IVFIndex, IVFPQIndex
+    from .sharded import ShardedIndex
+    from .sklearn import SklearnIndex

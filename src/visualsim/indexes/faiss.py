@@ -1,0 +1,589 @@
+"""FAISS indexes: exact flat, IVF, HNSW and IVF-PQ, all under one contract.
+
+FAISS is imported inside the methods that need it, never when this module is
+imported, so ``import visualsim`` stays light. Every index here scores with the
+inner product of unit vectors (cosine similarity); see :mod:`visualsim.indexes.base`
+for the contract and ``docs/indexes.md`` for choosing one.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import CatalogError, ConfigError, NotFittedError
+from .base import BaseIndex, load_array, register_index, save_array
+
+_INDEX_FILE = "index.faiss"
+_PENDING_FILE = "pending.faiss"
+_VECTORS_FILE = "vectors.npy"
+_VECTOR_LABELS_FILE = "vector_labels.npy"
+
+MIN_POINTS_PER_CENTROID = 39
+"""Training vectors FAISS wants per k-means centroid; fewer gives poor centroids."""
+
+
+def _faiss() -> Any:
+    import faiss
+
+    return faiss
+
+
+def _check_int(name: str, value: Any, *, minimum: int, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        hint = " or None" if allow_none else ""
+        raise ConfigError(f"{name} must be an integer >= {minimum}{hint}, got {value!r}")
+
+
+def _new_flat(dim: int) -> Any:
+    """Return an empty exact inner-product index taking caller labels."""
+    faiss = _faiss()
+    return faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+
+
+def _flat_contents(index: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Return ``(vectors, labels)`` of an ``IndexIDMap2`` over a flat-storage index."""
+    faiss = _faiss()
+    inner = faiss.downcast_index(index.index)
+    storage = faiss.downcast_index(inner.storage) if hasattr(inner, "storage") else inner
+    n = int(storage.ntotal)
+    x = storage.reconstruct_n(0, n) if n else np.empty((0, index.d), dtype=np.float32)
+    return np.ascontiguousarray(x, dtype=np.float32), faiss.vector_to_array(index.id_map)
+
+
+def _write(index: Any, path: Path) -> None:
+    _faiss().write_index(index, str(path))
+
+
+def _read(path: Path, expected: tuple[str, ...], dim: int | None, count: int) -> Any:
+    """Read a FAISS file, checking its type, dimension and size."""
+    faiss = _faiss()
+    try:
+        index = faiss.read_index(str(path))
+    except RuntimeError as exc:
+        raise CatalogError(f"cannot read FAISS index {path}: {exc}") from exc
+    kind = type(index).__name__
+    if kind not in expected:
+        raise CatalogError(f"{path} holds a FAISS {kind}, expected {' or '.join(expected)}")
+    if dim is not None and index.d != dim:
+        raise CatalogError(f"{path} holds {index.d}-dimensional vectors, manifest says {dim}")
+    if index.ntotal != count:
+        raise CatalogError(f"{path} holds {index.ntotal} vectors, manifest says {count}")
+    return index
+
+
+class _VectorStore:
+    """Float rows with their (increasing) labels; appends are cheap until the next read."""
+
+    def __init__(self, dim: int) -> None:
+        self.x = np.empty((0, dim), dtype=np.float32)
+        self.labels = np.empty(0, dtype=np.int64)
+        self._chunks: list[tuple[np.ndarray, np.ndarray]] = []
+
+    @property
+    def fresh(self) -> bool:
+        return not self._chunks
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.x.nbytes + self.labels.nbytes + sum(c[0].nbytes for c in self._chunks))
+
+    def append(self, x: np.ndarray, labels: np.ndarray) -> None:
+        self._chunks.append((x, labels))
+
+    def consolidate(self) -> None:
+        if self._chunks:
+            self.x = np.concatenate([self.x, *(c[0] for c in self._chunks)])
+            self.labels = np.concatenate([self.labels, *(c[1] for c in self._chunks)])
+            self._chunks = []
+
+    def remove(self, labels: np.ndarray) -> None:
+        self.consolidate()
+        keep = ~np.isin(self.labels, labels)
+        self.x, self.labels = self.x[keep], self.labels[keep]
+
+    def rows(self, labels: np.ndarray) -> np.ndarray:
+        """Return the rows stored under ``labels`` (any shape; needs ``fresh``)."""
+        return self.x[np.searchsorted(self.labels, labels)]
+
+
+@register_index("flat")
+class FlatIndex(BaseIndex):
+    """Exact search: FAISS ``IndexFlatIP`` (every query against every vector).
+
+    Results equal numpy brute force. Memory is ``4 * dim`` bytes per vector
+    plus about 40 bytes of id mapping; a query costs ``n * dim`` multiply-adds,
+    batched through BLAS when several queries come together.
+
+    Parameters
+    ----------
+    dim
+        Dimension, if known before the first ``add``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> index = FlatIndex()
+    >>> index.add(np.eye(3), ["a", "b", "c"])
+    >>> scores, ids = index.search([1.0, 0.2, 0.0], k=2)
+    >>> ids
+    [['a', 'b']]
+    """
+
+    exact = True
+
+    def __init__(self, *, dim: int | None = None) -> None:
+        super().__init__(dim=dim)
+        self.index_: Any = None
+
+    def _add(self, x: np.ndarray, labels: np.ndarray) -> None:
+        if self.index_ is None:
+            self.index_ = _new_flat(x.shape[1])
+        self.index_.add_with_ids(x, labels)
+
+    def _remove(self, labels: np.ndarray) -> None:
+        self.index_.remove_ids(labels)
+
+    def _search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        scores, labels = self.index_.search(q, k)
+        return scores, labels
+
+    def _save_state(self, directory: Path) -> dict[str, Any]:
+        if self.index_ is not None:
+            _write(self.index_, directory / _INDEX_FILE)
+        return {"has_index": self.index_ is not None}
+
+    def _load_state(self, directory: Path, state: Mapping[str, Any]) -> None:
+        if state.get("has_index"):
+            self.index_ = _read(directory / _INDEX_FILE, ("IndexIDMap2",), self.dim, len(self))
+
+
+class _TrainedIVF(BaseIndex):
+    """Shared by IVF and IVF-PQ: buffer until trained, then a trained FAISS IVF index.
+
+    Until there are enough vectors to train (``min_train_size``), vectors sit in
+    an exact flat buffer and searches are exact. The first search (or
+    :meth:`train`) with enough vectors trains k-means on everything stored and
+    moves it into the IVF index; later ``add`` calls go straight into it.
+    """
+
+    def __init__(self, *, nlist: int | None, nprobe: int | None, dim: int | None) -> None:
+        _check_int("nlist", nlist, minimum=1, allow_none=True)
+        _check_int("nprobe", nprobe, minimum=1, allow_none=True)
+        super().__init__(dim=dim)
+        self.nlist = nlist
+        self.nprobe = nprobe
+        self.index_: Any = None
+        self.nlist_: int | None = None
+        self._pending: Any = None
+
+    # ---------------------------------------------------------------- public extras
+
+    @property
+    def is_trained(self) -> bool:
+        """Whether k-means has run and searches use the inverted lists."""
+        return self.index_ is not None
+
+    def nlist_for(self, n: int) -> int:
+        """Return the number of lists used when training on ``n`` vectors.
+
+        ``nlist`` if configured; otherwise about ``4 * sqrt(n)``, at most
+        ``n / 39`` (so every centroid has its 39 training points) and at least 16.
+        """
+        if self.nlist is not None:
+            return int(self.nlist)
+        return max(16, min(round(4 * math.sqrt(n)), n // MIN_POINTS_PER_CENTROID))
+
+    def min_train_size(self, n: int) -> int:
+        """Return how many vectors training needs when the index would hold ``n``."""
+        return MIN_POINTS_PER_CENTROID * self.nlist_for(n)
+
+    @property
+    def nprobe_(self) -> int:
+        """Lists scanned per query: ``nprobe`` if set, else ``max(8, nlist_ // 16)``."""
+        if self.nlist_ is None:
+            raise NotFittedError(f"{type(self).__name__} is not trained yet")
+        if self.nprobe is not None:
+            return min(int(self.nprobe), self.nlist_)
+        return min(self.nlist_, max(8, self.nlist_ // 16))
+
+    def train(self) -> None:
+        """Train on the stored vectors now, instead of at the first search.
+
+        Raises
+        ------
+        NotFittedError
+            Fewer vectors are stored than :meth:`min_train_size` asks for; add
+            more, lower ``nlist``, or keep searching (exactly) until there are.
+        """
+        with self._lock.write():
+            if self.index_ is not None:
+                return
+            n = len(self)
+            if n < self.min_train_size(n):
+                raise NotFittedError(
+                    f"{type(self).__name__} needs at least {self.min_train_size(n)} vectors "
+                    f"to train (39 per list, nlist={self.nlist_for(n)}) but holds {n}; add "
+                    "more vectors or lower nlist. Until then searches are exact"
+                )
+            self._train_now()
+
+    # ---------------------------------------------------------------- hooks
+
+    def _make_ivf(self, dim: int, nlist: int, train_x: np.ndarray) -> Any:
+        raise NotImplementedError
+
+    def _after_add(self, x: np.ndarray, labels: np.ndarray) -> None:
+        """Keep anything else a subclass stores (IVF-PQ's float copy for re-ranking)."""
+
+    def _add(self, x: np.ndarray, labels: np.ndarray) -> None:
+        if self.index_ is not None:
+            self.index_.add_with_ids(x, labels)
+        else:
+            if self._pending is None:
+                self._pending = _new_flat(x.shape[1])
+            self._pending.add_with_ids(x, labels)
+        self._after_add(x, labels)
+
+    def _remove(self, labels: np.ndarray) -> None:
+        target = self.index_ if self.index_ is not None else self._pending
+        target.remove_ids(labels)
+
+    def _is_ready(self) -> bool:
+        n = len(self)
+        return self.index_ is not None or n < self.min_train_size(n)
+
+    def _prepare(self) -> None:
+        if self.index_ is None and len(self) >= self.min_train_size(len(self)):
+            self._train_now()
+
+    def _train_now(self) -> None:
+        x, labels = _flat_contents(self._pending)
+        nlist = self.nlist_for(len(x))
+        index = self._make_ivf(x.shape[1], nlist, x)
+        index.add_with_ids(x, labels)
+        self.index_, self.nlist_, self._pending = index, nlist, None
+
+    def _ivf_search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Search the trained index; rows it leaves short are redone over every list."""
+        faiss = _faiss()
+        scores, labels = self.index_.search(
+            q, k, params=faiss.SearchParametersIVF(nprobe=self.nprobe_)
+        )
+        short = np.flatnonzero((labels < 0).any(axis=1))
+        if len(short):
+            everything = faiss.SearchParametersIVF(nprobe=self.nlist_)
+            scores[short], labels[short] = self.index_.search(q[short], k, params=everything)
+        return scores, labels
+
+    def _save_state(self, directory: Path) -> dict[str, Any]:
+        if self.index_ is not None:
+            _write(self.index_, directory / _INDEX_FILE)
+        elif self._pending is not None:
+            _write(self._pending, directory / _PENDING_FILE)
+        return {"trained": self.index_ is not None, "nlist_": self.nlist_}
+
+    def _load_state(self, directory: Path, state: Mapping[str, Any]) -> None:
+        if state.get("trained"):
+            self.index_ = _read(directory / _INDEX_FILE, self._ivf_types, self.dim, len(self))
+            self.nlist_ = int(self.index_.nlist)
+        elif (directory / _PENDING_FILE).is_file():
+            self._pending = _read(directory / _PENDING_FILE, ("IndexIDMap2",), self.dim, len(self))
+
+    _ivf_types: tuple[str, ...] = ()
+
+
+@register_index("ivf")
+class IVFIndex(_TrainedIVF):
+    """Inverted-file search (FAISS ``IndexIVFFlat``): k-means lists, scan a few.
+
+    Vectors are clustered into ``nlist`` lists; a query scans the ``nprobe``
+    lists whose centroids are closest. Scores are exact for the vectors
+    scanned; a neighbour in an unscanned list is missed.
+
+    Training: k-means needs about 39 vectors per list, so the index trains at
+    the first search (or :meth:`train`) once it holds ``39 * nlist`` vectors,
+    on all of them. **Fallback:** with fewer, vectors stay in an exact flat
+    buffer and searches are exact (and as slow as :class:`FlatIndex`). Vectors
+    added after training go into the trained lists; the centroids are not
+    re-learned, so retrain (a new index) if the data drifts far.
+
+    Parameters
+    ----------
+    nlist
+        Number of lists. More lists: smaller lists, faster queries at the same
+        ``nprobe``, slower training, lower recall per probe. ``None`` picks
+        ``4 * sqrt(n)`` at training time (capped at ``n / 39``, at least 16).
+    nprobe
+        Lists scanned per query. More: higher recall, proportionally slower.
+        ``None`` uses ``max(8, nlist // 16)`` (about 6% of the data).
+    dim
+        Dimension, if known before the first ``add``.
+
+    Notes
+    -----
+    Memory is that of :class:`FlatIndex` (``4 * dim`` bytes per vector) plus
+    8 bytes of id per vector and the centroids (``4 * dim * nlist`` bytes).
+    """
+
+    _ivf_types = ("IndexIVFFlat",)
+
+    def __init__(
+        self, *, nlist: int | None = None, nprobe: int | None = None, dim: int | None = None
+    ) -> None:
+        super().__init__(nlist=nlist, nprobe=nprobe, dim=dim)
+
+    def _make_ivf(self, dim: int, nlist: int, train_x: np.ndarray) -> Any:
+        faiss = _faiss()
+        quantizer = faiss.IndexFlatIP(dim)
+        index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        index.train(train_x)
+        return index
+
+    def _search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        if self.index_ is None:
+            scores, labels = self._pending.search(q, k)
+            return scores, labels
+        return self._ivf_search(q, k)
+
+
+@register_index("ivfpq")
+class IVFPQIndex(_TrainedIVF):
+    """Compressed inverted-file search (FAISS ``IndexIVFPQ``), optionally re-ranked.
+
+    Like :class:`IVFIndex`, but each vector is stored as ``m`` bytes of product
+    quantisation codes (``nbits=8``) instead of ``4 * dim`` bytes of floats,
+    so a million 2048-d vectors fit in a few hundred MB. Scores from codes are
+    approximations of the cosine; with ``rerank`` the best ``rerank * k``
+    candidates are re-scored exactly from a float copy, which restores exact
+    scores and most of the recall but costs the float memory again.
+
+    Training needs ``39 * nlist`` vectors and at least ``39 * 2**nbits`` (for
+    the codebooks); with fewer, searches are exact over a flat buffer (the
+    fallback of :class:`IVFIndex`).
+
+    Parameters
+    ----------
+    nlist, nprobe
+        As in :class:`IVFIndex`.
+    m
+        Sub-quantisers, i.e. bytes per vector at ``nbits=8``; must divide
+        ``dim``. More: better scores and recall, more memory, slower
+        training. ``None`` picks ``dim / 8`` (the largest divisor of ``dim``
+        at most that).
+    nbits
+        Bits per sub-quantiser code (4 to 12); 8 is the fast, usual choice.
+    rerank
+        Re-score the top ``rerank * k`` candidates with exact cosine, keeping
+        a float32 copy of every vector (``4 * dim`` bytes each). ``0`` turns it
+        off: no float copy, scores are PQ estimates, recall lower. Default 4.
+    dim
+        Dimension, if known before the first ``add``.
+
+    Notes
+    -----
+    Memory per vector: ``m * nbits / 8`` bytes of code + 8 bytes of id (+
+    ``4 * dim`` with ``rerank``); fixed: centroids ``4 * dim * nlist`` bytes
+    and codebooks ``4 * dim * 2**nbits`` bytes. 1M x 2048-d with the defaults
+    and ``rerank=0``: 256 MB codes + 8 MB ids + 32 MB centroids + 2 MB
+    codebooks.
+    """
+
+    _ivf_types = ("IndexIVFPQ",)
+
+    def __init__(
+        self,
+        *,
+        nlist: int | None = None,
+        m: int | None = None,
+        nbits: int = 8,
+        nprobe: int | None = None,
+        rerank: int = 4,
+        dim: int | None = None,
+    ) -> None:
+        _check_int("m", m, minimum=1, allow_none=True)
+        _check_int("nbits", nbits, minimum=1)
+        _check_int("rerank", rerank, minimum=0)
+        if not 4 <= nbits <= 12:
+            raise ConfigError(f"nbits must be between 4 and 12, got {nbits}")
+        if m is not None and dim is not None and dim % m:
+            raise ConfigError(f"m={m} must divide dim={dim}; pick a divisor of {dim}")
+        super().__init__(nlist=nlist, nprobe=nprobe, dim=dim)
+        self.m = m
+        self.nbits = nbits
+        self.rerank = rerank
+        self._vectors: _VectorStore | None = None
+
+    def m_for(self, dim: int) -> int:
+        """Return the number of sub-quantisers used for ``dim``-dimensional vectors."""
+        if self.m is not None:
+            if dim % self.m:
+                raise ConfigError(f"m={self.m} must divide dim={dim}; pick a divisor of {dim}")
+            return int(self.m)
+        return max(m for m in range(1, max(1, dim // 8) + 1) if dim % m == 0)
+
+    def min_train_size(self, n: int) -> int:
+        """Return how many vectors training needs: ``39 * max(nlist, 2**nbits)``."""
+        return MIN_POINTS_PER_CENTROID * max(self.nlist_for(n), 2**self.nbits)
+
+    def _make_ivf(self, dim: int, nlist: int, train_x: np.ndarray) -> Any:
+        faiss = _faiss()
+        quantizer = faiss.IndexFlatIP(dim)
+        index = faiss.IndexIVFPQ(
+            quantizer, dim, nlist, self.m_for(dim), self.nbits, faiss.METRIC_INNER_PRODUCT
+        )
+        index.train(train_x)
+        return index
+
+    def _after_add(self, x: np.ndarray, labels: np.ndarray) -> None:
+        if self.rerank:
+            if self._vectors is None:
+                self._vectors = _VectorStore(x.shape[1])
+            self._vectors.append(x, labels)
+
+    def _remove(self, labels: np.ndarray) -> None:
+        super()._remove(labels)
+        if self._vectors is not None:
+            self._vectors.remove(labels)
+
+    def _is_ready(self) -> bool:
+        return super()._is_ready() and (self._vectors is None or self._vectors.fresh)
+
+    def _prepare(self) -> None:
+        super()._prepare()
+        if self._vectors is not None:
+            self._vectors.consolidate()
+
+    def _search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        if self.index_ is None:
+            scores, labels = self._pending.search(q, k)
+            return scores, labels
+        if not self.rerank or self._vectors is None:
+            return self._ivf_search(q, k)
+        candidates = min(len(self), k * self.rerank)
+        _, labels = self._ivf_search(q, candidates)
+        exact = np.einsum("qd,qkd->qk", q, self._vectors.rows(labels), dtype=np.float32)
+        top = np.argsort(-exact, axis=1, kind="stable")[:, :k]
+        return np.take_along_axis(exact, top, axis=1), np.take_along_axis(labels, top, axis=1)
+
+    def _save_state(self, directory: Path) -> dict[str, Any]:
+        state = super()._save_state(directory)
+        if self._vectors is not None:
+            self._vectors.consolidate()
+            save_array(directory / _VECTORS_FILE, self._vectors.x)
+            save_array(directory / _VECTOR_LABELS_FILE, self._vectors.labels)
+        return state
+
+    def _load_state(self, directory: Path, state: Mapping[str, Any]) -> None:
+        super()._load_state(directory, state)
+        if self.rerank and len(self):
+            x = load_array(directory / _VECTORS_FILE)
+            labels = load_array(directory / _VECTOR_LABELS_FILE)
+            if (
+                x.dtype != np.float32
+                or x.ndim != 2
+                or x.shape != (len(self), self.dim)
+                or labels.dtype != np.int64
+                or not np.array_equal(labels, self._ids.labels)
+            ):
+                raise CatalogError(f"{directory / _VECTORS_FILE} does not match the stored ids")
+            self._vectors = _VectorStore(self.dim or 0)
+            self._vectors.x, self._vectors.labels = x, labels
+
+
+@register_index("hnsw")
+class HNSWIndex(BaseIndex):
+    """Graph search (FAISS ``IndexHNSWFlat``): walk a small-world graph to the neighbours.
+
+    Fast queries at high recall with no training; the price is memory for the
+    graph and a slow build. HNSW cannot delete: :meth:`remove` rebuilds the
+    graph from the remaining vectors (read back from the index, no second
+    copy is kept), which costs as much as adding them all again; batch removals.
+
+    Parameters
+    ----------
+    M
+        Links per node. More: higher recall at the same ``ef_search``, more
+        memory (about ``8 * M`` bytes per vector on top of the ``4 * dim``
+        bytes of floats), slower build.
+    ef_search
+        Candidates kept while searching (raised to ``k`` when smaller). More:
+        higher recall, slower queries. Default 64.
+    ef_construction
+        Candidates kept while inserting. More: a better graph (higher recall
+        for the same ``ef_search``), slower ``add``. Default 80.
+    dim
+        Dimension, if known before the first ``add``.
+    """
+
+    def __init__(
+        self,
+        *,
+        M: int = 32,
+        ef_search: int = 64,
+        ef_construction: int = 80,
+        dim: int | None = None,
+    ) -> None:
+        _check_int("M", M, minimum=2)
+        _check_int("ef_search", ef_search, minimum=1)
+        _check_int("ef_construction", ef_construction, minimum=1)
+        super().__init__(dim=dim)
+        self.M = M
+        self.ef_search = ef_search
+        self.ef_construction = ef_construction
+        self.index_: Any = None
+
+    def _new_index(self, dim: int) -> Any:
+        faiss = _faiss()
+        hnsw = faiss.IndexHNSWFlat(dim, int(self.M), faiss.METRIC_INNER_PRODUCT)
+        hnsw.hnsw.efConstruction = int(self.ef_construction)
+        hnsw.hnsw.efSearch = int(self.ef_search)
+        return faiss.IndexIDMap2(hnsw)
+
+    def _add(self, x: np.ndarray, labels: np.ndarray) -> None:
+        if self.index_ is None:
+            self.index_ = self._new_index(x.shape[1])
+        self.index_.add_with_ids(x, labels)
+
+    def _remove(self, labels: np.ndarray) -> None:
+        x, stored = _flat_contents(self.index_)
+        keep = ~np.isin(stored, labels)
+        rebuilt = self._new_index(x.shape[1])
+        if keep.any():
+            rebuilt.add_with_ids(np.ascontiguousarray(x[keep]), stored[keep])
+        self.index_ = rebuilt
+
+    def _search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        faiss = _faiss()
+        params = faiss.SearchParametersHNSW(efSearch=max(int(self.ef_search), k))
+        scores, labels = self.index_.search(q, k, params=params)
+        short = np.flatnonzero((labels < 0).any(axis=1))
+        if len(short):  # the graph missed some: answer those queries exactly
+            storage = faiss.downcast_index(faiss.downcast_index(self.index_.index).storage)
+            scores[short], positions = storage.search(q[short], k)
+            labels[short] = faiss.vector_to_array(self.index_.id_map)[positions]
+        return scores, labels
+
+    def _save_state(self, directory: Path) -> dict[str, Any]:
+        if self.index_ is not None:
+            _write(self.index_, directory / _INDEX_FILE)
+        return {"has_index": self.index_ is not None}
+
+    def _load_state(self, directory: Path, state: Mapping[str, Any]) -> None:
+        if state.get("has_index"):
+            self.index_ = _read(directory / _INDEX_FILE, ("IndexIDMap2",), self.dim, len(self))
+            faiss = _faiss()
+            hnsw = faiss.downcast_index(self.index_.index)
+            if not isinstance(hnsw, faiss.IndexHNSWFlat):
+                raise CatalogError(f"{directory / _INDEX_FILE} does not wrap an IndexHNSWFlat")
+            hnsw.hnsw.efSearch = int(self.ef_search)
+
+
+__all__ = ["FlatIndex", "HNSWIndex", "IVFIndex", "IVFPQIndex", "MIN_POINTS_PER_CENTROID"]

@@ -1,0 +1,121 @@
+"""Several indexes searched together as one: :class:`ShardedIndex`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import CatalogError, ConfigError
+from .base import INDEXES, BaseIndex, Index, load_index, register_index
+
+
+@register_index("sharded")
+class ShardedIndex(BaseIndex):
+    """Vectors spread over ``n_shards`` indexes, searched in parallel, results merged.
+
+    Vector number ``i`` (in insertion order, counting removed ones) goes to
+    shard ``i % n_shards``, so shards stay balanced. A search asks every shard
+    for its top ``k`` (in threads: FAISS releases the GIL) and merges them by
+    score, ties in insertion order. With exact shards (the default, ``"flat"``)
+    the merged result is the same as one :class:`~visualsim.indexes.FlatIndex`
+    over everything; with approximate shards each shard's recall carries over.
+
+    Sharding buys parallel queries over many cores and smaller pieces to
+    build, save and rebuild (an HNSW ``remove`` rebuilds only the shards
+    touched); it costs ``n_shards`` times the per-query overhead and
+    ``n_shards * k`` candidates to merge.
+
+    Parameters
+    ----------
+    n_shards
+        How many shards.
+    shard
+        Registered index name used for every shard (``"flat"``, ``"hnsw"``, ...).
+    shard_params
+        Keyword configuration of each shard (JSON-safe), e.g. ``{"M": 16}``.
+    parallel
+        Search shards in threads (``True``) or one after another.
+    dim
+        Dimension, if known before the first ``add``.
+    """
+
+    def __init__(
+        self,
+        *,
+        n_shards: int = 4,
+        shard: str = "flat",
+        shard_params: Mapping[str, Any] | None = None,
+        parallel: bool = True,
+        dim: int | None = None,
+    ) -> None:
+        if isinstance(n_shards, bool) or not isinstance(n_shards, int) or n_shards < 1:
+            raise ConfigError(f"n_shards must be a positive integer, got {n_shards!r}")
+        if shard == "sharded":
+            raise ConfigError("shards of a ShardedIndex cannot themselves be sharded")
+        if shard_params is not None and not isinstance(shard_params, Mapping):
+            raise ConfigError(f"shard_params must be a mapping, got {shard_params!r}")
+        super().__init__(dim=dim)
+        self.n_shards = n_shards
+        self.shard = shard
+        self.shard_params = None if shard_params is None else dict(shard_params)
+        self.parallel = bool(parallel)
+        self.shards_: list[Index] = [self._new_shard() for _ in range(n_shards)]
+
+    def _new_shard(self) -> Index:
+        params = dict(self.shard_params or {})
+        if self._dim is not None:
+            params.setdefault("dim", self._dim)
+        shard: Index = INDEXES.build(self.shard, params)
+        return shard
+
+    def _groups(self, labels: np.ndarray) -> list[np.ndarray]:
+        owner = labels % self.n_shards
+        return [np.flatnonzero(owner == s) for s in range(self.n_shards)]
+
+    def _add(self, x: np.ndarray, labels: np.ndarray) -> None:
+        for shard, rows in zip(self.shards_, self._groups(labels), strict=True):
+            if len(rows):
+                shard.add(x[rows], labels[rows].tolist())
+
+    def _remove(self, labels: np.ndarray) -> None:
+        for shard, rows in zip(self.shards_, self._groups(labels), strict=True):
+            if len(rows):
+                shard.remove(labels[rows].tolist())
+
+    def _search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        live = [s for s in self.shards_ if len(s)]
+
+        def one(shard: Index) -> tuple[np.ndarray, np.ndarray]:
+            scores, ids = shard.search(q, k)
+            return scores, np.asarray(ids, dtype=np.int64).reshape(scores.shape)
+
+        if self.parallel and len(live) > 1:
+            with ThreadPoolExecutor(max_workers=len(live)) as pool:
+                parts = list(pool.map(one, live))
+        else:
+            parts = [one(s) for s in live]
+        scores = np.concatenate([p[0] for p in parts], axis=1)
+        labels = np.concatenate([p[1] for p in parts], axis=1)
+        order = np.lexsort((labels, -scores), axis=-1)[:, :k]
+        return np.take_along_axis(scores, order, axis=1), np.take_along_axis(labels, order, axis=1)
+
+    def _save_state(self, directory: Path) -> dict[str, Any]:
+        names = [f"shard-{i:03d}" for i in range(self.n_shards)]
+        for shard, name in zip(self.shards_, names, strict=True):
+            shard.save(directory / name)
+        return {"shards": names}
+
+    def _load_state(self, directory: Path, state: Mapping[str, Any]) -> None:
+        names = state.get("shards")
+        if not isinstance(names, list) or len(names) != self.n_shards:
+            raise CatalogError(f"{directory}: manifest lists no valid shards")
+        self.shards_ = [load_index(directory / str(name)) for name in names]
+        if sum(len(s) for s in self.shards_) != len(self):
+            raise CatalogError(f"{directory}: shards hold another number of vectors than ids")
+
+
+__all__ = ["ShardedIndex"]
