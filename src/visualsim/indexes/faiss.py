@@ -230,7 +230,7 @@ class _TrainedIVF(BaseIndex):
             if n < self.min_train_size(n):
                 raise NotFittedError(
                     f"{type(self).__name__} needs at least {self.min_train_size(n)} vectors "
-                    f"to train (39 per list, nlist={self.nlist_for(n)}) but holds {n}; add "
+                    f"to train (nlist={self.nlist_for(n)}) but holds {n}; add "
                     "more vectors or lower nlist. Until then searches are exact"
                 )
             self._train_now()
