@@ -1,0 +1,699 @@
+"""Vector shards on disk: a folder of complete pieces that a crash cannot corrupt.
+
+A long extraction (:func:`visualsim.distributed.extract_to_shards`) writes its
+vectors piece by piece into a folder you can read with ``cat manifest.json``::
+
+    shards/
+      manifest.json                 format, extractor spec, dim, shard size, and per
+                                    shard: input range, count, sha256, failures
+      shard-00000.npy               (count, dim) float32        ┐ format="npy"
+      shard-00000.ids.json          the ids, in input order     │
+      shard-00000.metadata.jsonl    one JSON object per line    ┘
+      shard-00001.parquet           id, vector, metadata        ← format="parquet"
+
+Shard ``k`` holds inputs ``k * shard_size`` up to ``(k + 1) * shard_size`` (less
+the ones that could not be read, which the manifest lists). Every file is
+written under a temporary name and renamed into place, and a shard exists only
+once the manifest — itself replaced atomically — lists it: a crash leaves
+complete shards plus, at worst, stray temporary files that readers ignore and
+the next writer removes. Nothing is pickled; Parquet needs ``pyarrow``.
+
+:func:`read_shards` and :func:`iter_shards` read them back, verifying
+checksums and shapes; :func:`load_into` and :func:`recommender_from_shards`
+turn them into a searchable catalogue.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from .catalog import Id, iter_ids, json_safe, sha256_file
+from .errors import CatalogError, ConfigError, DimensionMismatch, FormatVersionError
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from .recommender import Recommender
+
+FORMAT = "visualsim-shards"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+ShardFormat = Literal["npy", "parquet"]
+SHARD_FORMATS: tuple[str, ...] = ("npy", "parquet")
+_TMP_MARK = ".tmp-"
+_RUNTIME_KEYS = frozenset({"batch_size", "num_workers"})
+"""Extractor config keys that change speed, never vectors (ignored when matching specs)."""
+
+
+@dataclass
+class Shard:
+    """One shard read back from disk.
+
+    Attributes
+    ----------
+    index
+        Shard number ``k``.
+    start, stop
+        The input positions it covers, ``start <= position < stop``.
+    vectors
+        ``(count, dim)`` float32, rows aligned with ``ids``.
+    ids
+        The ids of the inputs that were read, in input order.
+    metadata
+        One dict per id.
+    failed
+        Inputs of this range that could not be read: dicts with ``position``,
+        ``id``, ``source`` and ``reason``.
+    """
+
+    index: int
+    start: int
+    stop: int
+    vectors: np.ndarray
+    ids: list[Id]
+    metadata: list[dict[str, Any]]
+    failed: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class ShardSet:
+    """Every shard of a folder, concatenated in input order (what :func:`read_shards` returns).
+
+    Attributes
+    ----------
+    vectors
+        ``(count, dim)`` float32.
+    ids
+        The ids, aligned with ``vectors``.
+    metadata
+        One dict per id.
+    extractor
+        The extractor spec ``{"name": ..., "config": {...}}`` that made the
+        vectors; :func:`~visualsim.extractors.base.extractor_from_config`
+        rebuilds it.
+    failed
+        Every input that could not be read (see :attr:`Shard.failed`).
+    manifest
+        The parsed ``manifest.json``.
+    """
+
+    vectors: np.ndarray
+    ids: list[Id]
+    metadata: list[dict[str, Any]]
+    extractor: dict[str, Any]
+    failed: list[dict[str, Any]]
+    manifest: dict[str, Any]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+# -- writing ---------------------------------------------------------------------------
+
+
+class ShardWriter:
+    """Write shards into a folder one at a time, resuming what an earlier run left.
+
+    Opening a folder that already holds shards checks that they come from the
+    same extractor, shard size and format, and removes stray temporary files
+    of a run that crashed. :meth:`is_done` then says which shards to skip.
+
+    Parameters
+    ----------
+    path
+        The folder (created if missing).
+    extractor
+        The extractor spec ``{"name": ..., "config": {...}}`` of the vectors.
+    dim
+        Vector length.
+    shard_size
+        Inputs per shard. More means fewer files and less manifest churn;
+        fewer means less work lost to a crash and finer resumption.
+    format
+        ``"npy"`` (numpy + JSON, no extra dependency) or ``"parquet"`` (one file
+        per shard with ``id``, ``vector`` and ``metadata`` columns; needs
+        ``pyarrow``; ids must be all strings or all integers).
+
+    Raises
+    ------
+    ConfigError
+        For a bad ``shard_size`` or ``format``, or a folder written with other
+        settings or by another extractor.
+    CatalogError
+        If the folder's manifest is unreadable.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        extractor: Mapping[str, Any],
+        dim: int,
+        shard_size: int,
+        format: ShardFormat = "npy",
+    ) -> None:
+        if isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size < 1:
+            raise ConfigError(f"shard_size must be a positive integer, got {shard_size!r}")
+        if format not in SHARD_FORMATS:
+            raise ConfigError(f"format must be 'npy' or 'parquet', got {format!r}")
+        if format == "parquet":
+            _import_pyarrow()
+        self.path = Path(path)
+        self.dim = int(dim)
+        self.shard_size = shard_size
+        self.format: ShardFormat = format
+        self.extractor = json_safe(dict(extractor), where="extractor spec")
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._remove_stale_temporaries()
+        self.manifest = self._open_manifest()
+        self._done: dict[int, dict[str, Any]] = {
+            int(s["index"]): s for s in self.manifest["shards"]
+        }
+
+    def is_done(self, index: int, input_ids: Sequence[Id] | None = None) -> bool:
+        """Return whether shard ``index`` is complete on disk.
+
+        Parameters
+        ----------
+        index
+            Shard number.
+        input_ids
+            The ids of every input in the shard's range (read or not); when
+            given, they must be the ones the shard was written from.
+
+        Raises
+        ------
+        ConfigError
+            If the shard was written from other inputs (the input changed
+            between runs: resuming would mix two catalogues).
+        """
+        entry = self._done.get(index)
+        if entry is None:
+            return False
+        if not all((self.path / name).is_file() for name in entry["files"].values()):
+            return False
+        if input_ids is not None and entry.get("input_sha256") != ids_digest(input_ids):
+            raise ConfigError(
+                f"shard {index} in {os.fspath(self.path)!r} was written from other inputs "
+                f"(positions {entry['start']}-{entry['stop'] - 1} differ); pass the same "
+                "images in the same order to resume, or write to a new folder"
+            )
+        return True
+
+    def done_indices(self) -> list[int]:
+        """Return the numbers of the shards the manifest lists as complete, ascending."""
+        return sorted(self._done)
+
+    def write(
+        self,
+        index: int,
+        *,
+        vectors: np.ndarray,
+        ids: Sequence[Id],
+        metadata: Sequence[Mapping[str, Any]],
+        input_ids: Sequence[Id],
+        failed: Sequence[Mapping[str, Any]] = (),
+    ) -> dict[str, Any]:
+        """Write shard ``index`` atomically, record it in the manifest, and return its entry.
+
+        Parameters
+        ----------
+        index
+            Shard number; it covers inputs ``index * shard_size`` onwards.
+        vectors
+            ``(len(ids), dim)`` vectors of the inputs that were read.
+        ids, metadata
+            Aligned with ``vectors``.
+        input_ids
+            The ids of every input in the range, read or not (used to check
+            that a resumed run got the same inputs).
+        failed
+            Inputs of the range that could not be read (``position``, ``id``,
+            ``source``, ``reason``).
+        """
+        x = np.ascontiguousarray(vectors, dtype=np.float32)
+        checked = iter_ids(ids)
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise DimensionMismatch(
+                f"shard {index}: vectors have shape {x.shape}, expected (n, {self.dim})"
+            )
+        if not (len(x) == len(checked) == len(metadata)):
+            raise ConfigError(
+                f"shard {index}: {len(x)} vectors, {len(checked)} ids and "
+                f"{len(metadata)} metadata rows do not align"
+            )
+        meta = [
+            json_safe(dict(m), where=f"metadata of id {i!r}")
+            for i, m in zip(checked, metadata, strict=True)
+        ]
+        stem = f"shard-{index:05d}"
+        if self.format == "npy":
+            files = {
+                "vectors": f"{stem}.npy",
+                "ids": f"{stem}.ids.json",
+                "metadata": f"{stem}.metadata.jsonl",
+            }
+            self._atomic(files["vectors"], lambda p: _write_npy(p, x))
+            self._atomic(files["ids"], lambda p: _write_text(p, json.dumps(checked)))
+            self._atomic(
+                files["metadata"],
+                lambda p: _write_text(p, "".join(json.dumps(m) + "\n" for m in meta)),
+            )
+        else:
+            files = {"table": f"{stem}.parquet"}
+            self._atomic(files["table"], lambda p: _write_parquet(p, x, checked, meta))
+        start = index * self.shard_size
+        entry = {
+            "index": index,
+            "start": start,
+            "stop": start + len(input_ids),
+            "count": len(checked),
+            "files": files,
+            "sha256": {name: sha256_file(self.path / name) for name in files.values()},
+            "input_sha256": ids_digest(input_ids),
+            "failed": [json_safe(dict(f), where="failure record") for f in failed],
+        }
+        self._done[index] = entry
+        self._save_manifest()
+        return entry
+
+    def finish(self, n_inputs: int) -> dict[str, Any]:
+        """Mark the folder complete after ``n_inputs`` inputs and return the manifest."""
+        self.manifest["inputs"] = int(n_inputs)
+        self.manifest["complete"] = True
+        self._save_manifest()
+        return self.manifest
+
+    # -- internals -----------------------------------------------------------------------
+    def _open_manifest(self) -> dict[str, Any]:
+        fresh: dict[str, Any] = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "library_version": _library_version(),
+            "extractor": self.extractor,
+            "dim": self.dim,
+            "dtype": "float32",
+            "shard_format": self.format,
+            "shard_size": self.shard_size,
+            "count": 0,
+            "inputs": None,
+            "complete": False,
+            "shards": [],
+        }
+        if not (self.path / MANIFEST).exists():
+            return fresh
+        old = read_manifest(self.path)
+        wanted = {"shard_format": self.format, "shard_size": self.shard_size, "dim": self.dim}
+        for key, value in wanted.items():
+            if old.get(key) != value:
+                raise ConfigError(
+                    f"{os.fspath(self.path)!r} holds shards with {key}={old.get(key)!r}, not "
+                    f"{value!r}; resume with the same settings or write to a new folder"
+                )
+        if not same_extractor(old["extractor"], self.extractor):
+            raise ConfigError(
+                f"{os.fspath(self.path)!r} holds vectors of extractor {old['extractor']!r}, "
+                f"not {self.extractor!r}; vectors of two extractors cannot share a catalogue, "
+                "so write to a new folder"
+            )
+        old["complete"] = False
+        return old
+
+    def _save_manifest(self) -> None:
+        shards = [self._done[k] for k in sorted(self._done)]
+        self.manifest["shards"] = shards
+        self.manifest["count"] = sum(int(s["count"]) for s in shards)
+        self.manifest["failed"] = sum(len(s["failed"]) for s in shards)
+        text = json.dumps(self.manifest, indent=2) + "\n"
+        self._atomic(MANIFEST, lambda p: _write_text(p, text))
+
+    def _atomic(self, name: str, write: Any) -> None:
+        final = self.path / name
+        tmp = self.path / f".{name}{_TMP_MARK}{os.getpid()}"
+        try:
+            write(tmp)
+            os.replace(tmp, final)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
+        _fsync_dir(self.path)
+
+    def _remove_stale_temporaries(self) -> None:
+        for stray in self.path.glob(f".*{_TMP_MARK}*"):
+            with contextlib.suppress(OSError):
+                stray.unlink()
+
+
+# -- reading ---------------------------------------------------------------------------
+
+
+def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Return the parsed ``manifest.json`` of a shard folder, checking its format.
+
+    Raises
+    ------
+    CatalogError
+        If the folder or manifest is missing or not a shard manifest.
+    FormatVersionError
+        If a newer visualsim wrote it.
+    """
+    root = Path(path)
+    file = root / MANIFEST
+    if not file.is_file():
+        raise CatalogError(
+            f"{os.fspath(root)!r} is not a shard folder: it has no {MANIFEST} "
+            "(write one with visualsim.distributed.extract_to_shards)"
+        )
+    try:
+        manifest = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CatalogError(f"cannot read {os.fspath(file)!r}: {exc}") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise CatalogError(f"{os.fspath(file)!r} is not a {FORMAT} manifest")
+    version = manifest.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise FormatVersionError(
+            f"{os.fspath(file)!r} has shard format version {version!r}; this visualsim "
+            f"reads up to {FORMAT_VERSION}: upgrade visualsim"
+        )
+    for key in ("extractor", "dim", "shard_format", "shards"):
+        if key not in manifest:
+            raise CatalogError(f"{os.fspath(file)!r} lacks {key!r}")
+    return manifest
+
+
+def iter_shards(path: str | os.PathLike[str], *, verify: bool = True) -> Iterator[Shard]:
+    """Yield the complete shards of a folder one at a time, in input order.
+
+    Only shards listed in the manifest are read, so files of an interrupted
+    write are never seen. Memory holds one shard at a time.
+
+    Parameters
+    ----------
+    path
+        The shard folder.
+    verify
+        Check every file's SHA-256 against the manifest (reads each file twice;
+        turn off for speed on trusted storage).
+
+    Yields
+    ------
+    Shard
+        Vectors, ids, metadata and failures of one shard.
+
+    Raises
+    ------
+    CatalogError
+        For a missing or corrupt file, a checksum or shape mismatch.
+    """
+    root = Path(path)
+    manifest = read_manifest(root)
+    dim = int(manifest["dim"])
+    kind = manifest["shard_format"]
+    for entry in sorted(manifest["shards"], key=lambda s: int(s["index"])):
+        files: dict[str, str] = entry["files"]
+        for name in files.values():
+            file = root / name
+            if not file.is_file():
+                raise CatalogError(f"shard file {os.fspath(file)!r} is missing")
+            if verify and sha256_file(file) != entry["sha256"].get(name):
+                raise CatalogError(
+                    f"shard file {os.fspath(file)!r} does not match its checksum in "
+                    f"{MANIFEST}: it was changed or damaged; re-extract that shard"
+                )
+        if kind == "npy":
+            vectors, ids, metadata = _read_npy_shard(root, files)
+        elif kind == "parquet":
+            vectors, ids, metadata = _read_parquet_shard(root / files["table"], dim)
+        else:
+            raise CatalogError(f"{os.fspath(root)!r}: unknown shard format {kind!r}")
+        count = int(entry["count"])
+        if vectors.shape != (count, dim) or len(ids) != count or len(metadata) != count:
+            raise CatalogError(
+                f"shard {entry['index']} of {os.fspath(root)!r} holds {vectors.shape} vectors, "
+                f"{len(ids)} ids and {len(metadata)} metadata rows; the manifest says "
+                f"({count}, {dim})"
+            )
+        yield Shard(
+            int(entry["index"]),
+            int(entry["start"]),
+            int(entry["stop"]),
+            vectors,
+            ids,
+            metadata,
+            list(entry.get("failed", [])),
+        )
+
+
+def read_shards(path: str | os.PathLike[str], *, verify: bool = True) -> ShardSet:
+    """Return every shard of a folder concatenated, with the extractor spec that made them.
+
+    Parameters
+    ----------
+    path
+        The shard folder.
+    verify
+        Check checksums (see :func:`iter_shards`).
+
+    Returns
+    -------
+    ShardSet
+        ``vectors``, ``ids``, ``metadata``, ``extractor``, ``failed``, ``manifest``.
+
+    Raises
+    ------
+    CatalogError
+        For a missing or corrupt shard.
+    """
+    manifest = read_manifest(path)
+    dim = int(manifest["dim"])
+    parts: list[np.ndarray] = []
+    ids: list[Id] = []
+    metadata: list[dict[str, Any]] = []
+    failed: list[dict[str, Any]] = []
+    for shard in iter_shards(path, verify=verify):
+        parts.append(shard.vectors)
+        ids.extend(shard.ids)
+        metadata.extend(shard.metadata)
+        failed.extend(shard.failed)
+    vectors = np.concatenate(parts) if parts else np.zeros((0, dim), dtype=np.float32)
+    return ShardSet(vectors, ids, metadata, dict(manifest["extractor"]), failed, manifest)
+
+
+# -- into a catalogue ------------------------------------------------------------------
+
+
+def load_into(
+    recommender: Recommender, path: str | os.PathLike[str], *, verify: bool = True
+) -> Recommender:
+    """Add the vectors of a shard folder to ``recommender`` and return it.
+
+    The body of ``Recommender.add_shards``: the shards must come from the
+    recommender's extractor (same name and vector-changing settings), and all
+    of them are added at once, so a failure leaves the recommender unchanged.
+
+    Raises
+    ------
+    ConfigError
+        If the shards were made by another extractor.
+    DimensionMismatch
+        If their dimension differs from the extractor's.
+    DuplicateIdError
+        If an id is already in the catalogue.
+    """
+    from .extractors.base import extractor_spec
+
+    shards = read_shards(path, verify=verify)
+    extractor = recommender.extractor_
+    if int(extractor.dim) != int(shards.manifest["dim"]):
+        raise DimensionMismatch(
+            f"shards in {os.fspath(path)!r} have dimension {shards.manifest['dim']}, "
+            f"but the recommender's extractor gives {extractor.dim}"
+        )
+    mine = extractor_spec(extractor)
+    if not same_extractor(mine, shards.extractor):
+        raise ConfigError(
+            f"shards in {os.fspath(path)!r} were made by {shards.extractor!r}, but the "
+            f"recommender uses {mine!r}; build it with recommender_from_shards(path) instead"
+        )
+    return recommender.add_vectors(shards.vectors, shards.ids, shards.metadata)
+
+
+def recommender_from_shards(
+    path: str | os.PathLike[str], index: Any = None, *, verify: bool = True
+) -> Recommender:
+    """Return a new :class:`~visualsim.Recommender` holding the vectors of a shard folder.
+
+    The body of ``Recommender.from_shards``: the extractor is rebuilt from the
+    manifest's spec, so queries are embedded exactly like the catalogue.
+
+    Parameters
+    ----------
+    path
+        The shard folder.
+    index
+        An index or index name, as for :class:`~visualsim.Recommender`.
+    verify
+        Check checksums (see :func:`iter_shards`).
+    """
+    from .extractors.base import extractor_from_config
+    from .recommender import Recommender
+
+    extractor = extractor_from_config(read_manifest(path)["extractor"])
+    return load_into(Recommender(extractor, index), path, verify=verify)
+
+
+# -- helpers ---------------------------------------------------------------------------
+
+
+def same_extractor(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Return whether two extractor specs give the same vectors.
+
+    Settings that change only speed (``batch_size``, ``num_workers``) are ignored.
+    """
+
+    def essence(spec: Mapping[str, Any]) -> Any:
+        config = {k: v for k, v in dict(spec.get("config") or {}).items() if k not in _RUNTIME_KEYS}
+        return json.dumps([spec.get("name"), json_safe(config)], sort_keys=True)
+
+    return bool(essence(a) == essence(b))
+
+
+def ids_digest(ids: Sequence[Id]) -> str:
+    """Return the SHA-256 of a list of ids (how a resumed run recognises its inputs)."""
+    return hashlib.sha256(json.dumps(list(ids)).encode("utf-8")).hexdigest()
+
+
+def _read_npy_shard(
+    root: Path, files: Mapping[str, str]
+) -> tuple[np.ndarray, list[Id], list[dict[str, Any]]]:
+    try:
+        vectors = np.load(root / files["vectors"], allow_pickle=False)
+        ids = iter_ids(json.loads((root / files["ids"]).read_text(encoding="utf-8")))
+        metadata = _read_jsonl(root / files["metadata"])
+    except (OSError, ValueError) as exc:
+        raise CatalogError(
+            f"cannot read shard {files['vectors']!r} in {os.fspath(root)!r}: {exc}"
+        ) from exc
+    if vectors.dtype != np.float32:
+        raise CatalogError(f"{files['vectors']!r} holds {vectors.dtype}, not float32")
+    return vectors, ids, metadata
+
+
+def _read_parquet_shard(file: Path, dim: int) -> tuple[np.ndarray, list[Id], list[dict[str, Any]]]:
+    _import_pyarrow()
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(file)
+        flat = table.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+        ids = iter_ids(table.column("id").to_pylist())
+        metadata = [json.loads(m) for m in table.column("metadata").to_pylist()]
+    except (OSError, KeyError, ValueError) as exc:
+        raise CatalogError(f"cannot read shard {os.fspath(file)!r}: {exc}") from exc
+    vectors = np.ascontiguousarray(flat, dtype=np.float32).reshape(len(ids), dim)
+    return vectors, ids, metadata
+
+
+def _write_parquet(
+    path: Path, vectors: np.ndarray, ids: list[Id], metadata: list[dict[str, Any]]
+) -> None:
+    pa = _import_pyarrow()
+    import pyarrow.parquet as pq
+
+    kinds = {type(i) for i in ids}
+    if len(kinds) > 1:
+        raise ConfigError(
+            "Parquet shards need ids of one type (all strings or all integers); "
+            "pass ids=... or use format='npy'"
+        )
+    id_type = pa.int64() if kinds == {int} else pa.string()
+    dim = vectors.shape[1]
+    table = pa.table(
+        {
+            "id": pa.array(ids, type=id_type),
+            "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), dim),
+            "metadata": pa.array([json.dumps(m) for m in metadata], type=pa.string()),
+        }
+    )
+    with open(path, "wb") as fh:
+        pq.write_table(table, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _import_pyarrow() -> Any:
+    try:
+        import pyarrow
+    except ImportError as exc:
+        raise ConfigError(
+            "Parquet shards need pyarrow, which is not installed; "
+            "pip install 'visualsim[ray]' (or pyarrow), or use format='npy'"
+        ) from exc
+    return pyarrow
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    with open(path, encoding="utf-8") as fh:
+        for n, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            if not isinstance(row, dict):
+                raise CatalogError(f"{os.fspath(path)!r} line {n} is not a JSON object")
+            rows.append(row)
+    return rows
+
+
+def _write_npy(path: Path, array: np.ndarray) -> None:
+    with open(path, "wb") as fh:
+        np.save(fh, array, allow_pickle=False)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _write_text(path: Path, text: str) -> None:
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _library_version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+__all__ = [
+    "FORMAT_VERSION",
+    "SHARD_FORMATS",
+    "Shard",
+    "ShardSet",
+    "ShardWriter",
+    "ids_digest",
+    "iter_shards",
+    "load_into",
+    "read_manifest",
+    "read_shards",
+    "recommender_from_shards",
+    "same_extractor",
+]
