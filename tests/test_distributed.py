@@ -20,10 +20,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from visualsim import ColorHistogramExtractor, distributed
+from visualsim import ColorHistogramExtractor, Recommender, distributed
 from visualsim.datasets.synthetic import SyntheticProducts
 from visualsim.errors import ConfigError, ImageLoadError
-from visualsim.shards import MANIFEST, read_shards, recommender_from_shards
+from visualsim.shards import MANIFEST, read_shards
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.*")
 needs_ray = pytest.mark.skipif(
@@ -231,6 +231,6 @@ def test_resume_after_a_crash_extracts_only_the_unfinished_shard(
 
 @needs_ray
 def test_shards_become_a_catalogue_that_finds_each_image(shard_dir: Path, paths: list[str]) -> None:
-    rec = recommender_from_shards(shard_dir, "flat")
+    rec = Recommender.from_shards(shard_dir, "flat")
     assert len(rec.ids_) == 50
     assert rec.query(paths[17], k=1)[0].id == paths[17]

@@ -489,7 +489,7 @@ def test_interrupted_fit_resumes_without_re_extracting(tmp_path: Path) -> None:
 
 
 def test_checkpoint_from_another_extractor_is_refused(tmp_path: Path) -> None:
-    images, ids, _ = catalogue(1)
+    images, _, _ = catalogue(1)
     ckpt = tmp_path / "ckpt"
 
     def interrupted() -> Any:

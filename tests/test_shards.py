@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from visualsim import ColorHistogramExtractor
+from visualsim import ColorHistogramExtractor, Recommender
 from visualsim.errors import CatalogError, ConfigError, DimensionMismatch, FormatVersionError
 from visualsim.extractors.base import extractor_spec
 from visualsim.shards import (
@@ -19,7 +19,6 @@ from visualsim.shards import (
     load_into,
     read_manifest,
     read_shards,
-    recommender_from_shards,
     same_extractor,
 )
 
@@ -224,7 +223,7 @@ def _colour_shards(path: Path) -> list[np.ndarray]:
 
 def test_recommender_from_shards_answers_queries(tmp_path: Path) -> None:
     images = _colour_shards(tmp_path)
-    rec = recommender_from_shards(tmp_path, "flat")
+    rec = Recommender.from_shards(tmp_path, "flat")
     assert rec.ids_ == ["red", "green", "blue", "yellow"]
     assert rec.query(images[2], k=1)[0].id == "blue"
 

@@ -233,7 +233,7 @@ def extract_to_shards(
     same inputs in the same order to resume. The inputs are listed on the
     driver (a million paths take about 100 MB); the vectors of unfinished
     shards wait there too. Turn the folder into a catalogue
-    with :func:`visualsim.shards.recommender_from_shards`
+    with :meth:`visualsim.Recommender.from_shards`
     (``Recommender.from_shards``) or :func:`visualsim.shards.load_into`.
 
     Parameters

@@ -378,6 +378,33 @@ class Recommender:
         self._store(l2_normalize(x) if len(x) else x, checked, meta)
         return self
 
+    @classmethod
+    def from_shards(
+        cls, path: str | os.PathLike[str], index: Any = None, *, verify: bool = True
+    ) -> Recommender:
+        """Build a recommender from vector shards written by
+        :func:`visualsim.distributed.extract_to_shards` (e.g. on a Ray cluster).
+
+        The extractor is rebuilt from the shards' manifest, so queries are
+        embedded the same way as the catalogue.
+        """
+        from .extractors.base import extractor_from_config
+        from .shards import load_into, read_manifest
+
+        extractor = extractor_from_config(read_manifest(path)["extractor"])
+        rec: Recommender = load_into(cls(extractor, index), path, verify=verify)
+        return rec
+
+    def add_shards(self, path: str | os.PathLike[str], *, verify: bool = True) -> Recommender:
+        """Add the vectors, ids and metadata of a shard folder; return ``self``.
+
+        Refused when the shards were made by a different extractor.
+        """
+        from .shards import load_into
+
+        rec: Recommender = load_into(self, path, verify=verify)
+        return rec
+
     def _entries(
         self,
         images: Iterable[Any],

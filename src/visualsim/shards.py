@@ -19,7 +19,7 @@ complete shards plus, at worst, stray temporary files that readers ignore and
 the next writer removes. Nothing is pickled; Parquet needs ``pyarrow``.
 
 :func:`read_shards` and :func:`iter_shards` read them back, verifying
-checksums and shapes; :func:`load_into` and :func:`recommender_from_shards`
+checksums and shapes; :func:`load_into` and :meth:`visualsim.Recommender.from_shards`
 turn them into a searchable catalogue.
 """
 
@@ -522,33 +522,9 @@ def load_into(
     if not same_extractor(mine, shards.extractor):
         raise ConfigError(
             f"shards in {os.fspath(path)!r} were made by {shards.extractor!r}, but the "
-            f"recommender uses {mine!r}; build it with recommender_from_shards(path) instead"
+            f"recommender uses {mine!r}; build it with Recommender.from_shards(path) instead"
         )
     return recommender.add_vectors(shards.vectors, shards.ids, shards.metadata)
-
-
-def recommender_from_shards(
-    path: str | os.PathLike[str], index: Any = None, *, verify: bool = True
-) -> Recommender:
-    """Return a new :class:`~visualsim.Recommender` holding the vectors of a shard folder.
-
-    The body of ``Recommender.from_shards``: the extractor is rebuilt from the
-    manifest's spec, so queries are embedded exactly like the catalogue.
-
-    Parameters
-    ----------
-    path
-        The shard folder.
-    index
-        An index or index name, as for :class:`~visualsim.Recommender`.
-    verify
-        Check checksums (see :func:`iter_shards`).
-    """
-    from .extractors.base import extractor_from_config
-    from .recommender import Recommender
-
-    extractor = extractor_from_config(read_manifest(path)["extractor"])
-    return load_into(Recommender(extractor, index), path, verify=verify)
 
 
 # -- helpers ---------------------------------------------------------------------------
@@ -694,6 +670,5 @@ __all__ = [
     "load_into",
     "read_manifest",
     "read_shards",
-    "recommender_from_shards",
     "same_extractor",
 ]
