@@ -119,6 +119,23 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from .datasets.base import DatasetItem
+    from .datasets.csv import CsvDataset
+    from .datasets.fashion_mnist import FashionMNIST
+    from .datasets.fashion_products import FashionProductImages
+    from .datasets.folder import ImageFolder
+    from .datasets.kaggle import KaggleDataset
+    from .datasets.stanford_products import StanfordOnlineProducts
+    from .datasets.synthetic import SyntheticProducts
+    from .evaluation import (
+        EvaluationReport,
+        average_precision_at_k,
+        evaluate,
+        evaluate_embeddings,
+        mean_average_precision_at_k,
+        precision_at_k,
+        recall_at_k,
+    )
     from .extractors.base import (
         BaseExtractor,
         ExtractedBatch,
@@ -128,5 +145,13 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         register_extractor,
     )
     from .extractors.color import ColorHistogramExtractor
+    from .extractors.concat import ConcatExtractor
     from .extractors.keras import KerasExtractor, ResNet50Extractor
+    from .extractors.squeezenet import SqueezeNetExtractor
     from .images import ImageLike, load_image, resize_image
+    from .indexes.base import Index, make_index, register_index
+    from .indexes.faiss import FlatIndex, HNSWIndex, IVFIndex, IVFPQIndex
+    from .indexes.sharded import ShardedIndex
+    from .indexes.sklearn import SklearnIndex
+    from .plotting import plot_recommendations
+    from .recommender import FailedInput, Recommendation, Recommender
