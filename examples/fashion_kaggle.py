@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ from PIL import Image
 
 from visualsim import (
     ColorHistogramExtractor,
+    DatasetError,
     FashionProductImages,
     Recommender,
     ResNet50Extractor,
@@ -124,9 +126,12 @@ def main(argv: list[str] | None = None) -> None:
         print(f"wrote a synthetic Kaggle-layout folder: {root}")
     else:
         root = args.root
-    dataset = FashionProductImages(root, variant=args.variant, download=args.download)
+    try:
+        dataset = FashionProductImages(root, variant=args.variant, download=args.download)
+    except DatasetError as exc:  # no credentials, no network, no data at --root: say what to do
+        sys.exit(f"fashion_kaggle.py: {exc}")
     print(
-        f"{dataset.styles_path}: {len(dataset)} products with images, "
+        f"{dataset.styles_path.relative_to(dataset.root)}: {len(dataset)} products with images, "
         f"{len(dataset.issues)} rows repaired or skipped, "
         f"{len(dataset.missing)} ids without an image {dataset.missing[:5]}"
     )
