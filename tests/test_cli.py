@@ -122,6 +122,18 @@ def test_index_refuses_to_overwrite_and_bad_catalogue_exits_1(
     assert result.returncode == 1 and "corrupt" in result.stderr
 
 
+def test_info_verify_detects_a_tampered_catalogue(catalog: Path, tmp_path: Path) -> None:
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(catalog, copy)
+    assert run("info", copy, "--verify").returncode == 0
+    ids = copy / "ids.json"
+    ids.write_text(ids.read_text().replace("red", "rod", 1))
+    result = run("info", copy, "--verify")
+    assert result.returncode == 1 and "ids.json" in result.stderr
+
+
 def test_bad_arguments_exit_2(catalog: Path) -> None:
     assert run("query", catalog).returncode == 2
     assert run("frobnicate").returncode == 2

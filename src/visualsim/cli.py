@@ -90,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="describe a catalogue")
     p.add_argument("catalog", type=Path)
     p.add_argument("--json", action="store_true", help="print the manifest as JSON")
+    p.add_argument(
+        "--verify", action="store_true", help="also check every file's checksum and shape"
+    )
 
     p = sub.add_parser("evaluate", help="leave-one-out retrieval quality against a label")
     p.add_argument("catalog", type=Path)
@@ -288,6 +291,10 @@ def cmd_info(args: argparse.Namespace) -> int:
 
     _existing(args.catalog, "catalogue", directory=True)
     manifest = read_manifest(args.catalog)
+    if args.verify:
+        from .catalog import read_catalog
+
+        read_catalog(args.catalog, mmap=True, verify=True)
     if args.json:
         print(json.dumps(manifest, indent=2))
         return EXIT_OK

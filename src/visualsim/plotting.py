@@ -66,7 +66,7 @@ def plot_recommendations(
     Returns
     -------
     matplotlib.figure.Figure
-        Save it with ``fig.savefig("recommendations.png", dpi=100)``.
+        Save it with :func:`save_figure` (or ``fig.savefig(path, bbox_inches="tight")``).
 
     Notes
     -----
@@ -106,7 +106,7 @@ def save_figure(fig: Figure, path: str | os.PathLike[str], *, dpi: int = 100) ->
     """Write ``fig`` as a PNG (parent folders created) and return the path."""
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=dpi, format="png")
+    fig.savefig(out, dpi=dpi, format="png", bbox_inches="tight")
     return out
 
 
