@@ -474,9 +474,6 @@ def test_fmnist_falls_back_to_keras_cache(
     assert FashionMNIST().source == str(cache)
 
 
-@pytest.mark.skipif(
-    not fmnist_module.DEBIAN_DIR.is_dir(), reason="dataset-fashion-mnist not installed"
-)
 def test_fmnist_reads_debian_package() -> None:
     ds = FashionMNIST(split="test")
     images, labels = ds.arrays()

@@ -6,7 +6,6 @@ seconds of actor start-up, so the shard tests share one extraction.
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import shutil
@@ -22,13 +21,10 @@ from PIL import Image
 
 from visualsim import ColorHistogramExtractor, Recommender, distributed
 from visualsim.datasets.synthetic import SyntheticProducts
-from visualsim.errors import ConfigError, ImageLoadError
+from visualsim.errors import ConfigError, DuplicateIdError, ImageLoadError
 from visualsim.shards import MANIFEST, read_shards
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.*")
-needs_ray = pytest.mark.skipif(
-    importlib.util.find_spec("ray") is None, reason="needs ray (pip install visualsim[ray])"
-)
 EXTRACTOR = ColorHistogramExtractor()
 
 
@@ -83,12 +79,11 @@ def test_bad_settings_are_config_errors() -> None:
 
 
 def test_repeated_ids_are_refused_before_any_work(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="repeats"):
+    with pytest.raises(DuplicateIdError, match="'x'.*unique"):
         distributed.extract_to_shards(["a.jpg", "b.jpg"], EXTRACTOR, tmp_path, ids=["x", "x"])
 
 
 def test_parquet_shards_with_mixed_id_types_are_refused_before_any_work(tmp_path: Path) -> None:
-    pytest.importorskip("pyarrow")
     images = ["a.jpg", np.zeros((8, 8, 3), np.uint8)]  # default ids: a path and a position
     with pytest.raises(ConfigError, match="one type"):
         distributed.extract_to_shards(images, EXTRACTOR, tmp_path, format="parquet")
@@ -97,7 +92,6 @@ def test_parquet_shards_with_mixed_id_types_are_refused_before_any_work(tmp_path
 # -- on Ray ----------------------------------------------------------------------------
 
 
-@needs_ray
 def test_extract_on_ray_matches_one_process_in_input_order(
     ray_session: None, paths: list[str]
 ) -> None:
@@ -109,7 +103,6 @@ def test_extract_on_ray_matches_one_process_in_input_order(
     assert len({row.tobytes() for row in expected}) == 50
 
 
-@needs_ray
 def test_extract_batch_skips_unreadable_inputs_and_names_them(
     ray_session: None, paths: list[str], tmp_path: Path
 ) -> None:
@@ -133,7 +126,6 @@ def test_extract_batch_skips_unreadable_inputs_and_names_them(
     assert "numpy arrays" in failed[id(pil)]
 
 
-@needs_ray
 def test_extract_raises_for_the_first_unreadable_input(
     ray_session: None, paths: list[str], bad_file: str, tmp_path: Path
 ) -> None:
@@ -156,7 +148,6 @@ def shard_dir(
     return out
 
 
-@needs_ray
 def test_shards_hold_the_vectors_of_one_process_with_ids_and_metadata(
     shard_dir: Path, paths: list[str], bad_file: str
 ) -> None:
@@ -168,7 +159,6 @@ def test_shards_hold_the_vectors_of_one_process_with_ids_and_metadata(
     assert [(f["position"], f["id"]) for f in got.failed] == [(50, bad_file)]
 
 
-@needs_ray
 def test_a_complete_folder_is_skipped_without_extracting(
     shard_dir: Path, paths: list[str], bad_file: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -180,19 +170,16 @@ def test_a_complete_folder_is_skipped_without_extracting(
     assert (report.written, report.skipped, report.count) == ([], [0, 1, 2, 3], 50)
 
 
-@needs_ray
 def test_other_inputs_cannot_resume_a_folder(shard_dir: Path, paths: list[str]) -> None:
     with pytest.raises(ConfigError, match="other inputs"):
         distributed.extract_to_shards(paths[::-1], EXTRACTOR, shard_dir, shard_size=16)
 
 
-@needs_ray
 def test_a_shorter_input_cannot_resume_a_folder(shard_dir: Path, paths: list[str]) -> None:
     with pytest.raises(ConfigError, match="beyond"):
         distributed.extract_to_shards(paths[:32], EXTRACTOR, shard_dir, shard_size=16)
 
 
-@needs_ray
 def test_resume_after_a_crash_extracts_only_the_unfinished_shard(
     shard_dir: Path,
     paths: list[str],
@@ -229,7 +216,6 @@ def test_resume_after_a_crash_extracts_only_the_unfinished_shard(
     np.testing.assert_allclose(read_shards(crashed).vectors, read_shards(shard_dir).vectors)
 
 
-@needs_ray
 def test_shards_become_a_catalogue_that_finds_each_image(shard_dir: Path, paths: list[str]) -> None:
     rec = Recommender.from_shards(shard_dir, "flat")
     assert len(rec.ids_) == 50

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -22,11 +21,7 @@ from visualsim.shards import (
     same_extractor,
 )
 
-HAS_PYARROW = importlib.util.find_spec("pyarrow") is not None
-FORMATS = [
-    "npy",
-    pytest.param("parquet", marks=pytest.mark.skipif(not HAS_PYARROW, reason="pyarrow")),
-]
+FORMATS = ["npy", "parquet"]
 EXTRACTOR = ColorHistogramExtractor(bins=(4, 2, 2))
 SPEC = extractor_spec(EXTRACTOR)
 DIM = EXTRACTOR.dim
@@ -92,7 +87,6 @@ def test_manifest_describes_every_shard(tmp_path: Path) -> None:
 
 
 def test_parquet_shards_hold_integer_ids_as_integers(tmp_path: Path) -> None:
-    pytest.importorskip("pyarrow")
     writer = ShardWriter(tmp_path, extractor=SPEC, dim=DIM, shard_size=4, format="parquet")
     writer.write(
         0,
@@ -105,7 +99,6 @@ def test_parquet_shards_hold_integer_ids_as_integers(tmp_path: Path) -> None:
 
 
 def test_parquet_shards_refuse_mixed_id_types(tmp_path: Path) -> None:
-    pytest.importorskip("pyarrow")
     writer = ShardWriter(tmp_path, extractor=SPEC, dim=DIM, shard_size=4, format="parquet")
     with pytest.raises(ConfigError, match="one type"):
         writer.write(

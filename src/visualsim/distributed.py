@@ -30,9 +30,10 @@ from typing import Any
 
 import numpy as np
 
-from .catalog import Id, iter_ids
+from .catalog import Id
 from .errors import ConfigError, ImageLoadError, VisualsimError
 from .extractors.base import ExtractedBatch, OnError, extractor_from_config, extractor_spec
+from .inputs import iter_entries
 from .shards import ShardFormat, ShardWriter
 
 logger = logging.getLogger(__name__)
@@ -280,7 +281,7 @@ def extract_to_shards(
     _check_on_error(on_error)
     spec, dim = _spec_and_dim(extractor)
     writer = ShardWriter(out_dir, extractor=spec, dim=dim, shard_size=shard_size, format=format)
-    entries = list(_entries(images, ids, metadata))
+    entries = list(iter_entries(images, ids, metadata))
     n = len(entries)
     n_shards = math.ceil(n / shard_size)
     if format == "parquet" and len({type(e[0]) for e in entries}) > 1:
@@ -609,58 +610,6 @@ def _write_shard(
         ],
     )
     return bad
-
-
-def _entries(
-    images: Iterable[Any],
-    ids: Iterable[Any] | None,
-    metadata: Iterable[Mapping[str, Any] | None] | None,
-) -> Iterator[tuple[Id, Any, dict[str, Any]]]:
-    """Yield ``(id, image, metadata)`` per input, with the defaults of ``Recommender.fit``."""
-    id_iter = iter(ids) if ids is not None else None
-    meta_iter = iter(metadata) if metadata is not None else None
-    seen: set[Id] = set()
-    position = -1
-    for position, item in enumerate(images):
-        item_id, image, meta = _unpack(item)
-        if id_iter is not None:
-            item_id = _next_or_fail(id_iter, "ids", position)
-        if meta_iter is not None:
-            meta = _next_or_fail(meta_iter, "metadata", position)
-        if item_id is None:
-            item_id = os.fspath(image) if isinstance(image, (str, os.PathLike)) else position
-        (item_id,) = iter_ids([item_id])
-        if item_id in seen:
-            raise ConfigError(f"id {item_id!r} (input {position}) repeats; ids must be unique")
-        seen.add(item_id)
-        if meta is not None and not isinstance(meta, Mapping):
-            raise ConfigError(
-                f"metadata of input {position} must be a dict, got {type(meta).__name__}"
-            )
-        meta = dict(meta or {})
-        if isinstance(image, (str, os.PathLike)) and "path" not in meta:
-            meta["path"] = os.path.abspath(os.fspath(image))
-        yield item_id, image, meta
-    end = object()
-    for name, rest in (("ids", id_iter), ("metadata", meta_iter)):
-        if rest is not None and next(rest, end) is not end:
-            raise ConfigError(f"{name} has more entries than images ({position + 1})")
-
-
-def _unpack(item: Any) -> tuple[Any, Any, Any]:
-    if hasattr(item, "image") and hasattr(item, "id"):
-        return item.id, item.image, getattr(item, "metadata", None)
-    if isinstance(item, tuple) and len(item) in (2, 3):
-        return item[0], item[1], item[2] if len(item) == 3 else None
-    return None, item, None
-
-
-def _next_or_fail(it: Iterator[Any], name: str, position: int) -> Any:
-    sentinel = object()
-    value = next(it, sentinel)
-    if value is sentinel:
-        raise ConfigError(f"{name} ran out at input {position}: it must align with the images")
-    return value
 
 
 def _spec_and_dim(extractor: Any) -> tuple[dict[str, Any], int]:

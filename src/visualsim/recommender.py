@@ -6,7 +6,7 @@ import itertools
 import logging
 import math
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -24,6 +24,7 @@ from .errors import (
     NotFittedError,
     UnknownIdError,
 )
+from .inputs import Entry, iter_entries
 
 logger = logging.getLogger(__name__)
 
@@ -78,13 +79,6 @@ class FailedInput:
     id: Id
     source: str
     reason: str
-
-
-@dataclass
-class _Entry:
-    id: Id
-    image: Any
-    metadata: dict[str, Any]
 
 
 class Recommender:
@@ -295,7 +289,9 @@ class Recommender:
             done. The folder is deleted once the vectors are stored.
         """
         extractor = self._get_extractor()
-        entries: Iterable[_Entry] = self._entries(images, ids, metadata)
+        entries: Iterable[Entry] = iter_entries(
+            images, ids, metadata, start=len(self._ids), taken=self._rows
+        )
         total = len(images) if hasattr(images, "__len__") else None  # type: ignore[arg-type]
         checkpoint = None
         if checkpoint_dir is not None:
@@ -404,47 +400,6 @@ class Recommender:
 
         rec: Recommender = load_into(self, path, verify=verify)
         return rec
-
-    def _entries(
-        self,
-        images: Iterable[Any],
-        ids: Iterable[Any] | None,
-        metadata: Iterable[Mapping[str, Any] | None] | None,
-    ) -> Iterator[_Entry]:
-        id_iter = iter(ids) if ids is not None else None
-        meta_iter = iter(metadata) if metadata is not None else None
-        seen: set[Id] = set()
-        start = len(self._ids)
-        position = -1
-        for position, item in enumerate(images):
-            item_id, image, meta = _unpack(item)
-            if id_iter is not None:
-                item_id = _next_or_fail(id_iter, "ids", position)
-            if meta_iter is not None:
-                meta = _next_or_fail(meta_iter, "metadata", position)
-            if item_id is None:
-                item_id = (
-                    os.fspath(image) if isinstance(image, (str, os.PathLike)) else start + position
-                )
-            (item_id,) = iter_ids([item_id])
-            if item_id in seen or item_id in self._rows:
-                raise DuplicateIdError(
-                    f"id {item_id!r} (input {position}) is already "
-                    f"{'in this batch' if item_id in seen else 'in the catalogue'}; "
-                    "ids must be unique"
-                )
-            seen.add(item_id)
-            if meta is not None and not isinstance(meta, Mapping):
-                raise ConfigError(
-                    f"metadata of input {position} must be a dict, got {type(meta).__name__}"
-                )
-            meta = dict(meta or {})
-            if isinstance(image, (str, os.PathLike)) and "path" not in meta:
-                meta["path"] = os.path.abspath(os.fspath(image))
-            yield _Entry(item_id, image, meta)
-        for name, rest in (("ids", id_iter), ("metadata", meta_iter)):
-            if rest is not None and next(rest, _END) is not _END:
-                raise ConfigError(f"{name} has more entries than images ({position + 1})")
 
     def _store(self, vectors: np.ndarray, ids: list[Id], metadata: list[dict[str, Any]]) -> None:
         if not ids:
@@ -757,9 +712,6 @@ class Recommender:
         return rec
 
 
-_END = object()
-
-
 def _make_index(spec: Any) -> Any:
     if spec is None:
         from .indexes.faiss import FlatIndex
@@ -773,21 +725,6 @@ def _make_index(spec: Any) -> Any:
         # refitting with an index object that already holds vectors: start from an empty copy
         return type(spec).from_config(spec.get_config())
     return spec
-
-
-def _unpack(item: Any) -> tuple[Any, Any, Mapping[str, Any] | None]:
-    if hasattr(item, "image") and hasattr(item, "id"):
-        return item.id, item.image, getattr(item, "metadata", None)
-    if isinstance(item, tuple) and len(item) in (2, 3):
-        return item[0], item[1], item[2] if len(item) == 3 else None
-    return None, item, None
-
-
-def _next_or_fail(it: Iterator[Any], name: str, position: int) -> Any:
-    value = next(it, _END)
-    if value is _END:
-        raise ConfigError(f"{name} ran out at input {position}: it must align with the images")
-    return value
 
 
 def _matcher(where: Where) -> Callable[[Mapping[str, Any]], bool]:

@@ -36,8 +36,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from .catalog import Id, iter_ids, json_safe, sha256_file
+from .catalog import Id, iter_ids, json_safe
 from .errors import CatalogError, ConfigError, DimensionMismatch, FormatVersionError
+from .storage import fsync_dir, read_jsonl, sha256_file, write_npy, write_text
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from .recommender import Recommender
@@ -260,11 +261,11 @@ class ShardWriter:
                 "ids": f"{stem}.ids.json",
                 "metadata": f"{stem}.metadata.jsonl",
             }
-            self._atomic(files["vectors"], lambda p: _write_npy(p, x))
-            self._atomic(files["ids"], lambda p: _write_text(p, json.dumps(checked)))
+            self._atomic(files["vectors"], lambda p: write_npy(p, x))
+            self._atomic(files["ids"], lambda p: write_text(p, json.dumps(checked)))
             self._atomic(
                 files["metadata"],
-                lambda p: _write_text(p, "".join(json.dumps(m) + "\n" for m in meta)),
+                lambda p: write_text(p, "".join(json.dumps(m) + "\n" for m in meta)),
             )
         else:
             files = {"table": f"{stem}.parquet"}
@@ -332,7 +333,7 @@ class ShardWriter:
         self.manifest["count"] = sum(int(s["count"]) for s in shards)
         self.manifest["failed"] = sum(len(s["failed"]) for s in shards)
         text = json.dumps(self.manifest, indent=2) + "\n"
-        self._atomic(MANIFEST, lambda p: _write_text(p, text))
+        self._atomic(MANIFEST, lambda p: write_text(p, text))
 
     def _atomic(self, name: str, write: Any) -> None:
         final = self.path / name
@@ -344,7 +345,7 @@ class ShardWriter:
             with contextlib.suppress(OSError):
                 tmp.unlink()
             raise
-        _fsync_dir(self.path)
+        fsync_dir(self.path)
 
     def _remove_stale_temporaries(self) -> None:
         for stray in self.path.glob(f".*{_TMP_MARK}*"):
@@ -554,7 +555,7 @@ def _read_npy_shard(
     try:
         vectors = np.load(root / files["vectors"], allow_pickle=False)
         ids = iter_ids(json.loads((root / files["ids"]).read_text(encoding="utf-8")))
-        metadata = _read_jsonl(root / files["metadata"])
+        metadata = read_jsonl(root / files["metadata"])
     except (OSError, ValueError) as exc:
         raise CatalogError(
             f"cannot read shard {files['vectors']!r} in {os.fspath(root)!r}: {exc}"
@@ -615,42 +616,6 @@ def _import_pyarrow() -> Any:
             "pip install 'visualsim[ray]' (or pyarrow), or use format='npy'"
         ) from exc
     return pyarrow
-
-
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            row = json.loads(line)
-            if not isinstance(row, dict):
-                raise CatalogError(f"{os.fspath(path)!r} line {n} is not a JSON object")
-            rows.append(row)
-    return rows
-
-
-def _write_npy(path: Path, array: np.ndarray) -> None:
-    with open(path, "wb") as fh:
-        np.save(fh, array, allow_pickle=False)
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
-def _write_text(path: Path, text: str) -> None:
-    with open(path, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def _library_version() -> str:
