@@ -21,6 +21,7 @@ from visualsim import (
     DimensionMismatch,
     DuplicateIdError,
     FormatVersionError,
+    InvalidIdError,
     InvalidVectorsError,
     NotFittedError,
     UnknownIdError,
@@ -302,9 +303,9 @@ def test_bad_input_raises_visualsim_errors(name: str) -> None:
         index.add(np.ones((2, 4)), ["e", "e"])
     with pytest.raises(InvalidVectorsError, match="2 row"):
         index.add(np.ones((2, 4)), ["e"])
-    with pytest.raises(InvalidVectorsError):
+    with pytest.raises(InvalidIdError, match="1.5"):
         index.add(np.ones((1, 4)), [1.5])
-    with pytest.raises(InvalidVectorsError):
+    with pytest.raises(InvalidIdError, match="wrap a single id"):
         index.add(np.ones((1, 4)), "e")
     with pytest.raises(InvalidVectorsError):
         index.add(np.ones((1, 2, 2)), ["e"])

@@ -23,7 +23,7 @@ import math
 import os
 import shutil
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from .errors import CatalogError, FormatVersionError
+from .ids import Id
 from .storage import fsync_dir, read_jsonl, sha256_file, write_npy, write_text
 
 FORMAT = "visualsim-catalog"
@@ -41,8 +42,6 @@ VECTORS = "vectors.npy"
 IDS = "ids.json"
 METADATA = "metadata.jsonl"
 INDEX_DIR = "index"
-
-Id = str | int
 
 
 @dataclass
@@ -301,21 +300,6 @@ def _library_version() -> str:
     from . import __version__
 
     return __version__
-
-
-def iter_ids(values: Iterable[Any]) -> list[Id]:
-    """Return ``values`` as a list of valid ids (str or int; numpy ints become int)."""
-    out: list[Id] = []
-    for v in values:
-        if isinstance(v, (bool, np.bool_)):
-            raise CatalogError(f"id {v!r} is a boolean; use strings or integers")
-        if isinstance(v, (int, np.integer)):
-            out.append(int(v))
-        elif isinstance(v, str):
-            out.append(v)
-        else:
-            raise CatalogError(f"id {v!r} has type {type(v).__name__}; use strings or integers")
-    return out
 
 
 __all__ = [

@@ -47,6 +47,10 @@ class DimensionMismatch(InvalidVectorsError):
     """Vectors do not have the dimension the index or catalogue expects."""
 
 
+class InvalidIdError(VisualsimError, ValueError):
+    """An id is neither a string nor an integer, or ids were not given as a sequence."""
+
+
 class DuplicateIdError(VisualsimError, ValueError):
     """An id was given twice, or is already stored."""
 
@@ -106,6 +110,7 @@ __all__ = [
     "DuplicateIdError",
     "FormatVersionError",
     "ImageLoadError",
+    "InvalidIdError",
     "InvalidVectorsError",
     "NotFittedError",
     "UnknownIdError",

@@ -11,8 +11,8 @@ import os
 from collections.abc import Container, Iterable, Iterator, Mapping
 from typing import Any, NamedTuple
 
-from .catalog import Id, iter_ids
 from .errors import ConfigError, DuplicateIdError
+from .ids import Id, check_ids
 
 
 class Entry(NamedTuple):
@@ -74,7 +74,7 @@ def iter_entries(
             item_id = (
                 os.fspath(image) if isinstance(image, (str, os.PathLike)) else start + position
             )
-        (item_id,) = iter_ids([item_id])
+        (item_id,) = check_ids([item_id], unique=False)
         if item_id in seen or item_id in taken:
             where = "in this batch" if item_id in seen else "in the catalogue"
             raise DuplicateIdError(

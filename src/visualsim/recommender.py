@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .catalog import Id, iter_ids, read_catalog, write_catalog
+from .catalog import read_catalog, write_catalog
 from .errors import (
     CatalogError,
     ConfigError,
@@ -24,6 +24,7 @@ from .errors import (
     NotFittedError,
     UnknownIdError,
 )
+from .ids import Id, check_ids
 from .inputs import Entry, iter_entries
 
 logger = logging.getLogger(__name__)
@@ -364,7 +365,7 @@ class Recommender:
         if x.ndim != 2:
             raise InvalidVectorsError(f"vectors must be 2-d (n, dim), got shape {x.shape}")
         meta = [dict(m or {}) for m in (metadata if metadata is not None else [None] * len(x))]
-        checked = iter_ids(ids)
+        checked = check_ids(ids, unique=False)
         if not (len(checked) == len(meta) == len(x)):
             raise ConfigError(
                 f"{len(x)} vectors, {len(checked)} ids and {len(meta)} metadata rows do not align"

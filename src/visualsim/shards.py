@@ -36,8 +36,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from .catalog import Id, iter_ids, json_safe
+from .catalog import json_safe
 from .errors import CatalogError, ConfigError, DimensionMismatch, FormatVersionError
+from .ids import Id, check_ids
 from .storage import fsync_dir, read_jsonl, sha256_file, write_npy, write_text
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -240,7 +241,7 @@ class ShardWriter:
             ``source``, ``reason``).
         """
         x = np.ascontiguousarray(vectors, dtype=np.float32)
-        checked = iter_ids(ids)
+        checked = check_ids(ids, unique=False)
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise DimensionMismatch(
                 f"shard {index}: vectors have shape {x.shape}, expected (n, {self.dim})"
@@ -554,7 +555,7 @@ def _read_npy_shard(
 ) -> tuple[np.ndarray, list[Id], list[dict[str, Any]]]:
     try:
         vectors = np.load(root / files["vectors"], allow_pickle=False)
-        ids = iter_ids(json.loads((root / files["ids"]).read_text(encoding="utf-8")))
+        ids = check_ids(json.loads((root / files["ids"]).read_text(encoding="utf-8")), unique=False)
         metadata = read_jsonl(root / files["metadata"])
     except (OSError, ValueError) as exc:
         raise CatalogError(
@@ -572,7 +573,7 @@ def _read_parquet_shard(file: Path, dim: int) -> tuple[np.ndarray, list[Id], lis
     try:
         table = pq.read_table(file)
         flat = table.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
-        ids = iter_ids(table.column("id").to_pylist())
+        ids = check_ids(table.column("id").to_pylist(), unique=False)
         metadata = [json.loads(m) for m in table.column("metadata").to_pylist()]
     except (OSError, KeyError, ValueError) as exc:
         raise CatalogError(f"cannot read shard {os.fspath(file)!r}: {exc}") from exc

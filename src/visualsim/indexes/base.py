@@ -23,7 +23,6 @@ layout.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import numbers
 import os
@@ -48,10 +47,10 @@ from ..errors import (
     UnknownIdError,
     VisualsimError,
 )
+from ..ids import Id, check_ids
+from ..ids import preview as _preview
 from ..registry import Registry
-
-Id: TypeAlias = str | int
-"""A caller's id for a stored vector: a ``str`` or an ``int`` (not ``bool``)."""
+from ..storage import sha256_file
 
 PathLike: TypeAlias = "str | os.PathLike[str]"
 
@@ -254,62 +253,6 @@ def check_k(k: Any) -> int:
     if k < 1:
         raise ConfigError(f"k must be at least 1, got {k}")
     return int(k)
-
-
-def check_ids(ids: Any, *, name: str = "ids", unique: bool = True) -> list[Id]:
-    """Return ``ids`` as a list of ``str``/``int``, refusing repeats if ``unique``.
-
-    NumPy integers and strings are converted to their Python types, so
-    ``np.int64(3)`` and ``3`` are the same id; ``"3"`` and ``3`` are not.
-
-    Raises
-    ------
-    InvalidVectorsError
-        ``ids`` is a bare string or not a sequence, or an id is neither a
-        string nor an integer (``bool`` and ``float`` are refused).
-    DuplicateIdError
-        ``unique`` and an id occurs twice.
-    """
-    if isinstance(ids, (str, bytes)) or not hasattr(ids, "__iter__"):
-        raise InvalidVectorsError(
-            f"{name} must be a sequence of ids (str or int), got {type(ids).__name__} "
-            f"{_short_repr(ids)}; wrap a single id in a list"
-        )
-    raw = ids.tolist() if isinstance(ids, np.ndarray) else list(ids)
-    out: list[Id] = []
-    for item in raw:
-        if isinstance(item, str):
-            out.append(str(item))
-        elif isinstance(item, numbers.Integral) and not isinstance(item, (bool, np.bool_)):
-            out.append(int(item))
-        else:
-            raise InvalidVectorsError(
-                f"{name} must be strings or integers, got {_short_repr(item)} "
-                f"({type(item).__name__})"
-            )
-    if unique and len(set(out)) != len(out):
-        counts: dict[Id, int] = {}
-        for i in out:
-            counts[i] = counts.get(i, 0) + 1
-        repeated = [i for i, c in counts.items() if c > 1]
-        raise DuplicateIdError(
-            f"{name} contain duplicates: {_preview(repeated)}; every stored vector needs its own id"
-        )
-    return out
-
-
-def _preview(items: Sequence[Any], limit: int = 5) -> str:
-    shown = ", ".join(repr(i) for i in items[:limit])
-    more = f" and {len(items) - limit} more" if len(items) > limit else ""
-    return f"[{shown}]{more}"
-
-
-def _short_repr(obj: Any, limit: int = 60) -> str:
-    text = repr(obj)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-# --------------------------------------------------------------------------- ids
 
 
 class IdMap:
@@ -706,7 +649,7 @@ class BaseIndex:
                 "next_label": next_label,
                 "state": state,
                 "files": {
-                    p.relative_to(tmp).as_posix(): _sha256(p)
+                    p.relative_to(tmp).as_posix(): sha256_file(p)
                     for p in sorted(tmp.rglob("*"))
                     if p.is_file()
                 },
@@ -893,7 +836,7 @@ def read_manifest(directory: Path) -> dict[str, Any]:
         file = directory / rel
         if not file.is_file():
             raise CatalogError(f"{directory}: {rel} is missing; the index is incomplete")
-        if _sha256(file) != digest:
+        if sha256_file(file) != digest:
             raise CatalogError(
                 f"{file} does not match its checksum (truncated or modified); "
                 "save the index again from its source"
@@ -927,14 +870,6 @@ def _registered_class(name: Any, directory: Path) -> Any:
         return INDEXES.get(name)
     except ConfigError as exc:
         raise CatalogError(f"cannot load {directory}: {exc}") from exc
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _check_replaceable(target: Path) -> None:
