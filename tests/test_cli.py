@@ -134,6 +134,19 @@ def test_info_verify_detects_a_tampered_catalogue(catalog: Path, tmp_path: Path)
     assert result.returncode == 1 and "ids.json" in result.stderr
 
 
+def test_index_with_pca_and_float16(shop: Path, tmp_path: Path) -> None:
+    out = tmp_path / "small"
+    args = ("--extractor", "color", "--reduce-dim", "24", "--storage", "float16", "-q")
+    result = run("index", shop / "images", "-o", out, *args)
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads(run("info", out, "--json").stdout)
+    assert manifest["dim"] == 24 and manifest["storage"] == "float16"
+    assert manifest["reducer"]["dim"] == 24
+    red = sorted((shop / "images" / "red").iterdir())[0]
+    data = json.loads(run("query", out, red, "-k", "1", "--json").stdout)
+    assert data["results"][0]["id"] == f"red/{red.name}"
+
+
 def test_bad_arguments_exit_2(catalog: Path) -> None:
     assert run("query", catalog).returncode == 2
     assert run("frobnicate").returncode == 2

@@ -504,3 +504,73 @@ def test_checkpoint_from_another_extractor_is_refused(tmp_path: Path) -> None:
         Recommender(ColorHistogramExtractor(bins=(4, 2, 2))).fit(
             images, checkpoint_dir=ckpt, progress=False
         )
+
+
+# -- smaller catalogues: PCA reduction and float16 storage -----------------------------------
+
+
+def clustered(n: int, dim: int, seed: int = 0) -> np.ndarray:
+    """Unit vectors around 20 centres in a 24-dimensional subspace of ``dim``."""
+    rng = np.random.default_rng(seed)
+    basis = np.linalg.qr(rng.normal(size=(dim, 24)))[0].T
+    centres = rng.normal(size=(20, 24))
+    x = (centres[rng.integers(0, 20, n)] + 0.3 * rng.normal(size=(n, 24))) @ basis
+    x += 0.01 * rng.normal(size=(n, dim))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_reduce_dim_stores_fewer_dimensions_and_keeps_neighbours(tmp_path: Path) -> None:
+    x = clustered(600, 256)
+    ids = list(range(600))
+    full = Recommender(ColorHistogramExtractor()).add_vectors(x, ids)
+    small = Recommender(ColorHistogramExtractor(), reduce_dim=32).add_vectors(x, ids)
+    assert small.dim == 32 and small.embeddings_.shape == (600, 32)
+    assert small.reducer_.is_fitted and small.reducer_.n_features_in_ == 256
+    overlap = [
+        len(
+            {r.id for r in full.query_vector(x[i], k=10)}
+            & {r.id for r in small.query_vector(x[i], k=10)}
+        )
+        for i in range(0, 600, 30)
+    ]
+    assert np.mean(overlap) >= 8.5  # recall@10 of the reduced catalogue against the full one
+    loaded = Recommender.load(small.save(tmp_path / "cat"))
+    assert loaded.dim == 32 and (tmp_path / "cat" / "reducer").is_dir()
+    for i in (0, 123, 599):
+        assert [r.id for r in loaded.query_vector(x[i], k=5)] == [
+            r.id for r in small.query_vector(x[i], k=5)
+        ]
+
+
+def test_reduced_catalogue_queries_images_through_the_reducer() -> None:
+    images, ids, meta = catalogue(10)
+    rec = Recommender(ColorHistogramExtractor(), reduce_dim=16).fit(
+        images, ids, meta, progress=False
+    )
+    results = rec.query(product(COLORS["red"], 999), k=5)
+    assert {r.metadata["color"] for r in results} == {"red"}
+    assert rec.similar_to("blue-1", k=3)[0].metadata["color"] == "blue"
+
+
+def test_float16_storage_halves_memory_and_round_trips(tmp_path: Path) -> None:
+    x = clustered(300, 256)
+    ids = [f"item-{i}" for i in range(300)]
+    f32 = Recommender(ColorHistogramExtractor()).add_vectors(x, ids)
+    f16 = Recommender(ColorHistogramExtractor(), storage="float16").add_vectors(x, ids)
+    assert f16._vectors.dtype == np.float16 and f16._vectors.nbytes * 2 == f32._vectors.nbytes
+    assert f16.embeddings_.dtype == np.float32
+    np.testing.assert_allclose(f16.embeddings_, f32.embeddings_, atol=1e-3)
+    assert [r.id for r in f16.similar_to("item-7", k=5)] == [
+        r.id for r in f32.similar_to("item-7", k=5)
+    ]
+    f16.remove(["item-0"])
+    loaded = Recommender.load(f16.save(tmp_path / "cat"), mmap=True)
+    assert (
+        loaded.storage == "float16"
+        and np.load(tmp_path / "cat" / "vectors.npy").dtype == np.float16
+    )
+    assert [r.id for r in loaded.similar_to("item-7", k=5)] == [
+        r.id for r in f16.similar_to("item-7", k=5)
+    ]
+    with pytest.raises(ConfigError, match="storage"):
+        Recommender(storage="int8")

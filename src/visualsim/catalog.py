@@ -112,6 +112,7 @@ def write_catalog(
     index: Mapping[str, Any],
     save_index: Callable[[Path], None],
     extra: Mapping[str, Any] | None = None,
+    extra_dirs: Mapping[str, Callable[[Path], None]] | None = None,
     overwrite: bool = False,
 ) -> Path:
     """Write a catalogue folder atomically and return its path.
@@ -128,6 +129,9 @@ def write_catalog(
         Called with the ``index/`` folder to write; the index saves itself.
     extra
         More JSON-safe manifest fields (e.g. vector storage options).
+    extra_dirs
+        More sub-folders, each written by its callable (e.g. ``reducer/``);
+        their files are checksummed like the rest.
     overwrite
         Replace an existing catalogue (atomically: the old one stays readable
         until the new one is complete).
@@ -157,6 +161,8 @@ def write_catalog(
         )
         write_text(tmp / METADATA, "".join(line + "\n" for line in lines))
         save_index(tmp / INDEX_DIR)
+        for name, save in (extra_dirs or {}).items():
+            save(tmp / name)
         files = {
             p.relative_to(tmp).as_posix(): sha256_file(p)
             for p in sorted(tmp.rglob("*"))

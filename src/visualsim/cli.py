@@ -63,6 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="resnet50/keras weights: 'imagenet' (default), 'none', or a local weights file",
     )
     p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument(
+        "--reduce-dim", type=int, default=None, help="store PCA-reduced vectors of this size"
+    )
+    p.add_argument(
+        "--storage", choices=("float32", "float16"), default="float32", help="stored vector dtype"
+    )
     p.add_argument("--no-recursive", action="store_true", help="only files directly in IMAGES")
     p.add_argument("--overwrite", action="store_true", help="replace an existing catalogue")
     p.add_argument("--strict", action="store_true", help="stop at the first unreadable image")
@@ -203,7 +209,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     dataset = ImageFolder(args.images, recursive=not args.no_recursive)
     if len(dataset) == 0:
         raise UsageError(f"no image files found in {str(args.images)!r}")
-    rec = Recommender(extractor, args.index).fit(
+    rec = Recommender(extractor, args.index, reduce_dim=args.reduce_dim, storage=args.storage).fit(
         dataset,
         batch_size=args.batch_size,
         on_error="raise" if args.strict else "skip",

@@ -94,6 +94,16 @@ class Recommender:
         Nearest-neighbour search over the vectors: an index object or a name
         for :func:`~visualsim.make_index` (``"flat"``, ``"ivf"``, ``"hnsw"``,
         ``"ivfpq"``, ``"sklearn"``). Default an exact :class:`~visualsim.FlatIndex`.
+    reduce_dim
+        Store and search ``reduce_dim``-dimensional vectors: a
+        :class:`~visualsim.reduction.PCAReducer` (or the one given) is fitted
+        on the first vectors added (up to its ``sample_size``), saved in the
+        catalogue, and applied to every later vector and query. 2048 → 256 is
+        8x less memory for a small recall cost (``docs/scale-one-machine.md``).
+    storage
+        ``"float32"`` (default) or ``"float16"``: the dtype of the stored copy
+        of the vectors (half the memory and disk); the index itself is fed
+        float32.
 
     Attributes
     ----------
@@ -112,9 +122,22 @@ class Recommender:
     'red'
     """
 
-    def __init__(self, extractor: Any = None, index: Any = None) -> None:
+    def __init__(
+        self,
+        extractor: Any = None,
+        index: Any = None,
+        *,
+        reduce_dim: int | Any | None = None,
+        storage: str = "float32",
+    ) -> None:
+        from .reduction import STORAGE_DTYPES
+
+        if storage not in STORAGE_DTYPES:
+            raise ConfigError(f"storage must be one of {STORAGE_DTYPES}, got {storage!r}")
         self.extractor = extractor
         self.index = index
+        self.reduce_dim = reduce_dim
+        self.storage = storage
         self.failed_: list[FailedInput] = []
         self._reset()
 
@@ -122,7 +145,8 @@ class Recommender:
     def _reset(self) -> None:
         self._extractor_: Any = None
         self._index_: Any = None
-        self._vectors = np.zeros((0, 0), dtype=np.float32)
+        self._reducer_: Any = None
+        self._vectors = np.zeros((0, 0), dtype=self.storage)
         self._ids: list[Id] = []
         self._rows: dict[Id, int] = {}
         self._metadata: list[dict[str, Any]] = []
@@ -141,6 +165,39 @@ class Recommender:
             self._extractor_ = ext
         return self._extractor_
 
+    def _get_reducer(self) -> Any:
+        if self._reducer_ is None and self.reduce_dim is not None:
+            from .reduction import PCAReducer
+
+            spec = self.reduce_dim
+            if isinstance(spec, PCAReducer):
+                # a fresh copy: fit() must not inherit a reducer fitted elsewhere
+                self._reducer_ = PCAReducer.from_config(spec.get_config())
+            else:
+                self._reducer_ = PCAReducer(int(spec))
+        return self._reducer_
+
+    def _project(self, vectors: np.ndarray, *, fit: bool = False) -> np.ndarray:
+        """Map extractor vectors to the stored space (PCA-reduced when asked)."""
+        reducer = self._get_reducer()
+        if reducer is None or not len(vectors):
+            return vectors
+        if vectors.shape[1] != reducer.n_features_in_ and reducer.is_fitted:
+            raise DimensionMismatch(
+                f"vectors have dimension {vectors.shape[1]}; the reducer takes "
+                f"{reducer.n_features_in_}"
+            )
+        if not reducer.is_fitted:
+            if not fit:
+                raise NotFittedError("the catalogue is empty: call fit() or add() first")
+            reducer.fit(vectors)
+            logger.info(
+                "PCA to %d dims keeps %.1f%% of the variance",
+                reducer.dim,
+                100 * float(np.sum(reducer.explained_variance_ratio_)),
+            )
+        return np.asarray(reducer.transform(vectors), dtype=np.float32)
+
     def _get_index(self) -> Any:
         if self._index_ is None:
             self._index_ = _make_index(self.index)
@@ -157,16 +214,29 @@ class Recommender:
         return self._get_index()
 
     @property
+    def reducer_(self) -> Any:
+        """The fitted :class:`~visualsim.reduction.PCAReducer`, or ``None``."""
+        return self._get_reducer()
+
+    @property
     def dim(self) -> int:
-        """Vector length."""
+        """Length of the stored vectors (``reduce_dim`` when reducing)."""
+        if self.reduce_dim is not None:
+            return int(self._get_reducer().dim)
         return int(self._get_extractor().dim)
 
     @property
     def embeddings_(self) -> np.ndarray:
-        """The stored vectors, ``(n, dim)`` float32, aligned with :attr:`ids_` (read-only)."""
-        view = self._vectors.view()
+        """The stored vectors as ``(n, dim)`` float32, aligned with :attr:`ids_` (read-only).
+
+        A view of the stored array (a float32 copy when ``storage="float16"``).
+        """
+        view = self._vectors.view() if self._vectors.dtype == np.float32 else self._float32()
         view.flags.writeable = False
         return view
+
+    def _float32(self, rows: Any = slice(None)) -> np.ndarray:
+        return np.ascontiguousarray(self._vectors[rows], dtype=np.float32)
 
     @property
     def ids_(self) -> list[Id]:
@@ -202,7 +272,7 @@ class Recommender:
 
     def vector_of(self, item_id: Id) -> np.ndarray:
         """Return one item's stored vector (a copy)."""
-        return np.array(self._vectors[self._row(item_id)], dtype=np.float32)
+        return np.array(self._float32(self._row(item_id)))
 
     def _row(self, item_id: Id) -> int:
         try:
@@ -339,7 +409,7 @@ class Recommender:
             stacked = np.concatenate(vectors)
         else:
             stacked = np.zeros((0, extractor.dim), dtype=np.float32)
-        self._store(stacked, new_ids, new_meta)
+        self._store(self._project(stacked, fit=True), new_ids, new_meta)
         self.failed_ = failed
         if checkpoint is not None:
             checkpoint.clear()
@@ -359,7 +429,8 @@ class Recommender:
     ) -> Recommender:
         """Add precomputed vectors (from the same extractor) and return ``self``.
 
-        Use it for vectors extracted elsewhere, e.g. on a Ray cluster.
+        Use it for vectors extracted elsewhere, e.g. on a Ray cluster. They
+        are L2-normalised, and reduced when the recommender reduces.
         """
         x = np.asarray(vectors, dtype=np.float32)
         if x.ndim != 2:
@@ -372,7 +443,7 @@ class Recommender:
             )
         from .extractors.base import l2_normalize
 
-        self._store(l2_normalize(x) if len(x) else x, checked, meta)
+        self._store(self._project(l2_normalize(x), fit=True) if len(x) else x, checked, meta)
         return self
 
     @classmethod
@@ -405,19 +476,20 @@ class Recommender:
     def _store(self, vectors: np.ndarray, ids: list[Id], metadata: list[dict[str, Any]]) -> None:
         if not ids:
             return
-        dim = self._get_extractor().dim
+        dim = self.dim
         if vectors.shape[1] != dim:
             raise DimensionMismatch(
-                f"vectors have dimension {vectors.shape[1]}, but the extractor gives {dim}"
+                f"vectors have dimension {vectors.shape[1]}, but the catalogue stores {dim}"
             )
         clash = [i for i in ids if i in self._rows]
         if clash or len(set(ids)) != len(ids):
             raise DuplicateIdError(f"ids must be unique; already present: {clash[:5]!r}")
+        from .reduction import to_storage
+
         self._get_index().add(vectors, ids)
+        stored = to_storage(vectors, self.storage)
         self._vectors = (
-            np.concatenate([np.asarray(self._vectors, dtype=np.float32), vectors])
-            if len(self._ids)
-            else np.array(vectors, dtype=np.float32)
+            np.concatenate([np.asarray(self._vectors), stored]) if len(self._ids) else stored
         )
         for i in ids:
             self._rows[i] = len(self._ids)
@@ -444,7 +516,7 @@ class Recommender:
         self._get_index().remove(drop)
         gone = {self._rows[i] for i in drop}
         keep = np.array([r for r in range(len(self._ids)) if r not in gone], dtype=np.int64)
-        self._vectors = np.ascontiguousarray(np.asarray(self._vectors)[keep], dtype=np.float32)
+        self._vectors = np.ascontiguousarray(np.asarray(self._vectors)[keep])
         self._ids = [self._ids[r] for r in keep]
         self._metadata = [self._metadata[r] for r in keep]
         self._rows = {i: r for r, i in enumerate(self._ids)}
@@ -485,7 +557,7 @@ class Recommender:
             Best first; fewer than ``k`` when fewer items qualify.
         """
         vector = self._get_extractor().extract([image], progress=False)
-        return self._search(vector, k, where, exclude, min_score)[0]
+        return self._search(self._project(vector), k, where, exclude, min_score)[0]
 
     def query_batch(
         self,
@@ -499,7 +571,7 @@ class Recommender:
     ) -> list[list[Recommendation]]:
         """Return :meth:`query` results for many images, extracted in batches."""
         vectors = self._get_extractor().extract(images, batch_size=batch_size, progress=False)
-        return self._search(vectors, k, where, exclude, min_score)
+        return self._search(self._project(vectors), k, where, exclude, min_score)
 
     def query_vector(
         self,
@@ -510,8 +582,14 @@ class Recommender:
         exclude: Iterable[Id] | None = None,
         min_score: float | None = None,
     ) -> list[Recommendation]:
-        """Return :meth:`query` results for a vector already extracted."""
+        """Return :meth:`query` results for a vector already extracted.
+
+        ``vector`` may come straight from the extractor (it is reduced when the
+        catalogue reduces) or already be in the stored space.
+        """
         q = np.asarray(vector, dtype=np.float32).reshape(1, -1)
+        if q.shape[1] != self.dim:
+            q = self._project(q)
         return self._search(q, k, where, exclude, min_score)[0]
 
     def similar_to(
@@ -526,7 +604,7 @@ class Recommender:
         """Return the ``k`` items most like a catalogue item, never the item itself."""
         row = self._row(item_id)
         skip = {item_id, *(exclude or ())}
-        q = np.asarray(self._vectors[row : row + 1], dtype=np.float32)
+        q = self._float32(slice(row, row + 1))
         return self._search(q, k, where, skip, min_score)[0]
 
     def find_duplicates(
@@ -540,7 +618,7 @@ class Recommender:
         if not len(self):
             return []
         kk = min(k + 1, len(self))
-        scores, ids = self._get_index().search(np.asarray(self._vectors, np.float32), kk)
+        scores, ids = self._get_index().search(self._float32(), kk)
         pairs: dict[tuple[int, int], float] = {}
         for a, (row_scores, row_ids) in enumerate(zip(scores, ids, strict=True)):
             for s, other in zip(row_scores, row_ids, strict=True):
@@ -599,7 +677,7 @@ class Recommender:
         if m <= max(2048, n // 16):
             # few candidates: score them exactly from the stored vectors
             rows = np.flatnonzero(allowed)
-            sims = np.asarray(self._vectors[rows], dtype=np.float32) @ q
+            sims = self._float32(rows) @ q
             order = np.lexsort((rows, -sims))[:want]
             return [(float(sims[j]), self._ids[rows[j]]) for j in order]
         depth = min(n, max(want * 2, math.ceil(want * n / m * 1.5)))
@@ -636,6 +714,7 @@ class Recommender:
         if not len(self):
             raise NotFittedError("nothing to save: the catalogue is empty")
         index = self._get_index()
+        reducer = self._get_reducer()
         return write_catalog(
             path,
             vectors=np.asarray(self._vectors),
@@ -644,6 +723,11 @@ class Recommender:
             extractor=extractor_spec(self._get_extractor()),
             index=INDEXES.to_spec(index),
             save_index=index.save,
+            extra={
+                "storage": self.storage,
+                "reducer": None if reducer is None else reducer.get_config(),
+            },
+            extra_dirs={} if reducer is None else {REDUCER_DIR: reducer.save},
             overwrite=overwrite,
         )
 
@@ -690,13 +774,23 @@ class Recommender:
             if extractor is not None
             else extractor_from_config(data.manifest["extractor"])
         )
-        if int(ext.dim) != int(data.manifest["dim"]):
+        reducer = None
+        if data.manifest.get("reducer") is not None:
+            from .reduction import PCAReducer
+
+            reducer = PCAReducer.load(Path(path) / REDUCER_DIR)
+        expected = (
+            int(data.manifest["dim"]) if reducer is None else int(reducer.n_features_in_ or 0)
+        )
+        if int(ext.dim) != expected:
             raise DimensionMismatch(
-                f"extractor gives {ext.dim}-d vectors but {str(path)!r} stores "
-                f"{data.manifest['dim']}-d ones"
+                f"extractor gives {ext.dim}-d vectors but {str(path)!r} was built from "
+                f"{expected}-d ones"
             )
-        rec = cls(ext, index)
+        storage = str(data.manifest.get("storage", "float32"))
+        rec = cls(ext, index, reduce_dim=reducer, storage=storage)
         rec._extractor_ = ext
+        rec._reducer_ = reducer
         if index is None:
             loaded = load_index(data.index_dir)
             if len(loaded) != len(data.ids) or list(loaded.ids) != data.ids:
@@ -706,11 +800,14 @@ class Recommender:
             rec.index = rec._index_ = loaded
         else:
             rec._get_index().add(np.asarray(data.vectors, dtype=np.float32), data.ids)
-        rec._vectors = data.vectors if mmap else np.asarray(data.vectors, dtype=np.float32)
+        rec._vectors = data.vectors if mmap else np.asarray(data.vectors, dtype=storage)
         rec._ids = list(data.ids)
         rec._rows = {i: r for r, i in enumerate(rec._ids)}
         rec._metadata = data.metadata
         return rec
+
+
+REDUCER_DIR = "reducer"
 
 
 def _make_index(spec: Any) -> Any:
