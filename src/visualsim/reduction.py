@@ -27,7 +27,6 @@ dtype('float32')
 
 from __future__ import annotations
 
-import hashlib
 import json
 import numbers
 import os
@@ -46,6 +45,7 @@ from .errors import (
     InvalidVectorsError,
     NotFittedError,
 )
+from .storage import sha256_file
 
 PathLike = Union[str, "os.PathLike[str]"]
 StorageDtype = Literal["float32", "float16"]
@@ -476,7 +476,7 @@ class PCAReducer:
                 "file": file.name,
                 "shape": list(array.shape),
                 "dtype": str(array.dtype),
-                "sha256": _sha256(file),
+                "sha256": sha256_file(file),
             }
         manifest = {
             "format": _FORMAT_TAG,
@@ -548,21 +548,13 @@ class PCAReducer:
         return reducer
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _load_checked(directory: Path, name: str, entry: Mapping[str, Any]) -> np.ndarray:
     file = directory / str(entry["file"])
     if file.parent != directory:
         raise CatalogError(f"{directory / CONFIG_NAME}: file name {entry['file']!r} is not plain")
     if not file.is_file():
         raise CatalogError(f"{file} is missing; save the reducer again")
-    if _sha256(file) != entry["sha256"]:
+    if sha256_file(file) != entry["sha256"]:
         raise CatalogError(f"{file} does not match its checksum (truncated or modified)")
     try:
         array = np.load(file, allow_pickle=False)
