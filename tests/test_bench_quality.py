@@ -1,0 +1,81 @@
+"""Smoke test of benchmarks/bench_quality.py: the quick mode runs and writes sane JSON."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_quality.py"
+
+
+def _load_script() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("bench_quality", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def bench() -> ModuleType:
+    """The benchmark script, imported as a module."""
+    try:
+        from visualsim.datasets import FashionMNIST
+
+        FashionMNIST(split="test")
+    except Exception as exc:  # the dataset is a system package, not a test fixture
+        pytest.skip(f"Fashion-MNIST is not installed here: {exc}")
+    return _load_script()
+
+
+def test_quick_run_writes_metrics_in_unit_interval(bench: ModuleType, tmp_path: Path) -> None:
+    out = tmp_path / "quality.json"
+    args = ["--quick", "--configs", "color,resnet50-tiny", "--no-cache", "--output", str(out)]
+    assert bench.main(args) == 0
+
+    payload = json.loads(out.read_text(encoding="utf-8"))
+    results = payload["results"]
+    configs = {r["config"] for r in results}
+    assert {"color", "resnet50-tiny-avg", "resnet50-tiny-gem", "color +pcaw"} <= configs
+    labels = {(r["dataset"], r["label"]) for r in results}
+    assert labels == {
+        ("fmnist", "class"),
+        ("synthetic", "category"),
+        ("synthetic", "color"),
+        ("synthetic", "pattern"),
+        ("synthetic", "category+color"),
+    }
+    for r in results:
+        assert r["n_items"] == 200
+        for key in ("precision@10", "recall@1", "recall@5", "recall@10", "map@10"):
+            assert 0.0 <= r[key] <= 1.0 and math.isfinite(r[key]), (r["config"], key)
+        assert r["recall@1"] <= r["recall@5"] <= r["recall@10"]
+    by = {(r["config"], r["label"]): r for r in results}
+    # colour histograms find same-colour products far above chance
+    assert by[("color", "color")]["precision@10"] > 3 * by[("color", "color")]["chance_precision"]
+
+
+def test_concat_rows_match_the_concat_extractor(bench: ModuleType) -> None:
+    from visualsim.extractors import ColorHistogramExtractor, ConcatExtractor
+
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (40, 48, 3), dtype=np.uint8) for _ in range(5)]
+    coarse, fine = ColorHistogramExtractor(bins=(4, 2, 2)), ColorHistogramExtractor()
+    ours = bench.concat_vectors([coarse.extract(images), fine.extract(images)], (2.0, 1.0))
+    theirs = ConcatExtractor([coarse, fine], weights=[2, 1]).extract(images)
+    np.testing.assert_allclose(ours, theirs, atol=1e-6)
+
+
+def test_pca_whitening_returns_unit_rows(bench: ModuleType) -> None:
+    x = np.random.default_rng(1).normal(size=(50, 20)).astype(np.float32)
+    out = bench.pca_whiten(x, 8)
+    assert out.shape == (50, 8)
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
