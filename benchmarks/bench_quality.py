@@ -34,7 +34,7 @@ re-normalised.
 
 Usage::
 
-    .venv/bin/python benchmarks/bench_quality.py              # the full run (~25 min on 2 cores, uncached)
+    .venv/bin/python benchmarks/bench_quality.py          # full run, ~25 min on 2 cores uncached
     .venv/bin/python benchmarks/bench_quality.py --quick      # 200 items, colour + tiny CNN
 
 Prints one table per dataset/label, writes ``benchmarks/results/quality.json``
