@@ -365,3 +365,20 @@ def test_keras_extractor_validates_its_settings() -> None:
         ResNet50Extractor(pooling="median")
     with pytest.raises(ConfigError, match="resize"):
         ResNet50Extractor(resize="squash")
+
+
+@pytest.mark.slow
+def test_frozen_runtime_gives_the_same_vectors_as_keras(
+    resnet: ResNet50Extractor, photos: list[np.ndarray]
+) -> None:
+    keras_v = resnet.extract(photos[:3])
+    frozen = ResNet50Extractor(weights=None, input_size=64, runtime="frozen")
+    frozen_v = frozen.extract(photos[:3])
+    assert frozen_v.dtype == np.float32 and frozen_v.shape == keras_v.shape
+    assert np.min(np.sum(keras_v * frozen_v, axis=1)) > 1 - 1e-4
+    assert extractor_from_config(extractor_spec(frozen)).runtime == "frozen"
+
+
+def test_unknown_runtime_is_refused() -> None:
+    with pytest.raises(ConfigError, match="runtime"):
+        ResNet50Extractor(runtime="onnx")
