@@ -126,7 +126,9 @@ class FakeKaggleApi:
         if self.fail_on_auth is not None:
             raise self.fail_on_auth
 
-    def dataset_download_files(self, dataset: str, path: str | None = None, **kwargs: Any) -> None:
+    def dataset_download_files(  # network-free: a stand-in that records the call
+        self, dataset: str, path: str | None = None, **kwargs: Any
+    ) -> None:
         self.calls.append(("download", dataset, path, kwargs))
         print(f"Dataset URL: https://www.kaggle.com/datasets/{dataset} key={KEY}")
         assert path is not None

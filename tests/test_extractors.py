@@ -305,7 +305,8 @@ def test_visualsim_weights_env_replaces_download(
     path = tmp_path / "env.weights.h5"
     resnet.build().save_weights(str(path))
     monkeypatch.setenv("VISUALSIM_WEIGHTS", str(path))
-    ext = ResNet50Extractor(input_size=64)  # weights="imagenet", served by the env file
+    # network-free: weights default to "imagenet", which VISUALSIM_WEIGHTS serves from a local file
+    ext = ResNet50Extractor(input_size=64)
     np.testing.assert_allclose(ext.extract(photos[:1]), resnet.extract(photos[:1]), atol=1e-5)
 
 
