@@ -32,6 +32,7 @@ typecheck: $(VENV)/.installed-dev
 	$(BIN)/mypy src
 
 pytest: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest -q -p no:cacheprovider --doctest-modules src/visualsim
 	$(BIN)/python -m pytest -q
 
 # installs the docs extra only when it is missing, so a machine that has it builds offline
