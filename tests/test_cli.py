@@ -147,6 +147,20 @@ def test_index_with_pca_and_float16(shop: Path, tmp_path: Path) -> None:
     assert data["results"][0]["id"] == f"red/{red.name}"
 
 
+def test_runtime_flag_only_for_keras_extractors(shop: Path, tmp_path: Path) -> None:
+    result = run(
+        "index",
+        shop / "images",
+        "-o",
+        tmp_path / "c",
+        "--extractor",
+        "color",
+        "--runtime",
+        "frozen",
+    )
+    assert result.returncode == 2 and "--runtime applies" in result.stderr
+
+
 def test_bad_arguments_exit_2(catalog: Path) -> None:
     assert run("query", catalog).returncode == 2
     assert run("frobnicate").returncode == 2
