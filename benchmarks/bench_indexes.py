@@ -38,7 +38,7 @@ BACKENDS: dict[str, tuple[str, dict[str, Any]]] = {
     "flat": ("flat", {}),
     "ivf": ("ivf", {}),
     "hnsw": ("hnsw", {}),
-    "ivfpq (rerank=4)": ("ivfpq", {}),
+    "ivfpq (rerank=16)": ("ivfpq", {}),
     "ivfpq (rerank=0)": ("ivfpq", {"rerank": 0}),
 }
 

@@ -29,7 +29,7 @@ Stages (each backend runs in a fresh subprocess, so peak RSS is its own)
     the float vectors are never all in memory. ``rerank=0`` because the
     re-ranking copy would be ``4 * dim`` bytes per item (8 GB at 1M x 2048).
 ``ivfpq-pca``
-    ``IVFPQIndex()`` with its defaults (``rerank=4``: keeps the float32
+    ``IVFPQIndex()`` with its defaults (``rerank=16``: keeps the float32
     reduced vectors and re-scores 40 candidates) on the PCA-reduced vectors.
 ``hnsw-pca``
     ``visualsim.indexes.HNSWIndex()`` (``M=32, ef_construction=80,

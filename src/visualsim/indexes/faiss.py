@@ -383,7 +383,10 @@ class IVFPQIndex(_TrainedIVF):
     rerank
         Re-score the top ``rerank * k`` candidates with exact cosine, keeping
         a float32 copy of every vector (``4 * dim`` bytes each). ``0`` turns it
-        off: no float copy, scores are PQ estimates, recall lower. Default 4.
+        off: no float copy, scores are PQ estimates, recall lower. Default 16:
+        re-scoring 160 candidates costs little next to the PQ scan, and at 1M
+        items (PCA-256, ``m=32``) it lifted recall@10 against exact search in
+        that space from 0.717 (``rerank=4``) to 0.967 at about the same speed.
     dim
         Dimension, if known before the first ``add``.
 
@@ -405,7 +408,7 @@ class IVFPQIndex(_TrainedIVF):
         m: int | None = None,
         nbits: int = 8,
         nprobe: int | None = None,
-        rerank: int = 4,
+        rerank: int = 16,
         dim: int | None = None,
     ) -> None:
         _check_int("m", m, minimum=1, allow_none=True)
