@@ -33,7 +33,7 @@ import numpy as np
 
 from .errors import CatalogError, FormatVersionError
 from .ids import Id
-from .storage import fsync_dir, read_jsonl, sha256_file, write_npy, write_text
+from .storage import fsync_dir, read_jsonl, replace_dir, sha256_file, write_npy, write_text
 
 FORMAT = "visualsim-catalog"
 FORMAT_VERSION = 1
@@ -183,7 +183,7 @@ def write_catalog(
         }
         write_text(tmp / MANIFEST, json.dumps(manifest, indent=2, ensure_ascii=False))
         fsync_dir(tmp)
-        _replace_dir(tmp, dest)
+        replace_dir(tmp, dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -283,23 +283,6 @@ def read_catalog(
     if len(metadata) != count:
         raise CatalogError(f"{root / METADATA} has {len(metadata)} rows; expected {count}")
     return CatalogData(manifest, vectors, ids, metadata, root / INDEX_DIR)
-
-
-def _replace_dir(tmp: Path, dest: Path) -> None:
-    """Move ``tmp`` to ``dest``; an existing ``dest`` is swapped out, then deleted."""
-    if not dest.exists():
-        os.replace(tmp, dest)
-        fsync_dir(dest.parent)
-        return
-    old = dest.parent / f".{dest.name}.old-{uuid.uuid4().hex[:12]}"
-    os.replace(dest, old)
-    try:
-        os.replace(tmp, dest)
-    except BaseException:
-        os.replace(old, dest)
-        raise
-    fsync_dir(dest.parent)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _library_version() -> str:

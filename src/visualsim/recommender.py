@@ -792,7 +792,8 @@ class Recommender:
         rec._extractor_ = ext
         rec._reducer_ = reducer
         if index is None:
-            loaded = load_index(data.index_dir)
+            # the catalogue's manifest already covered the index files' checksums
+            loaded = load_index(data.index_dir, verify=False)
             if len(loaded) != len(data.ids) or list(loaded.ids) != data.ids:
                 raise CatalogError(
                     f"the index in {str(data.index_dir)!r} does not hold the catalogue's ids"

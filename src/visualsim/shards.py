@@ -39,7 +39,7 @@ import numpy as np
 from .catalog import json_safe
 from .errors import CatalogError, ConfigError, DimensionMismatch, FormatVersionError
 from .ids import Id, check_ids
-from .storage import fsync_dir, read_jsonl, sha256_file, write_npy, write_text
+from .storage import atomic_write, read_jsonl, sha256_file, write_npy, write_text
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from .recommender import Recommender
@@ -337,16 +337,7 @@ class ShardWriter:
         self._atomic(MANIFEST, lambda p: write_text(p, text))
 
     def _atomic(self, name: str, write: Any) -> None:
-        final = self.path / name
-        tmp = self.path / f".{name}{_TMP_MARK}{os.getpid()}"
-        try:
-            write(tmp)
-            os.replace(tmp, final)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise
-        fsync_dir(self.path)
+        atomic_write(self.path / name, write)  # its temporary names match _TMP_MARK
 
     def _remove_stale_temporaries(self) -> None:
         for stray in self.path.glob(f".*{_TMP_MARK}*"):

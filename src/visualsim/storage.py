@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -69,6 +70,28 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     fsync_dir(path.parent)
 
 
+def replace_dir(tmp: Path, dest: Path) -> None:
+    """Move the complete folder ``tmp`` to ``dest``.
+
+    An existing ``dest`` is renamed aside first and deleted only once ``tmp``
+    is in place, so a reader finds the old folder or the new one, never a mix
+    (if the second rename fails, the old folder is put back).
+    """
+    if not dest.exists():
+        os.replace(tmp, dest)
+        fsync_dir(dest.parent)
+        return
+    old = dest.parent / f".{dest.name}.old-{uuid.uuid4().hex[:12]}"
+    os.replace(dest, old)
+    try:
+        os.replace(tmp, dest)
+    except BaseException:
+        os.replace(old, dest)
+        raise
+    fsync_dir(dest.parent)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     """Return the JSON objects of a ``.jsonl`` file (blank lines skipped).
 
@@ -92,4 +115,12 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-__all__ = ["atomic_write", "fsync_dir", "read_jsonl", "sha256_file", "write_npy", "write_text"]
+__all__ = [
+    "atomic_write",
+    "fsync_dir",
+    "read_jsonl",
+    "replace_dir",
+    "sha256_file",
+    "write_npy",
+    "write_text",
+]

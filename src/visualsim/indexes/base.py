@@ -50,7 +50,7 @@ from ..errors import (
 from ..ids import Id, check_ids
 from ..ids import preview as _preview
 from ..registry import Registry
-from ..storage import sha256_file
+from ..storage import replace_dir, sha256_file
 
 PathLike: TypeAlias = "str | os.PathLike[str]"
 
@@ -655,14 +655,17 @@ class BaseIndex:
                 },
             }
             (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
-            _replace_dir(tmp, target)
+            replace_dir(tmp, target)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
 
     @classmethod
-    def load(cls: type[_Self], path: PathLike) -> _Self:
+    def load(cls: type[_Self], path: PathLike, *, verify: bool = True) -> _Self:
         """Return the index saved at ``path`` by :meth:`save`.
+
+        ``verify=False`` skips the files' checksums (for a caller that has
+        already checked them, such as a catalogue); shapes are still checked.
 
         Raises
         ------
@@ -673,7 +676,10 @@ class BaseIndex:
             (use :func:`load_index` to load whatever is there).
         """
         directory = Path(path)
-        manifest = read_manifest(directory)
+        return cls._from_manifest(directory, read_manifest(directory, verify=verify))
+
+    @classmethod
+    def _from_manifest(cls: type[_Self], directory: Path, manifest: Mapping[str, Any]) -> _Self:
         registered = _registered_class(manifest["name"], directory)
         if not issubclass(registered, cls):
             raise CatalogError(
@@ -773,8 +779,10 @@ class BaseIndex:
 # --------------------------------------------------------------------------- on disk
 
 
-def load_index(path: PathLike) -> Index:
+def load_index(path: PathLike, *, verify: bool = True) -> Index:
     """Return the index saved at ``path``, whatever its registered class.
+
+    ``verify=False`` skips the files' checksums, as in :meth:`BaseIndex.load`.
 
     Raises
     ------
@@ -785,14 +793,16 @@ def load_index(path: PathLike) -> Index:
         registered (register it with :func:`register_index` before loading).
     """
     directory = Path(path)
-    manifest = read_manifest(directory)
+    manifest = read_manifest(directory, verify=verify)  # read and hashed once
     cls = _registered_class(manifest["name"], directory)
-    index: Index = cls.load(directory)
+    index: Index = cls._from_manifest(directory, manifest)
     return index
 
 
-def read_manifest(directory: Path) -> dict[str, Any]:
+def read_manifest(directory: Path, *, verify: bool = True) -> dict[str, Any]:
     """Return the manifest of a saved index after checking version and checksums.
+
+    ``verify=False`` checks that every listed file exists but not its checksum.
 
     Raises
     ------
@@ -836,7 +846,7 @@ def read_manifest(directory: Path) -> dict[str, Any]:
         file = directory / rel
         if not file.is_file():
             raise CatalogError(f"{directory}: {rel} is missing; the index is incomplete")
-        if sha256_file(file) != digest:
+        if verify and sha256_file(file) != digest:
             raise CatalogError(
                 f"{file} does not match its checksum (truncated or modified); "
                 "save the index again from its source"
@@ -881,20 +891,6 @@ def _check_replaceable(target: Path) -> None:
         f"refusing to overwrite {target}: it exists and is not a saved index; "
         "choose another path or remove it"
     )
-
-
-def _replace_dir(tmp: Path, target: Path) -> None:
-    if not target.exists():
-        os.replace(tmp, target)
-        return
-    trash = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:12]}"
-    os.replace(target, trash)
-    try:
-        os.replace(tmp, target)
-    except BaseException:
-        os.replace(trash, target)
-        raise
-    shutil.rmtree(trash, ignore_errors=True)
 
 
 __all__ = [
