@@ -367,6 +367,20 @@ def test_save_load_search_is_identical(name: str, small, tmp_path: Path) -> None
     results_equal(index, loaded, np.vstack([q, extra]), 10)
 
 
+def test_verify_false_skips_only_the_checksums(small, tmp_path: Path) -> None:
+    x, ids, q = small
+    index = build("flat", x, ids)
+    index.save(tmp_path / "idx")
+    ids_file = tmp_path / "idx" / "ids.json"
+    ids_file.write_text(ids_file.read_text() + "\n")  # same ids, different bytes
+    with pytest.raises(CatalogError, match="checksum"):
+        load_index(tmp_path / "idx")
+    results_equal(index, load_index(tmp_path / "idx", verify=False), q, 5)
+    (tmp_path / "idx" / "labels.npy").unlink()
+    with pytest.raises(CatalogError, match="missing"):
+        load_index(tmp_path / "idx", verify=False)
+
+
 @pytest.mark.parametrize("name", ["ivf", "ivfpq", "flat", "hnsw", "sklearn", "sharded"])
 def test_untrained_and_empty_indexes_save_and_load(name: str, tmp_path: Path) -> None:
     empty = make_index(name)
