@@ -5,7 +5,7 @@ BIN     = $(VENV)/bin
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export KERAS_BACKEND ?= tensorflow
 
-.PHONY: demo test lint typecheck pytest docs bench clean
+.PHONY: demo test test-browser lint typecheck pytest docs bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,7 +33,11 @@ typecheck: $(VENV)/.installed-dev
 
 pytest: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -q -p no:cacheprovider --doctest-modules src/visualsim
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not browser"
+
+# the page in a real headless Chromium (Debian's `chromium`; .ci/run installs it)
+test-browser: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest -q -m browser
 
 # installs the docs extra only when it is missing, so a machine that has it builds offline
 docs: | $(BIN)/python
