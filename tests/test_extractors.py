@@ -46,7 +46,7 @@ def assert_unit_rows(v: np.ndarray) -> None:
 def test_color_extractor_shape_dtype_norm() -> None:
     ext = ColorHistogramExtractor()
     v = ext.extract([solid(RED), solid(GREEN), solid(BLUE)])
-    assert v.shape == (3, ext.dim) == (3, 256)
+    assert v.shape == (3, ext.dim) == (3, 16 * 4 * 4 + 6)  # hue x sat x value + grey levels
     assert_unit_rows(v)
 
 
@@ -190,7 +190,7 @@ def test_config_round_trip_rebuilds_equal_extractor() -> None:
 
 
 def test_make_extractor_by_name_and_unknown_name() -> None:
-    assert make_extractor("color", bins=(4, 2, 2)).dim == 16
+    assert make_extractor("color", bins=(4, 2, 2), grey_bins=0).dim == 16
     with pytest.raises(ConfigError, match="unknown extractor 'nope'"):
         make_extractor("nope")
 
@@ -319,9 +319,11 @@ def test_resnet50_other_poolings(pooling: str, photos: list[np.ndarray]) -> None
 
 
 def test_missing_weights_file_is_a_clear_error(tmp_path: Path) -> None:
-    ext = ResNet50Extractor(weights=tmp_path / "absent.h5", input_size=64)
+    # when constructed, not at the first extraction minutes later
     with pytest.raises(WeightsUnavailableError, match="absent.h5.*does not exist"):
-        ext.extract([solid(RED)])
+        ResNet50Extractor(weights=tmp_path / "absent.h5", input_size=64)
+    with pytest.raises(WeightsUnavailableError, match="missing.h5"):
+        KerasExtractor("resnet50", weights="/missing.h5")
 
 
 def test_corrupt_weights_file_is_a_clear_error(tmp_path: Path) -> None:
@@ -349,6 +351,9 @@ def test_failed_imagenet_download_explains_offline_options(
     message = str(info.value)
     assert "VISUALSIM_WEIGHTS" in message
     assert "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5" in message
+    # and it names the CNN that works offline
+    assert "SqueezeNetExtractor" in message and "--extractor squeezenet" in message
+    assert "visualsim[squeezenet]" in message
 
 
 def test_keras_generic_backbone_plugs_in() -> None:

