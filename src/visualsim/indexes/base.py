@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import numbers
 import os
 import shutil
@@ -561,6 +562,39 @@ class BaseIndex:
                 if not self._is_ready():
                     self._prepare()
 
+    def search_labels(
+        self, queries: ArrayLike, k: int, *, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Return ``(scores, labels)`` of the best ``k`` stored vectors, optionally filtered.
+
+        The catalogue's fast path: internal ``int64`` labels instead of caller
+        ids, and a filter pushed into the search. ``allowed`` is a boolean
+        mask over labels (``allowed[label]`` true = may be returned; labels
+        past its end are not allowed). Rows are ``(nq, min(k, len(self)))``,
+        best first; where fewer than that many allowed vectors are found the
+        row ends in label ``-1`` with score ``-inf``. An approximate backend
+        may find fewer allowed neighbours than exist; the caller decides what
+        to do then (the catalogue answers such queries exactly).
+        """
+        k = check_k(k)
+        if not len(self._ids):
+            raise self._empty_error()
+        q = check_vectors(queries, dim=self._dim, name="queries")
+        while True:
+            with self._lock.read():
+                if self._is_ready():
+                    kk = min(k, len(self._ids))
+                    if not len(q):
+                        return np.empty((0, kk), np.float32), np.empty((0, kk), np.int64)
+                    if allowed is None:
+                        scores, labels = self._search(q, kk)
+                    else:
+                        scores, labels = self._search_allowed(q, kk, np.asarray(allowed, bool))
+                    return _sorted_padded(scores, labels, len(q), kk)
+            with self._lock.write():
+                if not self._is_ready():
+                    self._prepare()
+
     def remove(self, ids: Sequence[Id]) -> None:
         """Remove the vectors stored under ``ids`` (repeats are ignored).
 
@@ -708,6 +742,28 @@ class BaseIndex:
         """
         raise NotImplementedError
 
+    def _search_allowed(
+        self, q: np.ndarray, k: int, allowed: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Like ``_search`` but only labels with ``allowed[label]``; ``-1`` pads (read lock held).
+
+        The default searches deeper until ``k`` allowed labels are found or
+        everything was seen; FAISS backends override it with a selector.
+        """
+        n = len(self._ids)
+        frac = max(float(allowed.sum()) / max(n, 1), 1.0 / max(n, 1))
+        depth = min(n, max(2 * k, math.ceil(2 * k / frac)))
+        while True:
+            scores, labels = self._search(q, depth)
+            labels = np.asarray(labels, dtype=np.int64)
+            scores = np.asarray(scores, dtype=np.float32)
+            ok = (labels >= 0) & (labels < len(allowed))
+            ok[ok] = allowed[labels[ok]]
+            if depth >= n or (ok.sum(axis=1) >= k).all():
+                break
+            depth = min(n, depth * 2)
+        return _keep(scores, labels, ok, k)
+
     def _is_ready(self) -> bool:
         """Whether ``_search`` can run now without training or refitting."""
         return True
@@ -774,6 +830,34 @@ class BaseIndex:
             raise
         except (OSError, ValueError, RuntimeError, KeyError, TypeError) as exc:
             raise CatalogError(f"cannot load the index in {directory}: {exc}") from exc
+
+
+def _keep(
+    scores: np.ndarray, labels: np.ndarray, ok: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Keep the ``ok`` entries of each row (best first), padded to ``k`` with ``-1``/``-inf``."""
+    s = np.where(ok, scores, -np.inf).astype(np.float32)
+    order = np.argsort(-s, axis=1, kind="stable")[:, :k]
+    s = np.take_along_axis(s, order, axis=1)
+    lab = np.where(np.isfinite(s), np.take_along_axis(labels, order, axis=1), -1)
+    if s.shape[1] < k:
+        pad = k - s.shape[1]
+        s = np.pad(s, ((0, 0), (0, pad)), constant_values=-np.inf)
+        lab = np.pad(lab, ((0, 0), (0, pad)), constant_values=-1)
+    return s, lab
+
+
+def _sorted_padded(scores: Any, labels: Any, nq: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    s = np.asarray(scores, dtype=np.float32).reshape(nq, -1)
+    lab = np.asarray(labels, dtype=np.int64).reshape(nq, -1)
+    s = np.where(lab < 0, -np.inf, s).astype(np.float32)
+    order = np.lexsort((np.where(lab < 0, np.iinfo(np.int64).max, lab), -s), axis=-1)
+    return _keep(
+        np.take_along_axis(s, order, axis=1),
+        np.take_along_axis(lab, order, axis=1),
+        np.take_along_axis(lab, order, axis=1) >= 0,
+        k,
+    )
 
 
 # --------------------------------------------------------------------------- on disk

@@ -24,6 +24,9 @@ _PENDING_FILE = "pending.faiss"
 _VECTORS_FILE = "vectors.npy"
 _VECTOR_LABELS_FILE = "vector_labels.npy"
 
+MAX_FILTERED_EF = 4096
+"""Largest ``efSearch`` a filtered HNSW search raises itself to (rarer matches search wider)."""
+
 MIN_POINTS_PER_CENTROID = 39
 """Training vectors FAISS wants per k-means centroid; fewer gives poor centroids."""
 
@@ -56,6 +59,16 @@ def _flat_contents(index: Any) -> tuple[np.ndarray, np.ndarray]:
     n = int(storage.ntotal)
     x = storage.reconstruct_n(0, n) if n else np.empty((0, index.d), dtype=np.float32)
     return np.ascontiguousarray(x, dtype=np.float32), faiss.vector_to_array(index.id_map)
+
+
+def _selector(allowed: np.ndarray) -> tuple[Any, np.ndarray]:
+    """Return a FAISS bitmap selector over labels, and the bitmap it points into.
+
+    Keep the bitmap alive for as long as the selector is used.
+    """
+    faiss = _faiss()
+    packed = np.packbits(np.ascontiguousarray(allowed, dtype=bool), bitorder="little")
+    return faiss.IDSelectorBitmap(len(allowed), faiss.swig_ptr(packed)), packed
 
 
 def _write(index: Any, path: Path) -> None:
@@ -153,6 +166,13 @@ class FlatIndex(BaseIndex):
 
     def _search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         scores, labels = self.index_.search(q, k)
+        return scores, labels
+
+    def _search_allowed(
+        self, q: np.ndarray, k: int, allowed: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        sel, _bitmap = _selector(allowed)
+        scores, labels = self.index_.search(q, k, params=_faiss().SearchParameters(sel=sel))
         return scores, labels
 
     def _save_state(self, directory: Path) -> dict[str, Any]:
@@ -281,6 +301,22 @@ class _TrainedIVF(BaseIndex):
         if len(short):
             everything = faiss.SearchParametersIVF(nprobe=self.nlist_)
             scores[short], labels[short] = self.index_.search(q[short], k, params=everything)
+        return scores, labels
+
+    def _search_allowed(
+        self, q: np.ndarray, k: int, allowed: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        faiss = _faiss()
+        sel, _bitmap = _selector(allowed)
+        if self.index_ is None:
+            scores, labels = self._pending.search(q, k, params=faiss.SearchParameters(sel=sel))
+            return scores, labels
+        frac = max(float(allowed.sum()) / max(len(self), 1), 1e-6)
+        nlist = int(self.nlist_ or 1)
+        nprobe = min(nlist, max(self.nprobe_, math.ceil(self.nprobe_ / frac)))
+        scores, labels = self.index_.search(
+            q, k, params=faiss.SearchParametersIVF(nprobe=nprobe, sel=sel)
+        )
         return scores, labels
 
     def _save_state(self, directory: Path) -> dict[str, Any]:
@@ -572,6 +608,17 @@ class HNSWIndex(BaseIndex):
             storage = faiss.downcast_index(faiss.downcast_index(self.index_.index).storage)
             scores[short], positions = storage.search(q[short], k)
             labels[short] = faiss.vector_to_array(self.index_.id_map)[positions]
+        return scores, labels
+
+    def _search_allowed(
+        self, q: np.ndarray, k: int, allowed: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        faiss = _faiss()
+        sel, _bitmap = _selector(allowed)
+        frac = max(float(allowed.sum()) / max(len(self), 1), 1e-6)
+        ef = min(MAX_FILTERED_EF, max(int(self.ef_search), k, math.ceil(2 * k / frac)))
+        params = faiss.SearchParametersHNSW(efSearch=ef, sel=sel)
+        scores, labels = self.index_.search(q, k, params=params)
         return scores, labels
 
     def _save_state(self, directory: Path) -> dict[str, Any]:
