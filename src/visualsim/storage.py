@@ -1,118 +1,59 @@
-"""Durable file writes shared by catalogues, index folders, shards and checkpoints.
+"""Compatibility names for :mod:`visualsim.persistence`, where durable writes now live.
 
-Every writer fsyncs what it wrote; :func:`atomic_write` writes under a hidden
-temporary name in the same folder and renames, so readers see either the old
-file or the complete new one.
+New code imports from :mod:`visualsim.persistence`. :func:`replace_dir` here
+keeps the old two-argument form for callers that name their own temporary
+folder: it swaps folders atomically (``renameat2(RENAME_EXCHANGE)``) but,
+unlike :func:`visualsim.persistence.replace_dir`, does not check what it
+replaces; callers must check that first (:func:`~visualsim.persistence.check_replaceable`).
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
 import os
 import shutil
-import uuid
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-
-from .errors import CatalogError
-
-
-def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 22) -> str:
-    """Return the hex SHA-256 of a file, read in 4 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def write_npy(path: Path, array: np.ndarray) -> None:
-    """Write ``array`` as ``.npy`` (never pickled) and fsync it."""
-    with open(path, "wb") as fh:
-        np.save(fh, np.ascontiguousarray(array), allow_pickle=False)
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
-def write_text(path: Path, text: str) -> None:
-    """Write UTF-8 text and fsync it."""
-    with open(path, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
-def fsync_dir(path: Path) -> None:
-    """Flush a folder's entries (renames) to disk, where the platform allows."""
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` on a hidden sibling of ``path``, then rename it to ``path``."""
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    fsync_dir(path.parent)
+from .persistence import (
+    _RENAME_EXCHANGE,
+    _RENAME_NOREPLACE,
+    _rename2,
+    atomic_write,
+    fsync_dir,
+    fsync_tree,
+    read_jsonl,
+    sha256_file,
+    write_npy,
+    write_text,
+)
 
 
 def replace_dir(tmp: Path, dest: Path) -> None:
-    """Move the complete folder ``tmp`` to ``dest``.
+    """Move the complete folder ``tmp`` to ``dest``, swapping atomically where it can.
 
-    An existing ``dest`` is renamed aside first and deleted only once ``tmp``
-    is in place, so a reader finds the old folder or the new one, never a mix
-    (if the second rename fails, the old folder is put back).
+    An existing ``dest`` is exchanged with ``tmp`` in one step and then
+    deleted from its temporary name; without ``RENAME_EXCHANGE`` it is
+    renamed aside first (if the second rename fails, it is put back).
     """
-    if not dest.exists():
-        os.replace(tmp, dest)
-        fsync_dir(dest.parent)
+    src, target = Path(tmp), Path(dest)
+    fsync_tree(src)
+    if not os.path.lexists(target):
+        if not _rename2(src, target, _RENAME_NOREPLACE):
+            os.rename(src, target)
+        fsync_dir(target.parent)
         return
-    old = dest.parent / f".{dest.name}.old-{uuid.uuid4().hex[:12]}"
-    os.replace(dest, old)
+    if _rename2(src, target, _RENAME_EXCHANGE):
+        fsync_dir(target.parent)
+        shutil.rmtree(src, ignore_errors=True)
+        return
+    old = target.parent / f".{target.name}.old-{os.getpid()}"
+    os.replace(target, old)
     try:
-        os.replace(tmp, dest)
+        os.replace(src, target)
     except BaseException:
-        os.replace(old, dest)
+        os.replace(old, target)
         raise
-    fsync_dir(dest.parent)
+    fsync_dir(target.parent)
     shutil.rmtree(old, ignore_errors=True)
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Return the JSON objects of a ``.jsonl`` file (blank lines skipped).
-
-    Raises
-    ------
-    CatalogError
-        Naming the file and line of anything that is not a JSON object.
-    """
-    rows: list[dict[str, Any]] = []
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise CatalogError(f"{path} line {n} is not valid JSON: {exc}") from exc
-            if not isinstance(row, dict):
-                raise CatalogError(f"{path} line {n} is not a JSON object")
-            rows.append(row)
-    return rows
 
 
 __all__ = [

@@ -1,0 +1,224 @@
+"""Checks of arguments and configuration, with one wording for each.
+
+Modules check constructor parameters and call arguments here instead of
+writing their own ``isinstance`` tests, so "must be an integer from 1 to
+65,536" reads the same everywhere and huge values (``2**31`` for a FAISS
+parameter, ``10**8`` shards) are refused before anything is allocated.
+Manifest fields read from disk are checked by the ``field_*`` helpers of
+:mod:`visualsim.persistence`, which raise :class:`~visualsim.errors.CatalogError`.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from .errors import ConfigError, DimensionMismatch, InvalidVectorsError, VisualsimError
+from .ids import preview, short_repr
+
+MAX_INT = 2**62
+"""Default upper bound of :func:`check_int` (fits every C ``int64``)."""
+
+
+def check_int(
+    name: str,
+    value: Any,
+    *,
+    minimum: int | None = None,
+    maximum: int | None = None,
+    allow_none: bool = False,
+    error: type[VisualsimError] = ConfigError,
+) -> Any:
+    """Return ``value`` as an ``int`` if it is a whole number in ``[minimum, maximum]``.
+
+    ``bool`` is refused (``True`` is not a count); NumPy integers are accepted.
+
+    Parameters
+    ----------
+    name
+        What the value is called in the message (``"ef_search"``).
+    value
+        The value to check.
+    minimum, maximum
+        Inclusive bounds (``maximum`` defaults to ``2**62``).
+    allow_none
+        Accept ``None`` (returned as is).
+    error
+        The exception class raised (default :class:`ConfigError`).
+
+    Raises
+    ------
+    ConfigError
+        (or ``error``) ``"<name> must be an integer from <min> to <max>, got <value>"``.
+
+    Examples
+    --------
+    >>> check_int("nprobe", 8, minimum=1, maximum=65_536)
+    8
+    """
+    if value is None and allow_none:
+        return None
+    hi = MAX_INT if maximum is None else maximum
+    ok = isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+    if ok:
+        as_int = int(value)
+        ok = (minimum is None or as_int >= minimum) and as_int <= hi
+    if not ok:
+        if minimum is None:
+            bounds = f"of at most {hi:,}"
+        elif maximum is None and minimum == 1:
+            bounds = "of at least 1 (a positive integer)"
+        elif maximum is None:
+            bounds = f"of at least {minimum:,}"
+        else:
+            bounds = f"from {minimum:,} to {hi:,}"
+        none = " or None" if allow_none else ""
+        raise error(f"{name} must be an integer {bounds}{none}, got {_shown(value)}")
+    return int(value)
+
+
+def check_positive_int(
+    name: str,
+    value: Any,
+    *,
+    maximum: int | None = None,
+    allow_none: bool = False,
+    error: type[VisualsimError] = ConfigError,
+) -> Any:
+    """Return ``value`` if it is an integer >= 1 (and <= ``maximum``); see :func:`check_int`."""
+    return check_int(name, value, minimum=1, maximum=maximum, allow_none=allow_none, error=error)
+
+
+def check_bool(name: str, value: Any, *, error: type[VisualsimError] = ConfigError) -> bool:
+    """Return ``value`` if it is ``True`` or ``False`` (NumPy booleans accepted)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise error(f"{name} must be True or False, got {_shown(value)}")
+    return bool(value)
+
+
+def check_choice(
+    name: str, value: Any, choices: Sequence[str], *, error: type[VisualsimError] = ConfigError
+) -> str:
+    """Return ``value`` if it is one of ``choices`` (case-sensitive), naming them otherwise."""
+    if not isinstance(value, str) or value not in choices:
+        raise error(f"{name} must be one of {', '.join(map(repr, choices))}, got {_shown(value)}")
+    return value
+
+
+def check_k(k: Any) -> int:
+    """Return ``k`` as an ``int`` if it is a whole number of at least 1.
+
+    Raises
+    ------
+    ConfigError
+        If ``k`` is not an integer or is smaller than 1.
+
+    Examples
+    --------
+    >>> check_k(5)
+    5
+    """
+    if isinstance(k, (bool, np.bool_)) or not isinstance(k, numbers.Integral):
+        raise ConfigError(f"k must be a positive integer, got {_shown(k)}")
+    if k < 1:
+        raise ConfigError(f"k must be at least 1, got {k}")
+    return int(k)
+
+
+def check_vectors(
+    x: ArrayLike, *, dim: int | None = None, name: str = "vectors", normalize: bool = True
+) -> np.ndarray:
+    """Return ``x`` as a C-contiguous float32 ``(n, dim)`` array of unit rows.
+
+    The one validation of vectors every index (and the store) uses, so every
+    backend refuses the same inputs with the same messages; a zero row is
+    always refused when normalising (it has no direction, so no cosine).
+
+    Parameters
+    ----------
+    x
+        Array-like of shape ``(n, d)``; a 1-d array is taken as one row.
+    dim
+        The dimension the caller expects; ``None`` accepts any.
+    name
+        What ``x`` is called in error messages (``"vectors"``, ``"queries"``).
+    normalize
+        Divide every row by its L2 norm (a zero row is then an error).
+
+    Raises
+    ------
+    InvalidVectorsError
+        Not numeric, not 1-d or 2-d, zero columns, NaN or infinite values, or
+        a zero row when normalising.
+    DimensionMismatch
+        ``dim`` is given and the rows have another length.
+
+    Examples
+    --------
+    >>> check_vectors([3.0, 4.0])
+    array([[0.6, 0.8]], dtype=float32)
+    """
+    try:
+        arr = np.asarray(x)
+    except (TypeError, ValueError) as exc:
+        raise InvalidVectorsError(f"{name} must be a numeric array, got {exc}") from exc
+    if arr.dtype.kind not in "biuf":
+        raise InvalidVectorsError(
+            f"{name} must be real numbers, got dtype {arr.dtype}; "
+            "pass a float array of shape (n, dim)"
+        )
+    if arr.ndim == 1:
+        arr = arr.reshape(1, -1)
+    if arr.ndim != 2:
+        raise InvalidVectorsError(
+            f"{name} must be 2-d (n, dim) or a single 1-d vector, got shape {arr.shape}"
+        )
+    if arr.shape[1] == 0:
+        raise InvalidVectorsError(f"{name} have zero columns (shape {arr.shape})")
+    if dim is not None and arr.shape[1] != dim:
+        raise DimensionMismatch(
+            f"{name} have dimension {arr.shape[1]}, but the index holds {dim}-dimensional "
+            "vectors; use the same extractor for queries and catalogue, or a new index"
+        )
+    out = np.ascontiguousarray(arr, dtype=np.float32)
+    finite = np.isfinite(out).all(axis=1)
+    if not finite.all():
+        bad = np.flatnonzero(~finite)
+        raise InvalidVectorsError(
+            f"{name} contain NaN or infinite values (as float32) in row(s) "
+            f"{preview(bad.tolist())}; drop or repair those rows"
+        )
+    if normalize and len(out):
+        norms = np.linalg.norm(out.astype(np.float64), axis=1)
+        zero = norms == 0
+        if zero.any():
+            raise InvalidVectorsError(
+                f"{name} row(s) {preview(np.flatnonzero(zero).tolist())} are all zeros and "
+                "have no direction, so no cosine similarity; drop those rows"
+            )
+        out = np.ascontiguousarray(out / norms[:, None], dtype=np.float32)
+    return out
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        v = int(value)
+        if abs(v) >= 10**30:
+            return f"an integer of about {int(abs(v).bit_length() * 0.30103) + 1} digits"
+        return f"{v:,}" if abs(v) >= 10_000 else str(v)
+    return short_repr(value)
+
+
+__all__ = [
+    "MAX_INT",
+    "check_bool",
+    "check_choice",
+    "check_int",
+    "check_k",
+    "check_positive_int",
+    "check_vectors",
+]
