@@ -103,7 +103,9 @@ IMAGES = [
 
 
 def _parts() -> tuple[ColorHistogramExtractor, GreyGradientExtractor]:
-    return ColorHistogramExtractor(bins=(8, 2, 2), num_workers=0), GreyGradientExtractor()
+    return ColorHistogramExtractor(
+        bins=(8, 2, 2), grey_bins=0, num_workers=0
+    ), GreyGradientExtractor()
 
 
 def test_dim_is_the_sum_and_rows_are_unit_float32() -> None:
@@ -206,7 +208,7 @@ def test_make_extractor_accepts_part_specs() -> None:
     concat = make_extractor(
         "concat",
         extractors=[
-            {"name": "color", "config": {"bins": [4, 2, 2]}},
+            {"name": "color", "config": {"bins": [4, 2, 2], "grey_bins": 0}},
             {"name": "test-grey-gradient"},
         ],
         weights=[1, 2],
@@ -218,7 +220,9 @@ def test_make_extractor_accepts_part_specs() -> None:
 def test_concat_of_concat_round_trips() -> None:
     colour, shape = _parts()
     inner = ConcatExtractor([colour, shape], weights=[1, 3])
-    outer = ConcatExtractor([inner, ColorHistogramExtractor(bins=(2, 2, 2))], weights=[1, 1])
+    outer = ConcatExtractor(
+        [inner, ColorHistogramExtractor(bins=(2, 2, 2), grey_bins=0)], weights=[1, 1]
+    )
     rebuilt = extractor_from_config(json.loads(json.dumps(extractor_spec(outer))))
     vectors = outer.extract(IMAGES)
     assert vectors.shape == (len(IMAGES), 48)

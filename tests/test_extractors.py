@@ -116,7 +116,7 @@ def test_extract_streams_a_generator_without_materialising_it() -> None:
 
 def test_extract_empty_input_gives_empty_matrix() -> None:
     v = ColorHistogramExtractor().extract([])
-    assert v.shape == (0, 256) and v.dtype == np.float32
+    assert v.shape == (0, 16 * 4 * 4 + 6) and v.dtype == np.float32
 
 
 def test_on_error_raise_names_the_bad_input(tmp_path: Path) -> None:

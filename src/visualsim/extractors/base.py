@@ -21,6 +21,7 @@ from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar, runtime_c
 import numpy as np
 from typing_extensions import Self
 
+from ..crop import CropMode, auto_crop, check_crop
 from ..errors import ConfigError, ImageLoadError
 from ..images import load_image
 from ..registry import Registry
@@ -28,6 +29,8 @@ from ..registry import Registry
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+CROP_DRAFT_FACTOR = 4
+"""With ``crop="auto"``, JPEGs are draft-decoded at this many times the model's input size."""
 OnError = Literal["raise", "skip"]
 
 EXTRACTORS: Registry[type] = Registry(
@@ -122,6 +125,12 @@ class BaseExtractor(ABC):
     num_workers
         Threads that decode and resize the next batch while the current one
         runs through the model. ``0`` decodes on the calling thread.
+    crop
+        ``"auto"`` trims the uniform background (near-white, or the border's
+        colour) to the product's bounding box plus a margin before the
+        extractor's own resize (:func:`visualsim.crop.auto_crop`), so the same
+        product shot at another scale or offset gives nearly the same vector;
+        ``None`` (the default) uses the whole image.
 
     Notes
     -----
@@ -132,13 +141,20 @@ class BaseExtractor(ABC):
     name: ClassVar[str] = ""
     default_batch_size: ClassVar[int] = 32
 
-    def __init__(self, *, batch_size: int | None = None, num_workers: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        batch_size: int | None = None,
+        num_workers: int | None = None,
+        crop: str | None = None,
+    ) -> None:
         if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
             raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
         if num_workers is not None and (not isinstance(num_workers, int) or num_workers < 0):
             raise ConfigError(f"num_workers must be an integer >= 0, got {num_workers!r}")
         self.batch_size = batch_size
         self.num_workers = num_workers
+        self.crop: CropMode | None = check_crop(crop)
 
     # -- hooks for subclasses -------------------------------------------------
     @property
@@ -169,8 +185,18 @@ class BaseExtractor(ABC):
         return cls(**dict(config))
 
     def load(self, source: Any) -> np.ndarray:
-        """Return one input decoded and prepared for the model."""
-        return self._prepare(load_image(source, draft_size=self._draft_size()))
+        """Return one input decoded, cropped (with ``crop="auto"``) and prepared for the model."""
+        draft = self._draft_size()
+        if draft is not None and self.crop is not None:
+            # the product may fill a small part of the canvas: decode larger
+            draft = (draft[0] * CROP_DRAFT_FACTOR, draft[1] * CROP_DRAFT_FACTOR)
+        return self._preprocess(load_image(source, draft_size=draft))
+
+    def _preprocess(self, image: np.ndarray) -> np.ndarray:
+        """Crop (with ``crop="auto"``), then :meth:`_prepare` one decoded image."""
+        if self.crop is not None:
+            image = auto_crop(image)
+        return self._prepare(image)
 
     def iter_batches(
         self,
@@ -349,8 +375,8 @@ def make_extractor(name: str, **params: Any) -> Any:
 
     Examples
     --------
-    >>> make_extractor("color", bins=(4, 2, 2)).dim
-    16
+    >>> make_extractor("color", bins=(4, 2, 2), grey_bins=2).dim
+    18
     """
     return EXTRACTORS.build(name, params)
 

@@ -54,6 +54,10 @@ class ConcatExtractor(BaseExtractor):
         Images per batch; default the smallest default among the parts.
     num_workers
         Decoding threads; see :class:`~visualsim.extractors.base.BaseExtractor`.
+    crop
+        ``"auto"`` crops each image once, before every part; a part's own
+        ``crop="auto"`` crops that part's input too (see
+        :class:`~visualsim.extractors.base.BaseExtractor`).
 
     Raises
     ------
@@ -81,8 +85,9 @@ class ConcatExtractor(BaseExtractor):
         *,
         batch_size: int | None = None,
         num_workers: int | None = None,
+        crop: str | None = None,
     ) -> None:
-        super().__init__(batch_size=batch_size, num_workers=num_workers)
+        super().__init__(batch_size=batch_size, num_workers=num_workers, crop=crop)
         if isinstance(extractors, (BaseExtractor, Mapping, str)) or not isinstance(
             extractors, Sequence
         ):
@@ -115,6 +120,7 @@ class ConcatExtractor(BaseExtractor):
             "weights": list(self.weights),
             "batch_size": self.batch_size,
             "num_workers": self.num_workers,
+            "crop": self.crop,
         }
 
     def iter_batches(
@@ -158,7 +164,7 @@ class ConcatExtractor(BaseExtractor):
         """Return a 1-D object array holding each part's prepared input."""
         prepared = np.empty(len(self.extractors), dtype=object)
         for i, part in enumerate(self.extractors):
-            prepared[i] = part._prepare(image)
+            prepared[i] = part._preprocess(image)
         return prepared
 
     def _embed(self, batch: np.ndarray) -> np.ndarray:

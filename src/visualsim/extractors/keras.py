@@ -145,7 +145,7 @@ class KerasExtractor(BaseExtractor):
         second copy of the weights) when the extractor is first used. The
         vectors agree with ``"keras"`` to about 1e-6 (float rounding). Worth
         it for bulk extraction; see ``docs/speed.md``.
-    batch_size, num_workers
+    batch_size, num_workers, crop
         See :class:`~visualsim.extractors.base.BaseExtractor`.
 
     Notes
@@ -173,8 +173,9 @@ class KerasExtractor(BaseExtractor):
         runtime: str = "keras",
         batch_size: int | None = None,
         num_workers: int | None = None,
+        crop: str | None = None,
     ) -> None:
-        super().__init__(batch_size=batch_size, num_workers=num_workers)
+        super().__init__(batch_size=batch_size, num_workers=num_workers, crop=crop)
         if backbone not in BACKBONES:
             raise ConfigError(
                 f"unknown backbone {backbone!r}; choose one of {', '.join(sorted(BACKBONES))}"
@@ -222,6 +223,7 @@ class KerasExtractor(BaseExtractor):
             "runtime": self.runtime,
             "batch_size": self.batch_size,
             "num_workers": self.num_workers,
+            "crop": self.crop,
         }
         if self._BACKBONE is not None:
             del config["backbone"]
@@ -409,6 +411,7 @@ class ResNet50Extractor(KerasExtractor):
         runtime: str = "keras",
         batch_size: int | None = None,
         num_workers: int | None = None,
+        crop: str | None = None,
     ) -> None:
         super().__init__(
             "resnet50",
@@ -421,6 +424,7 @@ class ResNet50Extractor(KerasExtractor):
             runtime=runtime,
             batch_size=batch_size,
             num_workers=num_workers,
+            crop=crop,
         )
 
 

@@ -128,7 +128,7 @@ class SqueezeNetExtractor(BaseExtractor):
     resize
         ``"pad"`` (letterbox on white, keeps the whole product), ``"center_crop"``
         or ``"stretch"``; see :func:`visualsim.images.resize_image`.
-    batch_size, num_workers
+    batch_size, num_workers, crop
         See :class:`~visualsim.extractors.base.BaseExtractor`.
 
     Notes
@@ -157,8 +157,9 @@ class SqueezeNetExtractor(BaseExtractor):
         resize: str = "pad",
         batch_size: int | None = None,
         num_workers: int | None = None,
+        crop: str | None = None,
     ) -> None:
-        super().__init__(batch_size=batch_size, num_workers=num_workers)
+        super().__init__(batch_size=batch_size, num_workers=num_workers, crop=crop)
         if resize not in RESIZE_MODES:
             raise ConfigError(f"resize must be one of {', '.join(RESIZE_MODES)}, got {resize!r}")
         self.weights_path = None if weights_path is None else os.fspath(weights_path)
@@ -178,6 +179,7 @@ class SqueezeNetExtractor(BaseExtractor):
             "resize": self.resize,
             "batch_size": self.batch_size,
             "num_workers": self.num_workers,
+            "crop": self.crop,
         }
 
     def predict_proba(self, images: Any, *, batch_size: int | None = None) -> np.ndarray:

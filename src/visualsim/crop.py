@@ -1,0 +1,195 @@
+"""Trim the uniform background around a product: ``crop="auto"`` on every extractor.
+
+Product photos sit on wide studio margins, and the same product shot at another
+distance, or placed off-centre on a bigger canvas, fills a different share of
+the frame. A CNN sees a different picture each time. :func:`auto_crop` finds the
+background — near-white, or whatever uniform colour the border has — cuts the
+image to the product's bounding box plus a margin, and pads that box to a
+square with the background colour, so every product fills the model's input
+the same way whatever its scale and position on the canvas.
+
+It is plain numpy on a subsampled mask (at most about 512 pixels along the
+longer side are looked at), so it costs well under a millisecond per image next
+to decoding. An image whose border is not uniform (a photo with a scene behind
+the product), a blank image, or one where the product already fills the frame
+comes back unchanged.
+
+Examples
+--------
+>>> import numpy as np
+>>> canvas = np.full((400, 600, 3), 255, np.uint8)
+>>> canvas[100:200, 300:350] = (200, 30, 30)
+>>> auto_crop(canvas).shape
+(114, 114, 3)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from .errors import ConfigError
+
+CropMode = Literal["auto"]
+CROP_MODES: tuple[str, ...] = ("auto",)
+"""Values of the extractors' ``crop`` parameter besides ``None`` (no cropping)."""
+
+DEFAULT_MARGIN = 0.05
+"""Margin kept around the product, as a fraction of the box's longer side."""
+DEFAULT_TOLERANCE = 24
+"""Largest per-channel difference (0-255) from the background still counted as background."""
+MIN_UNIFORM_BORDER = 0.6
+"""Share of border pixels that must match the background colour for it to count as uniform."""
+NEAR_WHITE = 235
+"""Every channel at least this bright counts as white background when the border is near-white."""
+_SAMPLE_SIDE = 512
+
+
+def check_crop(crop: Any) -> CropMode | None:
+    """Return ``crop`` if it is a valid extractor ``crop`` setting, else raise.
+
+    Raises
+    ------
+    ConfigError
+        Anything but ``None`` or ``"auto"``.
+    """
+    if crop is None or crop == "auto":
+        return crop
+    raise ConfigError(
+        f"crop must be None (no cropping) or 'auto' (trim the uniform background), got {crop!r}"
+    )
+
+
+@dataclass(frozen=True)
+class CropBox:
+    """Where :func:`find_crop_box` found the product.
+
+    Attributes
+    ----------
+    top, bottom, left, right
+        The box with its margin, as slice bounds (``image[top:bottom, left:right]``).
+    background
+        The background colour, ``(r, g, b)``.
+    """
+
+    top: int
+    bottom: int
+    left: int
+    right: int
+    background: tuple[int, int, int]
+
+    @property
+    def height(self) -> int:
+        """``bottom - top``."""
+        return self.bottom - self.top
+
+    @property
+    def width(self) -> int:
+        """``right - left``."""
+        return self.right - self.left
+
+
+def find_crop_box(
+    image: np.ndarray,
+    *,
+    margin: float = DEFAULT_MARGIN,
+    tolerance: int = DEFAULT_TOLERANCE,
+) -> CropBox | None:
+    """Return the product's bounding box plus ``margin``, or ``None`` to leave the image as is.
+
+    Parameters
+    ----------
+    image
+        ``(H, W, 3)`` RGB ``uint8``, as :func:`~visualsim.images.load_image` returns.
+    margin
+        Kept around the box, as a fraction of its longer side.
+    tolerance
+        Per-channel difference from the background colour below which a pixel
+        is background.
+
+    Returns
+    -------
+    CropBox or None
+        ``None`` when the border is not one uniform colour, when nothing but
+        background is there, or when the box covers (almost) the whole image.
+    """
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ConfigError(
+            f"auto_crop needs an (H, W, 3) uint8 RGB image, got {image.dtype} {image.shape}"
+        )
+    h, w = image.shape[:2]
+    if h < 8 or w < 8:
+        return None
+    step = max(1, -(-max(h, w) // _SAMPLE_SIDE))
+    small = image[::step, ::step].astype(np.int16)
+    sh, sw = small.shape[:2]
+    border = np.concatenate([small[0], small[-1], small[:, 0], small[:, -1]])
+    background = np.median(border, axis=0).astype(np.int16)
+    near = np.abs(border - background).max(axis=1) <= tolerance
+    white = bool(background.min() >= NEAR_WHITE)
+    if white:
+        near |= border.min(axis=1) >= NEAR_WHITE
+    if near.mean() < MIN_UNIFORM_BORDER:
+        return None
+    diff = np.abs(small - background).max(axis=2) > tolerance
+    if white:
+        diff &= small.min(axis=2) < NEAR_WHITE
+    # a row/column belongs to the product when more than a speck of it differs
+    rows = np.flatnonzero(diff.sum(axis=1) > max(1, sw // 200))
+    cols = np.flatnonzero(diff.sum(axis=0) > max(1, sh // 200))
+    if rows.size == 0 or cols.size == 0:
+        return None
+    top, bottom = int(rows[0]) * step, min(h, (int(rows[-1]) + 1) * step)
+    left, right = int(cols[0]) * step, min(w, (int(cols[-1]) + 1) * step)
+    pad = round(margin * max(bottom - top, right - left)) + step
+    top, bottom = max(0, top - pad), min(h, bottom + pad)
+    left, right = max(0, left - pad), min(w, right + pad)
+    if (bottom - top) * (right - left) >= 0.9 * h * w:
+        return None
+    r, g, b = (int(c) for c in background)
+    return CropBox(top, bottom, left, right, (r, g, b))
+
+
+def auto_crop(
+    image: np.ndarray,
+    *,
+    margin: float = DEFAULT_MARGIN,
+    tolerance: int = DEFAULT_TOLERANCE,
+) -> np.ndarray:
+    """Return ``image`` cut to the product plus a margin, padded square with the background.
+
+    Parameters
+    ----------
+    image
+        ``(H, W, 3)`` RGB ``uint8``.
+    margin, tolerance
+        See :func:`find_crop_box`.
+
+    Returns
+    -------
+    numpy.ndarray
+        A square ``uint8`` image holding the product centred on its own
+        background, or ``image`` itself when there is nothing to trim.
+    """
+    box = find_crop_box(image, margin=margin, tolerance=tolerance)
+    if box is None:
+        return image
+    part = image[box.top : box.bottom, box.left : box.right]
+    side = max(box.height, box.width)
+    out = np.empty((side, side, 3), dtype=np.uint8)
+    out[...] = np.asarray(box.background, dtype=np.uint8)
+    y, x = (side - box.height) // 2, (side - box.width) // 2
+    out[y : y + box.height, x : x + box.width] = part
+    return out
+
+
+__all__ = [
+    "CROP_MODES",
+    "CropBox",
+    "CropMode",
+    "auto_crop",
+    "check_crop",
+    "find_crop_box",
+]

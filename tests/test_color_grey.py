@@ -1,0 +1,109 @@
+"""The colour extractor sees grey: achromatic pixels are binned by lightness, not hue."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from visualsim.errors import ConfigError
+from visualsim.extractors.base import extractor_from_config
+from visualsim.extractors.color import MAX_SIZE, ColorHistogramExtractor
+
+
+def _item(rgb: tuple[int, int, int], seed: int, size: int = 48) -> np.ndarray:
+    """A product of colour ``rgb`` with a little per-pixel noise, on white."""
+    rng = np.random.default_rng(seed)
+    img = np.full((size, size, 3), 255, np.uint8)
+    m = size // 6
+    body = np.clip(np.asarray(rgb) + rng.normal(0, 6, size=(size - 2 * m, size - 2 * m, 3)), 0, 255)
+    img[m : size - m, m : size - m] = body.astype(np.uint8)
+    return img
+
+
+BLACK, GREY, WHITE = (25, 25, 25), (135, 135, 135), (238, 238, 232)
+
+
+def test_black_grey_and_white_separate() -> None:
+    ext = ColorHistogramExtractor()
+    shades = (BLACK, GREY, WHITE)
+    v = ext.extract([_item(c, seed) for c in shades for seed in (1, 2)])
+    sims = v @ v.T
+    for i in range(3):
+        same = sims[2 * i, 2 * i + 1]
+        assert same > 0.9, f"two {shades[i]} items score {same:.3f}"
+        for j in range(3):
+            if i != j:
+                assert sims[2 * i, 2 * j] < 0.5, (shades[i], shades[j], sims[2 * i, 2 * j])
+
+
+def test_the_old_layout_smeared_greys_together() -> None:
+    """What the fix is for: the 0.1 layout (grey_bins=0) cannot tell dark from mid grey."""
+    old = ColorHistogramExtractor(grey_bins=0)
+    new = ColorHistogramExtractor()
+    dark, mid = _item((72, 72, 76), 1), _item((120, 120, 124), 2)
+    v_old, v_new = old.extract([dark, mid]), new.extract([dark, mid])
+    assert float(v_old[0] @ v_old[1]) > 0.85
+    assert float(v_new[0] @ v_new[1]) < float(v_old[0] @ v_old[1]) - 0.25
+
+
+def test_grey_levels_are_interpolated_so_a_boundary_shade_does_not_flip() -> None:
+    ext = ColorHistogramExtractor()
+    shades = [np.full((24, 24, 3), v, np.uint8) for v in range(40, 200, 3)]
+    v = ext.extract(shades)
+    neighbours = np.einsum("ij,ij->i", v[:-1], v[1:])
+    assert float(neighbours.min()) > 0.9
+
+
+def test_colours_still_separate_and_dim_counts_grey_levels() -> None:
+    ext = ColorHistogramExtractor(bins=(8, 3, 3), grey_bins=4)
+    assert ext.dim == 8 * 3 * 3 + 4
+    v = ext.extract([_item((210, 30, 35), 1), _item((35, 85, 215), 2), _item(GREY, 3)])
+    assert float(v[0] @ v[1]) < 0.1 and float(v[0] @ v[2]) < 0.1
+
+
+def test_a_saved_01_config_rebuilds_the_old_layout() -> None:
+    legacy = {"bins": [16, 4, 4], "size": 96, "ignore_background": True, "sqrt": True}
+    rebuilt = extractor_from_config({"name": "color", "config": legacy})
+    assert rebuilt.grey_bins == 0 and rebuilt.dim == 256
+    assert extractor_from_config({"name": "color", "config": {"bins": [4, 2, 2]}}).grey_bins == 6
+    again = extractor_from_config({"name": "color", "config": rebuilt.get_config()})
+    assert again.get_config() == rebuilt.get_config()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"size": 200_000}, "size must be an integer from 4 to 4096"),
+        ({"size": MAX_SIZE + 1}, "size must be"),
+        ({"size": 3}, "size must be"),
+        ({"size": "big"}, "must be integers"),
+        ({"size": 9.5}, "must be integers"),
+        ({"grey_bins": -1}, "grey_bins"),
+        ({"grey_bins": 300}, "grey_bins"),
+        ({"bins": ["a", 2, 2]}, "bins"),
+        ({"bins": "abc"}, "bins"),
+        ({"bins": (4, 4)}, "bins"),
+    ],
+)
+def test_bad_settings_are_refused_with_the_fix(kwargs: dict[str, object], match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        ColorHistogramExtractor(**kwargs)  # type: ignore[arg-type]
+
+
+def test_a_huge_size_from_a_catalogue_is_refused_before_any_work() -> None:
+    spec = {"name": "color", "config": {"bins": [16, 4, 4], "size": 200_000}}
+    with pytest.raises(ConfigError, match="4096"):
+        extractor_from_config(spec)
+
+
+@given(
+    rgb=st.tuples(st.integers(0, 255), st.integers(0, 255), st.integers(0, 255)),
+    grey_bins=st.integers(0, 12),
+)
+def test_every_vector_is_a_unit_row(rgb: tuple[int, int, int], grey_bins: int) -> None:
+    ext = ColorHistogramExtractor(bins=(4, 2, 2), grey_bins=grey_bins, num_workers=0)
+    v = ext.extract([_item(rgb, 0, size=24)])
+    assert v.shape == (1, ext.dim)
+    assert np.isfinite(v).all() and abs(float(np.linalg.norm(v)) - 1.0) < 1e-5
