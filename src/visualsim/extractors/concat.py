@@ -75,7 +75,7 @@ class ConcatExtractor(BaseExtractor):
     >>> red = np.zeros((32, 32, 3), np.uint8); red[..., 0] = 220
     >>> v = both.extract([red])
     >>> v.shape, round(float(np.linalg.norm(v)), 5)
-    ((1, 40), 1.0)
+    ((1, 52), 1.0)
     """
 
     def __init__(
