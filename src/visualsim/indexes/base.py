@@ -27,9 +27,7 @@ import json
 import math
 import numbers
 import os
-import shutil
 import threading
-import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, TypeAlias, TypeVar, runtime_checkable
@@ -37,12 +35,11 @@ from typing import Any, ClassVar, Protocol, TypeAlias, TypeVar, runtime_checkabl
 import numpy as np
 from numpy.typing import ArrayLike
 
+from .. import persistence as P
 from ..errors import (
     CatalogError,
     ConfigError,
-    DimensionMismatch,
     DuplicateIdError,
-    FormatVersionError,
     InvalidVectorsError,
     NotFittedError,
     UnknownIdError,
@@ -51,7 +48,7 @@ from ..errors import (
 from ..ids import Id, check_ids
 from ..ids import preview as _preview
 from ..registry import Registry
-from ..storage import replace_dir, sha256_file
+from ..validation import check_k, check_vectors
 
 PathLike: TypeAlias = "str | os.PathLike[str]"
 
@@ -75,6 +72,7 @@ INDEXES: Registry[type] = Registry(
         "ivfpq": "visualsim.indexes.faiss:IVFPQIndex",
         "sklearn": "visualsim.indexes.sklearn:SklearnIndex",
         "sharded": "visualsim.indexes.sharded:ShardedIndex",
+        "milvus": "visualsim.indexes.milvus:MilvusIndex",
     },
 )
 """The index registry: config names (``"flat"``, ``"hnsw"``, ...) to classes."""
@@ -164,96 +162,7 @@ class Index(Protocol):
         ...
 
 
-# --------------------------------------------------------------------------- validation
-
-
-def check_vectors(
-    x: ArrayLike, *, dim: int | None = None, name: str = "vectors", normalize: bool = True
-) -> np.ndarray:
-    """Return ``x`` as a C-contiguous float32 ``(n, dim)`` array of unit rows.
-
-    The one validation helper every index uses, so every backend refuses the
-    same inputs with the same messages.
-
-    Parameters
-    ----------
-    x
-        Array-like of shape ``(n, d)``; a 1-d array is taken as one row.
-    dim
-        The dimension the caller expects; ``None`` accepts any.
-    name
-        What ``x`` is called in error messages (``"vectors"``, ``"queries"``).
-    normalize
-        Divide every row by its L2 norm (a zero row is then an error).
-
-    Raises
-    ------
-    InvalidVectorsError
-        Not numeric, not 1-d or 2-d, zero columns, NaN or infinite values, or
-        a zero row when normalising.
-    DimensionMismatch
-        ``dim`` is given and the rows have another length.
-
-    Examples
-    --------
-    >>> check_vectors([3.0, 4.0])
-    array([[0.6, 0.8]], dtype=float32)
-    """
-    try:
-        arr = np.asarray(x)
-    except (TypeError, ValueError) as exc:
-        raise InvalidVectorsError(f"{name} must be a numeric array, got {exc}") from exc
-    if arr.dtype.kind not in "biuf":
-        raise InvalidVectorsError(
-            f"{name} must be real numbers, got dtype {arr.dtype}; "
-            "pass a float array of shape (n, dim)"
-        )
-    if arr.ndim == 1:
-        arr = arr.reshape(1, -1)
-    if arr.ndim != 2:
-        raise InvalidVectorsError(
-            f"{name} must be 2-d (n, dim) or a single 1-d vector, got shape {arr.shape}"
-        )
-    if arr.shape[1] == 0:
-        raise InvalidVectorsError(f"{name} have zero columns (shape {arr.shape})")
-    if dim is not None and arr.shape[1] != dim:
-        raise DimensionMismatch(
-            f"{name} have dimension {arr.shape[1]}, but the index holds {dim}-dimensional "
-            "vectors; use the same extractor for queries and catalogue, or a new index"
-        )
-    out = np.ascontiguousarray(arr, dtype=np.float32)
-    finite = np.isfinite(out).all(axis=1)
-    if not finite.all():
-        bad = np.flatnonzero(~finite)
-        raise InvalidVectorsError(
-            f"{name} contain NaN or infinite values (as float32) in row(s) "
-            f"{_preview(bad.tolist())}; drop or repair those rows"
-        )
-    if normalize and len(out):
-        norms = np.linalg.norm(out.astype(np.float64), axis=1)
-        zero = norms == 0
-        if zero.any():
-            raise InvalidVectorsError(
-                f"{name} row(s) {_preview(np.flatnonzero(zero).tolist())} are all zeros and "
-                "have no direction, so no cosine similarity; drop those rows"
-            )
-        out = np.ascontiguousarray(out / norms[:, None], dtype=np.float32)
-    return out
-
-
-def check_k(k: Any) -> int:
-    """Return ``k`` as an ``int`` if it is a whole number of at least 1.
-
-    Raises
-    ------
-    ConfigError
-        If ``k`` is not an integer or is smaller than 1.
-    """
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
-        raise ConfigError(f"k must be a positive integer, got {k!r}")
-    if k < 1:
-        raise ConfigError(f"k must be at least 1, got {k}")
-    return int(k)
+# --------------------------------------------------------------------------- ids
 
 
 class IdMap:
@@ -266,7 +175,8 @@ class IdMap:
 
     def __init__(self) -> None:
         self._label_of: dict[Id, int] = {}
-        self._id_at: list[Id | None] = []
+        self._id_at: dict[int, Id] = {}  # sparse: removed labels leave no hole to allocate
+        self._next = 0
 
     def __len__(self) -> int:
         return len(self._label_of)
@@ -287,7 +197,7 @@ class IdMap:
     @property
     def next_label(self) -> int:
         """The label the next added id will get."""
-        return len(self._id_at)
+        return self._next
 
     def check_new(self, ids: Sequence[Id]) -> None:
         """Raise :class:`DuplicateIdError` if any of ``ids`` is already stored."""
@@ -308,7 +218,8 @@ class IdMap:
         labels = self.reserve(len(ids))
         for id_, label in zip(ids, labels.tolist(), strict=True):
             self._label_of[id_] = label
-        self._id_at.extend(ids)
+            self._id_at[label] = id_
+        self._next += len(ids)
         return labels
 
     def labels_of(self, ids: Sequence[Id]) -> np.ndarray:
@@ -331,7 +242,7 @@ class IdMap:
         """Forget stored ``ids`` (their labels are never reused)."""
         for id_ in ids:
             label = self._label_of.pop(id_)
-            self._id_at[label] = None
+            del self._id_at[label]
 
     def lookup(self, labels: np.ndarray) -> list[list[Id]]:
         """Return the caller ids for a 2-d array of labels, row by row."""
@@ -355,6 +266,8 @@ class IdMap:
             clean = check_ids(ids)
         except VisualsimError as exc:
             raise CatalogError(f"stored ids are invalid: {exc}") from exc
+        if isinstance(next_label, bool) or not isinstance(next_label, numbers.Integral):
+            raise CatalogError(f"stored next_label {next_label!r} is not an integer")
         labels = np.asarray(labels)
         if (
             labels.ndim != 1
@@ -368,7 +281,7 @@ class IdMap:
                 "(wrong length, type or order); the saved index is corrupt"
             )
         out = cls()
-        out._id_at = [None] * int(next_label)
+        out._next = int(next_label)
         for id_, label in zip(clean, labels.tolist(), strict=True):
             out._label_of[id_] = label
             out._id_at[label] = id_
@@ -658,41 +571,27 @@ class BaseIndex:
         """
         spec = INDEXES.to_spec(self)
         target = Path(path)
-        _check_replaceable(target)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:12]}"
-        tmp.mkdir()
-        try:
+        with P.atomic_dir(target, tag=_FORMAT_TAG) as tmp:
             with self._lock.read():
                 state = self._save_state(tmp)
                 ids, labels, next_label = self._ids.state()
                 count = len(ids)
                 dim = self._dim
-            (tmp / _IDS_FILE).write_text(json.dumps(ids), encoding="utf-8")
-            np.save(tmp / _LABELS_FILE, labels, allow_pickle=False)
-            from .. import __version__
-
-            manifest = {
-                "format": _FORMAT_TAG,
-                "format_version": FORMAT_VERSION,
-                "library_version": __version__,
-                "name": spec["name"],
-                "config": spec["config"],
-                "dim": dim,
-                "count": count,
-                "next_label": next_label,
-                "state": state,
-                "files": {
-                    p.relative_to(tmp).as_posix(): sha256_file(p)
-                    for p in sorted(tmp.rglob("*"))
-                    if p.is_file()
+            P.write_text(tmp / _IDS_FILE, json.dumps(ids))
+            P.write_npy(tmp / _LABELS_FILE, labels)
+            P.write_manifest(
+                tmp,
+                tag=_FORMAT_TAG,
+                version=FORMAT_VERSION,
+                fields={
+                    "name": spec["name"],
+                    "config": spec["config"],
+                    "dim": dim,
+                    "count": count,
+                    "next_label": next_label,
+                    "state": state,
                 },
-            }
-            (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
-            replace_dir(tmp, target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+            )
 
     @classmethod
     def load(cls: type[_Self], path: PathLike, *, verify: bool = True) -> _Self:
@@ -709,8 +608,9 @@ class BaseIndex:
             Missing, corrupt or truncated files, or an index of another class
             (use :func:`load_index` to load whatever is there).
         """
-        directory = Path(path)
-        return cls._from_manifest(directory, read_manifest(directory, verify=verify))
+        return P.read_consistent(
+            Path(path), lambda d: cls._from_manifest(d, read_manifest(d, verify=verify))
+        )
 
     @classmethod
     def _from_manifest(cls: type[_Self], directory: Path, manifest: Mapping[str, Any]) -> _Self:
@@ -720,7 +620,13 @@ class BaseIndex:
                 f"{directory} holds a {manifest['name']!r} index ({registered.__qualname__}), "
                 f"not a {cls.__qualname__}; use visualsim.indexes.load_index to load it"
             )
-        index = registered.from_config(manifest["config"])
+        try:
+            index = registered.from_config(manifest["config"])
+        except ConfigError as exc:
+            raise CatalogError(
+                f"{directory / MANIFEST_NAME}: field 'config' is not valid for a "
+                f"{manifest['name']!r} index: {exc}"
+            ) from None
         index._restore(directory, manifest)
         return index
 
@@ -764,6 +670,14 @@ class BaseIndex:
             depth = min(n, depth * 2)
         return _keep(scores, labels, ok, k)
 
+    def _stored_rows(self, labels: np.ndarray) -> np.ndarray | None:
+        """Return the unit vectors stored under ``labels``, or ``None`` if not kept.
+
+        Used by :func:`verify_index` (read lock held); backends that keep the
+        vectors (flat, HNSW, scikit-learn) return them.
+        """
+        return None
+
     def _is_ready(self) -> bool:
         """Whether ``_search`` can run now without training or refitting."""
         return True
@@ -806,29 +720,27 @@ class BaseIndex:
         return scores, self._ids.lookup(labels)
 
     def _restore(self, directory: Path, manifest: Mapping[str, Any]) -> None:
-        try:
-            ids = json.loads((directory / _IDS_FILE).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise CatalogError(f"cannot read {directory / _IDS_FILE}: {exc}") from exc
-        labels = load_array(directory / _LABELS_FILE)
-        next_label = manifest["next_label"]
-        if not isinstance(ids, list) or not isinstance(next_label, int):
-            raise CatalogError(f"{directory}: ids or next_label malformed; the index is corrupt")
-        self._ids = IdMap.from_state(ids, labels, next_label)
-        if len(self._ids) != manifest["count"]:
+        where = str(directory / MANIFEST_NAME)
+        count = int(manifest["count"])
+        ids = P.read_json(P.safe_child(directory, _IDS_FILE))
+        if not isinstance(ids, list) or len(ids) != count:
             raise CatalogError(
-                f"{directory}: manifest says {manifest['count']} vectors but "
-                f"{len(self._ids)} ids are stored; the index is corrupt"
+                f"{directory / _IDS_FILE} must be a list of {count} ids (the manifest's count); "
+                "the index is corrupt"
             )
+        labels = P.load_npy(
+            P.safe_child(directory, _LABELS_FILE), dtypes=("int64",), shape=(count,)
+        )
+        self._ids = IdMap.from_state(ids, labels, int(manifest["next_label"]))
         dim = manifest["dim"]
-        if dim is not None and (not isinstance(dim, int) or dim < 1):
-            raise CatalogError(f"{directory}: dim {dim!r} in the manifest is not valid")
-        self._dim = dim
+        if dim is None and count:
+            raise CatalogError(f"{where}: field 'dim' is null but {count} vectors are stored")
+        self._dim = P.field_int(where, "dim", dim, minimum=1, maximum=P.MAX_DIM, allow_none=True)
         try:
-            self._load_state(directory, manifest.get("state") or {})
+            self._load_state(directory, manifest["state"])
         except VisualsimError:
             raise
-        except (OSError, ValueError, RuntimeError, KeyError, TypeError) as exc:
+        except (OSError, ValueError, RuntimeError, KeyError, TypeError, IndexError) as exc:
             raise CatalogError(f"cannot load the index in {directory}: {exc}") from exc
 
 
@@ -867,94 +779,208 @@ def load_index(path: PathLike, *, verify: bool = True) -> Index:
     """Return the index saved at ``path``, whatever its registered class.
 
     ``verify=False`` skips the files' checksums, as in :meth:`BaseIndex.load`.
+    A load that races a save to the same path is retried, so it returns the
+    old or the new index, complete.
 
     Raises
     ------
     FormatVersionError
         Written by a newer (or unknown) format version.
     CatalogError
-        Missing, corrupt or truncated files, or a class name that is not
+        Missing, corrupt or truncated files, a field of the wrong type or out
+        of range, a name outside the folder, or a class name that is not
         registered (register it with :func:`register_index` before loading).
     """
-    directory = Path(path)
-    manifest = read_manifest(directory, verify=verify)  # read and hashed once
-    cls = _registered_class(manifest["name"], directory)
-    index: Index = cls._from_manifest(directory, manifest)
-    return index
+
+    def read(directory: Path) -> Index:
+        manifest = read_manifest(directory, verify=verify)  # read and hashed once
+        cls = _registered_class(manifest["name"], directory)
+        index: Index = cls._from_manifest(directory, manifest)
+        return index
+
+    return P.read_consistent(Path(path), read)
+
+
+MAX_LABEL_GAP = 1 << 24
+"""How far ``next_label`` may run past the stored count in a saved index (removed labels)."""
 
 
 def read_manifest(directory: Path, *, verify: bool = True) -> dict[str, Any]:
-    """Return the manifest of a saved index after checking version and checksums.
+    """Return the manifest of a saved index after checking every field and file.
 
-    ``verify=False`` checks that every listed file exists but not its checksum.
+    ``verify=False`` checks that every listed file exists inside the folder
+    but not its checksum.
 
     Raises
     ------
     FormatVersionError
         The manifest's format version is newer than this library reads.
     CatalogError
-        The manifest is missing or malformed, or a file is missing or does not
-        match its checksum.
+        Naming the file and field: the manifest is missing or malformed, a
+        field has the wrong type or is out of range, a listed file is outside
+        the folder, missing, or does not match its checksum.
     """
-    manifest_path = directory / MANIFEST_NAME
-    if not manifest_path.is_file():
+    root = Path(directory)
+    if not os.path.lexists(root / MANIFEST_NAME) and os.path.isdir(root):
         raise CatalogError(
-            f"{directory} is not a saved index: {MANIFEST_NAME} is missing; "
+            f"{root} is not a saved index: {MANIFEST_NAME} is missing; "
             "pass the directory written by index.save(path)"
         )
-    try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise CatalogError(
-            f"{manifest_path} is not valid JSON ({exc}); the index is corrupt"
-        ) from exc
-    if not isinstance(manifest, dict) or manifest.get("format") != _FORMAT_TAG:
-        raise CatalogError(f"{manifest_path} is not a visualsim index manifest")
-    version = manifest.get("format_version")
-    if isinstance(version, bool) or not isinstance(version, int):
-        raise FormatVersionError(
-            f"{manifest_path} has an unknown format version {version!r}; the index is corrupt"
-        )
-    if version > FORMAT_VERSION:
-        raise FormatVersionError(
-            f"{directory} was written in index format version {version}, but this visualsim "
-            f"reads versions up to {FORMAT_VERSION}; upgrade visualsim to load it"
-        )
-    for key in ("name", "config", "count", "next_label", "files"):
-        if key not in manifest:
-            raise CatalogError(f"{manifest_path} lacks {key!r}; the index is corrupt")
-    files = manifest["files"]
-    if not isinstance(files, dict):
-        raise CatalogError(f"{manifest_path}: 'files' is not a mapping; the index is corrupt")
-    for rel, digest in files.items():
-        file = directory / rel
-        if not file.is_file():
-            raise CatalogError(f"{directory}: {rel} is missing; the index is incomplete")
-        if verify and sha256_file(file) != digest:
-            raise CatalogError(
-                f"{file} does not match its checksum (truncated or modified); "
-                "save the index again from its source"
-            )
+    manifest = P.read_manifest(
+        root,
+        tag=_FORMAT_TAG,
+        max_version=FORMAT_VERSION,
+        verify=verify,
+        required=("name", "config", "count", "next_label"),
+    )
+    where = str(root / MANIFEST_NAME)
+    P.field_str(where, "name", manifest["name"], max_len=200)
+    P.field_dict(where, "config", manifest["config"])
+    count = P.field_int(where, "count", manifest["count"], minimum=0, maximum=P.MAX_COUNT)
+    assert count is not None
+    P.field_int(
+        where,
+        "next_label",
+        manifest["next_label"],
+        minimum=count,
+        maximum=min(P.MAX_COUNT, count * 64 + MAX_LABEL_GAP),
+    )
+    P.field_int(where, "dim", manifest.get("dim"), minimum=1, maximum=P.MAX_DIM, allow_none=True)
+    manifest.setdefault("dim", None)
+    manifest["state"] = P.field_dict(where, "state", manifest.get("state") or {})
     return manifest
 
 
-def load_array(path: Path) -> np.ndarray:
-    """Return the ``.npy`` array at ``path``, never unpickling.
+def load_array(
+    path: Path,
+    *,
+    dtypes: Sequence[str] = P.NUMERIC_DTYPES,
+    shape: Sequence[int | None] | None = None,
+    finite: bool = False,
+) -> np.ndarray:
+    """Return the ``.npy`` array at ``path`` (see :func:`visualsim.persistence.load_npy`).
 
     Raises
     ------
     CatalogError
-        Missing, truncated, or an object array.
+        Missing, truncated, a header that does not match the file, an object
+        or structured array, another dtype or shape than asked for.
     """
-    try:
-        return np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
-        raise CatalogError(f"cannot read {path}: {exc}") from exc
+    return P.load_npy(path, dtypes=dtypes, shape=shape, finite=finite)
 
 
 def save_array(path: Path, array: np.ndarray) -> None:
-    """Write ``array`` to ``path`` as ``.npy`` without pickling."""
-    np.save(path, np.ascontiguousarray(array), allow_pickle=False)
+    """Write ``array`` to ``path`` as ``.npy`` without pickling, fsynced."""
+    P.write_npy(path, array)
+
+
+def verify_index(
+    index: Index,
+    vectors: ArrayLike,
+    ids: Sequence[Id],
+    *,
+    sample: int = 64,
+    seed: int = 0,
+    source: str = "the index",
+) -> None:
+    """Check that ``index`` holds exactly ``ids`` and finds their ``vectors``.
+
+    The check a catalogue runs on load (``verify=True``): the index stores
+    the same ids (as a set) and dimension; for a sample of rows, an exact
+    index returns the row's own id at rank 1 (or an id tied with it: a
+    duplicate vector), and an approximate one finds at least 80% of the
+    sampled ids in its top 10. A stored copy of the vectors, where the index
+    keeps one, must equal them. A rotated or shuffled id map, an index built
+    from other vectors or ids, or a truncated one fails.
+
+    Parameters
+    ----------
+    index
+        The loaded index.
+    vectors
+        ``(len(ids), dim)`` stored vectors, aligned with ``ids`` (float16 is fine).
+    ids
+        The catalogue's ids.
+    sample
+        How many rows to check by search (all when fewer).
+    seed
+        Seed of the sample.
+    source
+        What to call the index in messages (its folder).
+
+    Raises
+    ------
+    CatalogError
+        Naming what disagrees.
+    """
+    x = np.asarray(vectors)
+    wanted = check_ids(ids, unique=False)
+    if x.ndim != 2 or len(x) != len(wanted):
+        raise CatalogError(
+            f"{source}: {len(wanted)} ids but vectors of shape {x.shape}; the catalogue is corrupt"
+        )
+    stored = index.ids
+    if len(stored) != len(wanted) or set(stored) != set(wanted):
+        have = set(stored)
+        missing = [i for i in wanted if i not in have][:5]
+        extra = sorted(have - set(wanted), key=repr)[:5]
+        raise CatalogError(
+            f"{source} holds {len(stored)} ids, the catalogue {len(wanted)}; missing from the "
+            f"index: {missing}, not in the catalogue: {extra}; rebuild the index"
+        )
+    if not len(wanted):
+        return
+    if index.dim is not None and index.dim != x.shape[1]:
+        raise CatalogError(
+            f"{source} holds {index.dim}-dimensional vectors, the catalogue {x.shape[1]}"
+        )
+    rng = np.random.default_rng(seed)
+    rows = np.sort(rng.choice(len(wanted), size=min(int(sample), len(wanted)), replace=False))
+    q = check_vectors(np.asarray(x[rows], dtype=np.float32), name="stored vectors")
+    own = [wanted[r] for r in rows.tolist()]
+    reconstruct = getattr(index, "_stored_rows", None)
+    if callable(reconstruct) and isinstance(index, BaseIndex):
+        with index._lock.read():
+            got = reconstruct(index._ids.labels_of(own))
+        if got is not None and not np.allclose(got, q, atol=2e-3):
+            bad = int(np.flatnonzero(~np.isclose(got, q, atol=2e-3).all(axis=1))[0])
+            raise CatalogError(
+                f"{source} stores another vector for id {own[bad]!r} than the catalogue; "
+                "the index does not belong to these vectors: rebuild it"
+            )
+    exact = bool(getattr(index, "exact", False))
+    scores, found = index.search(q, k=1 if exact else min(10, len(wanted)))
+    row_of: dict[Id, int] | None = None
+
+    def same_vector(candidate: Id, n: int) -> bool:
+        """Whether ``candidate``'s catalogue vector equals query ``n`` (a duplicate item)."""
+        nonlocal row_of
+        if row_of is None:
+            row_of = {id_: r for r, id_ in enumerate(wanted)}
+        r = row_of.get(candidate)
+        if r is None:
+            return False
+        other = np.asarray(x[r], dtype=np.float64)
+        norm = float(np.linalg.norm(other))
+        return norm > 0 and bool(np.allclose(other / norm, q[n], atol=2e-3))
+
+    hits = 0
+    for n, (target, row) in enumerate(zip(own, found, strict=True)):
+        if exact:
+            if row[0] != target and not same_vector(row[0], n):
+                raise CatalogError(
+                    f"{source}: searching id {target!r}'s own vector returns {row[0]!r} first "
+                    f"(score {float(scores[n][0]):.4f}); the index's ids do not match its "
+                    "vectors (a damaged or swapped id map): rebuild the index"
+                )
+            hits += 1
+        elif target in row or any(same_vector(c, n) for c in row[:1]):
+            hits += 1
+    if not exact and hits < 0.8 * len(own):
+        raise CatalogError(
+            f"{source}: only {hits} of {len(own)} sampled items are found by their own vector; "
+            "the index's ids do not match its vectors: rebuild the index"
+        )
 
 
 def _registered_class(name: Any, directory: Path) -> Any:
@@ -964,17 +990,6 @@ def _registered_class(name: Any, directory: Path) -> Any:
         return INDEXES.get(name)
     except ConfigError as exc:
         raise CatalogError(f"cannot load {directory}: {exc}") from exc
-
-
-def _check_replaceable(target: Path) -> None:
-    if not target.exists() and not target.is_symlink():
-        return
-    if target.is_dir() and ((target / MANIFEST_NAME).is_file() or not any(target.iterdir())):
-        return
-    raise CatalogError(
-        f"refusing to overwrite {target}: it exists and is not a saved index; "
-        "choose another path or remove it"
-    )
 
 
 __all__ = [
@@ -994,4 +1009,5 @@ __all__ = [
     "read_manifest",
     "register_index",
     "save_array",
+    "verify_index",
 ]

@@ -9,14 +9,16 @@ for the contract and ``docs/indexes.md`` for choosing one.
 from __future__ import annotations
 
 import math
-import numbers
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .. import persistence as P
 from ..errors import CatalogError, ConfigError, NotFittedError
+from ..validation import check_int
 from .base import BaseIndex, load_array, register_index, save_array
 
 _INDEX_FILE = "index.faiss"
@@ -37,12 +39,23 @@ def _faiss() -> Any:
     return faiss
 
 
-def _check_int(name: str, value: Any, *, minimum: int, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        hint = " or None" if allow_none else ""
-        raise ConfigError(f"{name} must be an integer >= {minimum}{hint}, got {value!r}")
+MAX_LISTS = 1 << 22
+"""Upper bound of ``nlist`` and ``nprobe`` (4M lists)."""
+
+MAX_EF = 1 << 16
+"""Upper bound of HNSW ``ef_search`` and ``ef_construction`` (FAISS allocates per candidate)."""
+
+MAX_M = 1024
+"""Upper bound of HNSW ``M`` (links per node)."""
+
+MAX_RERANK = 1024
+"""Upper bound of IVF-PQ ``rerank`` (candidates re-scored per result)."""
+
+
+def _check_int(
+    name: str, value: Any, *, minimum: int, maximum: int, allow_none: bool = False
+) -> None:
+    check_int(name, value, minimum=minimum, maximum=maximum, allow_none=allow_none)
 
 
 def _new_flat(dim: int) -> Any:
@@ -75,21 +88,140 @@ def _write(index: Any, path: Path) -> None:
     _faiss().write_index(index, str(path))
 
 
-def _read(path: Path, expected: tuple[str, ...], dim: int | None, count: int) -> Any:
-    """Read a FAISS file, checking its type, dimension and size."""
+_READ_LOCK = threading.Lock()
+
+
+def _has_index(directory: Path, state: Mapping[str, Any], count: int) -> bool:
+    has = P.field_bool(str(directory / "manifest.json"), "state.has_index", state.get("has_index"))
+    if count and not has:
+        raise CatalogError(
+            f"{directory}: {count} vectors are stored but the manifest says there is no "
+            f"{_INDEX_FILE}; the index is incomplete"
+        )
+    return has
+
+
+def _reconstruct(index: Any, labels: np.ndarray) -> np.ndarray | None:
+    """Return the vectors an ``IndexIDMap2`` stores under ``labels`` (``None`` if empty)."""
+    if index is None or not len(labels):
+        return None
+    return np.stack([index.reconstruct(int(label)) for label in labels]).astype(np.float32)
+
+
+def _read(
+    directory: Path,
+    name: str,
+    expected: tuple[str, ...],
+    dim: int | None,
+    labels: np.ndarray,
+) -> Any:
+    """Read a FAISS file, checking its type, dimension, size and labels.
+
+    FAISS is told to allocate no vector larger than the file could hold, so
+    a damaged header is a ``CatalogError``, never a huge allocation; the ids
+    FAISS holds must be exactly ``labels`` (the stored labels), and an HNSW
+    graph or IVF quantizer must be consistent, so no search can index out of
+    range.
+    """
     faiss = _faiss()
-    try:
-        index = faiss.read_index(str(path))
-    except RuntimeError as exc:
-        raise CatalogError(f"cannot read FAISS index {path}: {exc}") from exc
+    path = P.safe_child(directory, name)
+    size = path.stat().st_size
+    with _READ_LOCK:
+        limit = faiss.get_deserialization_vector_byte_limit()
+        loops = faiss.get_deserialization_loop_limit()
+        faiss.set_deserialization_vector_byte_limit(8 * size + (1 << 20))
+        faiss.set_deserialization_loop_limit(size + (1 << 16))
+        try:
+            index = faiss.read_index(str(path))
+        except (RuntimeError, MemoryError) as exc:
+            raise CatalogError(
+                f"cannot read FAISS index {path}: {str(exc)[:300]}; the file is damaged"
+            ) from None
+        finally:
+            faiss.set_deserialization_vector_byte_limit(limit)
+            faiss.set_deserialization_loop_limit(loops)
     kind = type(index).__name__
     if kind not in expected:
         raise CatalogError(f"{path} holds a FAISS {kind}, expected {' or '.join(expected)}")
     if dim is not None and index.d != dim:
         raise CatalogError(f"{path} holds {index.d}-dimensional vectors, manifest says {dim}")
+    count = len(labels)
     if index.ntotal != count:
         raise CatalogError(f"{path} holds {index.ntotal} vectors, manifest says {count}")
+    if kind == "IndexIDMap2":
+        held = faiss.vector_to_array(index.id_map)
+        inner = faiss.downcast_index(index.index)
+        if inner.ntotal != count or inner.d != index.d:
+            raise CatalogError(f"{path}: the id map and the index it wraps disagree in size")
+        if isinstance(inner, faiss.IndexHNSWFlat):
+            _check_hnsw(path, inner)
+    else:
+        held = _ivf_labels(path, index)
+    if len(held) != count or not np.array_equal(np.sort(held), labels):
+        raise CatalogError(
+            f"{path}: the labels FAISS holds are not the {count} stored labels (out of range, "
+            "repeated or missing); the index is damaged: rebuild it"
+        )
     return index
+
+
+def _check_hnsw(path: Path, index: Any) -> None:
+    """Refuse an HNSW graph whose links or levels point outside the index."""
+    faiss = _faiss()
+    hnsw = index.hnsw
+    n = int(index.ntotal)
+    storage = faiss.downcast_index(index.storage)
+    levels = faiss.vector_to_array(hnsw.levels)
+    offsets = faiss.vector_to_array(hnsw.offsets).astype(np.int64)
+    neighbors = faiss.vector_to_array(hnsw.neighbors)
+    cum = faiss.vector_to_array(hnsw.cum_nneighbor_per_level).astype(np.int64)
+    ok = (
+        storage.ntotal == n
+        and len(levels) == n
+        and len(offsets) == n + 1
+        and (n == 0 or (levels.min() >= 1 and levels.max() < len(cum)))
+        and offsets[0] == 0
+        and offsets[-1] == len(neighbors)
+        and (n == 0 or np.array_equal(np.diff(offsets), cum[levels]))
+        and (len(neighbors) == 0 or (neighbors.min() >= -1 and neighbors.max() < n))
+        and -1 <= int(hnsw.entry_point) < max(n, 1)
+        and (n == 0 or int(hnsw.max_level) == int(levels.max()) - 1)
+    )
+    if not ok:
+        raise CatalogError(
+            f"{path}: the HNSW graph is inconsistent (links or levels out of range); "
+            "the index is damaged: rebuild it"
+        )
+
+
+def _ivf_labels(path: Path, index: Any) -> np.ndarray:
+    """Return every label held in an IVF index's lists, checking the quantizer and lists."""
+    faiss = _faiss()
+    quantizer = index.quantizer
+    invlists = index.invlists
+    if (
+        quantizer.ntotal != index.nlist
+        or quantizer.d != index.d
+        or invlists is None
+        or invlists.nlist != index.nlist
+        or invlists.code_size != index.code_size
+    ):
+        raise CatalogError(f"{path}: the IVF quantizer or lists do not match the index")
+    if isinstance(index, faiss.IndexIVFPQ):
+        pq = index.pq
+        if (
+            pq.d != index.d
+            or pq.M * pq.nbits > 8 * index.code_size
+            or len(faiss.vector_to_array(pq.centroids)) != pq.d * pq.ksub
+        ):
+            raise CatalogError(f"{path}: the product quantizer does not match the index")
+    parts = []
+    for i in range(index.nlist):
+        n = invlists.list_size(i)
+        if n:
+            ids = faiss.rev_swig_ptr(invlists.get_ids(i), n)
+            parts.append(np.array(ids, dtype=np.int64))
+    return np.concatenate(parts) if parts else np.empty(0, np.int64)
 
 
 class _VectorStore:
@@ -181,8 +313,13 @@ class FlatIndex(BaseIndex):
         return {"has_index": self.index_ is not None}
 
     def _load_state(self, directory: Path, state: Mapping[str, Any]) -> None:
-        if state.get("has_index"):
-            self.index_ = _read(directory / _INDEX_FILE, ("IndexIDMap2",), self.dim, len(self))
+        if _has_index(directory, state, len(self)):
+            self.index_ = _read(
+                directory, _INDEX_FILE, ("IndexIDMap2",), self.dim, self._ids.labels
+            )
+
+    def _stored_rows(self, labels: np.ndarray) -> np.ndarray | None:
+        return _reconstruct(self.index_, labels)
 
 
 class _TrainedIVF(BaseIndex):
@@ -195,8 +332,8 @@ class _TrainedIVF(BaseIndex):
     """
 
     def __init__(self, *, nlist: int | None, nprobe: int | None, dim: int | None) -> None:
-        _check_int("nlist", nlist, minimum=1, allow_none=True)
-        _check_int("nprobe", nprobe, minimum=1, allow_none=True)
+        _check_int("nlist", nlist, minimum=1, maximum=MAX_LISTS, allow_none=True)
+        _check_int("nprobe", nprobe, minimum=1, maximum=MAX_LISTS, allow_none=True)
         super().__init__(dim=dim)
         self.nlist = nlist
         self.nprobe = nprobe
@@ -327,11 +464,20 @@ class _TrainedIVF(BaseIndex):
         return {"trained": self.index_ is not None, "nlist_": self.nlist_}
 
     def _load_state(self, directory: Path, state: Mapping[str, Any]) -> None:
-        if state.get("trained"):
-            self.index_ = _read(directory / _INDEX_FILE, self._ivf_types, self.dim, len(self))
+        where = str(directory / "manifest.json")
+        trained = P.field_bool(where, "state.trained", state.get("trained", False))
+        if trained:
+            self.index_ = _read(directory, _INDEX_FILE, self._ivf_types, self.dim, self._ids.labels)
             self.nlist_ = int(self.index_.nlist)
-        elif (directory / _PENDING_FILE).is_file():
-            self._pending = _read(directory / _PENDING_FILE, ("IndexIDMap2",), self.dim, len(self))
+        elif P.safe_child(directory, _PENDING_FILE, must_exist=False).exists():
+            self._pending = _read(
+                directory, _PENDING_FILE, ("IndexIDMap2",), self.dim, self._ids.labels
+            )
+        elif len(self):
+            raise CatalogError(
+                f"{directory}: {len(self)} vectors are stored but neither {_INDEX_FILE} nor "
+                f"{_PENDING_FILE} holds them; the index is incomplete"
+            )
 
     _ivf_types: tuple[str, ...] = ()
 
@@ -447,9 +593,9 @@ class IVFPQIndex(_TrainedIVF):
         rerank: int = 16,
         dim: int | None = None,
     ) -> None:
-        _check_int("m", m, minimum=1, allow_none=True)
-        _check_int("nbits", nbits, minimum=1)
-        _check_int("rerank", rerank, minimum=0)
+        _check_int("m", m, minimum=1, maximum=P.MAX_DIM, allow_none=True)
+        _check_int("nbits", nbits, minimum=4, maximum=12)
+        _check_int("rerank", rerank, minimum=0, maximum=MAX_RERANK)
         if not 4 <= nbits <= 12:
             raise ConfigError(f"nbits must be between 4 and 12, got {nbits}")
         if m is not None and dim is not None and dim % m:
@@ -523,16 +669,19 @@ class IVFPQIndex(_TrainedIVF):
     def _load_state(self, directory: Path, state: Mapping[str, Any]) -> None:
         super()._load_state(directory, state)
         if self.rerank and len(self):
-            x = load_array(directory / _VECTORS_FILE)
-            labels = load_array(directory / _VECTOR_LABELS_FILE)
-            if (
-                x.dtype != np.float32
-                or x.ndim != 2
-                or x.shape != (len(self), self.dim)
-                or labels.dtype != np.int64
-                or not np.array_equal(labels, self._ids.labels)
-            ):
-                raise CatalogError(f"{directory / _VECTORS_FILE} does not match the stored ids")
+            x = load_array(
+                P.safe_child(directory, _VECTORS_FILE),
+                dtypes=("float32",),
+                shape=(len(self), self.dim),
+                finite=True,
+            )
+            labels = load_array(
+                P.safe_child(directory, _VECTOR_LABELS_FILE), dtypes=("int64",), shape=(len(self),)
+            )
+            if not np.array_equal(labels, self._ids.labels):
+                raise CatalogError(
+                    f"{directory / _VECTOR_LABELS_FILE} does not hold the stored labels"
+                )
             self._vectors = _VectorStore(self.dim or 0)
             self._vectors.x, self._vectors.labels = x, labels
 
@@ -570,9 +719,9 @@ class HNSWIndex(BaseIndex):
         ef_construction: int = 80,
         dim: int | None = None,
     ) -> None:
-        _check_int("M", M, minimum=2)
-        _check_int("ef_search", ef_search, minimum=1)
-        _check_int("ef_construction", ef_construction, minimum=1)
+        _check_int("M", M, minimum=2, maximum=MAX_M)
+        _check_int("ef_search", ef_search, minimum=1, maximum=MAX_EF)
+        _check_int("ef_construction", ef_construction, minimum=1, maximum=MAX_EF)
         super().__init__(dim=dim)
         self.M = M
         self.ef_search = ef_search
@@ -626,9 +775,14 @@ class HNSWIndex(BaseIndex):
             _write(self.index_, directory / _INDEX_FILE)
         return {"has_index": self.index_ is not None}
 
+    def _stored_rows(self, labels: np.ndarray) -> np.ndarray | None:
+        return _reconstruct(self.index_, labels)
+
     def _load_state(self, directory: Path, state: Mapping[str, Any]) -> None:
-        if state.get("has_index"):
-            self.index_ = _read(directory / _INDEX_FILE, ("IndexIDMap2",), self.dim, len(self))
+        if _has_index(directory, state, len(self)):
+            self.index_ = _read(
+                directory, _INDEX_FILE, ("IndexIDMap2",), self.dim, self._ids.labels
+            )
             faiss = _faiss()
             hnsw = faiss.downcast_index(self.index_.index)
             if not isinstance(hnsw, faiss.IndexHNSWFlat):

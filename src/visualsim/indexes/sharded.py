@@ -9,8 +9,13 @@ from typing import Any
 
 import numpy as np
 
+from .. import persistence as P
 from ..errors import CatalogError, ConfigError
-from .base import INDEXES, BaseIndex, Index, load_index, register_index
+from ..validation import check_int
+from .base import INDEXES, BaseIndex, Index, load_index, read_manifest, register_index
+
+MAX_SHARDS = 4096
+"""Most shards a :class:`ShardedIndex` may have."""
 
 
 @register_index("sharded")
@@ -52,8 +57,9 @@ class ShardedIndex(BaseIndex):
         parallel: bool = True,
         dim: int | None = None,
     ) -> None:
-        if isinstance(n_shards, bool) or not isinstance(n_shards, int) or n_shards < 1:
-            raise ConfigError(f"n_shards must be a positive integer, got {n_shards!r}")
+        check_int("n_shards", n_shards, minimum=1, maximum=MAX_SHARDS)
+        if not isinstance(shard, str):
+            raise ConfigError(f"shard must be a registered index name, got {shard!r}")
         if shard == "sharded":
             raise ConfigError("shards of a ShardedIndex cannot themselves be sharded")
         if shard_params is not None and not isinstance(shard_params, Mapping):
@@ -110,12 +116,44 @@ class ShardedIndex(BaseIndex):
         return {"shards": names}
 
     def _load_state(self, directory: Path, state: Mapping[str, Any]) -> None:
-        names = state.get("shards")
-        if not isinstance(names, list) or len(names) != self.n_shards:
-            raise CatalogError(f"{directory}: manifest lists no valid shards")
-        self.shards_ = [load_index(directory / str(name)) for name in names]
-        if sum(len(s) for s in self.shards_) != len(self):
-            raise CatalogError(f"{directory}: shards hold another number of vectors than ids")
+        where = str(directory / "manifest.json")
+        names = P.field_list(where, "state.shards", state.get("shards"), max_len=MAX_SHARDS)
+        if len(names) != self.n_shards:
+            raise CatalogError(
+                f"{where}: lists {len(names)} shards but n_shards is {self.n_shards}; "
+                "the index is damaged"
+            )
+        if len({str(n) for n in names}) != len(names):
+            raise CatalogError(f"{where}: a shard is listed twice")
+        shards: list[Index] = []
+        held: list[np.ndarray] = []
+        for s, name in enumerate(names):
+            if not isinstance(name, str) or "/" in name:
+                raise CatalogError(
+                    f"{where}: shard name {str(name)[:80]!r} is not a plain folder name"
+                )
+            folder = P.safe_child(directory, name, kind="dir")
+            manifest = read_manifest(folder, verify=False)  # the outer manifest hashed its files
+            if manifest["name"] != self.shard:
+                raise CatalogError(
+                    f"{folder} holds a {str(manifest['name'])[:40]!r} index, not the "
+                    f"{self.shard!r} shards the manifest promises"
+                )
+            shard = load_index(folder, verify=False)
+            if len(shard) and shard.dim != self._dim:
+                raise CatalogError(f"{folder} holds {shard.dim}-d vectors, not {self._dim}-d")
+            labels = np.asarray(shard.ids, dtype=np.int64)
+            if len(labels) and (labels % self.n_shards != s).any():
+                raise CatalogError(f"{folder} holds labels of another shard; the index is damaged")
+            shards.append(shard)
+            held.append(labels)
+        everything = np.sort(np.concatenate(held)) if held else np.empty(0, np.int64)
+        if not np.array_equal(everything, self._ids.labels):
+            raise CatalogError(
+                f"{directory}: the shards hold other labels than the {len(self)} stored ids; "
+                "the index is damaged"
+            )
+        self.shards_ = shards
 
 
 __all__ = ["ShardedIndex"]

@@ -12,7 +12,9 @@ from typing import Any
 
 import numpy as np
 
+from .. import persistence as P
 from ..errors import CatalogError, ConfigError
+from ..validation import check_choice, check_int
 from .base import BaseIndex, load_array, register_index, save_array
 
 _ALGORITHMS = ("brute", "ball_tree", "kd_tree")
@@ -58,14 +60,11 @@ class SklearnIndex(BaseIndex):
         n_jobs: int | None = None,
         dim: int | None = None,
     ) -> None:
-        if algorithm not in _ALGORITHMS:
-            raise ConfigError(
-                f"algorithm must be one of {', '.join(map(repr, _ALGORITHMS))}, got {algorithm!r}"
-            )
-        if isinstance(leaf_size, bool) or not isinstance(leaf_size, int) or leaf_size < 1:
-            raise ConfigError(f"leaf_size must be a positive integer, got {leaf_size!r}")
-        if n_jobs is not None and (isinstance(n_jobs, bool) or not isinstance(n_jobs, int)):
-            raise ConfigError(f"n_jobs must be an integer or None, got {n_jobs!r}")
+        check_choice("algorithm", algorithm, _ALGORITHMS)
+        check_int("leaf_size", leaf_size, minimum=1, maximum=1 << 20)
+        check_int("n_jobs", n_jobs, minimum=-(1 << 10), maximum=1 << 10, allow_none=True)
+        if n_jobs == 0:
+            raise ConfigError("n_jobs must not be 0; pass None (one job), a count, or -1 (all)")
         super().__init__(dim=dim)
         self.algorithm = algorithm
         self.leaf_size = leaf_size
@@ -108,12 +107,23 @@ class SklearnIndex(BaseIndex):
         save_array(directory / _VECTORS_FILE, self.vectors_)
         return {}
 
+    def _stored_rows(self, labels: np.ndarray) -> np.ndarray | None:
+        if not len(labels):
+            return None
+        return np.asarray(self.vectors_[np.searchsorted(self.labels_, labels)])
+
     def _load_state(self, directory: Path, state: Mapping[str, Any]) -> None:
-        x = load_array(directory / _VECTORS_FILE)
-        if x.dtype != np.float32 or x.ndim != 2 or len(x) != len(self):
-            raise CatalogError(f"{directory / _VECTORS_FILE} does not match the stored ids")
-        if len(x) and x.shape[1] != self.dim:
-            raise CatalogError(f"{directory / _VECTORS_FILE} has dimension {x.shape[1]}")
+        file = P.safe_child(directory, _VECTORS_FILE)
+        shape = (len(self), self.dim) if len(self) else (0, None)
+        x = load_array(file, dtypes=("float32",), shape=shape, finite=True)
+        if len(x):
+            norms = np.linalg.norm(x.astype(np.float64), axis=1)
+            bad = np.flatnonzero(np.abs(norms - 1.0) > 1e-3)
+            if len(bad):
+                raise CatalogError(
+                    f"{file} holds row(s) {bad[:5].tolist()} that are not unit vectors (zero "
+                    "or unnormalised: every score would be wrong); the index is damaged"
+                )
         self.vectors_ = x
         self.labels_ = self._ids.labels
         self.model_ = None
