@@ -675,6 +675,7 @@ def read_manifest(
     name: str = MANIFEST,
     required: Sequence[str] = (),
     max_bytes: int = 64 * 1024 * 1024,
+    upgrade: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Return a folder's manifest after checking tag, version, files and checksums.
 
@@ -694,6 +695,9 @@ def read_manifest(
         The manifest's file name.
     required
         More fields that must be present.
+    upgrade
+        Called with a manifest of an accepted tag and version before its
+        fields are checked (to fill ``files`` from an older layout, say).
 
     Raises
     ------
@@ -740,6 +744,8 @@ def read_manifest(
             f" by visualsim {str(manifest.get('library_version', '?'))[:40]}, but this "
             f"visualsim reads versions up to {max_version}; upgrade visualsim to load it"
         )
+    if upgrade is not None:
+        manifest = upgrade(manifest)
     if "library_version" in manifest:
         field_str(where, "library_version", manifest["library_version"], max_len=200)
     for key in ("files", *required):

@@ -27,7 +27,6 @@ dtype('float32')
 
 from __future__ import annotations
 
-import json
 import numbers
 import os
 from collections.abc import Mapping
@@ -41,11 +40,9 @@ from .errors import (
     CatalogError,
     ConfigError,
     DimensionMismatch,
-    FormatVersionError,
     InvalidVectorsError,
     NotFittedError,
 )
-from .storage import sha256_file
 
 PathLike = Union[str, "os.PathLike[str]"]
 StorageDtype = Literal["float32", "float16"]
@@ -451,80 +448,94 @@ class PCAReducer:
         return {name: a for name, a in arrays.items() if a is not None}
 
     def save(self, directory: PathLike) -> None:
-        """Write the fitted reducer to ``directory`` (created if missing).
+        """Write the fitted reducer to the folder ``directory``, atomically.
 
-        The directory holds ``reducer.json`` (format version, config, shapes
-        and a SHA-256 per array) and one ``.npy`` per learned array, written
-        without pickle. ``reducer.json`` is written last, so a directory with
-        it is complete. Files of an earlier save are overwritten.
+        The folder holds ``reducer.json`` (format, versions, config, shapes
+        and the SHA-256 of every file) and one ``.npy`` per learned array,
+        written without pickle into a temporary sibling that replaces
+        ``directory`` in one step. An existing saved reducer (or an empty
+        folder) at ``directory`` is replaced; anything else is refused.
 
         Raises
         ------
         NotFittedError
             Before :meth:`fit`.
+        CatalogError
+            ``directory`` exists and is not a saved reducer or empty folder.
         """
+        from . import persistence as P
+
         if not self.is_fitted:
             raise NotFittedError("PCAReducer is not fitted; nothing to save")
-        path = Path(directory)
-        path.mkdir(parents=True, exist_ok=True)
-        (path / CONFIG_NAME).unlink(missing_ok=True)
-        files: dict[str, dict[str, Any]] = {}
-        for name, array in self._arrays().items():
-            file = path / f"{name}.npy"
-            np.save(file, np.ascontiguousarray(array), allow_pickle=False)
-            files[name] = {
-                "file": file.name,
-                "shape": list(array.shape),
-                "dtype": str(array.dtype),
-                "sha256": sha256_file(file),
-            }
-        manifest = {
-            "format": _FORMAT_TAG,
-            "format_version": FORMAT_VERSION,
-            "config": self.get_config(),
-            "n_features_in": self.n_features_in_,
-            "n_samples_seen": self.n_samples_seen_,
-            "arrays": files,
-        }
-        tmp = path / f".{CONFIG_NAME}.tmp"
-        tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, path / CONFIG_NAME)
+        with P.atomic_dir(Path(directory), tag=_FORMAT_TAG, name=CONFIG_NAME) as tmp:
+            entries: dict[str, dict[str, Any]] = {}
+            for name, array in self._arrays().items():
+                file = tmp / f"{name}.npy"
+                P.write_npy(file, array)
+                entries[name] = {
+                    "file": file.name,
+                    "shape": list(array.shape),
+                    "dtype": str(array.dtype),
+                    "sha256": P.sha256_file(file),
+                }
+            P.write_manifest(
+                tmp,
+                tag=_FORMAT_TAG,
+                version=FORMAT_VERSION,
+                name=CONFIG_NAME,
+                fields={
+                    "config": self.get_config(),
+                    "n_features_in": self.n_features_in_,
+                    "n_samples_seen": self.n_samples_seen_,
+                    "arrays": entries,
+                },
+                files={e["file"]: e["sha256"] for e in entries.values()},
+            )
 
     @classmethod
     def load(cls, directory: PathLike) -> PCAReducer:
         """Return the fitted reducer saved in ``directory`` by :meth:`save`.
 
+        Every field is checked (type and range) and every array's header
+        (dtype, shape) before it is read; nothing outside the folder is opened.
+
         Raises
         ------
         CatalogError
             Missing or unreadable files, a checksum or shape that does not
-            match, or an array that is not what the config says.
+            match, a field of the wrong type or out of range, or non-finite
+            values.
         FormatVersionError
             Written by a newer format version.
         """
+        from . import persistence as P
+
         path = Path(directory)
+        if not os.path.lexists(path / CONFIG_NAME):
+            raise CatalogError(f"{path / CONFIG_NAME} is missing: {path} is not a saved reducer")
+        manifest = P.read_manifest(
+            path,
+            tag=_FORMAT_TAG,
+            max_version=FORMAT_VERSION,
+            name=CONFIG_NAME,
+            required=("config", "n_features_in", "n_samples_seen", "arrays"),
+            upgrade=_files_from_arrays,
+        )
+        where = str(path / CONFIG_NAME)
+        config = P.field_dict(where, "config", manifest["config"])
         try:
-            manifest = json.loads((path / CONFIG_NAME).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise CatalogError(f"cannot read {path / CONFIG_NAME}: {exc}") from exc
-        if not isinstance(manifest, dict) or manifest.get("format") != _FORMAT_TAG:
-            raise CatalogError(f"{path / CONFIG_NAME} does not describe a saved PCAReducer")
-        version = manifest.get("format_version")
-        if not isinstance(version, int) or version > FORMAT_VERSION or version < 1:
-            raise FormatVersionError(
-                f"{path} has reducer format version {version!r}; this visualsim reads "
-                f"up to {FORMAT_VERSION}. Upgrade visualsim"
-            )
-        try:
-            reducer = cls.from_config(manifest["config"])
-            d = int(manifest["n_features_in"])
-            seen = int(manifest["n_samples_seen"])
-            entries = manifest["arrays"]
-            arrays = {name: _load_checked(path, name, entries[name]) for name in entries}
-        except (KeyError, TypeError, ValueError, ConfigError) as exc:
-            raise CatalogError(f"{path / CONFIG_NAME} is malformed: {exc}") from exc
+            reducer = cls.from_config(config)
+        except (ConfigError, TypeError) as exc:
+            raise CatalogError(f"{where}: field 'config' is not valid: {exc}") from None
+        d = P.field_int(
+            where, "n_features_in", manifest["n_features_in"], minimum=1, maximum=P.MAX_DIM
+        )
+        seen = P.field_int(where, "n_samples_seen", manifest["n_samples_seen"], minimum=1)
+        assert d is not None and seen is not None
         k = reducer.dim
-        expected = {
+        if k > d:
+            raise CatalogError(f"{where}: dim {k} is more components than the {d} features")
+        expected: dict[str, tuple[int, ...]] = {
             "mean": (d,),
             "components": (k, d),
             "explained_variance": (k,),
@@ -534,10 +545,16 @@ class PCAReducer:
             expected["scale"] = (k,)
         if reducer.rotate:
             expected["rotation"] = (k, k)
+        entries = P.field_dict(where, "arrays", manifest["arrays"])
+        arrays: dict[str, np.ndarray] = {}
         for name, shape in expected.items():
-            if name not in arrays or arrays[name].shape != shape:
-                got = arrays[name].shape if name in arrays else "nothing"
-                raise CatalogError(f"{path}: {name}.npy should have shape {shape}, found {got}")
+            entry = P.field_dict(where, f"arrays.{name}", entries.get(name))
+            rel = P.field_str(where, f"arrays.{name}.file", entry.get("file"), max_len=255)
+            if rel not in manifest["files"]:
+                raise CatalogError(f"{where}: {rel!r} is not among the checksummed files")
+            arrays[name] = P.load_npy(
+                P.safe_child(path, rel), dtypes=("float32", "float64"), shape=shape, finite=True
+            )
         reducer.n_features_in_, reducer.n_samples_seen_ = d, seen
         reducer.mean_ = arrays["mean"].astype(np.float32, copy=False)
         reducer.components_ = arrays["components"].astype(np.float32, copy=False)
@@ -548,21 +565,15 @@ class PCAReducer:
         return reducer
 
 
-def _load_checked(directory: Path, name: str, entry: Mapping[str, Any]) -> np.ndarray:
-    file = directory / str(entry["file"])
-    if file.parent != directory:
-        raise CatalogError(f"{directory / CONFIG_NAME}: file name {entry['file']!r} is not plain")
-    if not file.is_file():
-        raise CatalogError(f"{file} is missing; save the reducer again")
-    if sha256_file(file) != entry["sha256"]:
-        raise CatalogError(f"{file} does not match its checksum (truncated or modified)")
-    try:
-        array = np.load(file, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
-        raise CatalogError(f"cannot read {file}: {exc}") from exc
-    if array.dtype.kind != "f" or not np.isfinite(array).all():
-        raise CatalogError(f"{file} holds {array.dtype} data or non-finite values, not floats")
-    return array
+def _files_from_arrays(manifest: dict[str, Any]) -> dict[str, Any]:
+    """Fill ``files`` of a reducer saved before it was written (checksums were per array)."""
+    if "files" not in manifest and isinstance(manifest.get("arrays"), dict):
+        files: dict[str, Any] = {}
+        for entry in manifest["arrays"].values():
+            if isinstance(entry, dict) and isinstance(entry.get("file"), str):
+                files[entry["file"]] = entry.get("sha256")
+        manifest["files"] = files
+    return manifest
 
 
 __all__ = [
