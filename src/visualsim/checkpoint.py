@@ -2,29 +2,43 @@
 
 A checkpoint folder holds ``chunk-NNNNNN.npy`` (vectors) + ``chunk-NNNNNN.json``
 (ids, metadata, failures, inputs consumed) per extracted batch, and
-``progress.json`` naming the complete chunks. Each file is written under a
-temporary name and renamed, and ``progress.json`` is replaced last, so an
-interruption at any moment loses at most the batch in flight. Restarting ``fit``
-with the same inputs and the same ``checkpoint_dir`` skips what is done.
+``progress.json`` (format ``visualsim.checkpoint``) naming every file
+visualsim wrote there. Each file is written under a temporary name, fsynced
+and renamed, and ``progress.json`` names a chunk *before* its files are
+written (as pending) and lists it as complete only after, so an interruption
+at any moment loses at most the batch in flight and leaves nothing unlisted.
+Restarting ``fit`` with the same inputs and the same ``checkpoint_dir`` skips
+what is done.
+
+The folder may be one that holds other files: visualsim reads and deletes
+only what its own ``progress.json`` lists, refuses a ``progress.json`` it did
+not write, and never overwrites a file it did not write. :meth:`clear` first
+marks the checkpoint as clearing, then deletes the listed files, then
+``progress.json``, and finally the folder if visualsim created it and it is
+empty; a clear interrupted at any moment is finished by the next run.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
 import os
-import shutil
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .catalog import Id, json_safe
+from . import persistence as P
+from .catalog import json_safe
 from .errors import CatalogError
-from .storage import atomic_write, write_npy, write_text
+from .ids import Id, check_ids
 
 PROGRESS = "progress.json"
-VERSION = 1
+FORMAT = "visualsim.checkpoint"
+VERSION = 2
+_CHUNK = re.compile(r"chunk-\d{6,}")
+_MAX_CHUNKS = 10_000_000
 
 
 class ExtractionCheckpoint:
@@ -33,7 +47,7 @@ class ExtractionCheckpoint:
     Parameters
     ----------
     directory
-        Folder for the chunks (created if needed).
+        Folder for the chunks (created if needed; other files in it are left alone).
     extractor
         The extractor's ``{"name", "config"}`` spec; resuming with a different
         extractor is refused, since its vectors would not mix.
@@ -42,38 +56,134 @@ class ExtractionCheckpoint:
     ----------
     consumed
         Inputs already handled (extracted or failed), in input order.
+
+    Raises
+    ------
+    CatalogError
+        The folder holds a ``progress.json`` visualsim did not write, a
+        damaged one, or one from another extractor.
     """
 
     def __init__(self, directory: str | os.PathLike[str], extractor: Mapping[str, Any]) -> None:
-        self.directory = Path(directory)
+        self.directory = Path(os.path.realpath(directory))
         self.extractor = json_safe(dict(extractor), where="extractor config")
-        self.chunks: list[str] = []
+        self.chunks: list[dict[str, Any]] = []
+        self.pending: list[str] = []
         self.consumed = 0
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self.created_dir = False
+        if not self.directory.exists():
+            self.directory.mkdir(parents=True)
+            self.created_dir = True
+        elif not self.directory.is_dir():
+            raise CatalogError(f"checkpoint_dir {str(self.directory)!r} is a file, not a folder")
+        P.remove_stale_temps(self.directory)
         state_file = self.directory / PROGRESS
-        if state_file.exists():
+        if os.path.lexists(state_file):
             self._resume(state_file)
+        else:
+            self._save()
+
+    # ----------------------------------------------------------------- state
+
+    @property
+    def names(self) -> list[str]:
+        """Names of the complete chunks, in input order."""
+        return [c["name"] for c in self.chunks]
+
+    def _state(self, *, clearing: bool = False) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "format_version": VERSION,
+            "library_version": _library_version(),
+            "extractor": self.extractor,
+            "chunks": self.chunks,
+            "pending": self.pending,
+            "consumed": self.consumed,
+            "created_dir": self.created_dir,
+            "clearing": clearing,
+        }
+
+    def _save(self, *, clearing: bool = False) -> None:
+        P.write_json_atomic(self.directory / PROGRESS, self._state(clearing=clearing), indent=None)
 
     def _resume(self, state_file: Path) -> None:
-        try:
-            state = json.loads(state_file.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise CatalogError(f"checkpoint {state_file} is corrupt: {exc}") from exc
-        if state.get("version") != VERSION:
+        where = str(state_file)
+        state = P.read_json(P.safe_child(self.directory, PROGRESS), max_bytes=1 << 30)
+        if not isinstance(state, dict) or state.get("format", FORMAT) != FORMAT:
             raise CatalogError(
-                f"checkpoint {state_file} has unknown version {state.get('version')}"
+                f"{where} was not written by visualsim; pass a checkpoint_dir of its own "
+                "(visualsim never overwrites files it did not write)"
             )
+        version = state.get("format_version", state.get("version"))
+        if "format" not in state and version != 1:
+            raise CatalogError(f"{where} was not written by visualsim; use another checkpoint_dir")
+        if isinstance(version, bool) or version not in (1, VERSION):
+            raise CatalogError(
+                f"{where} has checkpoint format version {str(version)[:20]}; this visualsim "
+                f"reads 1 and {VERSION}: use another checkpoint_dir"
+            )
+        names = P.field_list(where, "chunks", state.get("chunks"), max_len=_MAX_CHUNKS)
+        pending = P.field_list(where, "pending", state.get("pending", []), max_len=_MAX_CHUNKS)
+        chunks: list[dict[str, Any]] = []
+        for n, entry in enumerate(names):
+            if version == 1:  # a bare name; its inputs are in the chunk's own record
+                entry = {"name": entry, "inputs": None}
+            entry = P.field_dict(where, f"chunks[{n}]", entry)
+            name = self._chunk_name(where, entry.get("name"))
+            inputs = P.field_int(
+                where, f"chunks[{n}].inputs", entry.get("inputs"), allow_none=version == 1
+            )
+            chunks.append({"name": name, "inputs": inputs})
+        self.pending = [self._chunk_name(where, p) for p in pending]
+        self.created_dir = bool(state.get("created_dir", False))
+        self.chunks = chunks
+        if state.get("clearing") is True:  # a clear() was interrupted: finish it, start afresh
+            self._delete_files()
+            self.chunks, self.pending, self.consumed = [], [], 0
+            self._save()
+            return
         if state.get("extractor") != self.extractor:
             raise CatalogError(
-                f"checkpoint {self.directory} was made with extractor {state.get('extractor')}, "
-                f"not {self.extractor}; use another checkpoint_dir or delete this one"
+                f"checkpoint {self.directory} was made with extractor "
+                f"{str(state.get('extractor'))[:200]}, not {self.extractor}; use another "
+                "checkpoint_dir or delete this one"
             )
-        self.chunks = list(state["chunks"])
-        self.consumed = int(state["consumed"])
-        for name in self.chunks:
-            for suffix in (".npy", ".json"):
-                if not (self.directory / f"{name}{suffix}").is_file():
-                    raise CatalogError(f"checkpoint {self.directory} lost {name}{suffix}")
+        # keep the longest prefix of chunks whose files are all there
+        kept: list[dict[str, Any]] = []
+        for entry in chunks:
+            files = [self.directory / f"{entry['name']}{s}" for s in (".npy", ".json")]
+            if not all(f.is_file() and not f.is_symlink() for f in files):
+                break
+            if entry["inputs"] is None:
+                record = self._record(entry["name"])
+                entry["inputs"] = P.field_int(
+                    str(files[1]), "inputs", record.get("inputs"), minimum=0
+                )
+            kept.append(entry)
+        lost = [e["name"] for e in chunks[len(kept) :]]
+        self.pending = list(dict.fromkeys([*self.pending, *lost]))
+        self.chunks = kept
+        self.consumed = sum(int(e["inputs"]) for e in kept)
+        if version == 1 or lost:
+            self._save()
+
+    @staticmethod
+    def _chunk_name(where: str, name: Any) -> str:
+        if not isinstance(name, str) or not _CHUNK.fullmatch(name):
+            raise CatalogError(
+                f"{where} lists {str(name)[:80]!r}, which is not a checkpoint chunk name; "
+                "the file is damaged: delete the checkpoint folder's progress.json"
+            )
+        return name
+
+    def _record(self, name: str) -> dict[str, Any]:
+        file = P.safe_child(self.directory, f"{name}.json")
+        record = P.read_json(file, max_bytes=1 << 30)
+        if not isinstance(record, dict):
+            raise CatalogError(f"{file} is not a JSON object; the checkpoint is damaged")
+        return record
+
+    # ----------------------------------------------------------------- writing
 
     def write(
         self,
@@ -85,6 +195,14 @@ class ExtractionCheckpoint:
     ) -> None:
         """Persist one batch: ``n_inputs`` inputs, of which ``ids`` were extracted."""
         name = f"chunk-{len(self.chunks):06d}"
+        mine = set(self.pending) | set(self.names)
+        for suffix in (".npy", ".json"):
+            target = self.directory / f"{name}{suffix}"
+            if os.path.lexists(target) and name not in mine:
+                raise CatalogError(
+                    f"{target} exists and was not written by this checkpoint; visualsim does "
+                    "not overwrite it: pass a checkpoint_dir of its own"
+                )
         record = {
             "ids": list(ids),
             "metadata": [
@@ -92,44 +210,98 @@ class ExtractionCheckpoint:
                 for i, m in zip(ids, metadata, strict=True)
             ],
             "failed": [json_safe(dict(f), where="failure") for f in failed],
-            "inputs": n_inputs,
+            "inputs": int(n_inputs),
         }
-        chunk = vectors.astype(np.float32, copy=False)
-        atomic_write(self.directory / f"{name}.npy", lambda p: write_npy(p, chunk))
-        atomic_write(self.directory / f"{name}.json", lambda p: write_text(p, json.dumps(record)))
-        self.chunks.append(name)
-        self.consumed += n_inputs
-        state = {
-            "version": VERSION,
-            "extractor": self.extractor,
-            "chunks": self.chunks,
-            "consumed": self.consumed,
-        }
-        atomic_write(self.directory / PROGRESS, lambda p: write_text(p, json.dumps(state)))
+        chunk = np.ascontiguousarray(vectors, dtype=np.float32)
+        if name not in self.pending:
+            self.pending.append(name)
+            self._save()  # listed before it exists: a crash never leaves an unlisted file
+        P.write_npy_atomic(self.directory / f"{name}.npy", chunk)
+        P.write_json_atomic(self.directory / f"{name}.json", record, indent=None)
+        self.pending.remove(name)
+        self.chunks.append({"name": name, "inputs": int(n_inputs)})
+        self.consumed += int(n_inputs)
+        self._save()
+
+    # ----------------------------------------------------------------- reading
 
     def read(
         self, dim: int
     ) -> tuple[np.ndarray, list[Id], list[dict[str, Any]], list[dict[str, Any]]]:
-        """Return every saved ``(vectors, ids, metadata, failures)``, in input order."""
+        """Return every saved ``(vectors, ids, metadata, failures)``, in input order.
+
+        Raises
+        ------
+        CatalogError
+            A chunk is damaged (shape, dtype, NaN, malformed record).
+        """
         parts: list[np.ndarray] = []
         ids: list[Id] = []
         metadata: list[dict[str, Any]] = []
         failed: list[dict[str, Any]] = []
-        for name in self.chunks:
-            vectors = np.load(self.directory / f"{name}.npy", mmap_mode="r", allow_pickle=False)
-            record = json.loads((self.directory / f"{name}.json").read_text(encoding="utf-8"))
-            if vectors.ndim != 2 or vectors.shape != (len(record["ids"]), dim):
-                raise CatalogError(f"checkpoint chunk {name} has shape {vectors.shape}")
+        for name in self.names:
+            record = self._record(name)
+            where = str(self.directory / f"{name}.json")
+            try:
+                chunk_ids = check_ids(P.require(where, record, "ids"), unique=False)
+            except CatalogError:
+                raise
+            except Exception as exc:  # InvalidIdError
+                raise CatalogError(f"{where}: field 'ids' is not valid: {exc}") from None
+            meta = P.field_list(where, "metadata", P.require(where, record, "metadata"))
+            fails = P.field_list(where, "failed", record.get("failed", []))
+            if len(meta) != len(chunk_ids) or not all(isinstance(m, dict) for m in meta):
+                raise CatalogError(f"{where}: 'metadata' must hold one object per id")
+            if not all(isinstance(f, dict) for f in fails):
+                raise CatalogError(f"{where}: 'failed' must hold objects")
+            vectors = P.load_npy(
+                P.safe_child(self.directory, f"{name}.npy"),
+                dtypes=("float32",),
+                shape=(len(chunk_ids), dim),
+                mmap=True,
+                finite=True,
+            )
             parts.append(vectors)
-            ids.extend(record["ids"])
-            metadata.extend(record["metadata"])
-            failed.extend(record["failed"])
+            ids.extend(chunk_ids)
+            metadata.extend(meta)
+            failed.extend(fails)
         stacked = np.concatenate(parts) if parts else np.zeros((0, dim), np.float32)
         return np.ascontiguousarray(stacked, dtype=np.float32), ids, metadata, failed
 
+    # ----------------------------------------------------------------- clean-up
+
+    def _delete_files(self) -> None:
+        for name in [*self.names, *self.pending]:
+            for suffix in (".npy", ".json"):
+                target = self.directory / f"{name}{suffix}"
+                if target.is_symlink() or target.is_file():
+                    with contextlib.suppress(FileNotFoundError):
+                        target.unlink()
+        P.fsync_dir(self.directory)
+
     def clear(self) -> None:
-        """Delete the checkpoint folder."""
-        shutil.rmtree(self.directory, ignore_errors=True)
+        """Delete what this checkpoint wrote, and its folder if visualsim made it and it is empty.
+
+        Files visualsim did not write are left alone. Interrupted at any
+        moment, the next :class:`ExtractionCheckpoint` on the folder finishes
+        the clean-up (or, before it began, resumes as if nothing happened).
+        """
+        self._save(clearing=True)
+        self._delete_files()
+        with contextlib.suppress(FileNotFoundError):
+            (self.directory / PROGRESS).unlink()
+        P.remove_stale_temps(self.directory)
+        P.fsync_dir(self.directory)
+        self.chunks, self.pending, self.consumed = [], [], 0
+        if self.created_dir:
+            with contextlib.suppress(OSError):
+                self.directory.rmdir()  # only if empty: never removes another's file
 
 
-__all__ = ["ExtractionCheckpoint"]
+def _library_version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+__all__ = ["FORMAT", "PROGRESS", "ExtractionCheckpoint"]
