@@ -77,7 +77,7 @@ def test_iter_shards_yields_each_shard_in_input_order(tmp_path: Path, format: st
 def test_manifest_describes_every_shard(tmp_path: Path) -> None:
     _write(tmp_path)
     manifest = json.loads((tmp_path / MANIFEST).read_text())
-    assert manifest["format"] == "visualsim-shards"
+    assert manifest["format"] == "visualsim.shards"
     assert manifest["extractor"] == SPEC
     assert (manifest["dim"], manifest["count"], manifest["inputs"]) == (DIM, 25, 25)
     assert manifest["complete"] is True

@@ -676,6 +676,7 @@ def read_manifest(
     required: Sequence[str] = (),
     max_bytes: int = 64 * 1024 * 1024,
     upgrade: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    must_exist: bool = True,
 ) -> dict[str, Any]:
     """Return a folder's manifest after checking tag, version, files and checksums.
 
@@ -695,6 +696,9 @@ def read_manifest(
         The manifest's file name.
     required
         More fields that must be present.
+    must_exist
+        ``False``: a listed file may be missing (a writer resuming); its name
+        must still be safe, and ``verify`` is then ignored.
     upgrade
         Called with a manifest of an accepted tag and version before its
         fields are checked (to fill ``files`` from an older layout, say).
@@ -750,12 +754,17 @@ def read_manifest(
         field_str(where, "library_version", manifest["library_version"], max_len=200)
     for key in ("files", *required):
         require(where, manifest, key)
-    check_files(root, manifest["files"], verify=verify, source=where)
+    check_files(root, manifest["files"], verify=verify, source=where, must_exist=must_exist)
     return manifest
 
 
 def check_files(
-    root: PathLike, files: Any, *, verify: bool = True, source: str | None = None
+    root: PathLike,
+    files: Any,
+    *,
+    verify: bool = True,
+    source: str | None = None,
+    must_exist: bool = True,
 ) -> dict[str, str]:
     """Check a manifest's ``files`` mapping (name -> SHA-256) against the folder.
 
@@ -781,8 +790,8 @@ def check_files(
                 f"{where}: field 'files' gives {_shown(digest)} as the sha256 of {rel[:200]!r}; "
                 "expected 64 hex digits"
             )
-        file = safe_child(base, rel)
-        if verify and sha256_file(file) != digest:
+        file = safe_child(base, rel, must_exist=must_exist)
+        if verify and must_exist and sha256_file(file) != digest:
             raise CatalogError(
                 f"{_err_path(file)} does not match its checksum in {where} (truncated or "
                 "modified after saving); restore it or save the folder again from its source"

@@ -29,6 +29,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,20 +37,27 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from . import persistence as P
 from .catalog import json_safe
-from .errors import CatalogError, ConfigError, DimensionMismatch, FormatVersionError
+from .errors import CatalogError, ConfigError, DimensionMismatch, VisualsimError
 from .ids import Id, check_ids
-from .storage import atomic_write, read_jsonl, sha256_file, write_npy, write_text
+from .persistence import atomic_write, sha256_file, write_npy, write_text
+from .validation import check_choice, check_int
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from .recommender import Recommender
 
-FORMAT = "visualsim-shards"
+FORMAT = "visualsim.shards"
+LEGACY_FORMATS = ("visualsim-shards",)
+"""Tags older visualsim versions wrote; still read."""
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 ShardFormat = Literal["npy", "parquet"]
 SHARD_FORMATS: tuple[str, ...] = ("npy", "parquet")
-_TMP_MARK = ".tmp-"
+_LEGACY_TMP = re.compile(r"\.(shard-\d{5,}\.[a-z.]+|manifest\.json)\.tmp-[0-9a-f]+")
+"""Temporary names of visualsim before 0.2 (``.shard-00002.npy.tmp-1a2b``)."""
+_MAX_SHARDS = 10_000_000
+_FILE_KINDS = {"npy": ("vectors", "ids", "metadata"), "parquet": ("table",)}
 _RUNTIME_KEYS = frozenset({"batch_size", "num_workers"})
 """Extractor config keys that change speed, never vectors (ignored when matching specs)."""
 
@@ -161,10 +169,9 @@ class ShardWriter:
         shard_size: int,
         format: ShardFormat = "npy",
     ) -> None:
-        if isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size < 1:
-            raise ConfigError(f"shard_size must be a positive integer, got {shard_size!r}")
-        if format not in SHARD_FORMATS:
-            raise ConfigError(f"format must be 'npy' or 'parquet', got {format!r}")
+        check_int("shard_size", shard_size, minimum=1, maximum=1 << 32)
+        check_choice("format", format, SHARD_FORMATS)
+        check_int("dim", dim, minimum=1, maximum=P.MAX_DIM)
         if format == "parquet":
             _import_pyarrow()
         self.path = Path(path)
@@ -174,6 +181,13 @@ class ShardWriter:
         self.extractor = json_safe(dict(extractor), where="extractor spec")
         self.path.mkdir(parents=True, exist_ok=True)
         self._remove_stale_temporaries()
+        if not os.path.lexists(self.path / MANIFEST) and any(
+            not e.name.startswith(P.TMP_PREFIX) for e in os.scandir(self.path)
+        ):
+            raise CatalogError(
+                f"{os.fspath(self.path)!r} holds files but no shard manifest; visualsim writes "
+                "shards only into an empty folder or one of its own shard folders"
+            )
         self.manifest = self._open_manifest()
         self._done: dict[int, dict[str, Any]] = {
             int(s["index"]): s for s in self.manifest["shards"]
@@ -330,56 +344,108 @@ class ShardWriter:
 
     def _save_manifest(self) -> None:
         shards = [self._done[k] for k in sorted(self._done)]
+        self.manifest["format"] = FORMAT
+        self.manifest["library_version"] = _library_version()
         self.manifest["shards"] = shards
         self.manifest["count"] = sum(int(s["count"]) for s in shards)
         self.manifest["failed"] = sum(len(s["failed"]) for s in shards)
-        text = json.dumps(self.manifest, indent=2) + "\n"
-        self._atomic(MANIFEST, lambda p: write_text(p, text))
+        self.manifest["files"] = {
+            name: s["sha256"][name] for s in shards for name in s["files"].values()
+        }
+        P.write_json_atomic(self.path / MANIFEST, self.manifest)
 
     def _atomic(self, name: str, write: Any) -> None:
-        atomic_write(self.path / name, write)  # its temporary names match _TMP_MARK
+        atomic_write(self.path / name, write)
 
     def _remove_stale_temporaries(self) -> None:
-        for stray in self.path.glob(f".*{_TMP_MARK}*"):
-            with contextlib.suppress(OSError):
-                stray.unlink()
+        P.remove_stale_temps(self.path)
+        for entry in os.scandir(self.path):
+            if _LEGACY_TMP.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
 
 
 # -- reading ---------------------------------------------------------------------------
 
 
 def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Return the parsed ``manifest.json`` of a shard folder, checking its format.
+    """Return the parsed ``manifest.json`` of a shard folder, every field checked.
+
+    Checksums are not verified here (:func:`iter_shards` does, shard by
+    shard); every file name must be a plain name inside the folder.
 
     Raises
     ------
     CatalogError
-        If the folder or manifest is missing or not a shard manifest.
+        The folder or manifest is missing or not a shard manifest, or a field
+        has the wrong type or is out of range (naming the file and field).
     FormatVersionError
         If a newer visualsim wrote it.
     """
     root = Path(path)
-    file = root / MANIFEST
-    if not file.is_file():
+    if not os.path.lexists(root / MANIFEST):
         raise CatalogError(
             f"{os.fspath(root)!r} is not a shard folder: it has no {MANIFEST} "
             "(write one with visualsim.distributed.extract_to_shards)"
         )
-    try:
-        manifest = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CatalogError(f"cannot read {os.fspath(file)!r}: {exc}") from exc
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise CatalogError(f"{os.fspath(file)!r} is not a {FORMAT} manifest")
-    version = manifest.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise FormatVersionError(
-            f"{os.fspath(file)!r} has shard format version {version!r}; this visualsim "
-            f"reads up to {FORMAT_VERSION}: upgrade visualsim"
-        )
-    for key in ("extractor", "dim", "shard_format", "shards"):
-        if key not in manifest:
-            raise CatalogError(f"{os.fspath(file)!r} lacks {key!r}")
+    manifest = P.read_manifest(
+        root,
+        tag=(FORMAT, *LEGACY_FORMATS),
+        max_version=FORMAT_VERSION,
+        verify=False,
+        required=("extractor", "dim", "shard_format", "shards"),
+        upgrade=_files_from_shards,
+        must_exist=False,
+    )
+    where = os.fspath(root / MANIFEST)
+    extractor = P.field_dict(where, "extractor", manifest["extractor"])
+    P.field_str(where, "extractor.name", extractor.get("name"), max_len=200)
+    P.field_dict(where, "extractor.config", extractor.get("config", {}))
+    dim = P.field_int(where, "dim", manifest["dim"], minimum=1, maximum=P.MAX_DIM)
+    kind = P.field_str(where, "shard_format", manifest["shard_format"], choices=SHARD_FORMATS)
+    if "shard_size" in manifest:
+        P.field_int(where, "shard_size", manifest["shard_size"], minimum=1, maximum=1 << 32)
+    shards = P.field_list(where, "shards", manifest["shards"], max_len=_MAX_SHARDS)
+    seen: set[int] = set()
+    for n, entry in enumerate(shards):
+        at = f"shards[{n}]"
+        P.field_dict(where, at, entry)
+        index = P.field_int(where, f"{at}.index", entry.get("index"), maximum=_MAX_SHARDS)
+        if index in seen:
+            raise CatalogError(f"{where}: shard {index} is listed twice")
+        seen.add(int(index or 0))
+        start = P.field_int(where, f"{at}.start", entry.get("start"))
+        stop = P.field_int(where, f"{at}.stop", entry.get("stop"), minimum=start or 0)
+        P.field_int(where, f"{at}.count", entry.get("count"), maximum=(stop or 0) - (start or 0))
+        files = P.field_dict(where, f"{at}.files", entry.get("files"))
+        if sorted(files) != sorted(_FILE_KINDS[kind]):
+            raise CatalogError(
+                f"{where}: field '{at}.files' must name {', '.join(_FILE_KINDS[kind])}"
+            )
+        digests = P.field_dict(where, f"{at}.sha256", entry.get("sha256"))
+        for name in files.values():
+            if not isinstance(name, str) or "/" in name:
+                raise CatalogError(
+                    f"{where}: '{at}.files' names {str(name)[:80]!r}, not a plain name"
+                )
+            P.safe_child(root, name, must_exist=False)
+            if manifest["files"].get(name) != digests.get(name):
+                raise CatalogError(f"{where}: '{at}.sha256' disagrees with 'files' for {name!r}")
+        failed = P.field_list(where, f"{at}.failed", entry.get("failed", []))
+        if not all(isinstance(f, dict) for f in failed):
+            raise CatalogError(f"{where}: field '{at}.failed' must hold objects")
+    assert dim is not None
+    return manifest
+
+
+def _files_from_shards(manifest: dict[str, Any]) -> dict[str, Any]:
+    """Fill ``files`` of a shard manifest written before visualsim 0.2 (checksums per shard)."""
+    if "files" not in manifest and isinstance(manifest.get("shards"), list):
+        files: dict[str, Any] = {}
+        for entry in manifest["shards"]:
+            if isinstance(entry, dict) and isinstance(entry.get("sha256"), dict):
+                files.update(entry["sha256"])
+        manifest["files"] = files
     return manifest
 
 
@@ -414,21 +480,17 @@ def iter_shards(path: str | os.PathLike[str], *, verify: bool = True) -> Iterato
     for entry in sorted(manifest["shards"], key=lambda s: int(s["index"])):
         files: dict[str, str] = entry["files"]
         for name in files.values():
-            file = root / name
-            if not file.is_file():
-                raise CatalogError(f"shard file {os.fspath(file)!r} is missing")
+            file = P.safe_child(root, name)
             if verify and sha256_file(file) != entry["sha256"].get(name):
                 raise CatalogError(
                     f"shard file {os.fspath(file)!r} does not match its checksum in "
                     f"{MANIFEST}: it was changed or damaged; re-extract that shard"
                 )
-        if kind == "npy":
-            vectors, ids, metadata = _read_npy_shard(root, files)
-        elif kind == "parquet":
-            vectors, ids, metadata = _read_parquet_shard(root / files["table"], dim)
-        else:
-            raise CatalogError(f"{os.fspath(root)!r}: unknown shard format {kind!r}")
         count = int(entry["count"])
+        if kind == "npy":
+            vectors, ids, metadata = _read_npy_shard(root, files, count, dim)
+        else:
+            vectors, ids, metadata = _read_parquet_shard(root / files["table"], count, dim)
         if vectors.shape != (count, dim) or len(ids) != count or len(metadata) != count:
             raise CatalogError(
                 f"shard {entry['index']} of {os.fspath(root)!r} holds {vectors.shape} vectors, "
@@ -542,33 +604,51 @@ def ids_digest(ids: Sequence[Id]) -> str:
 
 
 def _read_npy_shard(
-    root: Path, files: Mapping[str, str]
+    root: Path, files: Mapping[str, str], count: int, dim: int
 ) -> tuple[np.ndarray, list[Id], list[dict[str, Any]]]:
+    vectors = P.load_npy(
+        P.safe_child(root, files["vectors"]), dtypes=("float32",), shape=(count, dim), finite=True
+    )
+    ids_file = P.safe_child(root, files["ids"])
     try:
-        vectors = np.load(root / files["vectors"], allow_pickle=False)
-        ids = check_ids(json.loads((root / files["ids"]).read_text(encoding="utf-8")), unique=False)
-        metadata = read_jsonl(root / files["metadata"])
-    except (OSError, ValueError) as exc:
-        raise CatalogError(
-            f"cannot read shard {files['vectors']!r} in {os.fspath(root)!r}: {exc}"
-        ) from exc
-    if vectors.dtype != np.float32:
-        raise CatalogError(f"{files['vectors']!r} holds {vectors.dtype}, not float32")
+        ids = check_ids(P.read_json(ids_file), unique=False)
+    except CatalogError:
+        raise
+    except VisualsimError as exc:
+        raise CatalogError(f"{os.fspath(ids_file)!r} does not hold a list of ids: {exc}") from None
+    metadata = P.read_jsonl(P.safe_child(root, files["metadata"]))
     return vectors, ids, metadata
 
 
-def _read_parquet_shard(file: Path, dim: int) -> tuple[np.ndarray, list[Id], list[dict[str, Any]]]:
+def _read_parquet_shard(
+    file: Path, count: int, dim: int
+) -> tuple[np.ndarray, list[Id], list[dict[str, Any]]]:
     _import_pyarrow()
     import pyarrow.parquet as pq
 
+    name = os.fspath(file)
     try:
         table = pq.read_table(file)
+        if table.num_rows != count:
+            raise CatalogError(f"shard {name!r} holds {table.num_rows} rows, not {count}")
         flat = table.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
         ids = check_ids(table.column("id").to_pylist(), unique=False)
-        metadata = [json.loads(m) for m in table.column("metadata").to_pylist()]
-    except (OSError, KeyError, ValueError) as exc:
-        raise CatalogError(f"cannot read shard {os.fspath(file)!r}: {exc}") from exc
-    vectors = np.ascontiguousarray(flat, dtype=np.float32).reshape(len(ids), dim)
+        metadata = [
+            P.parse_json(m, source=f"{name} metadata row {n}")
+            for n, m in enumerate(table.column("metadata").to_pylist())
+        ]
+    except CatalogError:
+        raise
+    except Exception as exc:  # pyarrow raises its own error types for a damaged file
+        raise CatalogError(f"cannot read shard {name!r}: {str(exc)[:200]}") from None
+    if flat.dtype.kind != "f" or flat.size != count * dim:
+        raise CatalogError(
+            f"shard {name!r} holds {flat.size} {flat.dtype} values, not {count}x{dim}"
+        )
+    vectors = np.ascontiguousarray(flat, dtype=np.float32).reshape(count, dim)
+    P.check_finite_rows(vectors, source=f"shard {name!r}")
+    if not all(isinstance(m, dict) for m in metadata):
+        raise CatalogError(f"shard {name!r}: a metadata row is not a JSON object")
     return vectors, ids, metadata
 
 
