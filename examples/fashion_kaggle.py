@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> None:
         first = next(
             i for i, m in zip(rec.ids_, rec.metadata_, strict=True) if m["gender"] == "Women"
         )
-        query, exclude = rec.metadata_of(first)["path"], [first]
+        query, exclude = rec.resolve_source(rec.source_of(first)), [first]
         print(f"query: catalogue item {first} ({rec.metadata_of(first)['productDisplayName']})")
     results = rec.query(query, k=args.k, where={"gender": "Women"}, exclude=exclude)
     for r in results:

@@ -26,6 +26,7 @@ from visualsim import (
     UnknownIdError,
     register_extractor,
 )
+from visualsim.filters import FilterError
 
 COLORS = {
     "red": (210, 30, 30),
@@ -81,8 +82,9 @@ def test_query_returns_recommendations_with_metadata(rec: Recommender) -> None:
     assert isinstance(top, Recommendation)
     assert top.id.startswith("blue-") and top.metadata["color"] == "blue"
     assert top.to_dict()["metadata"]["color"] == "blue"
-    with pytest.raises(TypeError):
-        top.metadata["color"] = "red"  # type: ignore[index]
+    top.metadata["color"] = "red"  # type: ignore[index]  # a copy: the catalogue is untouched
+    assert rec.metadata_of(top.id)["color"] == "blue"
+    json.dumps(top.to_dict())  # plain JSON types, no mappingproxy
 
 
 def test_k_larger_than_catalogue_returns_everything(rec: Recommender) -> None:
@@ -130,17 +132,17 @@ def test_where_dict_equality_and_any_of(rec: Recommender) -> None:
 def test_where_callable_and_missing_key(rec: Recommender) -> None:
     results = rec.query(product(COLORS["red"], 3), k=5, where=lambda m: m["i"] >= 4)
     assert len(results) == 5 and all(r.metadata["i"] >= 4 for r in results)
-    assert rec.query(product(COLORS["red"], 3), k=5, where={"no-such-key": 1}) == []
+    with pytest.raises(FilterError, match="no-such-key.*fields present: color, i, size"):
+        rec.query(product(COLORS["red"], 3), k=5, where={"no-such-key": 1})
 
 
 def test_where_searches_deeper_on_a_large_approximate_index() -> None:
     rng = np.random.default_rng(0)
     n = 6000
-    vectors = rng.normal(size=(n, 16)).astype(np.float32)
+    ext = ColorHistogramExtractor(bins=(4, 2, 2))
+    vectors = rng.normal(size=(n, ext.dim)).astype(np.float32)
     meta = [{"group": "rare" if i % 3 == 0 else "common"} for i in range(n)]
-    rec = Recommender(ColorHistogramExtractor(bins=(4, 2, 2)), "hnsw").add_vectors(
-        vectors, list(range(n)), meta
-    )
+    rec = Recommender(ext, "hnsw").add_vectors(vectors, list(range(n)), meta)
     q = vectors[1]  # a "common" item: its nearest neighbours are mostly common
     results = rec.query_vector(q, k=50, where={"group": "rare"})
     assert len(results) == 50
@@ -252,7 +254,9 @@ def test_fit_accepts_dataset_items_and_tuples_and_default_ids(tmp_path: Path) ->
     )
     assert rec.ids_ == ["item-a", "item-b", "item-c", str(path), 4]
     assert rec.metadata_of("item-a")["kind"] == "dataset"
-    assert rec.metadata_of(str(path))["path"] == str(path.resolve())
+    assert "path" not in rec.metadata_of(str(path))  # paths live apart from metadata
+    assert rec.source_of(str(path)) == str(path.resolve())
+    assert rec.source_of("item-a") is None
 
 
 def test_a_folder_with_bad_files_finishes_and_reports_them(tmp_path: Path) -> None:
@@ -313,13 +317,15 @@ def test_save_load_gives_identical_answers(index: str, tmp_path: Path) -> None:
 def test_catalogue_is_a_readable_folder(rec: Recommender, tmp_path: Path) -> None:
     path = rec.save(tmp_path / "cat")
     names = {p.name for p in path.iterdir()}
-    assert {"manifest.json", "vectors.npy", "ids.json", "metadata.jsonl", "index"} <= names
     manifest = json.loads((path / "manifest.json").read_text())
-    assert manifest["count"] == 24 and manifest["dim"] == 256
+    (chunk,) = manifest["chunks"]
+    assert {"manifest.json", chunk["vectors"], chunk["ids"], chunk["metadata"]} <= names
+    assert manifest["count"] == 24 and manifest["dim"] == rec.dim
     assert manifest["extractor"]["name"] == "color"
     assert manifest["index"]["name"] == "flat"
-    assert set(manifest["files"]) >= {"vectors.npy", "ids.json", "metadata.jsonl"}
-    assert json.loads((path / "ids.json").read_text()) == rec.ids_
+    assert manifest["fields"] == {"color": "str", "i": "int", "size": "str"}
+    assert set(manifest["files"]) >= {chunk["vectors"], chunk["ids"], chunk["metadata"]}
+    assert json.loads((path / chunk["ids"]).read_text()) == rec.ids_
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp left over
 
 
@@ -335,16 +341,17 @@ def test_load_with_another_index_and_mmap(rec: Recommender, tmp_path: Path) -> N
 
 def test_tampered_file_is_refused_with_its_name(rec: Recommender, tmp_path: Path) -> None:
     path = rec.save(tmp_path / "cat")
-    meta = path / "metadata.jsonl"
+    meta = path / _chunk(path)["metadata"]
     meta.write_text(meta.read_text().replace('"red"', '"RED"'))
-    with pytest.raises(CatalogError, match=r"metadata\.jsonl.*checksum"):
+    with pytest.raises(CatalogError, match=r"metadata\.jsonl.*(checksum|SHA-256)"):
         Recommender.load(path)
 
 
 def test_truncated_vectors_are_refused(rec: Recommender, tmp_path: Path) -> None:
     path = rec.save(tmp_path / "cat")
-    data = (path / "vectors.npy").read_bytes()
-    (path / "vectors.npy").write_bytes(data[: len(data) // 2])
+    vectors = path / _chunk(path)["vectors"]
+    data = vectors.read_bytes()
+    vectors.write_bytes(data[: len(data) // 2])
     with pytest.raises(CatalogError, match="vectors.npy"):
         Recommender.load(path)
     with pytest.raises(CatalogError, match="vectors.npy"):
@@ -353,8 +360,8 @@ def test_truncated_vectors_are_refused(rec: Recommender, tmp_path: Path) -> None
 
 def test_missing_file_and_not_a_catalogue(rec: Recommender, tmp_path: Path) -> None:
     path = rec.save(tmp_path / "cat")
-    (path / "ids.json").unlink()
-    with pytest.raises(CatalogError, match="ids.json is missing"):
+    (path / _chunk(path)["ids"]).unlink()
+    with pytest.raises(CatalogError, match=r"ids\.json.*(missing|does not exist)"):
         Recommender.load(path)
     with pytest.raises(CatalogError, match="does not exist"):
         Recommender.load(tmp_path / "nothing-here")
@@ -368,7 +375,7 @@ def test_newer_format_version_is_refused(rec: Recommender, tmp_path: Path) -> No
     manifest = json.loads((path / "manifest.json").read_text())
     manifest["format_version"] = 99
     (path / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(FormatVersionError, match="format 99"):
+    with pytest.raises(FormatVersionError, match="format version 99"):
         Recommender.load(path)
 
 
@@ -390,7 +397,16 @@ def test_a_crash_while_saving_leaves_no_half_catalogue(
         raise OSError(28, "No space left on device")
 
     rec.remove(["red-0"])
-    monkeypatch.setattr(rec.index_, "save", disk_full)
+    import visualsim.persistence as persistence
+
+    real_write_npy = persistence.write_npy
+
+    def disk_full_npy(target: Path, array: Any) -> None:
+        if "dead-" in Path(target).name:
+            raise OSError(28, "No space left on device")
+        real_write_npy(target, array)
+
+    monkeypatch.setattr(persistence, "write_npy", disk_full_npy)
     with pytest.raises(OSError, match="No space"):
         rec.save(path, overwrite=True)
     assert len(Recommender.load(path)) == 24  # the old catalogue is intact
@@ -401,12 +417,10 @@ def test_a_crash_while_saving_leaves_no_half_catalogue(
 
 
 def test_metadata_that_is_not_json_is_refused(tmp_path: Path) -> None:
-    rec = Recommender(ColorHistogramExtractor()).fit(
-        [product(COLORS["red"], 1)], ["a"], [{"obj": object()}], progress=False
-    )
-    with pytest.raises(CatalogError, match="metadata of 'a'"):
-        rec.save(tmp_path / "cat")
-    assert not (tmp_path / "cat").exists()
+    rec = Recommender(ColorHistogramExtractor())
+    with pytest.raises(ConfigError, match="'obj'.*not JSON-safe"):
+        rec.fit([product(COLORS["red"], 1)], ["a"], [{"obj": object()}], progress=False)
+    assert len(rec) == 0
 
 
 @settings(max_examples=15)
@@ -423,10 +437,9 @@ def test_save_load_round_trips_arbitrary_ids_and_metadata(
     ids: list[Any], extra: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     rng = np.random.default_rng(len(ids))
-    vectors = rng.normal(size=(len(ids), 16)).astype(np.float32)
-    rec = Recommender(ColorHistogramExtractor(bins=(4, 2, 2))).add_vectors(
-        vectors, ids, [extra] * len(ids)
-    )
+    ext = ColorHistogramExtractor(bins=(4, 2, 2))
+    vectors = rng.normal(size=(len(ids), ext.dim)).astype(np.float32)
+    rec = Recommender(ext).add_vectors(vectors, ids, [extra] * len(ids))
     path = rec.save(tmp_path_factory.mktemp("rt") / "cat")
     loaded = Recommender.load(path)
     assert loaded.ids_ == ids
@@ -520,12 +533,14 @@ def clustered(n: int, dim: int, seed: int = 0) -> np.ndarray:
 
 
 def test_reduce_dim_stores_fewer_dimensions_and_keeps_neighbours(tmp_path: Path) -> None:
-    x = clustered(600, 256)
+    x = clustered(600, ColorHistogramExtractor().dim)
     ids = list(range(600))
     full = Recommender(ColorHistogramExtractor()).add_vectors(x, ids)
     small = Recommender(ColorHistogramExtractor(), reduce_dim=32).add_vectors(x, ids)
     assert small.dim == 32 and small.embeddings_.shape == (600, 32)
-    assert small.reducer_.is_fitted and small.reducer_.n_features_in_ == 256
+    assert (
+        small.reducer_.is_fitted and small.reducer_.n_features_in_ == ColorHistogramExtractor().dim
+    )
     overlap = [
         len(
             {r.id for r in full.query_vector(x[i], k=10)}
@@ -535,7 +550,10 @@ def test_reduce_dim_stores_fewer_dimensions_and_keeps_neighbours(tmp_path: Path)
     ]
     assert np.mean(overlap) >= 8.5  # recall@10 of the reduced catalogue against the full one
     loaded = Recommender.load(small.save(tmp_path / "cat"))
-    assert loaded.dim == 32 and (tmp_path / "cat" / "reducer").is_dir()
+    assert (
+        loaded.dim == 32
+        and (tmp_path / "cat" / _manifest(tmp_path / "cat")["reducer_dir"]).is_dir()
+    )
     for i in (0, 123, 599):
         assert [r.id for r in loaded.query_vector(x[i], k=5)] == [
             r.id for r in small.query_vector(x[i], k=5)
@@ -553,11 +571,12 @@ def test_reduced_catalogue_queries_images_through_the_reducer() -> None:
 
 
 def test_float16_storage_halves_memory_and_round_trips(tmp_path: Path) -> None:
-    x = clustered(300, 256)
+    x = clustered(300, ColorHistogramExtractor().dim)
     ids = [f"item-{i}" for i in range(300)]
     f32 = Recommender(ColorHistogramExtractor()).add_vectors(x, ids)
     f16 = Recommender(ColorHistogramExtractor(), storage="float16").add_vectors(x, ids)
-    assert f16._vectors.dtype == np.float16 and f16._vectors.nbytes * 2 == f32._vectors.nbytes
+    v16, v32 = f16._store_.vectors.view, f32._store_.vectors.view  # type: ignore[union-attr]
+    assert v16.dtype == np.float16 and v16.nbytes * 2 == v32.nbytes
     assert f16.embeddings_.dtype == np.float32
     np.testing.assert_allclose(f16.embeddings_, f32.embeddings_, atol=1e-3)
     assert [r.id for r in f16.similar_to("item-7", k=5)] == [
@@ -567,10 +586,21 @@ def test_float16_storage_halves_memory_and_round_trips(tmp_path: Path) -> None:
     loaded = Recommender.load(f16.save(tmp_path / "cat"), mmap=True)
     assert (
         loaded.storage == "float16"
-        and np.load(tmp_path / "cat" / "vectors.npy").dtype == np.float16
+        and np.load(tmp_path / "cat" / _chunk(tmp_path / "cat")["vectors"]).dtype == np.float16
     )
     assert [r.id for r in loaded.similar_to("item-7", k=5)] == [
         r.id for r in f16.similar_to("item-7", k=5)
     ]
     with pytest.raises(ConfigError, match="storage"):
         Recommender(storage="int8")
+
+
+def _chunk(path: Path) -> dict[str, Any]:
+    """The first chunk of a saved catalogue (its file names)."""
+    chunk: dict[str, Any] = json.loads((path / "manifest.json").read_text())["chunks"][0]
+    return chunk
+
+
+def _manifest(path: Path) -> dict[str, Any]:
+    manifest: dict[str, Any] = json.loads((path / "manifest.json").read_text())
+    return manifest

@@ -1,72 +1,64 @@
 """A catalogue on disk: a folder you can read with ``cat manifest.json``.
 
-Layout::
+Layout (format version 2)::
 
-    catalog/
-      manifest.json    format version, library version, extractor + index specs,
-                       dim, count, dtype, sha256 of every other file
-      vectors.npy      (count, dim) float32 (or float16), rows aligned with ids.json
-      ids.json         the ids, in order (strings or integers)
-      metadata.jsonl   one JSON object per line, aligned with ids.json
-      index/           the index's own files (FAISS's format + JSON + .npy)
+    shop.catalog/
+      manifest.json               format, versions, extractor/index/reducer specs,
+                                  dim, storage, fields, the chunk list, sha256 of every file
+      chunk-<id>.vectors.npy      the vectors of rows [start, stop) (float32 or float16)
+      chunk-<id>.ids.json         their ids
+      chunk-<id>.metadata.jsonl   their metadata, one JSON object per line
+      chunk-<id>.sources.json     their image paths (relative to the image root) and SHA-256s
+      dead-<gen>.npy              rows removed since the last compaction (tombstones)
+      overrides-<gen>.jsonl       metadata changed in rows of earlier chunks
+      failed-<gen>.json           inputs of the last fit/add that could not be read
+      index-<gen>/                the approximate index over the sealed rows (none for exact)
+      reducer-<gen>/              the PCA reducer, when reducing
 
-The folder is written under a temporary sibling name and renamed into place,
-so a crash or a full disk never leaves a half-written catalogue where a reader
-would look. Reading verifies the format version, every checksum, and the
-shapes, and never unpickles anything.
+Saving a catalogue back where it came from writes only what changed: a new
+chunk for the rows added since, the tombstones, the overrides and the
+manifest; the index folder only when the index changed (a compaction, or
+the delta segment being sealed). Files are never rewritten in place: new
+files get new names, ``manifest.json`` is replaced atomically last, and only
+then are the files the old manifest listed (and no longer needed) removed.
+So a reader always finds the old or the new catalogue, and :func:`load_catalog`
+retries when an overwrite removed a file under it. Saving over anything that
+is not a visualsim catalogue (or an empty folder) is refused.
+
+Format version 1 (visualsim 0.1: ``vectors.npy``, ``ids.json``,
+``metadata.jsonl``, ``index/``) is still read.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import shutil
 import uuid
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import CatalogError, FormatVersionError
-from .ids import Id
-from .storage import fsync_dir, read_jsonl, replace_dir, sha256_file, write_npy, write_text
+from . import persistence as P
+from .errors import CatalogError, DimensionMismatch
+from .ids import Id, check_ids
+from .store import KINDS, Store, _Grow
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .recommender import Recommender
 
 FORMAT = "visualsim-catalog"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
-VECTORS = "vectors.npy"
-IDS = "ids.json"
-METADATA = "metadata.jsonl"
-INDEX_DIR = "index"
+MAX_CHUNKS = 100_000
 
-
-@dataclass
-class CatalogData:
-    """What :func:`read_catalog` returns.
-
-    Attributes
-    ----------
-    manifest
-        The parsed ``manifest.json``.
-    vectors
-        ``(count, dim)`` array (memory-mapped when asked).
-    ids
-        The ids in order.
-    metadata
-        One dict per id.
-    index_dir
-        The index's folder inside the catalogue.
-    """
-
-    manifest: dict[str, Any]
-    vectors: np.ndarray
-    ids: list[Id]
-    metadata: list[dict[str, Any]]
-    index_dir: Path
+_OURS = ("chunk-", "dead-", "overrides-", "failed-", "index-", "reducer-", "transform-")
 
 
 def json_safe(value: Any, *, where: str = "value") -> Any:
@@ -102,200 +94,703 @@ def json_safe(value: Any, *, where: str = "value") -> Any:
     )
 
 
-def write_catalog(
-    path: str | os.PathLike[str],
-    *,
-    vectors: np.ndarray,
-    ids: Sequence[Id],
-    metadata: Sequence[Mapping[str, Any]],
-    extractor: Mapping[str, Any],
-    index: Mapping[str, Any],
-    save_index: Callable[[Path], None],
-    extra: Mapping[str, Any] | None = None,
-    extra_dirs: Mapping[str, Callable[[Path], None]] | None = None,
-    overwrite: bool = False,
-) -> Path:
-    """Write a catalogue folder atomically and return its path.
+@dataclass
+class SavedState:
+    """What a recommender remembers of the folder it was loaded from or saved to."""
 
-    Parameters
-    ----------
-    path
-        Destination folder.
-    vectors, ids, metadata
-        The stored items, aligned.
-    extractor, index
-        ``{"name": ..., "config": ...}`` specs, stored in the manifest.
-    save_index
-        Called with the ``index/`` folder to write; the index saves itself.
-    extra
-        More JSON-safe manifest fields (e.g. vector storage options).
-    extra_dirs
-        More sub-folders, each written by its callable (e.g. ``reducer/``);
-        their files are checksummed like the rest.
-    overwrite
-        Replace an existing catalogue (atomically: the old one stays readable
-        until the new one is complete).
+    path: Path
+    uid: str
+    generation: int
+    manifest: dict[str, Any]
+    saved_rows: int
+    dead_saved: int
+    overrides: dict[int, dict[str, Any]] = field(default_factory=dict)
+    dirty_rows: set[int] = field(default_factory=set)
 
-    Raises
-    ------
-    CatalogError
-        If ``path`` exists and ``overwrite`` is false, or the data is inconsistent.
+
+def read_manifest(path: str | os.PathLike[str], *, verify: bool = False) -> dict[str, Any]:
+    """Return a catalogue's manifest (format checked; checksums when ``verify``)."""
+    return P.read_manifest(Path(path), tag=FORMAT, max_version=FORMAT_VERSION, verify=verify)
+
+
+# --------------------------------------------------------------------------- save
+
+
+def save_catalog(rec: Recommender, path: Path, *, overwrite: bool) -> Path:
+    """Write ``rec`` to ``path`` (see the module docstring); return ``path``.
+
+    The caller holds the recommender's read lock.
     """
-    dest = Path(path)
-    if dest.exists() and not overwrite:
-        raise CatalogError(f"{str(dest)!r} already exists; pass overwrite=True to replace it")
-    if len(ids) != len(vectors) or len(metadata) != len(vectors):
-        raise CatalogError(
-            f"inconsistent catalogue: {len(vectors)} vectors, {len(ids)} ids, "
-            f"{len(metadata)} metadata rows"
-        )
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.parent / f".{dest.name}.tmp-{uuid.uuid4().hex[:12]}"
-    tmp.mkdir()
+    store, segments = rec._store_, rec._segments_
+    assert store is not None and segments is not None
+    exists = path.exists() or path.is_symlink()
+    if exists:
+        replaceable = P.check_replaceable(path, tag=FORMAT)
+        if replaceable and any(path.iterdir()) and not overwrite:
+            raise CatalogError(
+                f"{path} already exists (a catalogue); pass overwrite=True to replace it"
+            )
+    state: SavedState | None = rec._catalog_state
+    old: dict[str, Any] | None = None
+    if exists and any(path.iterdir()):
+        old = P.read_manifest(path, tag=FORMAT, max_version=FORMAT_VERSION, verify=False)
+    incremental = (
+        state is not None
+        and old is not None
+        and old.get("catalog_uid") == state.uid
+        and old.get("generation") == state.generation
+        and state.path.resolve() == path.resolve()
+        and state.saved_rows <= store.n_rows
+    )
+    if not exists:
+        tmp = P.make_temp_dir(path)
+        try:
+            new_state = _write_all(rec, tmp, previous=None)
+            P.replace_dir(tmp, path, tag=FORMAT)
+        except BaseException:
+            P.discard_temp_dir(tmp)
+            raise
+        new_state.path = path
+        rec._catalog_state = new_state
+        return path
+    assert state is not None or not incremental
+    new_state = _write_all(rec, path, previous=state if incremental else None, old=old)
+    rec._catalog_state = new_state
+    return path
+
+
+def _write_all(
+    rec: Recommender,
+    folder: Path,
+    *,
+    previous: SavedState | None,
+    old: dict[str, Any] | None = None,
+) -> SavedState:
+    """Write the files ``rec`` needs into ``folder`` and commit them with a new manifest."""
+    from . import __version__
+    from .extractors.base import extractor_spec
+    from .indexes.base import INDEXES
+
+    store, segments = rec._store_, rec._segments_
+    assert store is not None and segments is not None
+    gen = 1 if previous is None else previous.generation + 1
+    if old is not None and previous is None:
+        gen = int(old.get("generation", 0) or 0) + 1
+    tag = f"{gen:06d}-{uuid.uuid4().hex[:6]}"
+    files: dict[str, str] = {}
+    keep: set[str] = set()
+    chunks: list[dict[str, Any]] = []
+    if previous is not None:
+        base = previous.manifest
+        chunks = [dict(c) for c in base["chunks"]]
+        start = previous.saved_rows
+        for c in chunks:
+            for key in ("vectors", "ids", "metadata", "sources"):
+                keep.add(c[key])
+    else:
+        start = 0
+    written: list[str] = []
+
+    def put(name: str, write: Any) -> None:
+        target = folder / name
+        write(target)
+        written.append(name)
+
     try:
-        write_npy(tmp / VECTORS, vectors)
-        write_text(tmp / IDS, json.dumps([json_safe(i, where="id") for i in ids]))
-        lines = (
-            json.dumps(json_safe(dict(m), where=f"metadata of {ids[n]!r}"), ensure_ascii=False)
-            for n, m in enumerate(metadata)
+        if store.n_rows > start:
+            cid = f"chunk-{tag}"
+            rows = slice(start, store.n_rows)
+            names = {
+                "vectors": f"{cid}.vectors.npy",
+                "ids": f"{cid}.ids.json",
+                "metadata": f"{cid}.metadata.jsonl",
+                "sources": f"{cid}.sources.json",
+            }
+            put(names["vectors"], lambda p: P.write_npy(p, store.vectors.view[rows]))
+            put(names["ids"], lambda p: P.write_text(p, json.dumps(store.ids[rows])))
+            lines = "".join(
+                json.dumps(store.metadata(r), allow_nan=False) + "\n"
+                for r in range(start, store.n_rows)
+            )
+            put(names["metadata"], lambda p: P.write_text(p, lines))
+            src = {"sources": store.sources[rows], "sha256": store.hashes[rows]}
+            put(names["sources"], lambda p: P.write_text(p, json.dumps(src)))
+            chunks.append({"start": start, "stop": store.n_rows, **names})
+        dead = np.flatnonzero(~store.alive.view).astype(np.int64)
+        dead_name = f"dead-{tag}.npy"
+        put(dead_name, lambda p: P.write_npy(p, dead))
+        overrides = dict(previous.overrides) if previous is not None else {}
+        if previous is not None:
+            for r in previous.dirty_rows:
+                if r < previous.saved_rows:
+                    overrides[r] = store.metadata(r)
+        over_name = f"overrides-{tag}.jsonl"
+        over_text = "".join(
+            json.dumps({"row": r, "metadata": m}, allow_nan=False) + "\n"
+            for r, m in sorted(overrides.items())
         )
-        write_text(tmp / METADATA, "".join(line + "\n" for line in lines))
-        save_index(tmp / INDEX_DIR)
-        for name, save in (extra_dirs or {}).items():
-            save(tmp / name)
-        files = {
-            p.relative_to(tmp).as_posix(): sha256_file(p)
-            for p in sorted(tmp.rglob("*"))
-            if p.is_file()
-        }
+        put(over_name, lambda p: P.write_text(p, over_text))
+        failed_name = f"failed-{tag}.json"
+        failed = [{"id": f.id, "source": f.source, "reason": f.reason} for f in rec.failed_]
+        put(failed_name, lambda p: P.write_text(p, json.dumps(failed)))
+        index_dir = None
+        if not segments.exact:
+            reuse = (
+                previous is not None and not segments.dirty and previous.manifest.get("index_dir")
+            )
+            if reuse and previous is not None:
+                index_dir = previous.manifest["index_dir"]
+                keep.add(index_dir)
+            else:
+                index_dir = f"index-{tag}"
+                segments.index.save(folder / index_dir)
+                written.append(index_dir)
+        reducer = rec._get_reducer()
+        reducer_dir = None
+        if reducer is not None:
+            if previous is not None and previous.manifest.get("reducer_dir"):
+                reducer_dir = previous.manifest["reducer_dir"]
+                keep.add(reducer_dir)
+            else:
+                reducer_dir = f"reducer-{tag}"
+                reducer.save(folder / reducer_dir)
+                written.append(reducer_dir)
+        transform = rec._transform_
+        transform_dir = None
+        if transform is not None:
+            if previous is not None and previous.manifest.get("transform_dir"):
+                transform_dir = previous.manifest["transform_dir"]
+                keep.add(transform_dir)
+            else:
+                transform_dir = f"transform-{tag}"
+                transform.save(folder / transform_dir)
+                written.append(transform_dir)
+        # checksums: reuse the old manifest's for files kept, hash what is new
+        old_files: dict[str, str] = previous.manifest.get("files", {}) if previous else {}
+        for name in sorted(keep):
+            for rel, digest in old_files.items():
+                if rel == name or rel.startswith(name + "/"):
+                    files[rel] = digest
+        for name in written:
+            target = folder / name
+            if target.is_dir():
+                for p in sorted(target.rglob("*")):
+                    if p.is_file():
+                        files[p.relative_to(folder).as_posix()] = P.sha256_file(p)
+            else:
+                files[name] = P.sha256_file(target)
+        image_root = rec.image_root_
         manifest = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
-            "library_version": _library_version(),
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "count": len(ids),
-            "dim": int(vectors.shape[1]) if vectors.ndim == 2 else 0,
-            "dtype": str(vectors.dtype),
-            "extractor": json_safe(dict(extractor), where="extractor config"),
-            "index": json_safe(dict(index), where="index config"),
-            **json_safe(dict(extra or {}), where="manifest extra"),
+            "library_version": __version__,
+            "catalog_uid": previous.uid if previous is not None else uuid.uuid4().hex,
+            "generation": gen,
+            "extractor": extractor_spec(rec._get_extractor()),
+            "index": INDEXES.to_spec(segments.index),
+            "dim": store.dim,
+            "storage": store.dtype.name,
+            "count": len(store),
+            "rows": store.n_rows,
+            "indexed_upto": segments.indexed_upto,
+            "fields": {name: col.kind for name, col in sorted(store.columns.items())},
+            "declared": dict(store.declared),
+            "image_root": None if image_root is None else _root_text(image_root, folder),
+            "reducer": None if reducer is None else reducer.get_config(),
+            "reducer_dir": reducer_dir,
+            "transform": None if transform is None else _transform_spec(transform),
+            "transform_dir": transform_dir,
+            "chunks": chunks,
+            "dead": dead_name,
+            "overrides": over_name,
+            "failed": failed_name,
+            "index_dir": index_dir,
             "files": files,
         }
-        write_text(tmp / MANIFEST, json.dumps(manifest, indent=2, ensure_ascii=False))
-        fsync_dir(tmp)
-        replace_dir(tmp, dest)
+        P.write_json_atomic(folder / MANIFEST, manifest)
+        P.fsync_dir(folder)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        for name in written:
+            target = folder / name
+            if target.is_dir():
+                shutil.rmtree(target, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    target.unlink()
         raise
-    return dest
+    _remove_unreferenced(folder, manifest, old if previous is None else previous.manifest)
+    segments.dirty = False
+    return SavedState(
+        path=folder,
+        uid=manifest["catalog_uid"],
+        generation=gen,
+        manifest=manifest,
+        saved_rows=store.n_rows,
+        dead_saved=len(dead),
+        overrides=overrides,
+    )
 
 
-def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Return a catalogue's parsed manifest after checking its format version."""
-    root = Path(path)
-    if not root.exists():
-        raise CatalogError(f"no catalogue at {str(root)!r}: the folder does not exist")
-    if not root.is_dir():
-        raise CatalogError(f"{str(root)!r} is a file, not a catalogue folder")
-    file = root / MANIFEST
-    if not file.is_file():
-        raise CatalogError(f"{str(root)!r} is not a visualsim catalogue: {MANIFEST} is missing")
+def _root_text(root: Path, folder: Path) -> str:
     try:
-        manifest = json.loads(file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CatalogError(f"{file} is corrupt (not valid JSON: {exc})") from exc
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise CatalogError(f"{file} is not a visualsim catalogue manifest")
-    version = manifest.get("format_version")
-    if not isinstance(version, int):
-        raise CatalogError(f"{file} has no valid format_version")
-    if version > FORMAT_VERSION:
-        raise FormatVersionError(
-            f"{str(root)!r} was written in catalogue format {version} by visualsim "
-            f"{manifest.get('library_version', '?')}; this visualsim ({_library_version()}) "
-            f"reads format {FORMAT_VERSION} and older. Upgrade visualsim to read it"
-        )
-    for key in ("count", "dim", "files", "extractor", "index"):
-        if key not in manifest:
-            raise CatalogError(f"{file} lacks the field {key!r}")
-    return manifest
+        return os.path.relpath(root.resolve(), folder.resolve()).replace(os.sep, "/")
+    except ValueError:
+        return str(root.resolve())
 
 
-def read_catalog(
-    path: str | os.PathLike[str], *, mmap: bool = False, verify: bool = True
-) -> CatalogData:
-    """Read and check a catalogue folder.
+def _transform_spec(transform: Any) -> dict[str, Any]:
+    cls = type(transform)
+    return {"class": f"{cls.__module__}:{cls.__qualname__}", "config": transform.get_config()}
 
-    Parameters
-    ----------
-    path
-        The catalogue folder.
-    mmap
-        Memory-map ``vectors.npy`` (read-only) instead of reading it.
-    verify
-        Check every file's SHA-256 against the manifest (reads every byte once).
 
-    Raises
-    ------
-    CatalogError
-        Naming the file and what is wrong: missing, tampered (checksum), wrong
-        shape, or inconsistent counts.
-    FormatVersionError
-        For a catalogue written by a newer format.
-    """
-    root = Path(path)
-    manifest = read_manifest(root)
-    files: dict[str, str] = manifest["files"]
-    for required in (VECTORS, IDS, METADATA):
-        if required not in files:
-            raise CatalogError(f"{root / MANIFEST} does not list {required}")
-    for rel, expected in files.items():
-        file = root / rel
-        if not file.is_file():
-            raise CatalogError(f"catalogue {str(root)!r} is incomplete: {rel} is missing")
-        if verify and sha256_file(file) != expected:
-            raise CatalogError(
-                f"{file} does not match its checksum in {MANIFEST}: the file was modified or "
-                "truncated after saving; restore it or rebuild the catalogue"
+def _referenced(manifest: Mapping[str, Any]) -> set[str]:
+    names: set[str] = set()
+    for c in manifest.get("chunks") or []:
+        if isinstance(c, Mapping):
+            names.update(str(c.get(k)) for k in ("vectors", "ids", "metadata", "sources"))
+    for key in ("dead", "overrides", "failed", "index_dir", "reducer_dir", "transform_dir"):
+        if manifest.get(key):
+            names.add(str(manifest[key]))
+    return names
+
+
+def _remove_unreferenced(
+    folder: Path, manifest: Mapping[str, Any], old: Mapping[str, Any] | None
+) -> None:
+    """Remove the files an earlier manifest listed (or our leftovers) that are no longer used."""
+    live = _referenced(manifest) | {MANIFEST}
+    candidates: set[str] = set()
+    if old is not None:
+        candidates |= {rel.split("/")[0] for rel in (old.get("files") or {})}
+        candidates |= _referenced(old)
+    for entry in folder.iterdir():
+        if entry.name.startswith(_OURS):
+            candidates.add(entry.name)  # leftovers of an interrupted save of ours
+    for name in sorted(candidates - live):
+        target = folder / name
+        if target.is_symlink() or not target.exists():
+            continue
+        if target.is_dir():
+            shutil.rmtree(target, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                target.unlink()
+
+
+# --------------------------------------------------------------------------- load
+
+
+def load_catalog(
+    cls: type[Recommender],
+    path: Path,
+    *,
+    index: Any = None,
+    extractor: Any = None,
+    mmap: bool = False,
+    verify: bool = True,
+) -> Recommender:
+    """Read the catalogue at ``path`` into a new ``cls`` (a Recommender class)."""
+    last: Exception | None = None
+    for _ in range(5):
+        try:
+            return _load(cls, path, index=index, extractor=extractor, mmap=mmap, verify=verify)
+        except _Vanished as exc:  # an overwrite removed a file under us: read the new one
+            last = exc
+    raise CatalogError(f"{path} kept changing while it was read; try again") from last
+
+
+class _Vanished(Exception):
+    pass
+
+
+def _load(
+    cls: type[Recommender],
+    path: Path,
+    *,
+    index: Any,
+    extractor: Any,
+    mmap: bool,
+    verify: bool,
+) -> Recommender:
+    from .extractors.base import extractor_from_config
+    from .indexes.base import load_index
+    from .search import Segments
+
+    ident = P.folder_identity(path) if hasattr(P, "folder_identity") else None
+    try:
+        manifest = P.read_manifest(path, tag=FORMAT, max_version=FORMAT_VERSION, verify=verify)
+    except CatalogError as exc:
+        if ident is not None and _changed(path, ident, exc):
+            raise _Vanished(str(exc)) from None
+        raise
+    where = str(path / MANIFEST)
+    try:
+        if manifest["format_version"] == 1:
+            manifest = _upgrade_v1(path, manifest)
+        layout = _check_layout(where, manifest)
+        dim, storage = layout["dim"], layout["storage"]
+        ext = extractor if extractor is not None else extractor_from_config(manifest["extractor"])
+        reducer = None
+        if manifest.get("reducer") is not None:
+            from .reduction import PCAReducer
+
+            rdir = P.safe_child(path, manifest.get("reducer_dir") or "reducer", kind="dir")
+            reducer = PCAReducer.load(rdir)
+        transform = _load_transform(path, manifest)
+        if transform is not None:
+            expected_in = int(getattr(transform, "n_features_in_", 0) or 0)
+        else:
+            expected_in = 0
+        expected = expected_in or (int(reducer.n_features_in_ or 0) if reducer is not None else dim)
+        if reducer is not None and transform is not None:
+            expected = int(reducer.n_features_in_ or 0)
+        if int(ext.dim) != expected:
+            raise DimensionMismatch(
+                f"extractor gives {ext.dim}-d vectors but {str(path)!r} was built from "
+                f"{expected}-d ones"
             )
-    count, dim = int(manifest["count"]), int(manifest["dim"])
-    try:
-        vectors = np.load(root / VECTORS, mmap_mode="r" if mmap else None, allow_pickle=False)
-    except (ValueError, OSError) as exc:
-        raise CatalogError(f"{root / VECTORS} cannot be read as a numpy array: {exc}") from exc
-    if vectors.ndim != 2 or vectors.shape != (count, dim):
-        raise CatalogError(
-            f"{root / VECTORS} has shape {vectors.shape}, but the manifest says ({count}, {dim})"
+        store = _read_store(path, manifest, layout, mmap=mmap)
+        rec = cls(ext, index if index is not None else None, reduce_dim=reducer, storage=storage)
+        rec._extractor_ = ext
+        rec._reducer_ = reducer
+        rec._transform_ = transform
+        root = manifest.get("image_root")
+        if isinstance(root, str):
+            rec.image_root = root if os.path.isabs(root) else str((path / root).resolve())
+        rec._store_ = store
+        if index is None:
+            spec = manifest["index"]
+            from .indexes.base import INDEXES
+
+            if not isinstance(spec, Mapping):
+                raise CatalogError(f"{where}: field 'index' must be an object")
+            backend = INDEXES.build(str(spec.get("name")), dict(spec.get("config") or {}))
+            segments = Segments(backend)
+            rec.index = str(spec.get("name")) if not segments.exact else backend
+            index_dir = manifest.get("index_dir")
+            if not segments.exact and manifest.get("catalog_uid") is None:
+                segments.rebuild(store)  # a 0.1 index maps caller ids, not rows: rebuild it
+            elif not segments.exact:
+                if not isinstance(index_dir, str):
+                    raise CatalogError(f"{where}: field 'index_dir' is missing")
+                loaded = load_index(P.safe_child(path, index_dir, kind="dir"), verify=False)
+                segments.index = loaded
+                _check_index(where, loaded, layout, segments)
+            if manifest.get("catalog_uid") is not None:
+                segments.indexed_upto = layout["indexed_upto"] if not segments.exact else 0
+            if segments.native:
+                segments.indexed_upto = store.n_rows
+        else:
+            from .recommender import _make_index
+
+            segments = Segments(_make_index(index))
+            segments.rebuild(store)
+        segments.dirty = index is not None
+        rec._segments_ = segments
+        failed_name = manifest.get("failed")
+        if isinstance(failed_name, str):
+            from .recommender import FailedInput
+
+            rows = P.read_json(P.safe_child(path, failed_name))
+            if isinstance(rows, list):
+                rec.failed_ = [
+                    FailedInput(r.get("id", ""), str(r.get("source")), str(r.get("reason")))
+                    for r in rows
+                    if isinstance(r, Mapping)
+                ]
+        if verify and index is None and not segments.exact and not segments.native:
+            _verify_index(where, store, segments)
+    except FileNotFoundError as exc:
+        if ident is not None and _changed(path, ident, exc):
+            raise _Vanished(str(exc)) from None
+        raise CatalogError(f"{path}: a file of the catalogue is missing ({exc})") from None
+    except CatalogError as exc:
+        if ident is not None and _changed(path, ident, exc):
+            raise _Vanished(str(exc)) from None
+        raise
+    rec._catalog_state = (
+        SavedState(
+            path=path,
+            uid=str(manifest.get("catalog_uid") or ""),
+            generation=int(manifest.get("generation") or 0),
+            manifest=manifest,
+            saved_rows=store.n_rows,
+            dead_saved=store.n_dead,
+            overrides=_overrides_of(path, manifest),
         )
-    if vectors.dtype not in (np.float32, np.float16):
-        raise CatalogError(f"{root / VECTORS} has dtype {vectors.dtype}; expected float32/float16")
+        if manifest.get("catalog_uid")
+        else None
+    )
+    return rec
+
+
+def _changed(path: Path, ident: Any, exc: Exception) -> bool:
+    """Whether the folder's manifest changed since reading began (a concurrent overwrite)."""
     try:
-        ids = json.loads((root / IDS).read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CatalogError(f"{root / IDS} is corrupt: {exc}") from exc
-    if not isinstance(ids, list) or len(ids) != count:
-        raise CatalogError(f"{root / IDS} must be a list of {count} ids")
-    if any(not isinstance(i, (str, int)) or isinstance(i, bool) for i in ids):
-        raise CatalogError(f"{root / IDS} holds an id that is neither a string nor an integer")
-    if len(set(ids)) != len(ids):
-        raise CatalogError(f"{root / IDS} holds duplicate ids")
-    metadata = read_jsonl(root / METADATA)
-    if len(metadata) != count:
-        raise CatalogError(f"{root / METADATA} has {len(metadata)} rows; expected {count}")
-    return CatalogData(manifest, vectors, ids, metadata, root / INDEX_DIR)
+        now = P.folder_identity(path)
+    except Exception:
+        return True
+    return bool(now != ident)
 
 
-def _library_version() -> str:
-    from . import __version__
+def _check_layout(where: str, manifest: Mapping[str, Any]) -> dict[str, Any]:
+    dim = P.field_int(where, "dim", manifest.get("dim"), minimum=1, maximum=1 << 16)
+    storage = manifest.get("storage", "float32")
+    if storage not in ("float32", "float16"):
+        raise CatalogError(f"{where}: field 'storage' must be float32 or float16, got {storage!r}")
+    rows = P.field_int(where, "rows", manifest.get("rows"), minimum=0)
+    count = P.field_int(where, "count", manifest.get("count"), minimum=0, maximum=rows or 0)
+    upto = P.field_int(
+        where, "indexed_upto", manifest.get("indexed_upto", 0), minimum=0, maximum=rows or 0
+    )
+    chunks = manifest.get("chunks")
+    if not isinstance(chunks, list) or len(chunks) > MAX_CHUNKS:
+        raise CatalogError(f"{where}: field 'chunks' must be a list (of at most {MAX_CHUNKS})")
+    expect = 0
+    for i, c in enumerate(chunks):
+        if not isinstance(c, Mapping):
+            raise CatalogError(f"{where}: chunks[{i}] must be an object")
+        start = P.field_int(where, f"chunks[{i}].start", c.get("start"), minimum=0)
+        stop = P.field_int(where, f"chunks[{i}].stop", c.get("stop"), minimum=0)
+        if start != expect or stop is None or start is None or stop <= start:
+            raise CatalogError(
+                f"{where}: chunks[{i}] covers rows {start}..{stop}, expected to start at {expect}"
+            )
+        for key in ("vectors", "ids", "metadata", "sources"):
+            if key in c and not isinstance(c[key], str):
+                raise CatalogError(f"{where}: chunks[{i}].{key} must be a file name")
+        expect = stop
+    if expect != rows:
+        raise CatalogError(f"{where}: the chunks hold {expect} rows but 'rows' says {rows}")
+    fields = manifest.get("fields") or {}
+    if not isinstance(fields, Mapping) or any(v not in KINDS for v in fields.values()):
+        raise CatalogError(f"{where}: field 'fields' must map names to one of {KINDS}")
+    declared = manifest.get("declared") or {}
+    if not isinstance(declared, Mapping) or any(v not in KINDS for v in declared.values()):
+        raise CatalogError(f"{where}: field 'declared' must map names to one of {KINDS}")
+    return {
+        "dim": dim,
+        "storage": storage,
+        "rows": rows,
+        "count": count,
+        "indexed_upto": upto,
+        "chunks": chunks,
+        "fields": dict(fields),
+        "declared": dict(declared),
+    }
 
-    return __version__
+
+def _read_store(
+    path: Path, manifest: Mapping[str, Any], layout: Mapping[str, Any], *, mmap: bool
+) -> Store:
+    where = str(path / MANIFEST)
+    dim, storage = layout["dim"], layout["storage"]
+    chunks = layout["chunks"]
+    vec_parts: list[np.ndarray] = []
+    ids: list[Id] = []
+    metas: list[dict[str, Any]] = []
+    sources: list[str | None] = []
+    hashes: list[str | None] = []
+    for c in chunks:
+        n = c["stop"] - c["start"]
+        vec_parts.append(
+            P.load_npy(
+                P.safe_child(path, c["vectors"]),
+                dtypes=(storage,),
+                shape=(n, dim),
+                mmap=mmap and len(chunks) == 1,
+                finite=True,
+            )
+        )
+        chunk_ids = P.read_json(P.safe_child(path, c["ids"]))
+        if not isinstance(chunk_ids, list) or len(chunk_ids) != n:
+            raise CatalogError(f"{path / c['ids']}: expected a list of {n} ids")
+        ids.extend(check_ids(chunk_ids, unique=False))
+        rows = P.read_jsonl(P.safe_child(path, c["metadata"]))
+        if len(rows) != n:
+            raise CatalogError(f"{path / c['metadata']}: expected {n} lines, found {len(rows)}")
+        metas.extend(rows)
+        if c.get("sources"):
+            src = P.read_json(P.safe_child(path, c["sources"]))
+            s_list = src.get("sources") if isinstance(src, Mapping) else None
+            h_list = src.get("sha256") if isinstance(src, Mapping) else None
+            if (
+                not isinstance(s_list, list)
+                or not isinstance(h_list, list)
+                or not (len(s_list) == len(h_list) == n)
+            ):
+                raise CatalogError(f"{path / c['sources']}: expected {n} sources and hashes")
+            if any(s is not None and not isinstance(s, str) for s in s_list + h_list):
+                raise CatalogError(f"{path / c['sources']}: sources must be strings or null")
+            sources.extend(s_list)
+            hashes.extend(h_list)
+        else:
+            sources.extend([None] * n)
+            hashes.extend([None] * n)
+    for row, meta in _overrides_of(path, manifest).items():
+        if row >= len(metas):
+            raise CatalogError(f"{where}: an override names row {row}, past the last row")
+        metas[row] = meta
+    dead = np.zeros(0, np.int64)
+    if manifest.get("dead"):
+        dead = P.load_npy(P.safe_child(path, manifest["dead"]), dtypes=("int64",), shape=(None,))
+        if len(dead) and (dead.min() < 0 or dead.max() >= layout["rows"]):
+            raise CatalogError(f"{path / manifest['dead']}: rows out of range")
+    store = Store(dim, storage)
+    store.declared = dict(layout["declared"])
+    if len(vec_parts) == 1:
+        store.vectors = _Grow.of(vec_parts[0]) if not mmap else _wrap(vec_parts[0])
+    elif vec_parts:
+        store.vectors = _Grow.of(np.concatenate(vec_parts))
+    alive = np.ones(layout["rows"], dtype=bool)
+    alive[dead] = False
+    store.alive = _Grow.of(alive, fill=False)
+    store.ids = ids
+    store.rows = {}
+    for r in np.flatnonzero(alive).tolist():
+        item_id = ids[r]
+        if item_id in store.rows:
+            raise CatalogError(f"{where}: id {item_id!r} is stored twice among live rows")
+        store.rows[item_id] = r
+    store.n_dead = int((~alive).sum())
+    if len(store.rows) != layout["count"]:
+        raise CatalogError(
+            f"{where}: 'count' says {layout['count']} items but {len(store.rows)} rows are live"
+        )
+    store.sources, store.hashes = sources, hashes
+    # typed columns: the saved kinds are declared so numbers stay numbers
+    saved_declared = store.declared
+    store.declared = {**layout["fields"], **saved_declared}
+    try:
+        store._set_column_values(0, metas)
+    except Exception as exc:
+        raise CatalogError(f"{where}: stored metadata does not fit its fields: {exc}") from None
+    store.declared = saved_declared
+    return store
+
+
+def _wrap(array: np.ndarray) -> _Grow:
+    out = _Grow(array.dtype, array.shape[1])
+    out._buf = array  # a read-only memory map: the first append copies it into memory
+    out.n = len(array)
+    return out
+
+
+def _overrides_of(path: Path, manifest: Mapping[str, Any]) -> dict[int, dict[str, Any]]:
+    name = manifest.get("overrides")
+    if not name:
+        return {}
+    out: dict[int, dict[str, Any]] = {}
+    for line in P.read_jsonl(P.safe_child(path, name)):
+        row, meta = line.get("row"), line.get("metadata")
+        if (
+            isinstance(row, bool)
+            or not isinstance(row, int)
+            or row < 0
+            or not isinstance(meta, dict)
+        ):
+            raise CatalogError(f"{path / name}: each line needs a row number and a metadata object")
+        out[row] = meta
+    return out
+
+
+def _load_transform(path: Path, manifest: Mapping[str, Any]) -> Any:
+    spec = manifest.get("transform")
+    if spec is None:
+        return None
+    from .registry import Registry  # noqa: F401 - keeps the import light
+
+    if not isinstance(spec, Mapping) or not isinstance(spec.get("class"), str):
+        raise CatalogError(f"{path / MANIFEST}: field 'transform' must name a class")
+    module, _, name = spec["class"].partition(":")
+    if not module.startswith("visualsim."):
+        raise CatalogError(
+            f"{path / MANIFEST}: transform class {spec['class']!r} is not one of visualsim's"
+        )
+    import importlib
+
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as exc:
+        raise CatalogError(f"{path / MANIFEST}: unknown transform {spec['class']!r}") from exc
+    tdir = P.safe_child(path, manifest.get("transform_dir") or "transform", kind="dir")
+    return cls.load(tdir)
+
+
+def _check_index(where: str, index: Any, layout: Mapping[str, Any], segments: Any) -> None:
+    upto = layout["indexed_upto"]
+    if segments.native:
+        return
+    n = len(index)
+    next_label = getattr(getattr(index, "_ids", None), "next_label", n)
+    if n != upto or next_label != upto:
+        raise CatalogError(
+            f"{where}: the index holds {n} vectors (next label {next_label}) but the "
+            f"catalogue says {upto} rows are indexed; the index does not match"
+        )
+    ids = index.ids
+    if ids != list(range(upto)):
+        raise CatalogError(f"{where}: the index's ids are not the catalogue's rows 0..{upto - 1}")
+
+
+def _verify_index(where: str, store: Store, segments: Any) -> None:
+    """Check that the index finds stored vectors where they are (a sample)."""
+    upto = segments.indexed_upto
+    live = np.flatnonzero(store.alive.view[:upto])
+    if not len(live):
+        return
+    sample = live[np.linspace(0, len(live) - 1, num=min(16, len(live))).astype(int)]
+    q = store.vectors_f32(sample)
+    norms = np.linalg.norm(q, axis=1, keepdims=True)
+    q = (q / np.where(norms == 0, 1, norms)).astype(np.float32)
+    scores, labels = segments.index.search_labels(q, 1)
+    self_scores = np.einsum("ij,ij->i", q, q)
+    ok = (labels[:, 0] == sample) | (scores[:, 0] >= self_scores - 1e-3)
+    if ok.mean() < 0.75:
+        raise CatalogError(
+            f"{where}: the index does not find the stored vectors where the catalogue "
+            "says they are; it belongs to other vectors (rebuild with index=...)"
+        )
+
+
+def _upgrade_v1(path: Path, manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """Describe a version-1 catalogue (one chunk, index/ folder) in version-2 terms."""
+    where = str(path / MANIFEST)
+    count = P.field_int(where, "count", manifest.get("count"), minimum=0)
+    out = dict(manifest)
+    out.update(
+        {
+            "rows": count,
+            "indexed_upto": count,
+            "chunks": [
+                {
+                    "start": 0,
+                    "stop": count,
+                    "vectors": "vectors.npy",
+                    "ids": "ids.json",
+                    "metadata": "metadata.jsonl",
+                }
+            ]
+            if count
+            else [],
+            "dead": None,
+            "overrides": None,
+            "failed": None,
+            "index_dir": "index",
+            "reducer_dir": "reducer" if manifest.get("reducer") else None,
+            "storage": manifest.get("storage", manifest.get("dtype", "float32")),
+            "catalog_uid": None,
+        }
+    )
+    return out
 
 
 __all__ = [
+    "FORMAT",
     "FORMAT_VERSION",
-    "CatalogData",
+    "MANIFEST",
     "json_safe",
-    "read_catalog",
+    "load_catalog",
     "read_manifest",
-    "write_catalog",
+    "save_catalog",
 ]

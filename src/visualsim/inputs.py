@@ -33,6 +33,7 @@ def iter_entries(
     *,
     start: int = 0,
     taken: Container[Id] = frozenset(),
+    add_path: bool = True,
 ) -> Iterator[Entry]:
     """Yield an :class:`Entry` per input, lazily.
 
@@ -47,6 +48,9 @@ def iter_entries(
         Default ids of non-path inputs are ``start + position``.
     taken
         Ids already in use (e.g. in the catalogue being added to).
+    add_path
+        Add a path input's absolute path to its metadata as ``"path"`` (the
+        catalogue keeps paths apart from metadata and passes ``False``).
 
     Notes
     -----
@@ -86,7 +90,7 @@ def iter_entries(
                 f"metadata of input {position} must be a dict, got {type(meta).__name__}"
             )
         meta = dict(meta or {})
-        if isinstance(image, (str, os.PathLike)) and "path" not in meta:
+        if add_path and isinstance(image, (str, os.PathLike)) and "path" not in meta:
             meta["path"] = os.path.abspath(os.fspath(image))
         yield Entry(item_id, image, meta)
     for name, rest in (("ids", id_iter), ("metadata", meta_iter)):

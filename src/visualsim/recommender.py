@@ -1,35 +1,45 @@
-"""The front door: ``Recommender(extractor, index).fit(images).query(image)``."""
+"""The front door: ``Recommender(extractor, index).fit(images).query(image)``.
+
+A thin facade. The :class:`~visualsim.store.Store` owns ids, rows, vectors,
+typed metadata columns and tombstones; :class:`~visualsim.search.Segments`
+owns the index and query planning; :mod:`visualsim.catalog` owns the folder
+on disk. This class turns images into vectors (through the extractor and an
+optional reducer) and holds the one read/write lock that makes it safe for
+many threads to query while one writes.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import itertools
 import logging
-import math
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any, Literal
 
 import numpy as np
 
-from .catalog import read_catalog, write_catalog
 from .errors import (
-    CatalogError,
     ConfigError,
     DimensionMismatch,
-    DuplicateIdError,
     InvalidVectorsError,
     NotFittedError,
     UnknownIdError,
 )
+from .filters import Expr, FilterError, to_expr
 from .ids import Id, check_ids
+from .indexes.base import ReadWriteLock
 from .inputs import Entry, iter_entries
+from .search import Segments
+from .store import Store
 
 logger = logging.getLogger(__name__)
 
-Where = Mapping[str, Any] | Callable[[Mapping[str, Any]], bool]
+Where = str | Mapping[str, Any] | Callable[[Mapping[str, Any]], bool] | Expr
+"""A filter: filter-language text, a ``{field: value}`` dict, a parsed tree, or a function."""
 
 
 @dataclass(frozen=True)
@@ -45,13 +55,17 @@ class Recommendation:
     rank
         1 for the best match.
     metadata
-        The item's stored metadata (read-only).
+        A copy of the item's stored metadata (a plain, JSON-safe dict).
+    source
+        Where the item's image is (a path on this machine), if it was added
+        from a path; never included in :meth:`to_dict`.
     """
 
     id: Id
     score: float
     rank: int
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    source: str | None = field(default=None, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-safe dict (for ``--json`` output and web services)."""
@@ -89,26 +103,39 @@ class Recommender:
     ----------
     extractor
         Images → unit vectors. Default :class:`~visualsim.ResNet50Extractor`
-        with ImageNet weights (downloaded by Keras on first use).
+        with ImageNet weights (downloaded by Keras on first use; offline, use
+        :class:`~visualsim.SqueezeNetExtractor`).
     index
         Nearest-neighbour search over the vectors: an index object or a name
         for :func:`~visualsim.make_index` (``"flat"``, ``"ivf"``, ``"hnsw"``,
-        ``"ivfpq"``, ``"sklearn"``). Default an exact :class:`~visualsim.FlatIndex`.
+        ``"ivfpq"``, ``"sklearn"``). Default exact ``"flat"``.
     reduce_dim
         Store and search ``reduce_dim``-dimensional vectors: a
         :class:`~visualsim.reduction.PCAReducer` (or the one given) is fitted
         on the first vectors added (up to its ``sample_size``), saved in the
-        catalogue, and applied to every later vector and query. 2048 → 256 is
-        8x less memory for a small recall cost (``docs/scale-one-machine.md``).
+        catalogue, and applied to every later vector and query.
     storage
-        ``"float32"`` (default) or ``"float16"``: the dtype of the stored copy
-        of the vectors (half the memory and disk); the index itself is fed
-        float32.
+        ``"float32"`` (default) or ``"float16"``: the dtype of the stored vectors.
+    image_root
+        Folder that image paths are stored relative to (so a catalogue can
+        move with its images, and results never show a server's paths).
+    dtypes
+        Declared metadata field kinds, e.g. ``{"price": "float", "sku": "str"}``;
+        other fields are inferred from their values.
 
     Attributes
     ----------
     failed_
-        Inputs of the last ``fit``/``add`` that could not be read, with reasons.
+        Inputs of the last ``fit``/``add``/``upsert`` that could not be read, with reasons.
+
+    Notes
+    -----
+    Thread safety: any number of threads may query while others add, upsert,
+    update or remove. Each call sees the catalogue as it was before or after
+    each write, never in between: a query never fails because of a concurrent
+    write and never returns an item removed before it started. Writes wait
+    for running queries' searches (not their image extraction) and are short
+    (appends and tombstones); :meth:`compact` holds queries for its duration.
 
     Examples
     --------
@@ -117,9 +144,12 @@ class Recommender:
     >>> red, blue = np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8, 3), np.uint8)
     >>> red[..., 0] = 230; blue[..., 2] = 230
     >>> rec = Recommender(ColorHistogramExtractor(), "flat")
-    >>> rec = rec.fit([red, blue], ids=["red", "blue"], progress=False)
+    >>> rec = rec.fit([red, blue], ids=["red", "blue"], metadata=[{"price": 5}, {"price": 9}],
+    ...               progress=False)
     >>> rec.query(red, k=1)[0].id
     'red'
+    >>> [r.id for r in rec.query(red, where="price > 6")]
+    ['blue']
     """
 
     def __init__(
@@ -129,6 +159,8 @@ class Recommender:
         *,
         reduce_dim: int | Any | None = None,
         storage: str = "float32",
+        image_root: str | os.PathLike[str] | None = None,
+        dtypes: Mapping[str, str] | None = None,
     ) -> None:
         from .reduction import STORAGE_DTYPES
 
@@ -138,18 +170,22 @@ class Recommender:
         self.index = index
         self.reduce_dim = reduce_dim
         self.storage = storage
+        self.image_root = image_root
+        self.dtypes = dict(dtypes or {})
         self.failed_: list[FailedInput] = []
+        self._lock = ReadWriteLock()
+        self._extractor_: Any = None
+        self._reducer_: Any = None
+        self._transform_: Any = None
         self._reset()
 
     # -- construction -----------------------------------------------------------------
     def _reset(self) -> None:
-        self._extractor_: Any = None
-        self._index_: Any = None
-        self._reducer_: Any = None
-        self._vectors = np.zeros((0, 0), dtype=self.storage)
-        self._ids: list[Id] = []
-        self._rows: dict[Id, int] = {}
-        self._metadata: list[dict[str, Any]] = []
+        self._store_: Store | None = None
+        self._segments_: Segments | None = None
+        self._reducer_ = None
+        self._version = 0
+        self._catalog_state: Any = None  # what catalog.py knows of the folder we came from
 
     def _get_extractor(self) -> Any:
         if self._extractor_ is None:
@@ -178,30 +214,39 @@ class Recommender:
         return self._reducer_
 
     def _project(self, vectors: np.ndarray, *, fit: bool = False) -> np.ndarray:
-        """Map extractor vectors to the stored space (PCA-reduced when asked)."""
+        """Map extractor vectors to the stored space (reduced, then transformed)."""
         reducer = self._get_reducer()
-        if reducer is None or not len(vectors):
-            return vectors
-        if vectors.shape[1] != reducer.n_features_in_ and reducer.is_fitted:
-            raise DimensionMismatch(
-                f"vectors have dimension {vectors.shape[1]}; the reducer takes "
-                f"{reducer.n_features_in_}"
-            )
-        if not reducer.is_fitted:
-            if not fit:
-                raise NotFittedError("the catalogue is empty: call fit() or add() first")
-            reducer.fit(vectors)
-            logger.info(
-                "PCA to %d dims keeps %.1f%% of the variance",
-                reducer.dim,
-                100 * float(np.sum(reducer.explained_variance_ratio_)),
-            )
-        return np.asarray(reducer.transform(vectors), dtype=np.float32)
+        if reducer is not None and len(vectors):
+            if vectors.shape[1] != reducer.n_features_in_ and reducer.is_fitted:
+                raise DimensionMismatch(
+                    f"vectors have dimension {vectors.shape[1]}; the reducer takes "
+                    f"{reducer.n_features_in_}"
+                )
+            if not reducer.is_fitted:
+                if not fit:
+                    raise NotFittedError("the catalogue is empty: call fit() or add() first")
+                reducer.fit(vectors)
+                logger.info(
+                    "PCA to %d dims keeps %.1f%% of the variance",
+                    reducer.dim,
+                    100 * float(np.sum(reducer.explained_variance_ratio_)),
+                )
+            vectors = np.asarray(reducer.transform(vectors), dtype=np.float32)
+        if self._transform_ is not None and len(vectors):
+            vectors = np.asarray(self._transform_.transform(vectors), dtype=np.float32)
+        return vectors
 
-    def _get_index(self) -> Any:
-        if self._index_ is None:
-            self._index_ = _make_index(self.index)
-        return self._index_
+    def _new_segments(self) -> Segments:
+        return Segments(_make_index(self.index))
+
+    def _get_store(self, dim: int) -> Store:
+        if self._store_ is None:
+            self._store_ = Store(dim, self.storage)
+            if self.dtypes:
+                self._store_.declare(self.dtypes)
+        if self._segments_ is None:
+            self._segments_ = self._new_segments()
+        return self._store_
 
     @property
     def extractor_(self) -> Any:
@@ -210,8 +255,8 @@ class Recommender:
 
     @property
     def index_(self) -> Any:
-        """The index in use, holding every stored vector."""
-        return self._get_index()
+        """A read-only view answering ``search(queries, k) -> (scores, ids)`` over live items."""
+        return _LiveView(self)
 
     @property
     def reducer_(self) -> Any:
@@ -219,68 +264,125 @@ class Recommender:
         return self._get_reducer()
 
     @property
+    def transform_(self) -> Any:
+        """The learned transform applied after the reducer (see ``adapt``), or ``None``."""
+        return self._transform_
+
+    @property
+    def image_root_(self) -> Path | None:
+        """The folder image paths are stored relative to, or ``None``."""
+        return None if self.image_root is None else Path(self.image_root)
+
+    @property
     def dim(self) -> int:
         """Length of the stored vectors (``reduce_dim`` when reducing)."""
+        if self._store_ is not None:
+            return self._store_.dim
+        if self._transform_ is not None:
+            return int(self._transform_.dim)
         if self.reduce_dim is not None:
             return int(self._get_reducer().dim)
         return int(self._get_extractor().dim)
 
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[Store]:
+        with self._lock.read():
+            store = self._store_
+            if store is None or not len(store):
+                raise NotFittedError("the catalogue is empty: call fit() or add() first")
+            yield store
+
     @property
     def embeddings_(self) -> np.ndarray:
-        """The stored vectors as ``(n, dim)`` float32, aligned with :attr:`ids_` (read-only).
-
-        A view of the stored array (a float32 copy when ``storage="float16"``).
-        """
-        view = self._vectors.view() if self._vectors.dtype == np.float32 else self._float32()
-        view.flags.writeable = False
-        return view
-
-    def _float32(self, rows: Any = slice(None)) -> np.ndarray:
-        return np.ascontiguousarray(self._vectors[rows], dtype=np.float32)
+        """The live items' vectors, ``(n, dim)`` float32, aligned with :attr:`ids_` (read-only)."""
+        with self._lock.read():
+            if self._store_ is None:
+                return np.zeros((0, self.dim if self.extractor is not None else 0), np.float32)
+            store = self._store_
+            if not store.n_dead and store.dtype == np.float32:
+                out = store.vectors.view.view()  # no copy (a memory map stays one)
+            else:
+                out = np.array(store.vectors_f32(store.live_rows()), dtype=np.float32)
+        out.flags.writeable = False
+        return out
 
     @property
     def ids_(self) -> list[Id]:
         """The stored ids, in insertion order (a copy)."""
-        return list(self._ids)
+        with self._lock.read():
+            return [] if self._store_ is None else self._store_.live_ids()
 
     @property
-    def metadata_(self) -> list[Mapping[str, Any]]:
-        """Each stored item's metadata, aligned with :attr:`ids_` (read-only views)."""
-        return [MappingProxyType(m) for m in self._metadata]
+    def metadata_(self) -> list[dict[str, Any]]:
+        """Each stored item's metadata, aligned with :attr:`ids_` (copies)."""
+        with self._lock.read():
+            store = self._store_
+            if store is None:
+                return []
+            return list(store.iter_metadata(store.live_rows()))
+
+    @property
+    def fields_(self) -> dict[str, str]:
+        """Metadata field -> kind (``"str"``, ``"int"``, ``"float"``, ``"bool"``, ``"json"``)."""
+        with self._lock.read():
+            return {} if self._store_ is None else self._store_.fields
 
     def __len__(self) -> int:
-        return len(self._ids)
+        return 0 if self._store_ is None else len(self._store_)
 
     def __contains__(self, item_id: object) -> bool:
-        return item_id in self._rows
+        return self._store_ is not None and item_id in self._store_
 
     def __repr__(self) -> str:
         ext = self._extractor_ if self._extractor_ is not None else self.extractor
-        idx = self._index_ if self._index_ is not None else self.index
         ext_name = getattr(ext, "name", None) or (ext if isinstance(ext, str) else "resnet50")
+        idx = self.index
         idx_name = getattr(idx, "name", None) or (idx if isinstance(idx, str) else "flat")
-        dim = self._vectors.shape[1] if len(self) else "?"
+        dim = self._store_.dim if self._store_ is not None and len(self) else "?"
         failed = f", failed={len(self.failed_)}" if self.failed_ else ""
         return (
             f"Recommender(extractor={ext_name}, index={idx_name}, items={len(self)}, "
             f"dim={dim}{failed})"
         )
 
-    def metadata_of(self, item_id: Id) -> Mapping[str, Any]:
-        """Return one item's metadata (read-only)."""
-        return MappingProxyType(self._metadata[self._row(item_id)])
+    def metadata_of(self, item_id: Id) -> dict[str, Any]:
+        """Return one item's metadata (a plain dict copy)."""
+        with self._lock.read():
+            store = self._need_store()
+            return store.metadata(store.row_of(item_id))
 
     def vector_of(self, item_id: Id) -> np.ndarray:
-        """Return one item's stored vector (a copy)."""
-        return np.array(self._float32(self._row(item_id)))
+        """Return one item's stored vector (a float32 copy)."""
+        with self._lock.read():
+            store = self._need_store()
+            row = store.row_of(item_id)
+            return np.array(store.vectors_f32(slice(row, row + 1))[0], dtype=np.float32)
 
-    def _row(self, item_id: Id) -> int:
-        try:
-            return self._rows[item_id]
-        except (KeyError, TypeError):
-            raise UnknownIdError(f"id {item_id!r} is not in the catalogue") from None
+    def source_of(self, item_id: Id) -> str | None:
+        """Return the item's image path as stored (relative to ``image_root_`` when inside it)."""
+        with self._lock.read():
+            store = self._need_store()
+            return store.sources[store.row_of(item_id)]
 
-    # -- fit / add / remove -----------------------------------------------------------
+    def source_hash_of(self, item_id: Id) -> str | None:
+        """Return the SHA-256 of the image file or bytes the item was made from, if known."""
+        with self._lock.read():
+            store = self._need_store()
+            return store.hashes[store.row_of(item_id)]
+
+    def resolve_source(self, source: str | None) -> str | None:
+        """Return a stored source as a path on this machine (joined to the image root)."""
+        if source is None:
+            return None
+        root = self.image_root_
+        return source if root is None or os.path.isabs(source) else str(root / source)
+
+    def _need_store(self) -> Store:
+        if self._store_ is None:
+            raise UnknownIdError("the catalogue is empty")
+        return self._store_
+
+    # -- fit / add / upsert / remove ----------------------------------------------------
     def fit(
         self,
         images: Iterable[Any],
@@ -304,9 +406,8 @@ class Recommender:
             Ids aligned with ``images``. Default: the item's own id, else the
             path for path inputs, else the running position.
         metadata
-            Dicts aligned with ``images`` (JSON-safe values; used by ``where``).
-            For path inputs the absolute path is added as ``"path"`` unless
-            present, so plots and the command line can show the picture.
+            Dicts aligned with ``images``: strings, numbers, booleans (typed
+            columns used by ``where``), or JSON lists/dicts.
         batch_size
             Images per model call; default the extractor's.
         on_error
@@ -323,7 +424,9 @@ class Recommender:
         Recommender
             ``self``, fitted.
         """
-        self._reset()
+        with self._lock.write():
+            self._reset()
+            self._version += 1
         self.failed_ = []
         return self.add(
             images,
@@ -350,6 +453,8 @@ class Recommender:
 
         Nothing is stored until every input has been read, so a failure
         (``on_error="raise"``, a duplicate id) leaves the catalogue unchanged.
+        Adding costs the extraction of the new images and an append: the
+        stored catalogue is never copied or re-indexed.
 
         Parameters
         ----------
@@ -357,11 +462,67 @@ class Recommender:
             Write vectors to this folder batch by batch. If the run is
             interrupted, calling ``fit``/``add`` again with the same inputs (in
             the same order) and the same folder skips every input already
-            done. The folder is deleted once the vectors are stored.
+            done. The files visualsim wrote there are removed once the
+            vectors are stored (nothing else in the folder is touched).
         """
+        vectors, new_ids, new_meta, sources, hashes = self._extract(
+            images, ids, metadata, batch_size, on_error, progress, checkpoint_dir, upsert=False
+        )
+        self._write_rows(vectors, new_ids, new_meta, sources, hashes, replace=False)
+        self._log_failed(len(new_ids))
+        return self
+
+    def upsert(
+        self,
+        images: Iterable[Any],
+        ids: Iterable[Any] | None = None,
+        metadata: Iterable[Mapping[str, Any] | None] | None = None,
+        *,
+        batch_size: int | None = None,
+        on_error: Literal["skip", "raise"] = "skip",
+        progress: bool = True,
+    ) -> Recommender:
+        """Add new items and replace existing ones (image, vector and metadata); return ``self``.
+
+        An id already in the catalogue gets the new image's vector and the
+        new metadata; other ids are added. Inputs that cannot be read leave
+        their existing item as it was (and are listed in :attr:`failed_`).
+        """
+        vectors, new_ids, new_meta, sources, hashes = self._extract(
+            images, ids, metadata, batch_size, on_error, progress, None, upsert=True
+        )
+        self._write_rows(vectors, new_ids, new_meta, sources, hashes, replace=True)
+        self._log_failed(len(new_ids))
+        return self
+
+    def _log_failed(self, n_ok: int) -> None:
+        if self.failed_:
+            logger.warning(
+                "%d of %d inputs could not be read and were skipped (see .failed_)",
+                len(self.failed_),
+                len(self.failed_) + n_ok,
+            )
+
+    def _extract(
+        self,
+        images: Iterable[Any],
+        ids: Iterable[Any] | None,
+        metadata: Iterable[Mapping[str, Any] | None] | None,
+        batch_size: int | None,
+        on_error: Literal["skip", "raise"],
+        progress: bool,
+        checkpoint_dir: str | os.PathLike[str] | None,
+        *,
+        upsert: bool,
+    ) -> tuple[np.ndarray, list[Id], list[dict[str, Any]], list[str | None], list[str | None]]:
         extractor = self._get_extractor()
-        entries: Iterable[Entry] = iter_entries(
-            images, ids, metadata, start=len(self._ids), taken=self._rows
+        taken: Any = frozenset() if upsert or self._store_ is None else self._store_.rows
+        start = 0 if self._store_ is None else self._store_.n_rows
+        sources: dict[Id, str | None] = {}
+        hashes: dict[Id, str] = {}
+        entries: Iterable[Entry] = self._tracked(
+            iter_entries(images, ids, metadata, start=start, taken=taken, add_path=False),
+            sources,
         )
         total = len(images) if hasattr(images, "__len__") else None  # type: ignore[arg-type]
         checkpoint = None
@@ -376,14 +537,14 @@ class Recommender:
                 )
                 entries = itertools.islice(entries, checkpoint.consumed, None)
                 total = None if total is None else max(0, total - checkpoint.consumed)
-        vectors: list[np.ndarray] = []
+        chunks: list[np.ndarray] = []
         new_ids: list[Id] = []
         new_meta: list[dict[str, Any]] = []
         failed: list[FailedInput] = []
         for batch in extractor.iter_batches(
             entries,
             batch_size=batch_size,
-            image_of=lambda e: e.image,
+            image_of=lambda e: _hashing_image(e, hashes),
             on_error=on_error,
             progress=progress,
             total=total,
@@ -398,28 +559,47 @@ class Recommender:
                     len(batch.items) + len(batch.failed),
                 )
             else:
-                vectors.append(batch.vectors)
+                chunks.append(batch.vectors)
                 new_ids.extend(e.id for e in batch.items)
                 new_meta.extend(e.metadata for e in batch.items)
             failed.extend(batch_failed)
         if checkpoint is not None:
             stacked, new_ids, new_meta, failed_rows = checkpoint.read(extractor.dim)
             failed = [FailedInput(**row) for row in failed_rows]
-        elif vectors:
-            stacked = np.concatenate(vectors)
+        elif chunks:
+            stacked = np.concatenate(chunks)
         else:
             stacked = np.zeros((0, extractor.dim), dtype=np.float32)
-        self._store(self._project(stacked, fit=True), new_ids, new_meta)
+        projected = self._project(stacked, fit=True)
         self.failed_ = failed
         if checkpoint is not None:
             checkpoint.clear()
-        if failed:
-            logger.warning(
-                "%d of %d inputs could not be read and were skipped (see .failed_)",
-                len(failed),
-                len(failed) + len(new_ids),
+        return (
+            projected,
+            new_ids,
+            new_meta,
+            [self._relative(sources.get(i)) for i in new_ids],
+            [hashes.get(i) for i in new_ids],
+        )
+
+    @staticmethod
+    def _tracked(entries: Iterable[Entry], sources: dict[Id, str | None]) -> Iterator[Entry]:
+        for e in entries:
+            image = e.image
+            sources[e.id] = (
+                os.path.abspath(os.fspath(image)) if isinstance(image, (str, os.PathLike)) else None
             )
-        return self
+            yield e
+
+    def _relative(self, source: str | None) -> str | None:
+        root = self.image_root_
+        if source is None or root is None:
+            return source
+        try:
+            rel = Path(source).resolve().relative_to(root.resolve())
+        except (ValueError, OSError):
+            return source
+        return rel.as_posix()
 
     def add_vectors(
         self,
@@ -432,20 +612,370 @@ class Recommender:
         Use it for vectors extracted elsewhere, e.g. on a Ray cluster. They
         are L2-normalised, and reduced when the recommender reduces.
         """
-        x = np.asarray(vectors, dtype=np.float32)
-        if x.ndim != 2:
-            raise InvalidVectorsError(f"vectors must be 2-d (n, dim), got shape {x.shape}")
-        meta = [dict(m or {}) for m in (metadata if metadata is not None else [None] * len(x))]
-        checked = check_ids(ids, unique=False)
+        x, checked, meta = self._check_vectors(vectors, ids, metadata)
+        self._write_rows(x, checked, meta, None, None, replace=False)
+        return self
+
+    def upsert_vectors(
+        self,
+        vectors: np.ndarray,
+        ids: Sequence[Any],
+        metadata: Sequence[Mapping[str, Any] | None] | None = None,
+    ) -> Recommender:
+        """Add or replace items from precomputed vectors; return ``self``."""
+        x, checked, meta = self._check_vectors(vectors, ids, metadata)
+        self._write_rows(x, checked, meta, None, None, replace=True)
+        return self
+
+    def _check_vectors(
+        self,
+        vectors: np.ndarray,
+        ids: Sequence[Any],
+        metadata: Sequence[Mapping[str, Any] | None] | None,
+    ) -> tuple[np.ndarray, list[Id], list[dict[str, Any]]]:
+        from .indexes.base import check_vectors
+
+        if isinstance(ids, (str, bytes)):
+            raise InvalidVectorsError(
+                f"ids must be a list of ids, got the single string {ids!r}; pass [{ids!r}]"
+            )
+        checked = check_ids(ids, unique=True)
+        arr = np.asarray(vectors)
+        if arr.ndim != 2:
+            raise InvalidVectorsError(f"vectors must be 2-d (n, dim), got shape {arr.shape}")
+        x = check_vectors(arr, name="vectors") if len(arr) else arr.astype(np.float32)
+        meta_in = metadata if metadata is not None else [None] * len(x)
+        meta = []
+        for position, m in enumerate(meta_in):
+            if m is not None and not isinstance(m, Mapping):
+                raise ConfigError(
+                    f"metadata of item {position} must be a dict, got {type(m).__name__}"
+                )
+            meta.append(dict(m or {}))
         if not (len(checked) == len(meta) == len(x)):
             raise ConfigError(
                 f"{len(x)} vectors, {len(checked)} ids and {len(meta)} metadata rows do not align"
             )
-        from .extractors.base import l2_normalize
+        return (self._project(x, fit=True) if len(x) else x), checked, meta
 
-        self._store(self._project(l2_normalize(x), fit=True) if len(x) else x, checked, meta)
+    def _write_rows(
+        self,
+        vectors: np.ndarray,
+        ids: list[Id],
+        metadata: list[dict[str, Any]],
+        sources: list[str | None] | None,
+        hashes: list[str | None] | None,
+        *,
+        replace: bool,
+    ) -> None:
+        if not ids:
+            return
+        with self._lock.write():
+            expected = self._store_.dim if self._store_ is not None else self.dim
+            if vectors.shape[1] != expected:
+                raise DimensionMismatch(
+                    f"vectors have dimension {vectors.shape[1]}, but the catalogue stores "
+                    f"{expected}-d vectors (from its extractor); use the same extractor"
+                )
+            store = self._get_store(int(vectors.shape[1]))
+            if vectors.shape[1] != store.dim:
+                raise DimensionMismatch(
+                    f"vectors have dimension {vectors.shape[1]}, but the catalogue stores "
+                    f"{store.dim}"
+                )
+            segments = self._segments_
+            assert segments is not None
+            old = [i for i in ids if i in store] if replace else []
+            if old:
+                # validate the new rows first: a bad value must leave the old items in place
+                probe = Store(store.dim, store.dtype.name)
+                probe.declared = dict(store.declared)
+                probe.append(vectors[:0], [], [])
+                for m in metadata:
+                    for k, v in m.items():
+                        probe._coerce(k, v)
+                rows_old = store.kill(old)
+                segments.removed(store, rows_old, old)
+            rows = store.append(vectors, ids, metadata, sources, hashes)
+            segments.added(store, rows)
+            self._version += 1
+
+    def update_metadata(
+        self, item_id: Id, fields: Mapping[str, Any], *, replace: bool = False
+    ) -> Recommender:
+        """Change one item's metadata and return ``self``.
+
+        Parameters
+        ----------
+        item_id
+            A stored id.
+        fields
+            New values; merged into the existing metadata (a value of
+            ``None`` deletes that field), or the whole metadata when ``replace``.
+        """
+        if not isinstance(fields, Mapping):
+            raise ConfigError(f"fields must be a dict, got {type(fields).__name__}")
+        with self._lock.write():
+            store = self._need_store()
+            merged = dict(fields)
+            row = store.update_metadata(item_id, merged, replace=replace)
+            assert self._segments_ is not None
+            self._segments_.updated(store, row)
+            self._version += 1
         return self
 
+    def remove(self, ids: Iterable[Id]) -> Recommender:
+        """Remove items by id and return ``self``.
+
+        A removal is a tombstone: no index is rebuilt and nothing is copied
+        (:meth:`compact` reclaims the space).
+
+        Raises
+        ------
+        UnknownIdError
+            If any id is not stored (then nothing is removed).
+        """
+        if isinstance(ids, (str, bytes)) or not isinstance(ids, Iterable):
+            raise ConfigError(f"ids must be a list of ids, got {ids!r}; pass [{ids!r}]")
+        drop = list(dict.fromkeys(ids))
+        if not drop:
+            return self
+        with self._lock.write():
+            if self._store_ is None:
+                raise UnknownIdError(f"cannot remove {drop[:5]!r}: the catalogue is empty")
+            rows = self._store_.kill(drop)
+            assert self._segments_ is not None
+            self._segments_.removed(self._store_, rows, drop)
+            self._version += 1
+        return self
+
+    def compact(self) -> Recommender:
+        """Drop removed items for good and index every item; return ``self``.
+
+        Rewrites the stored rows densely and rebuilds the index over them
+        (approximate indexes are retrained). The next :meth:`save` writes
+        the whole catalogue. Queries wait while it runs.
+        """
+        with self._lock.write():
+            if self._store_ is None or self._segments_ is None:
+                return self
+            self._store_, _ = self._store_.compacted()
+            self._segments_.rebuild(self._store_)
+            self._version += 1
+            self._catalog_state = None
+        return self
+
+    # -- queries ------------------------------------------------------------------------
+    def query(
+        self,
+        image: Any,
+        k: int = 10,
+        *,
+        where: Where | None = None,
+        exclude: Iterable[Id] | Id | None = None,
+        min_score: float | None = None,
+    ) -> list[Recommendation]:
+        """Return the ``k`` catalogue items that look most like ``image``.
+
+        Parameters
+        ----------
+        image
+            Any image-like (path, bytes, PIL image, array).
+        k
+            How many results at most.
+        where
+            Keep only items whose metadata matches: filter-language text
+            (``"category == 'shoes' and price < 50"``, see ``docs/filters.md``),
+            a dict ``{field: value}`` (equality) or ``{field: [v1, v2]}`` (any
+            of), or a function ``metadata -> bool`` (slow: called per item).
+            The filter is applied inside the search, so ``k`` items come back
+            whenever ``k`` items match.
+        exclude
+            Ids never to return (one id or a list).
+        min_score
+            Drop results with a cosine similarity below this.
+
+        Returns
+        -------
+        list of Recommendation
+            Best first; fewer than ``k`` when fewer items qualify.
+
+        Raises
+        ------
+        FilterError
+            A filter that does not parse, or names a field no item has.
+        """
+        k = _check_k(k)
+        vector = self._get_extractor().extract([image], progress=False)
+        return self._search(self._project(vector), k, where, exclude, min_score)[0]
+
+    def query_batch(
+        self,
+        images: Iterable[Any],
+        k: int = 10,
+        *,
+        where: Where | None = None,
+        exclude: Iterable[Id] | Id | None = None,
+        min_score: float | None = None,
+        batch_size: int | None = None,
+    ) -> list[list[Recommendation]]:
+        """Return :meth:`query` results for many images, extracted in batches."""
+        k = _check_k(k)
+        vectors = self._get_extractor().extract(images, batch_size=batch_size, progress=False)
+        return self._search(self._project(vectors), k, where, exclude, min_score)
+
+    def query_vector(
+        self,
+        vector: np.ndarray,
+        k: int = 10,
+        *,
+        where: Where | None = None,
+        exclude: Iterable[Id] | Id | None = None,
+        min_score: float | None = None,
+    ) -> list[Recommendation]:
+        """Return :meth:`query` results for a vector already extracted.
+
+        ``vector`` may come straight from the extractor (it is reduced when the
+        catalogue reduces) or already be in the stored space.
+        """
+        from .indexes.base import check_vectors
+
+        q = check_vectors(np.asarray(vector, dtype=np.float32).reshape(1, -1), name="query")
+        if q.shape[1] != self.dim:
+            q = self._project(q)
+        return self._search(q, k, where, exclude, min_score)[0]
+
+    def similar_to(
+        self,
+        item_id: Id,
+        k: int = 10,
+        *,
+        where: Where | None = None,
+        exclude: Iterable[Id] | Id | None = None,
+        min_score: float | None = None,
+    ) -> list[Recommendation]:
+        """Return the ``k`` items most like a catalogue item, never the item itself."""
+        skip = [item_id, *_id_list(exclude)]
+        with self._lock.read():
+            store = self._need_store()
+            row = store.row_of(item_id)
+            q = np.array(store.vectors_f32(slice(row, row + 1)), dtype=np.float32)
+        norm = float(np.linalg.norm(q))
+        q = q / norm if norm else q
+        return self._search(q, k, where, skip, min_score)[0]
+
+    def find_duplicates(
+        self, min_score: float = 0.95, *, k: int = 10
+    ) -> list[tuple[Id, Id, float]]:
+        """Return pairs of near-duplicate items ``(id_a, id_b, score)``, best first.
+
+        Each pair appears once (``id_a`` stored before ``id_b``); ``k`` bounds
+        how many neighbours of each item are examined.
+        """
+        if not len(self):
+            return []
+        with self._reading() as store:
+            rows = store.live_rows()
+            q = store.vectors_f32(rows)
+            norms = np.linalg.norm(q, axis=1, keepdims=True)
+            q = np.ascontiguousarray(q / np.where(norms == 0, 1, norms), dtype=np.float32)
+            found = self._search_rows(store, q, min(k + 1, len(store)), None)
+            pairs: dict[tuple[int, int], float] = {}
+            for a, (scores, hits) in zip(rows.tolist(), found, strict=True):
+                for s, b in zip(scores.tolist(), hits.tolist(), strict=True):
+                    if b != a and s >= min_score:
+                        pairs[(min(a, b), max(a, b))] = min(float(s), 1.0)
+            ranked = sorted(pairs.items(), key=lambda kv: (-kv[1], kv[0]))
+            return [(store.ids[a], store.ids[b], s) for (a, b), s in ranked]
+
+    def _search(
+        self,
+        queries: np.ndarray,
+        k: int,
+        where: Where | None,
+        exclude: Iterable[Id] | Id | None,
+        min_score: float | None,
+    ) -> list[list[Recommendation]]:
+        k = _check_k(k)
+        if min_score is not None and (
+            isinstance(min_score, bool) or not isinstance(min_score, (int, float, np.floating))
+        ):
+            raise ConfigError(f"min_score must be a number, got {min_score!r}")
+        skip = _id_list(exclude)
+        func: Callable[[Mapping[str, Any]], bool] | None = None
+        expr: Expr | None = None
+        if where is not None:
+            if callable(where) and not isinstance(where, (str, Mapping)):
+                func = where
+            else:
+                expr = to_expr(where)
+        with self._reading() as store:
+            if queries.shape[1] != store.dim:
+                raise DimensionMismatch(
+                    f"query vectors have dimension {queries.shape[1]}, the catalogue {store.dim}"
+                )
+            allowed = self._allowed(store, expr, func, skip)
+            found = self._search_rows(store, queries, k, allowed, expr)
+            return [self._wrap(store, s, r, min_score) for s, r in found]
+
+    def _search_rows(
+        self,
+        store: Store,
+        queries: np.ndarray,
+        k: int,
+        allowed: np.ndarray | None,
+        expr: Expr | None = None,
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        segments = self._segments_
+        assert segments is not None
+        if allowed is None and store.n_dead:
+            allowed = store.alive.view
+        return segments.search(store, np.ascontiguousarray(queries, np.float32), k, allowed, expr)
+
+    def _allowed(
+        self,
+        store: Store,
+        expr: Expr | None,
+        func: Callable[[Mapping[str, Any]], bool] | None,
+        skip: list[Id],
+    ) -> np.ndarray | None:
+        if expr is None and func is None and not skip:
+            return None
+        assert self._segments_ is not None
+        mask = store.alive.view.copy()
+        if expr is not None:
+            mask &= self._segments_.cached_mask(store, expr, self._version)
+        if func is not None:
+            rows = np.flatnonzero(mask)
+            keep = np.fromiter((bool(func(store.metadata(int(r)))) for r in rows), bool, len(rows))
+            mask[rows[~keep]] = False
+        for item_id in skip:
+            row = store.rows.get(item_id) if _hashable(item_id) else None
+            if row is not None:
+                mask[row] = False
+        return mask
+
+    def _wrap(
+        self, store: Store, scores: np.ndarray, rows: np.ndarray, min_score: float | None
+    ) -> list[Recommendation]:
+        out: list[Recommendation] = []
+        for score, row in zip(scores.tolist(), rows.tolist(), strict=True):
+            if row < 0:
+                continue
+            if min_score is not None and score < min_score:
+                break
+            out.append(
+                Recommendation(
+                    store.ids[row],
+                    max(-1.0, min(1.0, float(score))),
+                    len(out) + 1,
+                    store.metadata(row),
+                    self.resolve_source(store.sources[row]),
+                )
+            )
+        return out
+
+    # -- sources of vectors computed elsewhere ------------------------------------------
     @classmethod
     def from_shards(
         cls, path: str | os.PathLike[str], index: Any = None, *, verify: bool = True
@@ -473,263 +1003,23 @@ class Recommender:
         rec: Recommender = load_into(self, path, verify=verify)
         return rec
 
-    def _store(self, vectors: np.ndarray, ids: list[Id], metadata: list[dict[str, Any]]) -> None:
-        if not ids:
-            return
-        dim = self.dim
-        if vectors.shape[1] != dim:
-            raise DimensionMismatch(
-                f"vectors have dimension {vectors.shape[1]}, but the catalogue stores {dim}"
-            )
-        clash = [i for i in ids if i in self._rows]
-        if clash or len(set(ids)) != len(ids):
-            raise DuplicateIdError(f"ids must be unique; already present: {clash[:5]!r}")
-        from .reduction import to_storage
-
-        self._get_index().add(vectors, ids)
-        stored = to_storage(vectors, self.storage)
-        self._vectors = (
-            np.concatenate([np.asarray(self._vectors), stored]) if len(self._ids) else stored
-        )
-        for i in ids:
-            self._rows[i] = len(self._ids)
-            self._ids.append(i)
-        self._metadata.extend(metadata)
-
-    def remove(self, ids: Iterable[Id]) -> Recommender:
-        """Remove items by id and return ``self``.
-
-        Raises
-        ------
-        UnknownIdError
-            If any id is not stored (then nothing is removed).
-        """
-        drop = list(dict.fromkeys(ids))
-        missing = [i for i in drop if i not in self._rows]
-        if missing:
-            raise UnknownIdError(
-                f"cannot remove ids not in the catalogue: {missing[:5]!r}"
-                + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-            )
-        if not drop:
-            return self
-        self._get_index().remove(drop)
-        gone = {self._rows[i] for i in drop}
-        keep = np.array([r for r in range(len(self._ids)) if r not in gone], dtype=np.int64)
-        self._vectors = np.ascontiguousarray(np.asarray(self._vectors)[keep])
-        self._ids = [self._ids[r] for r in keep]
-        self._metadata = [self._metadata[r] for r in keep]
-        self._rows = {i: r for r, i in enumerate(self._ids)}
-        return self
-
-    # -- queries ------------------------------------------------------------------------
-    def query(
-        self,
-        image: Any,
-        k: int = 10,
-        *,
-        where: Where | None = None,
-        exclude: Iterable[Id] | None = None,
-        min_score: float | None = None,
-    ) -> list[Recommendation]:
-        """Return the ``k`` catalogue items that look most like ``image``.
-
-        Parameters
-        ----------
-        image
-            Any image-like (path, bytes, PIL image, array).
-        k
-            How many results at most.
-        where
-            Keep only items whose metadata matches: a dict ``{key: value}``
-            (equality) or ``{key: [v1, v2]}`` (any of), all keys required; or a
-            function ``metadata -> bool``. Still returns ``k`` results when ``k``
-            items match: the search goes deeper, it does not just drop.
-        exclude
-            Ids never to return.
-        min_score
-            Drop results with a cosine similarity below this (e.g. 0.95 to ask
-            only for near-duplicates).
-
-        Returns
-        -------
-        list of Recommendation
-            Best first; fewer than ``k`` when fewer items qualify.
-        """
-        vector = self._get_extractor().extract([image], progress=False)
-        return self._search(self._project(vector), k, where, exclude, min_score)[0]
-
-    def query_batch(
-        self,
-        images: Iterable[Any],
-        k: int = 10,
-        *,
-        where: Where | None = None,
-        exclude: Iterable[Id] | None = None,
-        min_score: float | None = None,
-        batch_size: int | None = None,
-    ) -> list[list[Recommendation]]:
-        """Return :meth:`query` results for many images, extracted in batches."""
-        vectors = self._get_extractor().extract(images, batch_size=batch_size, progress=False)
-        return self._search(self._project(vectors), k, where, exclude, min_score)
-
-    def query_vector(
-        self,
-        vector: np.ndarray,
-        k: int = 10,
-        *,
-        where: Where | None = None,
-        exclude: Iterable[Id] | None = None,
-        min_score: float | None = None,
-    ) -> list[Recommendation]:
-        """Return :meth:`query` results for a vector already extracted.
-
-        ``vector`` may come straight from the extractor (it is reduced when the
-        catalogue reduces) or already be in the stored space.
-        """
-        q = np.asarray(vector, dtype=np.float32).reshape(1, -1)
-        if q.shape[1] != self.dim:
-            q = self._project(q)
-        return self._search(q, k, where, exclude, min_score)[0]
-
-    def similar_to(
-        self,
-        item_id: Id,
-        k: int = 10,
-        *,
-        where: Where | None = None,
-        exclude: Iterable[Id] | None = None,
-        min_score: float | None = None,
-    ) -> list[Recommendation]:
-        """Return the ``k`` items most like a catalogue item, never the item itself."""
-        row = self._row(item_id)
-        skip = {item_id, *(exclude or ())}
-        q = self._float32(slice(row, row + 1))
-        return self._search(q, k, where, skip, min_score)[0]
-
-    def find_duplicates(
-        self, min_score: float = 0.95, *, k: int = 10
-    ) -> list[tuple[Id, Id, float]]:
-        """Return pairs of near-duplicate items ``(id_a, id_b, score)``, best first.
-
-        Each pair appears once (``id_a`` stored before ``id_b``); ``k`` bounds
-        how many neighbours of each item are examined.
-        """
-        if not len(self):
-            return []
-        kk = min(k + 1, len(self))
-        scores, ids = self._get_index().search(self._float32(), kk)
-        pairs: dict[tuple[int, int], float] = {}
-        for a, (row_scores, row_ids) in enumerate(zip(scores, ids, strict=True)):
-            for s, other in zip(row_scores, row_ids, strict=True):
-                b = self._rows[other]
-                if b != a and float(s) >= min_score:
-                    pairs[(min(a, b), max(a, b))] = float(s)
-        ranked = sorted(pairs.items(), key=lambda kv: (-kv[1], kv[0]))
-        return [(self._ids[a], self._ids[b], s) for (a, b), s in ranked]
-
-    def _search(
-        self,
-        queries: np.ndarray,
-        k: int,
-        where: Where | None,
-        exclude: Iterable[Id] | None,
-        min_score: float | None,
-    ) -> list[list[Recommendation]]:
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise ConfigError(f"k must be a positive integer, got {k!r}")
-        if not len(self):
-            raise NotFittedError("the catalogue is empty: call fit() or add() before querying")
-        if queries.shape[1] != self._vectors.shape[1]:
-            raise DimensionMismatch(
-                f"query vectors have dimension {queries.shape[1]}, the catalogue "
-                f"{self._vectors.shape[1]}"
-            )
-        allowed = self._allowed(where, exclude)
-        n = len(self)
-        if allowed is None:
-            scores, ids = self._get_index().search(queries, min(k, n))
-            results = [
-                list(zip(s.tolist(), i, strict=True)) for s, i in zip(scores, ids, strict=True)
-            ]
-        else:
-            results = [self._filtered(q, k, allowed) for q in queries]
-        return [self._wrap(r[:k], min_score) for r in results]
-
-    def _allowed(self, where: Where | None, exclude: Iterable[Id] | None) -> np.ndarray | None:
-        if where is None and not exclude:
-            return None
-        mask = np.ones(len(self), dtype=bool)
-        if where is not None:
-            match = _matcher(where)
-            mask &= np.fromiter((match(m) for m in self._metadata), bool, len(self._metadata))
-        for i in exclude or ():
-            row = self._rows.get(i)
-            if row is not None:
-                mask[row] = False
-        return mask
-
-    def _filtered(self, q: np.ndarray, k: int, allowed: np.ndarray) -> list[tuple[float, Id]]:
-        m, n = int(allowed.sum()), len(self)
-        if m == 0:
-            return []
-        want = min(k, m)
-        if m <= max(2048, n // 16):
-            # few candidates: score them exactly from the stored vectors
-            rows = np.flatnonzero(allowed)
-            sims = self._float32(rows) @ q
-            order = np.lexsort((rows, -sims))[:want]
-            return [(float(sims[j]), self._ids[rows[j]]) for j in order]
-        depth = min(n, max(want * 2, math.ceil(want * n / m * 1.5)))
-        while True:
-            scores, ids = self._get_index().search(q[None, :], depth)
-            hits = [
-                (float(s), i)
-                for s, i in zip(scores[0], ids[0], strict=True)
-                if allowed[self._rows[i]]
-            ]
-            if len(hits) >= want or depth >= n:
-                return hits[:want]
-            depth = min(n, depth * 2)
-
-    def _wrap(self, hits: list[tuple[float, Id]], min_score: float | None) -> list[Recommendation]:
-        out: list[Recommendation] = []
-        for score, item_id in hits:
-            if min_score is not None and score < min_score:
-                break
-            meta = MappingProxyType(self._metadata[self._rows[item_id]])
-            out.append(Recommendation(item_id, float(score), len(out) + 1, meta))
-        return out
-
     # -- persistence --------------------------------------------------------------------
     def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
-        """Write the catalogue to a folder (atomically) and return its path.
+        """Write the catalogue to a folder and return its path.
 
-        See :mod:`visualsim.catalog` for the layout. ``overwrite=True``
-        replaces an existing catalogue only once the new one is complete.
+        See :mod:`visualsim.catalog` for the layout. Saving a catalogue back
+        where it was loaded from (``overwrite=True``) writes only what changed:
+        new rows, tombstones and the manifest. ``overwrite=True`` replaces
+        only a visualsim catalogue (any other folder is refused, untouched),
+        and the swap is atomic: a reader finds the old or the new catalogue,
+        never neither.
         """
-        from .extractors.base import extractor_spec
-        from .indexes.base import INDEXES
+        from .catalog import save_catalog
 
-        if not len(self):
-            raise NotFittedError("nothing to save: the catalogue is empty")
-        index = self._get_index()
-        reducer = self._get_reducer()
-        return write_catalog(
-            path,
-            vectors=np.asarray(self._vectors),
-            ids=self._ids,
-            metadata=self._metadata,
-            extractor=extractor_spec(self._get_extractor()),
-            index=INDEXES.to_spec(index),
-            save_index=index.save,
-            extra={
-                "storage": self.storage,
-                "reducer": None if reducer is None else reducer.get_config(),
-            },
-            extra_dirs={} if reducer is None else {REDUCER_DIR: reducer.save},
-            overwrite=overwrite,
-        )
+        with self._reading():
+            pass
+        with self._lock.read():
+            return save_catalog(self, Path(path), overwrite=overwrite)
 
     @classmethod
     def load(
@@ -754,9 +1044,10 @@ class Recommender:
             Use this extractor instead of rebuilding the saved one (it must give
             vectors of the same dimension).
         mmap
-            Memory-map the stored vectors instead of reading them into memory.
+            Memory-map the stored vectors instead of reading them into memory
+            (when the catalogue holds one chunk of vectors).
         verify
-            Check every file's checksum.
+            Check every file's checksum and that the index agrees with the vectors.
 
         Raises
         ------
@@ -765,50 +1056,111 @@ class Recommender:
         FormatVersionError
             For a catalogue from a newer visualsim.
         """
-        from .extractors.base import extractor_from_config
-        from .indexes.base import load_index
+        from .catalog import load_catalog
 
-        data = read_catalog(path, mmap=mmap, verify=verify)
-        ext = (
-            extractor
-            if extractor is not None
-            else extractor_from_config(data.manifest["extractor"])
+        rec: Recommender = load_catalog(
+            cls, Path(path), index=index, extractor=extractor, mmap=mmap, verify=verify
         )
-        reducer = None
-        if data.manifest.get("reducer") is not None:
-            from .reduction import PCAReducer
-
-            reducer = PCAReducer.load(Path(path) / REDUCER_DIR)
-        expected = (
-            int(data.manifest["dim"]) if reducer is None else int(reducer.n_features_in_ or 0)
-        )
-        if int(ext.dim) != expected:
-            raise DimensionMismatch(
-                f"extractor gives {ext.dim}-d vectors but {str(path)!r} was built from "
-                f"{expected}-d ones"
-            )
-        storage = str(data.manifest.get("storage", "float32"))
-        rec = cls(ext, index, reduce_dim=reducer, storage=storage)
-        rec._extractor_ = ext
-        rec._reducer_ = reducer
-        if index is None:
-            # the catalogue's manifest already covered the index files' checksums
-            loaded = load_index(data.index_dir, verify=False)
-            if len(loaded) != len(data.ids) or list(loaded.ids) != data.ids:
-                raise CatalogError(
-                    f"the index in {str(data.index_dir)!r} does not hold the catalogue's ids"
-                )
-            rec.index = rec._index_ = loaded
-        else:
-            rec._get_index().add(np.asarray(data.vectors, dtype=np.float32), data.ids)
-        rec._vectors = data.vectors if mmap else np.asarray(data.vectors, dtype=storage)
-        rec._ids = list(data.ids)
-        rec._rows = {i: r for r, i in enumerate(rec._ids)}
-        rec._metadata = data.metadata
         return rec
 
 
-REDUCER_DIR = "reducer"
+class _LiveView:
+    """``rec.index_``: searches the live items like an index (for evaluation and tools)."""
+
+    def __init__(self, rec: Recommender) -> None:
+        self._rec = rec
+
+    @property
+    def name(self) -> str:
+        seg = self._rec._segments_
+        idx = seg.index if seg is not None else _make_index(self._rec.index)
+        return str(getattr(idx, "name", type(idx).__name__))
+
+    @property
+    def dim(self) -> int | None:
+        return self._rec.dim if len(self._rec) else None
+
+    @property
+    def exact(self) -> bool:
+        seg = self._rec._segments_
+        return bool(seg.exact) if seg is not None else False
+
+    @property
+    def ids(self) -> list[Id]:
+        return self._rec.ids_
+
+    @property
+    def index(self) -> Any:
+        """The backend index object (over the sealed segment)."""
+        seg = self._rec._segments_
+        return None if seg is None else seg.index
+
+    def __len__(self) -> int:
+        return len(self._rec)
+
+    def get_config(self) -> dict[str, Any]:
+        seg = self._rec._segments_
+        idx = seg.index if seg is not None else _make_index(self._rec.index)
+        return dict(idx.get_config())
+
+    def search(self, queries: Any, k: int) -> tuple[np.ndarray, list[list[Id]]]:
+        """Return ``(scores, ids)`` of the ``k`` best live items per query."""
+        from .indexes.base import check_vectors
+
+        k = _check_k(k)
+        rec = self._rec
+        with rec._reading() as store:
+            q = check_vectors(queries, dim=store.dim, name="queries")
+            found = rec._search_rows(store, q, k, None)
+            kk = min(k, len(store))
+            scores = np.full((len(q), kk), -np.inf, dtype=np.float32)
+            ids: list[list[Id]] = []
+            for j, (s, r) in enumerate(found):
+                scores[j, : len(s)] = s
+                ids.append([store.ids[x] for x in r.tolist()])
+            return scores, ids
+
+
+def _hashing_image(entry: Entry, hashes: dict[Id, str]) -> Any:
+    """Return the entry's image for the loader, recording the SHA-256 of file/bytes inputs."""
+    image = entry.image
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        hashes[entry.id] = hashlib.sha256(image).hexdigest()
+    elif isinstance(image, (str, os.PathLike)):
+        digest = hashlib.sha256()
+        try:
+            with open(image, "rb") as fh:
+                while block := fh.read(1 << 20):
+                    digest.update(block)
+        except (OSError, ValueError):
+            return image  # the loader reports it with the reason
+        hashes[entry.id] = digest.hexdigest()
+    return image
+
+
+def _check_k(k: Any) -> int:
+    from .indexes.base import check_k
+
+    return check_k(k)
+
+
+def _id_list(exclude: Iterable[Id] | Id | None) -> list[Id]:
+    if exclude is None:
+        return []
+    if isinstance(exclude, (str, int, np.integer)) and not isinstance(exclude, bool):
+        return [exclude]  # one id, not its characters
+    try:
+        return list(exclude)  # type: ignore[arg-type]
+    except TypeError:
+        raise FilterError(f"exclude must be an id or a list of ids, got {exclude!r}") from None
+
+
+def _hashable(value: Any) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
 
 
 def _make_index(spec: Any) -> Any:
@@ -821,45 +1173,9 @@ def _make_index(spec: Any) -> Any:
 
         return make_index(spec)
     if len(spec):
-        # refitting with an index object that already holds vectors: start from an empty copy
+        # an index object that already holds vectors: start from an empty copy
         return type(spec).from_config(spec.get_config())
     return spec
 
 
-def _matcher(where: Where) -> Callable[[Mapping[str, Any]], bool]:
-    if callable(where):
-        func = where
-        return lambda meta: bool(func(MappingProxyType(dict(meta))))
-    if not isinstance(where, Mapping):
-        raise ConfigError(
-            f"where must be a dict or a function of metadata, got {type(where).__name__}"
-        )
-    wanted = {
-        key: (True, frozenset(v)) if isinstance(v, (list, tuple, set, frozenset)) else (False, v)
-        for key, v in where.items()
-    }
-
-    def match(meta: Mapping[str, Any]) -> bool:
-        for key, (any_of, want) in wanted.items():
-            if key not in meta:
-                return False
-            value = meta[key]
-            if any_of:
-                if not (_hashable(value) and value in want):
-                    return False
-            elif value != want:
-                return False
-        return True
-
-    return match
-
-
-def _hashable(value: Any) -> bool:
-    try:
-        hash(value)
-    except TypeError:
-        return False
-    return True
-
-
-__all__ = ["FailedInput", "Recommendation", "Recommender"]
+__all__ = ["FailedInput", "Recommendation", "Recommender", "Where"]

@@ -1,0 +1,573 @@
+"""The catalogue's store: ids <-> rows, vectors, typed metadata columns, tombstones.
+
+A store is append-only between compactions. Adding appends rows to growable
+buffers (amortised O(1), never a copy of the whole catalogue); removing sets
+a tombstone; :meth:`Store.compact` rewrites the live rows densely. Metadata
+lives in typed columns (strings dictionary-encoded, numbers and booleans in
+numpy arrays) so a filter is one vectorised pass (:func:`Store.mask`).
+
+The store itself is not locked: :class:`visualsim.catalog.Catalog` (and so
+:class:`~visualsim.Recommender`) holds one read/write lock around it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from .errors import ConfigError, DuplicateIdError, UnknownIdError
+from .filters import And, Compare, Expr, FilterError, InList, Not, Or
+from .ids import Id, preview
+
+KINDS = ("bool", "int", "float", "str", "json")
+"""Column kinds: what a metadata field holds. ``json`` is anything else (lists, mixed)."""
+
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+class _Grow:
+    """A numpy buffer that grows by doubling: appends are amortised O(1)."""
+
+    def __init__(self, dtype: Any, width: int | None = None, fill: Any = 0) -> None:
+        shape = (0,) if width is None else (0, width)
+        self._buf = np.empty(shape, dtype=dtype)
+        self._fill = fill
+        self.n = 0
+
+    @property
+    def view(self) -> np.ndarray:
+        """The filled part (a view: valid until the next append)."""
+        return self._buf[: self.n]
+
+    def reserve(self, extra: int) -> None:
+        need = self.n + extra
+        if need > len(self._buf):
+            cap = max(need, 2 * len(self._buf), 16)
+            new = np.empty((cap, *self._buf.shape[1:]), dtype=self._buf.dtype)
+            new[: self.n] = self._buf[: self.n]
+            new[self.n :] = self._fill
+            self._buf = new
+
+    def append(self, values: np.ndarray) -> None:
+        self.reserve(len(values))
+        self._buf[self.n : self.n + len(values)] = values
+        self.n += len(values)
+
+    def pad(self, extra: int) -> None:
+        """Append ``extra`` fill values."""
+        self.reserve(extra)
+        self._buf[self.n : self.n + extra] = self._fill
+        self.n += extra
+
+    @classmethod
+    def of(cls, array: np.ndarray, fill: Any = 0) -> _Grow:
+        out = cls(array.dtype, None if array.ndim == 1 else array.shape[1], fill)
+        out._buf = np.array(array)  # owned, writable
+        out.n = len(array)
+        return out
+
+
+# --------------------------------------------------------------------------- columns
+
+
+def kind_of(value: Any) -> str | None:
+    """Return the column kind of one metadata value (``None`` for a missing value)."""
+    if value is None:
+        return None
+    if isinstance(value, (bool, np.bool_)):
+        return "bool"
+    if isinstance(value, (int, np.integer)):
+        return "int" if _INT64[0] <= int(value) <= _INT64[1] else "json"
+    if isinstance(value, (float, np.floating)):
+        return None if math.isnan(float(value)) else "float"
+    if isinstance(value, str):
+        return "str"
+    return "json"
+
+
+def _clean(field: str, value: Any) -> Any:
+    """Return ``value`` as a plain JSON-safe Python value (NaN -> None)."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        if math.isnan(value):
+            return None
+        raise ConfigError(f"metadata field {field!r} is {value}: only finite numbers are stored")
+    if isinstance(value, (str, bool, int, float)) or value is None:
+        return value
+    try:
+        text = json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(
+            f"metadata field {field!r} holds {type(value).__name__}, which is not JSON-safe "
+            f"({exc}); store strings, numbers, booleans, or lists/dicts of them"
+        ) from None
+    return json.loads(text)
+
+
+class Column:
+    """One metadata field over every row: typed values and which rows have one."""
+
+    def __init__(self, kind: str, n: int = 0) -> None:
+        if kind not in KINDS:
+            raise ConfigError(f"column kind must be one of {KINDS}, got {kind!r}")
+        self.kind = kind
+        self.present = _Grow(np.bool_, fill=False)
+        self.present.pad(n)
+        self.categories: list[str] = []
+        self._code: dict[str, int] = {}
+        self.objects: list[Any] = []
+        if kind == "str":
+            self.values = _Grow(np.int32, fill=-1)
+        elif kind == "int":
+            self.values = _Grow(np.int64)
+        elif kind == "float":
+            self.values = _Grow(np.float64)
+        elif kind == "bool":
+            self.values = _Grow(np.bool_, fill=False)
+        else:
+            self.values = _Grow(np.int8)  # unused: objects hold the values
+            self.objects = [None] * n
+        if kind != "json":
+            self.values.pad(n)
+
+    def __len__(self) -> int:
+        return self.present.n
+
+    def _encode(self, value: Any) -> Any:
+        if self.kind == "str":
+            code = self._code.get(value)
+            if code is None:
+                code = self._code[value] = len(self.categories)
+                self.categories.append(value)
+            return code
+        if self.kind == "float":
+            return float(value)
+        return value
+
+    def append(self, values: Sequence[Any]) -> None:
+        """Append one value per new row (``None`` = missing); values fit the kind."""
+        self.present.append(np.fromiter((v is not None for v in values), bool, len(values)))
+        if self.kind == "json":
+            self.objects.extend(values)
+            return
+        fill = self.values._fill
+        encoded = [fill if v is None else self._encode(v) for v in values]
+        self.values.append(np.asarray(encoded, dtype=self.values.view.dtype))
+
+    def set(self, row: int, value: Any) -> None:
+        """Replace one row's value (``None`` = missing)."""
+        self.present.view[row] = value is not None
+        if self.kind == "json":
+            self.objects[row] = value
+        elif value is not None:
+            self.values.view[row] = self._encode(value)
+
+    def get(self, row: int) -> Any:
+        """Return one row's value as a plain Python value (``None`` if missing)."""
+        if not self.present.view[row]:
+            return None
+        if self.kind == "json":
+            return self.objects[row]
+        raw = self.values.view[row]
+        if self.kind == "str":
+            return self.categories[int(raw)]
+        return raw.item()
+
+    def accepts(self, kind: str) -> bool:
+        return kind == self.kind or (self.kind == "float" and kind == "int")
+
+    def widened(self, kind: str) -> Column:
+        """Return a copy able to hold values of ``kind`` as well (int -> float, else json)."""
+        target = "float" if {self.kind, kind} == {"int", "float"} else "json"
+        out = Column(target)
+        out.append([self.get(r) for r in range(len(self))])
+        return out
+
+    def take(self, rows: np.ndarray) -> Column:
+        """Return a new column of the given rows, in order."""
+        out = Column(self.kind)
+        out.append([self.get(int(r)) for r in rows])
+        return out
+
+
+# --------------------------------------------------------------------------- the store
+
+
+class Store:
+    """Rows of ``(id, vector, metadata, source)`` with tombstones.
+
+    Parameters
+    ----------
+    dim
+        Vector length.
+    dtype
+        Storage dtype of the vectors: ``float32`` or ``float16``.
+    """
+
+    def __init__(self, dim: int, dtype: str = "float32") -> None:
+        self.dim = int(dim)
+        self.dtype = np.dtype(dtype)
+        self.vectors = _Grow(self.dtype, self.dim)
+        self.alive = _Grow(np.bool_, fill=False)
+        self.ids: list[Id] = []  # row -> id (kept for dead rows too)
+        self.rows: dict[Id, int] = {}  # live id -> row
+        self.columns: dict[str, Column] = {}
+        self.declared: dict[str, str] = {}
+        self.sources: list[str | None] = []
+        self.hashes: list[str | None] = []
+        self.n_dead = 0
+
+    # ----------------------------------------------------------------- sizes
+    @property
+    def n_rows(self) -> int:
+        """Rows ever appended since the last compaction (dead ones included)."""
+        return self.vectors.n
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __contains__(self, item_id: object) -> bool:
+        try:
+            return item_id in self.rows
+        except TypeError:
+            return False
+
+    def row_of(self, item_id: Id) -> int:
+        """Return the live row of ``item_id``."""
+        try:
+            return self.rows[item_id]
+        except (KeyError, TypeError):
+            raise UnknownIdError(f"id {item_id!r} is not in the catalogue") from None
+
+    def live_rows(self) -> np.ndarray:
+        """Rows of the live items, in insertion order."""
+        return np.flatnonzero(self.alive.view)
+
+    def live_ids(self) -> list[Id]:
+        """Ids of the live items, in insertion order."""
+        ids = self.ids
+        return [ids[r] for r in self.live_rows().tolist()]
+
+    # ----------------------------------------------------------------- fields
+    @property
+    def fields(self) -> dict[str, str]:
+        """Metadata field -> kind, for fields at least one live item has."""
+        alive = self.alive.view
+        return {
+            name: col.kind
+            for name, col in sorted(self.columns.items())
+            if (col.present.view & alive).any()
+        }
+
+    def declare(self, dtypes: Mapping[str, str]) -> None:
+        """Fix the kind of some fields (``"str"``, ``"int"``, ``"float"``, ``"bool"``)."""
+        for name, kind in dtypes.items():
+            if kind not in KINDS:
+                raise ConfigError(f"dtype of field {name!r} must be one of {KINDS}, got {kind!r}")
+            col = self.columns.get(name)
+            if col is not None and col.kind != kind:
+                raise ConfigError(
+                    f"field {name!r} already holds {col.kind} values; cannot declare it {kind}"
+                )
+            self.declared[name] = kind
+
+    def _coerce(self, name: str, value: Any) -> Any:
+        kind = self.declared.get(name)
+        value = _clean(name, value)
+        if kind is None or value is None or kind == "json":
+            return value
+        try:
+            return _convert(kind, value)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(
+                f"metadata field {name!r} is declared {kind} but got {value!r} ({exc})"
+            ) from None
+
+    def _set_column_values(self, start: int, metas: Sequence[Mapping[str, Any]]) -> None:
+        """Fill the columns for rows ``start..start+len(metas)`` (already padded)."""
+        by_field: dict[str, list[tuple[int, Any]]] = {}
+        for offset, meta in enumerate(metas):
+            for name, value in meta.items():
+                if not isinstance(name, str):
+                    raise ConfigError(f"metadata keys must be strings, got {name!r}")
+                by_field.setdefault(name, []).append((start + offset, self._coerce(name, value)))
+        for name, pairs in by_field.items():
+            kinds = {k for _, v in pairs if (k := kind_of(v)) is not None}
+            col = self.columns.get(name)
+            if col is None:
+                kind = self.declared.get(name) or _common_kind(kinds)
+                col = self.columns[name] = Column(kind, self.n_rows)
+            for kind in kinds:
+                if not col.accepts(kind):
+                    col = self.columns[name] = col.widened(kind)
+            for row, value in pairs:
+                col.set(row, value)
+
+    # ----------------------------------------------------------------- mutation
+    def append(
+        self,
+        vectors: np.ndarray,
+        ids: Sequence[Id],
+        metadata: Sequence[Mapping[str, Any]],
+        sources: Sequence[str | None] | None = None,
+        hashes: Sequence[str | None] | None = None,
+    ) -> np.ndarray:
+        """Append new items (ids not yet live) and return their rows.
+
+        Metadata is validated before anything changes, so a bad value leaves
+        the store as it was.
+        """
+        n = len(ids)
+        clash = [i for i in ids if i in self.rows]
+        if clash or len(set(ids)) != n:
+            repeated = clash or [i for i in ids if list(ids).count(i) > 1]
+            raise DuplicateIdError(
+                f"id(s) {preview(repeated)} are already in the catalogue (or repeated); "
+                "use upsert() to replace an item"
+            )
+        cleaned = [{k: self._coerce(k, v) for k, v in m.items()} for m in metadata]
+        start = self.n_rows
+        self.vectors.append(np.asarray(vectors, dtype=self.dtype))
+        self.alive.append(np.ones(n, dtype=bool))
+        for col in self.columns.values():
+            col.present.pad(n)
+            if col.kind == "json":
+                col.objects.extend([None] * n)
+            else:
+                col.values.pad(n)
+        try:
+            self._set_column_values(start, cleaned)
+        except BaseException:
+            self._truncate(start)
+            raise
+        self.ids.extend(ids)
+        for offset, item_id in enumerate(ids):
+            self.rows[item_id] = start + offset
+        self.sources.extend(sources if sources is not None else [None] * n)
+        self.hashes.extend(hashes if hashes is not None else [None] * n)
+        return np.arange(start, start + n, dtype=np.int64)
+
+    def _truncate(self, n: int) -> None:
+        self.vectors.n = min(self.vectors.n, n)
+        self.alive.n = min(self.alive.n, n)
+        for col in self.columns.values():
+            col.present.n = min(col.present.n, n)
+            if col.kind == "json":
+                del col.objects[n:]
+            else:
+                col.values.n = min(col.values.n, n)
+
+    def kill(self, ids: Iterable[Id]) -> np.ndarray:
+        """Tombstone live items and return their rows (all ids must be live)."""
+        wanted = list(dict.fromkeys(ids))
+        missing = [i for i in wanted if i not in self]
+        if missing:
+            raise UnknownIdError(
+                f"id(s) {preview(missing)} are not in the catalogue; nothing was removed"
+            )
+        rows = np.fromiter((self.rows.pop(i) for i in wanted), np.int64, len(wanted))
+        self.alive.view[rows] = False
+        self.n_dead += len(rows)
+        return rows
+
+    def update_metadata(self, item_id: Id, fields: Mapping[str, Any], *, replace: bool) -> int:
+        """Change one item's metadata; return its row."""
+        row = self.row_of(item_id)
+        new = dict(fields) if replace else {**self.metadata(row), **fields}
+        cleaned = {k: self._coerce(k, v) for k, v in new.items()}
+        for name, col in self.columns.items():
+            if name not in cleaned and col.present.view[row]:
+                col.set(row, None)
+        self._set_column_values(row, [cleaned])
+        return row
+
+    # ----------------------------------------------------------------- reading
+    def metadata(self, row: int) -> dict[str, Any]:
+        """Return one row's metadata as a fresh plain dict."""
+        out: dict[str, Any] = {}
+        for name, col in self.columns.items():
+            if col.present.view[row]:
+                out[name] = col.get(row)
+        return out
+
+    def vectors_f32(self, rows: Any = slice(None)) -> np.ndarray:
+        """Return stored vectors as float32 (a copy for float16 storage or fancy rows)."""
+        part = self.vectors.view[rows]
+        return part if part.dtype == np.float32 else part.astype(np.float32)
+
+    # ----------------------------------------------------------------- filters
+    def mask(self, expr: Expr) -> np.ndarray:
+        """Return a boolean row mask of the rows matching ``expr`` (dead rows included).
+
+        Raises
+        ------
+        FilterError
+            A field no live item has, or a comparison that does not fit the
+            field's kind (a string field compared with a number).
+        """
+        fields = self.fields
+        for name in sorted(expr.fields()):
+            if name not in fields:
+                near = ", ".join(fields) or "(none: the items have no metadata)"
+                raise FilterError(f"no item has a field {name!r}; fields present: {near}")
+        return self._mask(expr)
+
+    def _mask(self, expr: Expr) -> np.ndarray:
+        if isinstance(expr, And):
+            out = self._mask(expr.items[0])
+            for item in expr.items[1:]:
+                out &= self._mask(item)
+            return out
+        if isinstance(expr, Or):
+            out = self._mask(expr.items[0])
+            for item in expr.items[1:]:
+                out |= self._mask(item)
+            return out
+        if isinstance(expr, Not):
+            return ~self._mask(expr.item)
+        if isinstance(expr, InList):
+            col = self.columns[expr.field]
+            out = np.zeros(self.n_rows, dtype=bool)
+            for value in expr.values:
+                out |= _compare(expr.field, col, "==", value)
+            return ~out & col.present.view if expr.negate else out
+        assert isinstance(expr, Compare)
+        return _compare(expr.field, self.columns[expr.field], expr.op, expr.value)
+
+    # ----------------------------------------------------------------- compaction
+    def compacted(self) -> tuple[Store, np.ndarray]:
+        """Return a dense copy holding only the live rows, and the old rows it kept."""
+        keep = self.live_rows()
+        out = Store(self.dim, self.dtype.name)
+        out.declared = dict(self.declared)
+        out.vectors = _Grow.of(self.vectors.view[keep])
+        out.alive = _Grow.of(np.ones(len(keep), dtype=bool), fill=False)
+        out.ids = [self.ids[r] for r in keep.tolist()]
+        out.rows = {i: r for r, i in enumerate(out.ids)}
+        out.sources = [self.sources[r] for r in keep.tolist()]
+        out.hashes = [self.hashes[r] for r in keep.tolist()]
+        for name, col in self.columns.items():
+            taken = col.take(keep)
+            if taken.present.view.any():
+                out.columns[name] = taken
+        return out, keep
+
+    def iter_metadata(self, rows: Iterable[int]) -> Iterator[dict[str, Any]]:
+        """Yield each row's metadata dict."""
+        for r in rows:
+            yield self.metadata(int(r))
+
+
+def _convert(kind: str, value: Any) -> Any:
+    """Convert a clean value to a declared kind, or raise ValueError."""
+    if kind == "str":
+        return (
+            value
+            if isinstance(value, str)
+            else json.dumps(value)
+            if not isinstance(value, (int, float))
+            else str(value)
+        )
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+            return value.strip().lower() in _TRUE
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        raise ValueError("not a boolean")
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError("not a number")
+    number = float(value) if kind == "float" else value
+    if kind == "int":
+        if isinstance(value, str):
+            number = int(value.strip())
+        elif isinstance(value, float):
+            if not value.is_integer():
+                raise ValueError("not a whole number")
+            number = int(value)
+    elif not math.isfinite(float(number)):
+        raise ValueError("not finite")
+    return number
+
+
+_TRUE = {"true", "yes", "1"}
+_FALSE = {"false", "no", "0"}
+
+
+def _common_kind(kinds: set[str]) -> str:
+    if not kinds:
+        return "json"
+    if len(kinds) == 1:
+        return next(iter(kinds))
+    if kinds == {"int", "float"}:
+        return "float"
+    return "json"
+
+
+def _compare(field: str, col: Column, op: str, value: Any) -> np.ndarray:
+    present = col.present.view
+    kind = col.kind
+    if kind == "json":
+        if op not in ("==", "!="):
+            raise FilterError(
+                f"field {field!r} holds mixed or nested values; only == and != apply to it"
+            )
+        hits = np.fromiter(
+            (p and _equal(v, value) for p, v in zip(present, col.objects, strict=True)),
+            bool,
+            len(col),
+        )
+        return hits if op == "==" else present & ~hits
+    value_kind = kind_of(value)
+    if kind == "str":
+        if value_kind != "str":
+            raise FilterError(
+                f"field {field!r} holds text; compare it with a quoted string, "
+                f"e.g. {field} {op} '{value}', not {value!r}"
+            )
+        codes = col.values.view
+        if op in ("==", "!="):
+            code = col._code.get(value, -2)
+            hits = codes == code
+        else:
+            cats = np.asarray(col.categories, dtype=object)
+            truth = _OPS[op](cats, value) if len(cats) else np.zeros(0, bool)
+            lookup = np.append(np.asarray(truth, dtype=bool), False)  # code -1 -> False
+            hits = lookup[codes]
+        return hits & present if op != "!=" else present & ~hits
+    if kind == "bool":
+        if value_kind != "bool":
+            raise FilterError(
+                f"field {field!r} holds true/false; compare it with true or false, not {value!r}"
+            )
+        if op not in ("==", "!="):
+            raise FilterError(f"field {field!r} holds true/false; only == and != apply to it")
+    elif value_kind not in ("int", "float"):
+        raise FilterError(f"field {field!r} holds numbers; compare it with a number, not {value!r}")
+    hits = np.asarray(_OPS[op](col.values.view, value), dtype=bool)
+    return present & ~hits if op == "!=" else hits & present
+
+
+def _equal(a: Any, b: Any) -> bool:
+    if isinstance(a, bool) or isinstance(b, bool):
+        return isinstance(a, bool) and isinstance(b, bool) and a == b
+    return bool(a == b)
+
+
+_OPS: dict[str, Any] = {
+    "==": np.equal,
+    "!=": np.equal,  # negated by the caller with the presence mask
+    "<": np.less,
+    "<=": np.less_equal,
+    ">": np.greater,
+    ">=": np.greater_equal,
+}
+
+
+__all__ = ["KINDS", "Column", "Store", "kind_of"]
