@@ -5,8 +5,13 @@ TensorFlow and Keras are imported on first use, never at ``import visualsim``.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
+import sys
+import tempfile
 import threading
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -23,9 +28,53 @@ the ImageNet weights (for machines without internet)."""
 
 POOLINGS = ("avg", "max", "gem")
 
-RUNTIMES = ("keras", "frozen")
+RUNTIMES = ("keras", "frozen", "openvino")
 """How the network runs: ``"keras"`` calls the Keras model inside a
-``tf.function``; ``"frozen"`` first turns its weights into graph constants."""
+``tf.function``; ``"frozen"`` first turns its weights into graph constants;
+``"openvino"`` converts the network to OpenVINO and runs it at ``precision``
+(see :mod:`visualsim.extractors.openvino`)."""
+
+
+def check_runtime(
+    runtime: Any,
+    precision: Any,
+    calibration: Any,
+    calibration_size: Any,
+    runtimes: tuple[str, ...] = RUNTIMES,
+) -> tuple[str, str, dict[str, Any] | None]:
+    """Validate ``runtime``/``precision``/``calibration``; return runtime, precision, record.
+
+    ``precision=None`` means ``"auto"`` with ``runtime="openvino"`` and
+    ``"f32"`` otherwise. ``calibration`` may be images (kept by the caller) or
+    the ``{"n": ..., "sha256": ...}`` record a saved config holds.
+    """
+    from .openvino import check_calibration_size, check_precision
+
+    if runtime not in runtimes:
+        raise ConfigError(f"runtime must be one of {', '.join(runtimes)}, got {runtime!r}")
+    check_calibration_size(calibration_size)
+    if runtime != "openvino":
+        if precision not in (None, "f32"):
+            raise ConfigError(
+                f"precision={precision!r} needs runtime='openvino'; runtime={runtime!r} runs "
+                "float32 only (pass runtime='openvino', or leave precision unset)"
+            )
+        if calibration is not None:
+            raise ConfigError(
+                "calibration= is for runtime='openvino' with precision='int8' or 'auto'; "
+                f"runtime={runtime!r} does not quantize"
+            )
+        return runtime, "f32", None
+    resolved = check_precision("auto" if precision is None else precision)
+    record = None
+    if isinstance(calibration, Mapping):
+        if not {"n", "sha256"} <= set(calibration):
+            raise ConfigError(
+                "calibration as a mapping must be a saved record {'n': ..., 'sha256': ...}; "
+                f"got keys {sorted(calibration)}; pass a list of images to calibrate"
+            )
+        record = {"n": int(calibration["n"]), "sha256": str(calibration["sha256"])}
+    return runtime, resolved, record
 
 
 @dataclass(frozen=True)
@@ -91,9 +140,64 @@ BACKBONES: dict[str, Backbone] = {
 }
 
 
+_NATIVE_NOISE = re.compile(
+    r"^(WARNING: All log messages before absl::InitializeLog\(\) is called"
+    r"|[IWE]\d{4} [\d:. ]+\d+ (port|cuda\w*|cudart\w*|cpu_feature_guard"
+    r"|cpu_utils|gpu_device|gpu_init|computation_placer|xla_bridge)"
+    r"\.cc:\d+\]"
+    r"|To enable the following instructions:|TensorFlow binary is optimized|"
+    r"oneDNN custom operations are on)"
+)
+"""TensorFlow's and CUDA's start-up lines (``cuInit`` failures on a CPU-only
+machine, oneDNN notices): printed by C++ before Python logging exists."""
+
+
+@contextlib.contextmanager
+def quiet_native_stderr() -> Iterator[None]:
+    """Drop TensorFlow's and CUDA's native start-up lines from stderr, keep the rest.
+
+    File descriptor 2 is pointed at a temporary file while the block runs;
+    afterwards every line that is not :data:`_NATIVE_NOISE` is written back
+    to stderr. ``VISUALSIM_TF_QUIET=0`` turns this off.
+    """
+    if os.environ.get("VISUALSIM_TF_QUIET", "1") == "0":
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no real fd 2 (embedded, captured)
+        yield
+        return
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(Exception):
+                sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            kept = [
+                line
+                for line in sink.read().decode("utf-8", "replace").splitlines(keepends=True)
+                if not _NATIVE_NOISE.match(line)
+            ]
+            if kept:
+                sys.stderr.write("".join(kept))
+                sys.stderr.flush()
+
+
 def _import_keras() -> Any:
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if "tensorflow" not in sys.modules:
+        with quiet_native_stderr():
+            import tensorflow as tf
+
+            with contextlib.suppress(Exception):  # device discovery is where cuInit fails
+                tf.config.list_physical_devices()
     import keras
 
     if keras.backend.backend() != "tensorflow":
@@ -144,7 +248,23 @@ class KerasExtractor(BaseExtractor):
         40% at batch 1, for a few extra seconds (several CPU-seconds and a
         second copy of the weights) when the extractor is first used. The
         vectors agree with ``"keras"`` to about 1e-6 (float rounding). Worth
-        it for bulk extraction; see ``docs/speed.md``.
+        it for bulk extraction; see ``docs/speed.md``. ``"openvino"`` runs
+        the same network on OpenVINO (``pip install visualsim[openvino]``)
+        at ``precision``; the converted model is cached on disk, so later
+        starts skip TensorFlow entirely.
+    precision
+        With ``runtime="openvino"``: ``"f32"``, ``"bf16"``, ``"int8"``, or
+        ``"auto"`` (the default there): the fastest precision the CPU supports
+        whose vectors keep a cosine of at least 0.99 to FP32 on the
+        calibration images. Other runtimes are FP32 only. After first use
+        :meth:`get_config` records the precision chosen.
+    calibration
+        Images (any image-likes, at least 8) to calibrate INT8 on; default the
+        first batch the extractor embeds (e.g. the first catalogue images
+        given to ``fit``). A saved config holds ``{"n", "sha256"}`` of them
+        instead, naming the cached INT8 model.
+    calibration_size
+        Most calibration images used (32).
     batch_size, num_workers, crop
         See :class:`~visualsim.extractors.base.BaseExtractor`.
 
@@ -171,6 +291,9 @@ class KerasExtractor(BaseExtractor):
         resize: str = "pad",
         seed: int = 0,
         runtime: str = "keras",
+        precision: str | None = None,
+        calibration: Sequence[Any] | Mapping[str, Any] | None = None,
+        calibration_size: int = 32,
         batch_size: int | None = None,
         num_workers: int | None = None,
         crop: str | None = None,
@@ -184,8 +307,9 @@ class KerasExtractor(BaseExtractor):
             raise ConfigError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
         if resize not in RESIZE_MODES:
             raise ConfigError(f"resize must be one of {', '.join(RESIZE_MODES)}, got {resize!r}")
-        if runtime not in RUNTIMES:
-            raise ConfigError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+        runtime, self.precision, record = check_runtime(
+            runtime, precision, calibration, calibration_size
+        )
         if not gem_p > 0:
             raise ConfigError(f"gem_p must be positive, got {gem_p!r}")
         if input_size is not None and int(input_size) < 32:
@@ -200,8 +324,12 @@ class KerasExtractor(BaseExtractor):
         self.resize = resize
         self.seed = int(seed)
         self.runtime = runtime
+        self.calibration = None if record is not None else calibration
+        self.calibration_record = record
+        self.calibration_size = int(calibration_size)
         self._lock = threading.Lock()
         self._fn: Any = None
+        self._model: Any = None
         self.weights_source_: str | None = None
 
     # -- configuration --------------------------------------------------------
@@ -225,6 +353,8 @@ class KerasExtractor(BaseExtractor):
             "num_workers": self.num_workers,
             "crop": self.crop,
         }
+        if self.runtime == "openvino":
+            config.update(openvino_config(self, self._fn))
         if self._BACKBONE is not None:
             del config["backbone"]
         return config
@@ -241,9 +371,52 @@ class KerasExtractor(BaseExtractor):
         return np.asarray(fn(batch))
 
     def build(self) -> Any:
-        """Build the network now (it is otherwise built on first use); return the Keras model."""
+        """Build the network now (it is otherwise built on first use); return the Keras model.
+
+        With ``runtime="openvino"`` the OpenVINO model is made ready too (from
+        the cache when it is there; with ``calibration=`` images, quantized).
+        """
+        if self.runtime == "openvino":
+            self._compiled().ready(None)
+            if self._model is None:
+                keras = _import_keras()
+                self._model = self._build_model(keras, BACKBONES[self.backbone])
+            return self._model
         self._compiled()
         return self._model
+
+    @property
+    def precision_(self) -> str | None:
+        """The precision in use (``None`` before first use with ``precision="auto"``)."""
+        if self.runtime != "openvino":
+            return "f32"
+        if self.precision != "auto":
+            return getattr(self._fn, "precision_", None) or self.precision
+        return getattr(self._fn, "precision_", None)
+
+    def _openvino_identity(self) -> dict[str, Any] | None:
+        from .openvino import file_digest
+
+        source = self.weights
+        if source == "imagenet" and os.environ.get(WEIGHTS_ENV):
+            source = os.environ[WEIGHTS_ENV]
+        if source == "imagenet":
+            source = imagenet_weights_available(self.backbone)
+            if source is None:
+                return None
+        weights = (
+            {"random_seed": self.seed}
+            if source is None
+            else {"sha256": file_digest(Path(source).expanduser())}
+        )
+        return {
+            "network": "keras",
+            "backbone": self.backbone,
+            "pooling": self.pooling,
+            "gem_p": self.gem_p,
+            "input_size": self.input_size,
+            "weights": weights,
+        }
 
     def _compiled(self) -> Any:
         if self._fn is None:
@@ -253,6 +426,35 @@ class KerasExtractor(BaseExtractor):
         return self._fn
 
     def _make_function(self) -> Any:
+        if self.runtime == "openvino":
+            return self._make_runner()
+        return self._make_tf_function()
+
+    def _make_runner(self) -> Any:
+        from .openvino import OpenVINORunner, import_openvino
+
+        import_openvino()  # fail early, before any TensorFlow work
+
+        def make_model() -> tuple[Any, dict[str, Any]]:
+            ov = import_openvino()
+            embed = self._make_tf_function()
+            model = ov.convert_model(embed.get_concrete_function())
+            identity = self._openvino_identity()
+            if identity is None:  # the weights' file is still unknown: do not key a cache entry
+                identity = {"weights_source": self.weights_source_, "unkeyed": True}
+            return model, identity
+
+        return OpenVINORunner(
+            identity=self._openvino_identity(),
+            make_model=make_model,
+            precision=self.precision,
+            calibration=calibration_batch(self),
+            calibration_record=self.calibration_record,
+            calibration_size=self.calibration_size,
+            label=type(self).__name__,
+        )
+
+    def _make_tf_function(self) -> Any:
         keras = _import_keras()
         import tensorflow as tf
 
@@ -318,6 +520,34 @@ class KerasExtractor(BaseExtractor):
             ) from exc
         self.weights_source_ = str(path)
         return model
+
+
+def calibration_batch(extractor: Any) -> np.ndarray | None:
+    """Return an extractor's ``calibration`` images prepared as one ``uint8`` batch, or ``None``."""
+    from .openvino import prepared_stack
+
+    if extractor.calibration is None:
+        return None
+    images = extractor.calibration
+    if isinstance(images, (Sequence, np.ndarray)) and not isinstance(images, (str, bytes)):
+        images = images[: extractor.calibration_size]
+    return prepared_stack(extractor.load, images)
+
+
+def openvino_config(extractor: Any, runner: Any) -> dict[str, Any]:
+    """The ``precision``/``calibration`` part of an OpenVINO extractor's config.
+
+    Once the runner has resolved them, the precision actually used and the
+    calibration record (count and digest) are written, so a saved catalogue's
+    queries embed the same way.
+    """
+    precision = getattr(runner, "precision_", None) or extractor.precision
+    record = getattr(runner, "calibration_", None) or extractor.calibration_record
+    return {
+        "precision": precision,
+        "calibration": dict(record) if (record and precision == "int8") else None,
+        "calibration_size": extractor.calibration_size,
+    }
 
 
 def _freeze(embed: Any) -> Any:
@@ -409,6 +639,9 @@ class ResNet50Extractor(KerasExtractor):
         resize: str = "pad",
         seed: int = 0,
         runtime: str = "keras",
+        precision: str | None = None,
+        calibration: Sequence[Any] | Mapping[str, Any] | None = None,
+        calibration_size: int = 32,
         batch_size: int | None = None,
         num_workers: int | None = None,
         crop: str | None = None,
@@ -422,6 +655,9 @@ class ResNet50Extractor(KerasExtractor):
             resize=resize,
             seed=seed,
             runtime=runtime,
+            precision=precision,
+            calibration=calibration,
+            calibration_size=calibration_size,
             batch_size=batch_size,
             num_workers=num_workers,
             crop=crop,

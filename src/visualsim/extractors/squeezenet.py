@@ -14,6 +14,7 @@ import itertools
 import math
 import os
 import threading
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,11 @@ from ..errors import ConfigError, WeightsUnavailableError
 from ..images import RESIZE_MODES, resize_image
 from ..safe_unpickle import UnsafePickleError, unpickle_arrays
 from .base import BaseExtractor, register_extractor
-from .keras import _import_keras
+from .keras import _import_keras, calibration_batch, check_runtime, openvino_config
+
+RUNTIMES = ("keras", "openvino")
+"""``"keras"``: a ``tf.function`` over the Keras graph; ``"openvino"``: the same
+graph converted to OpenVINO, run at ``precision``."""
 
 INPUT_SIZE = 227
 """Side of the square input the Caffe model was trained on."""
@@ -128,6 +133,13 @@ class SqueezeNetExtractor(BaseExtractor):
     resize
         ``"pad"`` (letterbox on white, keeps the whole product), ``"center_crop"``
         or ``"stretch"``; see :func:`visualsim.images.resize_image`.
+    runtime
+        ``"keras"`` (TensorFlow) or ``"openvino"``; see
+        :class:`~visualsim.extractors.keras.KerasExtractor`.
+    precision, calibration, calibration_size
+        With ``runtime="openvino"``; see
+        :class:`~visualsim.extractors.keras.KerasExtractor`.
+        :meth:`predict_proba` always runs on TensorFlow.
     batch_size, num_workers, crop
         See :class:`~visualsim.extractors.base.BaseExtractor`.
 
@@ -155,6 +167,10 @@ class SqueezeNetExtractor(BaseExtractor):
         *,
         weights_path: str | os.PathLike[str] | None = None,
         resize: str = "pad",
+        runtime: str = "keras",
+        precision: str | None = None,
+        calibration: Sequence[Any] | Mapping[str, Any] | None = None,
+        calibration_size: int = 32,
         batch_size: int | None = None,
         num_workers: int | None = None,
         crop: str | None = None,
@@ -162,10 +178,17 @@ class SqueezeNetExtractor(BaseExtractor):
         super().__init__(batch_size=batch_size, num_workers=num_workers, crop=crop)
         if resize not in RESIZE_MODES:
             raise ConfigError(f"resize must be one of {', '.join(RESIZE_MODES)}, got {resize!r}")
+        self.runtime, self.precision, record = check_runtime(
+            runtime, precision, calibration, calibration_size, RUNTIMES
+        )
+        self.calibration = None if record is not None else calibration
+        self.calibration_record = record
+        self.calibration_size = int(calibration_size)
         self.weights_path = None if weights_path is None else os.fspath(weights_path)
         self.resize = resize
         self._lock = threading.Lock()
         self._functions: tuple[Any, Any] | None = None
+        self._runner_: Any = None
 
     @property
     def dim(self) -> int:
@@ -174,13 +197,32 @@ class SqueezeNetExtractor(BaseExtractor):
 
     def get_config(self) -> dict[str, Any]:
         """Return the constructor arguments as JSON-safe values."""
-        return {
+        config: dict[str, Any] = {
             "weights_path": self.weights_path,
             "resize": self.resize,
+            "runtime": self.runtime,
             "batch_size": self.batch_size,
             "num_workers": self.num_workers,
             "crop": self.crop,
         }
+        if self.runtime == "openvino":
+            config.update(openvino_config(self, self._runner_))
+        return config
+
+    @property
+    def precision_(self) -> str | None:
+        """The precision in use (``None`` before first use with ``precision="auto"``)."""
+        if self.runtime != "openvino":
+            return "f32"
+        found = getattr(self._runner_, "precision_", None)
+        return found or (None if self.precision == "auto" else self.precision)
+
+    def build(self) -> None:
+        """Load the weights and make the network ready now (it is otherwise done on first use)."""
+        if self.runtime == "openvino":
+            self._runner().ready(None)
+        else:
+            self._compiled()
 
     def predict_proba(self, images: Any, *, batch_size: int | None = None) -> np.ndarray:
         """Return ImageNet class probabilities, ``(n, 1000)`` float32.
@@ -216,8 +258,39 @@ class SqueezeNetExtractor(BaseExtractor):
         return resize_image(image, INPUT_SIZE, self.resize)
 
     def _embed(self, batch: np.ndarray) -> np.ndarray:
+        if self.runtime == "openvino":
+            return self._runner()(batch)
         embed, _ = self._compiled()
         return np.asarray(embed(batch))
+
+    def _runner(self) -> Any:
+        if self._runner_ is None:
+            with self._lock:
+                if self._runner_ is None:
+                    self._runner_ = self._make_runner()
+        return self._runner_
+
+    def _make_runner(self) -> Any:
+        from .openvino import OpenVINORunner, file_digest, import_openvino
+
+        import_openvino()
+        path = self._resolve_weights_path()
+        identity = {"network": "squeezenet", "weights": {"sha256": file_digest(path)}}
+
+        def make_model() -> tuple[Any, dict[str, Any]]:
+            ov = import_openvino()
+            embed, _ = self._compiled()
+            return ov.convert_model(embed.get_concrete_function()), identity
+
+        return OpenVINORunner(
+            identity=identity,
+            make_model=make_model,
+            precision=self.precision,
+            calibration=calibration_batch(self),
+            calibration_record=self.calibration_record,
+            calibration_size=self.calibration_size,
+            label="SqueezeNetExtractor",
+        )
 
     # -- the network -----------------------------------------------------------
     def _compiled(self) -> tuple[Any, Any]:

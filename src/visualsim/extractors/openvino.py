@@ -1,0 +1,713 @@
+"""The OpenVINO runtime for the CNN extractors: FP32, BF16 and INT8 on the CPU.
+
+``runtime="openvino"`` on :class:`~visualsim.extractors.keras.KerasExtractor`,
+:class:`~visualsim.extractors.keras.ResNet50Extractor` and
+:class:`~visualsim.extractors.squeezenet.SqueezeNetExtractor` runs the same
+network (preprocessing, CNN and pooling, ``uint8`` in, features out) through
+OpenVINO instead of TensorFlow:
+
+* ``precision="f32"`` — the same arithmetic as TensorFlow, usually faster;
+* ``"bf16"`` — bfloat16 matrix units (AVX-512 BF16, AMX); on a CPU without
+  them OpenVINO runs FP32;
+* ``"int8"`` — post-training quantization with NNCF, calibrated on the
+  user's own images (``calibration=`` images, or else the first batch the
+  extractor sees, e.g. the first catalogue images given to ``fit``);
+* ``"auto"`` — the fastest of those the CPU supports (OpenVINO's
+  ``OPTIMIZATION_CAPABILITIES``) whose vectors stay within the quality guard
+  (:data:`GUARDS`: minimum cosine to FP32) on the calibration images.
+
+The converted network, its INT8 version and the ``auto`` decision are cached
+on disk (``$VISUALSIM_CACHE_DIR`` or ``~/.cache/visualsim/openvino``), keyed by
+the weights' digest, the precision, the calibration images' digest, the
+OpenVINO (and NNCF) version and the CPU, so a second start needs neither
+TensorFlow nor a new quantization. OpenVINO and NNCF are imported on first use.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+import threading
+import warnings
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConfigError, VisualsimError
+
+logger = logging.getLogger(__name__)
+
+PRECISIONS = ("f32", "bf16", "int8", "auto")
+"""Values of ``precision=`` with ``runtime="openvino"``."""
+
+GUARDS = {"f32": 0.999, "bf16": 0.99, "int8": 0.99}
+"""Least cosine between a precision's vector and the FP32 vector of the same image."""
+
+MIN_CALIBRATION = 8
+"""Fewest calibration images INT8 quantization accepts."""
+
+DEFAULT_CALIBRATION_SIZE = 32
+"""Calibration images used by default (the first ones seen)."""
+
+CACHE_ENV = "VISUALSIM_CACHE_DIR"
+"""Environment variable naming the cache folder (default ``~/.cache/visualsim/openvino``)."""
+
+GRAPH_VERSION = 1
+"""Bumped when the way visualsim builds a network changes, so old cache entries are not used."""
+
+_MAX_COMPILED = 4
+_digest_memo: dict[tuple[str, int, int], str] = {}
+
+
+class CalibrationError(ConfigError):
+    """INT8 quantization was asked for without enough calibration images."""
+
+
+class RuntimeMismatchWarning(UserWarning):
+    """A catalogue is queried with a runtime whose vectors may not match the stored ones."""
+
+
+# -- checks and the machine ------------------------------------------------------------
+
+
+def check_precision(precision: Any) -> str:
+    """Return ``precision`` if it is one of :data:`PRECISIONS`, else raise :class:`ConfigError`."""
+    if precision not in PRECISIONS:
+        raise ConfigError(
+            f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r} "
+            f"(precision applies to runtime='openvino')"
+        )
+    return str(precision)
+
+
+def check_calibration_size(size: Any) -> int:
+    """Return ``size`` as an int if it is at least :data:`MIN_CALIBRATION`."""
+    if isinstance(size, bool) or not isinstance(size, int) or size < MIN_CALIBRATION:
+        raise ConfigError(f"calibration_size must be an integer >= {MIN_CALIBRATION}, got {size!r}")
+    return size
+
+
+def import_openvino() -> Any:
+    """Import and return the ``openvino`` module, or raise a :class:`ConfigError` saying how."""
+    try:
+        import openvino
+    except ImportError as exc:
+        raise ConfigError(
+            "runtime='openvino' needs OpenVINO: pip install 'visualsim[openvino]' "
+            f"(or pass runtime='keras'); importing it failed: {exc}"
+        ) from exc
+    return openvino
+
+
+def _core() -> Any:
+    ov = import_openvino()
+    return ov.Core()
+
+
+def cpu_capabilities() -> frozenset[str]:
+    """Return OpenVINO's ``OPTIMIZATION_CAPABILITIES`` of the CPU (``"BF16"``, ``"INT8"``, ...)."""
+    return frozenset(str(c) for c in _core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+
+
+def supported_precisions() -> tuple[str, ...]:
+    """Return the precisions this CPU runs natively, fastest first (``"f32"`` always last)."""
+    caps = cpu_capabilities()
+    order = [p for p, cap in (("int8", "INT8"), ("bf16", "BF16")) if cap in caps]
+    return (*order, "f32")
+
+
+def cpu_fingerprint() -> str:
+    """Return a short, stable name of this CPU: model name and the SIMD flags that matter."""
+    model, flags = "", set[str]()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and not model:
+                model = value.strip()
+            elif key.strip() == "flags" and not flags:
+                flags = set(value.split())
+    wanted = sorted(
+        f
+        for f in flags
+        if f.startswith(("avx", "amx")) or f in ("fma", "f16c", "sse4_2", "avx_vnni")
+    )
+    if not model:
+        import platform
+
+        model = platform.processor() or platform.machine()
+    return f"{model} | {' '.join(wanted)}"
+
+
+def runtime_versions() -> dict[str, str]:
+    """Return the OpenVINO version (and NNCF's when it imports)."""
+    ov = import_openvino()
+    versions = {"openvino": str(ov.__version__)}
+    try:
+        import nncf
+
+        versions["nncf"] = str(nncf.__version__)
+    except ImportError:
+        versions["nncf"] = "missing"
+    return versions
+
+
+def cache_dir() -> Path:
+    """Return the cache folder: ``$VISUALSIM_CACHE_DIR`` or ``~/.cache/visualsim/openvino``."""
+    env = os.environ.get(CACHE_ENV)
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "visualsim" / "openvino"
+
+
+def file_digest(path: str | os.PathLike[str]) -> str:
+    """Return the SHA-256 of a file (memoised by path, size and modification time)."""
+    p = Path(path)
+    st = p.stat()
+    memo = (str(p.resolve()), st.st_size, st.st_mtime_ns)
+    if memo not in _digest_memo:
+        h = hashlib.sha256()
+        with p.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+        _digest_memo[memo] = h.hexdigest()
+    return _digest_memo[memo]
+
+
+def calibration_digest(inputs: np.ndarray) -> str:
+    """Return the SHA-256 of prepared calibration inputs (shape, dtype and bytes)."""
+    h = hashlib.sha256(f"{inputs.shape}|{inputs.dtype}".encode())
+    h.update(np.ascontiguousarray(inputs).tobytes())
+    return h.hexdigest()
+
+
+def min_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """Return the least row-wise cosine between two ``(n, d)`` arrays (1.0 when empty)."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if len(a) == 0:
+        return 1.0
+    na = np.linalg.norm(a, axis=1)
+    nb = np.linalg.norm(b, axis=1)
+    cos = (a * b).sum(1) / np.maximum(na * nb, 1e-30)
+    return float(cos.min())
+
+
+# -- the cache --------------------------------------------------------------------------
+
+
+def _key(parts: Mapping[str, Any]) -> str:
+    blob = json.dumps(dict(parts), sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:32]
+
+
+def _atomic_save_model(ov: Any, model: Any, target: Path, meta: Mapping[str, Any]) -> None:
+    """Save ``model`` as ``target/model.xml|bin`` plus ``meta.json``, via a renamed temp dir."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        ov.save_model(model, str(tmp / "model.xml"), compress_to_fp16=False)
+        (tmp / "meta.json").write_text(json.dumps(dict(meta), sort_keys=True, indent=1))
+        for f in tmp.iterdir():
+            with f.open("rb") as fh:
+                os.fsync(fh.fileno())
+        try:
+            os.replace(tmp, target)
+        except OSError:  # another process got there first: theirs is as good
+            if not (target / "meta.json").is_file():
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _read_cached(core: Any, folder: Path) -> Any | None:
+    if not (folder / "meta.json").is_file() or not (folder / "model.xml").is_file():
+        return None
+    try:
+        return core.read_model(str(folder / "model.xml"))
+    except Exception as exc:  # a damaged entry is rebuilt, never trusted
+        logger.warning("ignoring unreadable OpenVINO cache entry %s: %s", folder, exc)
+        return None
+
+
+def _atomic_write_json(path: Path, data: Mapping[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(dict(data), fh, sort_keys=True)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+# -- the runner -------------------------------------------------------------------------
+
+
+class OpenVINORunner:
+    """One network on OpenVINO's CPU plugin: ``uint8`` NHWC batch in, ``(n, dim)`` float32 out.
+
+    Built by the extractors; not usually made directly.
+
+    Parameters
+    ----------
+    identity
+        JSON-safe description of the network and its weights (the cache key's
+        base): for instance the backbone, pooling, input size and the weights
+        file's digest. ``None`` when it is only known after ``make_model``.
+    make_model
+        Builds the network and returns ``(ov.Model, identity)``; called only
+        when the cache has no entry (this is where TensorFlow is used).
+    precision
+        One of :data:`PRECISIONS`.
+    calibration
+        Prepared calibration inputs (``uint8``, the model's input shape), or
+        ``None`` to calibrate on the first batch run.
+    calibration_record
+        ``{"n": ..., "sha256": ...}`` of an earlier calibration (from a saved
+        config): its INT8 model is taken from the cache.
+    calibration_size
+        Most calibration images used.
+    cache
+        Cache folder; ``None`` for :func:`cache_dir`; ``False`` for no disk cache.
+    label
+        Name used in log and error messages.
+    """
+
+    def __init__(
+        self,
+        *,
+        identity: Mapping[str, Any] | None,
+        make_model: Callable[[], tuple[Any, Mapping[str, Any]]],
+        precision: str,
+        calibration: np.ndarray | None = None,
+        calibration_record: Mapping[str, Any] | None = None,
+        calibration_size: int = DEFAULT_CALIBRATION_SIZE,
+        cache: str | os.PathLike[str] | bool | None = None,
+        label: str = "model",
+    ) -> None:
+        self.requested = check_precision(precision)
+        self.identity = None if identity is None else dict(identity)
+        self._make_model = make_model
+        self.calibration = calibration
+        self.calibration_record = None if calibration_record is None else dict(calibration_record)
+        self.calibration_size = check_calibration_size(calibration_size)
+        if cache is False:
+            self.cache: Path | None = None
+        elif cache is None or cache is True:
+            self.cache = cache_dir()
+        else:
+            self.cache = Path(cache)
+        self.label = label
+        self._lock = threading.Lock()
+        self._core: Any = None
+        self._base: Any = None
+        self._model: Any = None
+        self._compiled: OrderedDict[tuple[str, int], tuple[Any, int]] = OrderedDict()
+        self.precision_: str | None = None
+        self.calibration_: dict[str, Any] | None = None
+        self.guard_: dict[str, float] = {}
+        self.cache_hits_: list[str] = []
+        self.cache_misses_: list[str] = []
+
+    # -- public ------------------------------------------------------------------------
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        """Return the features of a prepared ``uint8`` batch."""
+        batch = np.ascontiguousarray(batch)
+        if self._model is None:
+            with self._lock:
+                if self._model is None:
+                    self._prepare(batch)
+        return self._run(batch)
+
+    def ready(self, batch: np.ndarray | None = None) -> None:
+        """Resolve the precision and load (or build) the model now; ``batch`` may calibrate."""
+        if self._model is None:
+            with self._lock:
+                if self._model is None:
+                    self._prepare(batch)
+
+    # -- building ------------------------------------------------------------------------
+    def _key_parts(self, **extra: Any) -> dict[str, Any]:
+        return {
+            "graph_version": GRAPH_VERSION,
+            "identity": self.identity,
+            "versions": runtime_versions(),
+            "cpu": cpu_fingerprint(),
+            **extra,
+        }
+
+    def _entry(self, kind: str, **extra: Any) -> Path | None:
+        if self.cache is None or self.identity is None:
+            return None
+        return self.cache / f"{kind}-{_key(self._key_parts(kind=kind, **extra))}"
+
+    def _load_base(self) -> Any:
+        ov = import_openvino()
+        entry = self._entry("base")
+        if entry is not None:
+            model = _read_cached(self._core, entry)
+            if model is not None:
+                self.cache_hits_.append("base")
+                return model
+        model, identity = self._make_model()
+        self.identity = dict(identity)
+        self.cache_misses_.append("base")
+        entry = self._entry("base")
+        if entry is not None:
+            _atomic_save_model(ov, model, entry, self._key_parts(kind="base"))
+        return model
+
+    def _calibration_inputs(self, batch: np.ndarray | None) -> np.ndarray | None:
+        source = self.calibration if self.calibration is not None else batch
+        if source is None:
+            return None
+        return np.ascontiguousarray(source[: self.calibration_size])
+
+    def _quantized(self, inputs: np.ndarray | None) -> Any:
+        """Return the INT8 model for ``inputs`` (or the recorded calibration), or raise."""
+        ov = import_openvino()
+        if inputs is None or (self.calibration is None and self.calibration_record is not None):
+            record = self.calibration_record
+            if record is not None:
+                entry = self._entry("int8", calibration=record.get("sha256"))
+                model = None if entry is None else _read_cached(self._core, entry)
+                if model is not None:
+                    self.cache_hits_.append("int8")
+                    self.calibration_ = dict(record)
+                    return model
+                raise _RecordMissing(record)
+        assert inputs is not None
+        if len(inputs) < MIN_CALIBRATION:
+            raise CalibrationError(
+                f"{self.label}: precision='int8' needs at least {MIN_CALIBRATION} calibration "
+                f"images, got {len(inputs)}; pass calibration=[...] with {MIN_CALIBRATION} or "
+                f"more of your own images (up to calibration_size={self.calibration_size} are "
+                f"used), extract a first batch of at least {MIN_CALIBRATION}, or use "
+                f"precision='bf16' / 'f32' / 'auto'"
+            )
+        digest = calibration_digest(inputs)
+        record = {"n": len(inputs), "sha256": digest}
+        entry = self._entry("int8", calibration=digest)
+        if entry is not None:
+            model = _read_cached(self._core, entry)
+            if model is not None:
+                self.cache_hits_.append("int8")
+                self.calibration_ = record
+                return model
+        try:
+            import nncf
+        except ImportError as exc:
+            raise ConfigError(
+                "precision='int8' needs NNCF: pip install 'visualsim[openvino]' (or nncf); "
+                f"importing it failed: {exc}"
+            ) from exc
+        nncf.set_log_level(logging.ERROR)
+        dataset = nncf.Dataset([inputs[i : i + 1] for i in range(len(inputs))])
+        logger.info("%s: INT8 quantization on %d calibration images", self.label, len(inputs))
+        # NNCF draws rich progress bars on stdout; a library should not
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            model = nncf.quantize(
+                self._base,
+                dataset,
+                subset_size=len(inputs),
+                preset=nncf.QuantizationPreset.PERFORMANCE,
+            )
+        self.cache_misses_.append("int8")
+        if entry is not None:
+            _atomic_save_model(ov, model, entry, {**self._key_parts(kind="int8"), **record})
+        self.calibration_ = record
+        return model
+
+    def _prepare(self, batch: np.ndarray | None) -> None:
+        self._core = _core()
+        self._base = self._load_base()
+        requested = self.requested
+        if requested == "auto":
+            self._model, self.precision_ = self._auto(batch)
+            return
+        if requested == "int8":
+            try:
+                self._model = self._quantized(self._calibration_inputs(batch))
+                self.precision_ = "int8"
+            except _RecordMissing as missing:
+                fallback = "bf16" if "bf16" in supported_precisions() else "f32"
+                warnings.warn(
+                    f"{self.label}: the INT8 model calibrated on {missing.record.get('n')} "
+                    f"images (sha256 {str(missing.record.get('sha256'))[:12]}...) is not in "
+                    f"the cache {self.cache}; running {fallback} instead (vectors agree with "
+                    f"INT8 ones within the quality guard). Pass calibration= images to "
+                    f"quantize again.",
+                    RuntimeMismatchWarning,
+                    stacklevel=4,
+                )
+                self._model, self.precision_ = self._base, fallback
+            return
+        self._model, self.precision_ = self._base, requested
+
+    def _auto(self, batch: np.ndarray | None) -> tuple[Any, str]:
+        candidates = supported_precisions()
+        inputs = self._calibration_inputs(batch)
+        digest = None if inputs is None else calibration_digest(inputs)
+        decision = self._entry("auto", calibration=digest, candidates=list(candidates))
+        if decision is not None and (decision / "decision.json").is_file():
+            try:
+                chosen = json.loads((decision / "decision.json").read_text())
+                self.guard_ = {str(k): float(v) for k, v in chosen["guard"].items()}
+                if chosen["precision"] == "int8":
+                    return self._quantized(inputs), "int8"
+                return self._base, str(chosen["precision"])
+            except Exception as exc:
+                logger.warning("ignoring OpenVINO auto decision %s: %s", decision, exc)
+        reference = None
+        if inputs is not None and len(inputs) and len(candidates) > 1:
+            reference = self._run_with(self._base, "f32", inputs)
+        chosen_model, chosen = self._base, "f32"
+        for precision in candidates[:-1]:
+            try:
+                model = self._quantized(inputs) if precision == "int8" else self._base
+            except (CalibrationError, _RecordMissing) as exc:
+                logger.info("precision auto: skipping int8: %s", exc)
+                continue
+            if reference is not None and inputs is not None:
+                cos = min_cosine(self._run_with(model, precision, inputs), reference)
+                self.guard_[precision] = cos
+                if cos < GUARDS[precision]:
+                    logger.info(
+                        "precision auto: %s gives min cosine %.5f < %.3f, not used",
+                        precision,
+                        cos,
+                        GUARDS[precision],
+                    )
+                    continue
+            chosen_model, chosen = model, precision
+            break
+        if chosen != "int8":
+            self.calibration_ = None
+        if decision is not None and reference is not None:
+            _atomic_write_json(
+                decision / "decision.json", {"precision": chosen, "guard": self.guard_}
+            )
+        logger.info("precision auto: chose %s (guard %s)", chosen, self.guard_)
+        return chosen_model, chosen
+
+    # -- running ---------------------------------------------------------------------------
+    def _compile(self, model: Any, precision: str, hint: str, batch: int) -> tuple[Any, int]:
+        key = (f"{id(model)}:{precision}:{hint}", batch)
+        if key in self._compiled:
+            self._compiled.move_to_end(key)
+            return self._compiled[key]
+        static = model.clone()
+        in_shape = static.input(0).get_partial_shape()
+        dims = [batch] + [int(d.get_length()) for d in list(in_shape)[1:]]
+        static.reshape({static.input(0): dims})
+        config = {"PERFORMANCE_HINT": hint}
+        if precision in ("f32", "bf16"):
+            config["INFERENCE_PRECISION_HINT"] = precision
+        compiled = self._core.compile_model(static, "CPU", config)
+        requests = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+        self._compiled[key] = (compiled, requests)
+        while len(self._compiled) > _MAX_COMPILED:
+            self._compiled.popitem(last=False)
+        return compiled, requests
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        assert self.precision_ is not None
+        return self._run_with(self._model, self.precision_, batch)
+
+    def _run_with(self, model: Any, precision: str, batch: np.ndarray) -> np.ndarray:
+        n = len(batch)
+        if n == 0:
+            return np.zeros((0, int(model.output(0).get_partial_shape()[-1].get_length())))
+        if n == 1:
+            compiled, _ = self._compile(model, precision, "LATENCY", 1)
+            return np.array(compiled(batch)[0], dtype=np.float32, copy=True)
+        streams = self._streams(model, precision)
+        parts = min(streams, n)
+        sub = math.ceil(n / parts)
+        compiled, _ = self._compile(model, precision, "THROUGHPUT", sub)
+        chunks = [batch[i : i + sub] for i in range(0, n, sub)]
+        out = np.empty((n, compiled.output(0).get_partial_shape()[-1].get_length()), np.float32)
+        requests = [compiled.create_infer_request() for _ in chunks]
+        for req, chunk in zip(requests, chunks, strict=True):
+            if len(chunk) < sub:  # the short tail: pad with its last row
+                pad = np.repeat(chunk[-1:], sub - len(chunk), axis=0)
+                chunk = np.concatenate([chunk, pad])
+            req.start_async({0: chunk})
+        for i, req in enumerate(requests):
+            req.wait()
+            rows = min(sub, n - i * sub)
+            out[i * sub : i * sub + rows] = req.get_output_tensor(0).data[:rows]
+        return out
+
+    def _streams(self, model: Any, precision: str) -> int:
+        if not hasattr(self, "_n_streams"):
+            _, requests = self._compile(model, precision, "THROUGHPUT", 1)
+            self._n_streams = max(1, requests)
+        return self._n_streams
+
+
+class _RecordMissing(VisualsimError):
+    def __init__(self, record: Mapping[str, Any]) -> None:
+        super().__init__(f"no cached INT8 model for calibration {dict(record)}")
+        self.record = dict(record)
+
+
+# -- checking a catalogue's runtime ---------------------------------------------------
+
+
+_RUNTIME_KEYS = ("runtime", "precision", "calibration", "calibration_size", "batch_size")
+
+
+def _strip_runtime(spec: Mapping[str, Any]) -> Any:
+    if isinstance(spec, Mapping):
+        return {
+            k: _strip_runtime(v)
+            for k, v in spec.items()
+            if k not in _RUNTIME_KEYS and k != "num_workers"
+        }
+    if isinstance(spec, list):
+        return [_strip_runtime(v) for v in spec]
+    return spec
+
+
+def _runtimes(spec: Any) -> list[tuple[str, str]]:
+    found: list[tuple[str, str]] = []
+    if isinstance(spec, Mapping):
+        if "runtime" in spec:
+            found.append((str(spec.get("runtime")), str(spec.get("precision", "f32"))))
+        for v in spec.values():
+            found.extend(_runtimes(v))
+    elif isinstance(spec, list):
+        for v in spec:
+            found.extend(_runtimes(v))
+    return found
+
+
+def check_runtime_compatible(
+    saved_spec: Mapping[str, Any],
+    extractor: Any,
+    images: Iterable[Any] = (),
+    stored_vectors: np.ndarray | None = None,
+    *,
+    guard: float | None = None,
+) -> float | None:
+    """Warn when ``extractor`` embeds differently from the one a catalogue was built with.
+
+    Only the runtime and precision may differ (a different network or weights is
+    a different catalogue and is not this function's business). When they do,
+    ``images`` are embedded with ``extractor`` and compared with
+    ``stored_vectors`` (the catalogue's own vectors of those images), or, when
+    none are given, with an extractor rebuilt from ``saved_spec``.
+
+    Parameters
+    ----------
+    saved_spec
+        The catalogue's ``{"name": ..., "config": {...}}`` extractor entry.
+    extractor
+        The extractor the catalogue is about to be queried with.
+    images
+        A few of the catalogue's images (say 8), in the order of ``stored_vectors``.
+    stored_vectors
+        Their stored vectors, ``(n, dim)``; ``None`` to recompute them.
+    guard
+        Least acceptable cosine; default the looser of the two precisions' :data:`GUARDS`.
+
+    Returns
+    -------
+    float or None
+        The least cosine found, or ``None`` when the runtimes agree or nothing
+        could be compared (a :class:`RuntimeMismatchWarning` says so).
+    """
+    from .base import extractor_from_config, extractor_spec
+
+    mine = extractor_spec(extractor)
+    if dict(mine) == dict(saved_spec) or _runtimes(mine.get("config")) == _runtimes(
+        saved_spec.get("config")
+    ):
+        return None
+    if mine.get("name") != saved_spec.get("name") or _strip_runtime(mine) != _strip_runtime(
+        saved_spec
+    ):
+        return None
+    both = _runtimes(mine.get("config")) + _runtimes(saved_spec.get("config"))
+    limit = guard if guard is not None else min(GUARDS.get(p, 0.99) for _, p in both)
+    sample = list(images)
+    described = (
+        f"the catalogue was embedded with {_runtimes(saved_spec.get('config'))} and is queried "
+        f"with {_runtimes(mine.get('config'))} (runtime, precision)"
+    )
+    if not sample:
+        warnings.warn(
+            f"{described}; no images to compare, so the vectors may not match",
+            RuntimeMismatchWarning,
+            stacklevel=2,
+        )
+        return None
+    new = extractor.extract(sample)
+    if stored_vectors is None:
+        old = extractor_from_config(saved_spec).extract(sample)
+    else:
+        old = np.asarray(stored_vectors, dtype=np.float32)
+        if old.shape != new.shape:
+            raise ConfigError(
+                f"stored_vectors has shape {old.shape} but the {len(sample)} images embed to "
+                f"{new.shape}; pass the stored vectors of exactly those images"
+            )
+    cos = min_cosine(new, old)
+    if cos < limit:
+        warnings.warn(
+            f"{described}: least cosine to the stored vectors over {len(sample)} images is "
+            f"{cos:.4f} < {limit}; rebuild the catalogue or query with the saved runtime",
+            RuntimeMismatchWarning,
+            stacklevel=2,
+        )
+    return cos
+
+
+def prepared_stack(load: Callable[[Any], np.ndarray], images: Sequence[Any] | np.ndarray) -> Any:
+    """Return ``images`` decoded and prepared by ``load`` as one ``uint8`` array."""
+    if isinstance(images, (str, bytes, os.PathLike)) or not isinstance(
+        images, (Sequence, np.ndarray)
+    ):
+        raise ConfigError(
+            "calibration must be a list of images (paths, arrays, PIL images, bytes), "
+            f"got {type(images).__name__}"
+        )
+    arrays = [load(image) for image in images]
+    if not arrays:
+        raise CalibrationError(
+            f"calibration is empty; pass at least {MIN_CALIBRATION} of your own images"
+        )
+    return np.stack(arrays)
+
+
+__all__ = [
+    "CACHE_ENV",
+    "DEFAULT_CALIBRATION_SIZE",
+    "GUARDS",
+    "MIN_CALIBRATION",
+    "PRECISIONS",
+    "CalibrationError",
+    "OpenVINORunner",
+    "RuntimeMismatchWarning",
+    "cache_dir",
+    "check_precision",
+    "check_runtime_compatible",
+    "cpu_capabilities",
+    "cpu_fingerprint",
+    "supported_precisions",
+]
