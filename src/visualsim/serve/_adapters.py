@@ -1,0 +1,344 @@
+"""The few places where the HTTP layer touches the :class:`~visualsim.Recommender`.
+
+Everything the app needs from a recommender goes through these functions, so a
+change in the recommender's API (typed fields, ``where`` strings, ``upsert``,
+``source_of``) is one edit here. Each prefers the recommender's own method when it
+has one and falls back to what older recommenders offer.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConfigError, UnknownIdError
+
+Id = str | int
+
+SCALAR_TYPES = {bool: "bool", int: "int", float: "float", str: "str"}
+"""Python type -> field type name, as in ``Recommender.fields_``."""
+
+MAX_CHOICES = 60
+"""A text field with at most this many distinct values gets a drop-down on the page."""
+
+
+class WhereError(ConfigError):
+    """A ``where`` filter the server cannot use; the message names the problem."""
+
+
+# -- ids --------------------------------------------------------------------------------
+def resolve_id(rec: Any, raw: str) -> Id:
+    """Map an id from a URL (always text) to the stored id, or raise UnknownIdError."""
+    if raw in rec:
+        return raw
+    if re.fullmatch(r"-?\d{1,18}", raw) and int(raw) in rec:
+        return int(raw)
+    raise UnknownIdError(f"no item with id {raw!r} in the catalogue")
+
+
+def new_id(rec: Any, raw: str) -> Id:
+    """The id a new item posted as text gets: an int when the catalogue's ids are ints."""
+    if re.fullmatch(r"-?\d{1,18}", raw):
+        ids = rec.ids_[:1] if len(rec) else []
+        if ids and isinstance(ids[0], int):
+            return int(raw)
+    return raw
+
+
+def json_id(item_id: Any) -> Id:
+    """An id as JSON: numpy integers become ints."""
+    if isinstance(item_id, (int, np.integer)) and not isinstance(item_id, bool):
+        return int(item_id)
+    return str(item_id)
+
+
+# -- metadata and fields ----------------------------------------------------------------
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, (np.generic,)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return str(value)
+
+
+def public_metadata(meta: Mapping[str, Any]) -> dict[str, Any]:
+    """A plain, JSON-safe copy of an item's metadata without the server's file paths.
+
+    Older catalogues store each image's absolute path as ``"path"``; that never
+    leaves the server (the image itself is served by ``GET /items/{id}/image``).
+    """
+    out: dict[str, Any] = {}
+    for key, value in meta.items():
+        if key == "path" and isinstance(value, str) and os.path.isabs(value):
+            continue
+        out[str(key)] = _json_safe(value)
+    return out
+
+
+def metadata_of(rec: Any, item_id: Id) -> dict[str, Any]:
+    """The item's public metadata (raises UnknownIdError)."""
+    return public_metadata(rec.metadata_of(item_id))
+
+
+def _all_metadata(rec: Any) -> list[Mapping[str, Any]]:
+    return list(rec.metadata_)
+
+
+def field_types(rec: Any) -> dict[str, str]:
+    """Metadata field -> ``"str" | "int" | "float" | "bool"`` (``rec.fields_`` when it exists)."""
+    declared = getattr(rec, "fields_", None)
+    if isinstance(declared, Mapping):
+        return {str(k): str(v) for k, v in declared.items() if k != "path"}
+    seen: dict[str, str] = {}
+    for meta in _all_metadata(rec):
+        for key, value in public_metadata(meta).items():
+            kind = SCALAR_TYPES.get(type(value))
+            if kind is None:
+                continue
+            before = seen.get(key)
+            if before is None:
+                seen[key] = kind
+            elif before != kind:
+                seen[key] = "float" if {before, kind} == {"int", "float"} else "str"
+    return seen
+
+
+def describe_fields(rec: Any) -> dict[str, dict[str, Any]]:
+    """For each field: its type and what the page needs to build a filter control.
+
+    Text and bool fields list their distinct values when there are at most
+    :data:`MAX_CHOICES`; numeric fields give their ``min`` and ``max``.
+    """
+    types = field_types(rec)
+    values: dict[str, set[Any]] = {k: set() for k in types}
+    lows: dict[str, float] = {}
+    highs: dict[str, float] = {}
+    for meta in _all_metadata(rec):
+        for key, kind in types.items():
+            value = meta.get(key)
+            if value is None or isinstance(value, (list, dict)):
+                continue
+            if kind in ("int", "float") and isinstance(value, (int, float)):
+                v = float(value)
+                if math.isfinite(v):
+                    lows[key] = min(lows.get(key, v), v)
+                    highs[key] = max(highs.get(key, v), v)
+            elif kind in ("str", "bool") and len(values[key]) <= MAX_CHOICES:
+                values[key].add(value)
+    out: dict[str, dict[str, Any]] = {}
+    for key, kind in sorted(types.items()):
+        info: dict[str, Any] = {"type": kind}
+        if kind in ("int", "float"):
+            if key in lows:
+                info["min"], info["max"] = lows[key], highs[key]
+        elif kind in ("str", "bool") and len(values[key]) <= MAX_CHOICES:
+            info["values"] = sorted(values[key], key=lambda v: (str(type(v)), v))
+        out[key] = info
+    return out
+
+
+# -- images -----------------------------------------------------------------------------
+def image_root_of(rec: Any, configured: str | os.PathLike[str] | None) -> Path | None:
+    """The folder images are served from: the one configured, else the catalogue's own."""
+    if configured is not None:
+        return Path(configured)
+    root = getattr(rec, "image_root_", None)
+    return Path(root) if root is not None else None
+
+
+def source_of(rec: Any, item_id: Id) -> str | None:
+    """The item's image path as stored (relative to the image root, or absolute), or None."""
+    if hasattr(rec, "source_of"):
+        src = rec.source_of(item_id)
+        return None if src is None else str(src)
+    path = rec.metadata_of(item_id).get("path")
+    return path if isinstance(path, str) and path else None
+
+
+def image_file(rec: Any, item_id: Id, root: Path | None) -> Path | None:
+    """The item's image file, only if it lies inside ``root``; else None.
+
+    Both paths are resolved (symlinks followed) before the containment check,
+    so neither ``..`` nor a symlink pointing out of the root can reach a file
+    outside it. Only regular files qualify.
+    """
+    if root is None:
+        return None
+    src = source_of(rec, item_id)
+    if src is None or "\x00" in src:
+        return None
+    try:
+        base = root.resolve(strict=True)
+        path = (base / src).resolve(strict=True)  # an absolute src replaces base
+    except (OSError, RuntimeError):
+        return None
+    if path != base and base not in path.parents:
+        return None
+    if not path.is_file():
+        return None
+    return path
+
+
+# -- filters ----------------------------------------------------------------------------
+def parse_where(text: str, fields: Mapping[str, str], rec: Any = None) -> Any:
+    """Check a ``where`` string and return what ``rec``'s ``where=`` takes.
+
+    Raises
+    ------
+    WhereError
+        Naming the problem: a syntax error, or a field the catalogue does not have.
+    """
+    from ..filters import parse_filter
+
+    if not text.strip():
+        raise WhereError("where is empty; leave it out to search the whole catalogue")
+    try:
+        expr = parse_filter(text)
+    except ConfigError as exc:
+        raise WhereError(f"bad where {text!r}: {exc}") from None
+    unknown = sorted(set(expr.fields()) - set(fields))
+    if unknown:
+        known = ", ".join(sorted(fields)) or "none"
+        raise WhereError(
+            f"where names unknown field(s) {', '.join(map(repr, unknown))}; "
+            f"the catalogue's fields are: {known}"
+        )
+    if rec is None or hasattr(type(rec), "fields_"):
+        return text  # the recommender reads the filter language itself
+    return _matcher(expr)
+
+
+def _matcher(expr: Any) -> Callable[[Mapping[str, Any]], bool]:
+    """Evaluate a filter tree on one item's metadata (for recommenders without ``where`` text)."""
+    from ..filters import And, Compare, InList, Not, Or
+
+    def holds(node: Any, meta: Mapping[str, Any]) -> bool:
+        if isinstance(node, And):
+            return all(holds(i, meta) for i in node.items)
+        if isinstance(node, Or):
+            return any(holds(i, meta) for i in node.items)
+        if isinstance(node, Not):
+            return not holds(node.item, meta)
+        have = meta.get(node.field)
+        if have is None:
+            return False
+        if isinstance(node, InList):
+            inside = any(_same(have, v) for v in node.values)
+            return inside != node.negate
+        assert isinstance(node, Compare)
+        if node.op == "==":
+            return _same(have, node.value)
+        if node.op == "!=":
+            return not _same(have, node.value)
+        try:
+            return bool(_OPS[node.op](have, node.value))
+        except TypeError:
+            return False
+
+    return lambda meta: holds(expr, meta)
+
+
+def _same(a: Any, b: Any) -> bool:
+    return isinstance(a, bool) == isinstance(b, bool) and a == b
+
+
+_OPS: dict[str, Callable[[Any, Any], bool]] = {
+    "<": lambda a, b: a < b,
+    "<=": lambda a, b: a <= b,
+    ">": lambda a, b: a > b,
+    ">=": lambda a, b: a >= b,
+}
+
+
+# -- writes -----------------------------------------------------------------------------
+def add_vector(rec: Any, vector: np.ndarray, item_id: Id, metadata: dict[str, Any]) -> None:
+    """Add one extracted vector (DuplicateIdError when the id exists)."""
+    rec.add_vectors(vector.reshape(1, -1), [item_id], [metadata])
+
+
+def upsert_vector(rec: Any, vector: np.ndarray, item_id: Id, metadata: dict[str, Any]) -> bool:
+    """Insert or replace one item; return True when it replaced one."""
+    existed = item_id in rec
+    if hasattr(rec, "upsert_vectors"):
+        rec.upsert_vectors(vector.reshape(1, -1), [item_id], [metadata])
+        return existed
+    if existed:
+        rec.remove([item_id])
+    add_vector(rec, vector, item_id, metadata)
+    return existed
+
+
+def update_metadata(rec: Any, item_id: Id, metadata: dict[str, Any]) -> None:
+    """Replace one item's metadata, keeping its vector."""
+    if hasattr(rec, "update_metadata"):
+        rec.update_metadata(item_id, metadata, replace=True)
+        return
+    vector = rec.vector_of(item_id)
+    old = dict(rec.metadata_of(item_id))
+    rec.remove([item_id])
+    try:
+        rec.add_vectors(vector.reshape(1, -1), [item_id], [metadata])
+    except Exception:
+        rec.add_vectors(vector.reshape(1, -1), [item_id], [old])
+        raise
+
+
+def remove(rec: Any, item_id: Id) -> None:
+    """Remove one item (UnknownIdError when absent)."""
+    rec.remove([item_id])
+
+
+# -- a readers-writer lock ----------------------------------------------------------------
+class ReadWriteLock:
+    """Many readers or one writer; a waiting writer goes before new readers."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writer = False
+        self._waiting_writers = 0
+
+    @contextmanager
+    def read(self) -> Iterator[None]:
+        with self._cond:
+            while self._writer or self._waiting_writers:
+                self._cond.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                if not self._readers:
+                    self._cond.notify_all()
+
+    @contextmanager
+    def write(self) -> Iterator[None]:
+        with self._cond:
+            self._waiting_writers += 1
+            try:
+                while self._writer or self._readers:
+                    self._cond.wait()
+            finally:
+                self._waiting_writers -= 1
+            self._writer = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writer = False
+                self._cond.notify_all()

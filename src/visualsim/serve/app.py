@@ -1,0 +1,783 @@
+"""The HTTP app: recommendations as JSON for a shop's front end, and a search-by-photo page.
+
+:func:`create_app` returns a FastAPI (ASGI) application. Serve it with uvicorn
+(``visualsim serve CATALOG`` does) or mount it inside your own app.
+
+Read-only unless an API key is given: the write endpoints (``POST /items``,
+``PUT``/``DELETE /items/{id}``, ``POST /reload``, ``POST /save``) are not even
+routed without one, and with one they need ``Authorization: Bearer <key>``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import mimetypes
+import os
+import re
+import secrets
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
+
+from .. import __version__
+from ..errors import (
+    CatalogError,
+    DuplicateIdError,
+    ImageLoadError,
+    NotFittedError,
+    UnknownIdError,
+    VisualsimError,
+)
+from ..images import load_image
+from . import _adapters as A
+
+logger = logging.getLogger("visualsim.serve")
+access_logger = logging.getLogger("visualsim.serve.access")
+
+MAX_UPLOAD_BYTES = 20 * 1024 * 1024
+"""Default upload limit (20 MiB): larger bodies get 413 before they are read in full."""
+
+MAX_PIXELS = 50_000_000
+"""Default pixel limit of an uploaded image (width x height); more is refused (422)."""
+
+MULTIPART_SLACK = 64 * 1024
+"""Bytes a multipart body may carry beyond the image itself (headers, id, metadata)."""
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+
+class UploadTooLarge(Exception):
+    """The request body passed the upload limit (answered with 413)."""
+
+
+@dataclass
+class _Live:
+    """One loaded catalogue, its lock and cached field descriptions."""
+
+    rec: Any
+    lock: A.ReadWriteLock = field(default_factory=A.ReadWriteLock)
+    fields: dict[str, dict[str, Any]] | None = None
+    generation: int = 0
+
+    def changed(self) -> None:
+        self.fields = None
+        self.generation += 1
+
+
+def create_app(
+    recommender_or_path: Any,
+    *,
+    api_key: str | None = None,
+    max_upload_bytes: int = MAX_UPLOAD_BYTES,
+    image_root: str | os.PathLike[str] | None = None,
+    max_k: int = 100,
+    max_pixels: int = MAX_PIXELS,
+    warm: bool = True,
+    title: str = "visualsim",
+) -> FastAPI:
+    """Return an ASGI app serving a catalogue.
+
+    Parameters
+    ----------
+    recommender_or_path
+        A fitted :class:`~visualsim.Recommender`, or the folder of a saved
+        catalogue (loaded now; ``POST /reload`` loads it again).
+    api_key
+        Enables the write endpoints, each requiring ``Authorization: Bearer
+        <api_key>`` (compared in constant time). ``None`` (default): the server
+        is read-only and those endpoints do not exist.
+    max_upload_bytes
+        Largest accepted upload; a bigger body is refused with 413 as soon as
+        the limit is passed, without reading the rest.
+    image_root
+        Folder that ``GET /items/{id}/image`` may read from (default: the
+        catalogue's own image root, when it records one). Nothing outside it
+        is ever served, symlinks included.
+    max_k
+        Largest ``k`` a query may ask for (bigger: 422).
+    max_pixels
+        Largest uploaded image in pixels (more: 422, a likely decompression bomb).
+    warm
+        Run one extraction and one search at start-up, so the first real
+        request does not pay for building the model.
+    title
+        The OpenAPI title.
+
+    Returns
+    -------
+    fastapi.FastAPI
+        The app; ``app.state.visualsim`` holds its state.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastapi.testclient import TestClient
+    >>> from visualsim import ColorHistogramExtractor, Recommender
+    >>> from visualsim.serve import create_app
+    >>> ext = ColorHistogramExtractor()
+    >>> rec = Recommender(ext).add_vectors(
+    ...     np.eye(3, ext.dim), ["a", "b", "c"], [{"colour": "red"}] * 3)
+    >>> client = TestClient(create_app(rec))
+    >>> client.get("/health").json()["items"]
+    3
+    """
+    from ..errors import ConfigError
+
+    if isinstance(max_upload_bytes, bool) or int(max_upload_bytes) < 1:
+        raise ConfigError(f"max_upload_bytes must be a positive integer, got {max_upload_bytes!r}")
+    if isinstance(max_k, bool) or int(max_k) < 1:
+        raise ConfigError(f"max_k must be a positive integer, got {max_k!r}")
+    if api_key is not None and (not isinstance(api_key, str) or len(api_key) < 8):
+        raise ConfigError("api_key must be a string of at least 8 characters (it was not shown)")
+    max_upload_bytes, max_k = int(max_upload_bytes), int(max_k)
+
+    catalog_path: Path | None = None
+    if isinstance(recommender_or_path, (str, os.PathLike)):
+        catalog_path = Path(recommender_or_path)
+        rec = _load(catalog_path, None)
+    else:
+        rec = recommender_or_path
+    state = _State(
+        live=_Live(rec),
+        catalog_path=catalog_path,
+        image_root=None if image_root is None else Path(image_root),
+        api_key=api_key,
+        warm=warm,
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if warm:
+            await run_in_threadpool(state.warm_up, state.live)
+        logger.info("serving %d items (read-only: %s)", len(state.live.rec), api_key is None)
+        yield
+        logger.info("shutting down")
+
+    app = FastAPI(
+        title=title,
+        version=__version__,
+        description="Visually similar catalogue items, and search by photo.",
+        lifespan=lifespan,
+    )
+    app.state.visualsim = state
+    app.state.max_upload_bytes = max_upload_bytes
+    app.add_middleware(AccessLogMiddleware)
+    _install_error_handlers(app, state)
+
+    static_dir = Path(str(resources.files("visualsim.serve") / "static"))
+    app.mount("/static", StaticFiles(directory=static_dir), name="static")
+    page = (static_dir / "index.html").read_text(encoding="utf-8")
+
+    k_query = Query(10, ge=1, le=max_k, description=f"how many results, 1 to {max_k}")
+    where_query = Query(
+        None,
+        max_length=2000,
+        description="filter on metadata, e.g. category == 'shoes' and price < 50",
+    )
+    min_score_query = Query(None, ge=-1.0, le=1.0, description="drop results scoring below this")
+
+    # -- read endpoints ----------------------------------------------------------------
+    @app.get("/", include_in_schema=False)
+    async def index_page() -> HTMLResponse:
+        return HTMLResponse(
+            page,
+            headers={
+                "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; "
+                "style-src 'self'; script-src 'self'; object-src 'none'; base-uri 'none'",
+                "Cache-Control": "no-cache",
+            },
+        )
+
+    @app.get("/health", summary="Liveness and catalogue size")
+    async def health() -> JSONResponse:
+        live = state.live
+        rec = live.rec
+        return JSONResponse(
+            {
+                "status": "ok",
+                "items": len(rec),
+                "dim": _safe_dim(rec),
+                "read_only": api_key is None,
+                "warm": state.is_warm(live),
+                "version": __version__,
+            }
+        )
+
+    @app.get("/fields", summary="The catalogue's metadata fields, for building filters")
+    def fields() -> JSONResponse:
+        live = state.live
+        with live.lock.read():
+            if live.fields is None:
+                live.fields = A.describe_fields(live.rec)
+            return JSONResponse({"fields": live.fields})
+
+    @app.get("/items", summary="List catalogue items (paged)")
+    def list_items(
+        offset: int = Query(0, ge=0), limit: int = Query(24, ge=1, le=500)
+    ) -> JSONResponse:
+        live = state.live
+        with live.lock.read():
+            rec = live.rec
+            ids = rec.ids_[offset : offset + limit]
+            items = [state.item_json(live, i) for i in ids]
+            return JSONResponse(
+                {"items": items, "total": len(rec), "offset": offset, "limit": limit}
+            )
+
+    @app.get("/items/{item_id:path}/similar", summary="Items that look like a catalogue item")
+    def similar(
+        item_id: str,
+        k: int = k_query,
+        where: str | None = where_query,
+        min_score: float | None = min_score_query,
+    ) -> JSONResponse:
+        live = state.live
+        with live.lock.read():
+            rec = live.rec
+            key = A.resolve_id(rec, item_id)
+            flt = state.where(live, where)
+            results = rec.similar_to(key, k, where=flt, min_score=min_score)
+            return JSONResponse(
+                {"id": A.json_id(key), "results": state.results_json(live, results)}
+            )
+
+    @app.get("/items/{item_id:path}/image", summary="A catalogue item's image")
+    def item_image(item_id: str) -> Response:
+        live = state.live
+        with live.lock.read():
+            key = A.resolve_id(live.rec, item_id)
+            path = A.image_file(live.rec, key, state.root(live))
+        if path is None:
+            raise HTTPException(404, f"no image is served for item {item_id!r}")
+        kind = mimetypes.guess_type(path.name)[0]
+        if kind is None or not kind.startswith("image/"):
+            kind = "application/octet-stream"
+        return FileResponse(
+            path,
+            media_type=kind,
+            headers={"Cache-Control": "public, max-age=3600"},
+            content_disposition_type="inline",
+            filename=None,
+        )
+
+    @app.get("/items/{item_id:path}", summary="A catalogue item's metadata")
+    def get_item(item_id: str) -> JSONResponse:
+        live = state.live
+        with live.lock.read():
+            key = A.resolve_id(live.rec, item_id)
+            return JSONResponse(state.item_json(live, key))
+
+    @app.post(
+        "/query",
+        summary="Search by photo",
+        openapi_extra=_upload_openapi(("image",), required=("image",)),
+    )
+    async def query(
+        request: Request,
+        k: int = k_query,
+        where: str | None = where_query,
+        min_score: float | None = min_score_query,
+    ) -> JSONResponse:
+        live = state.live
+        parts = await _read_upload(request, max_upload_bytes)
+        data = parts.get("image")
+        if not isinstance(data, bytes):
+            raise HTTPException(
+                422,
+                "no image: send it as the multipart field 'image' or as the raw request body",
+            )
+        flt = await run_in_threadpool(state.where_locked, live, where)
+        vector = await run_in_threadpool(state.extract, live, data, max_pixels)
+
+        def search() -> list[dict[str, Any]]:
+            with live.lock.read():
+                try:
+                    results = live.rec.query_vector(vector, k, where=flt, min_score=min_score)
+                except NotFittedError:
+                    results = []
+                return state.results_json(live, results)
+
+        return JSONResponse({"results": await run_in_threadpool(search)})
+
+    # -- write endpoints (only with a key) -------------------------------------------
+    if api_key is not None:
+        key_bytes = api_key.encode("utf-8")
+
+        def authorised(request: Request) -> None:
+            header = request.headers.get("authorization", "")
+            scheme, _, token = header.partition(" ")
+            ok = secrets.compare_digest(token.strip().encode("utf-8"), key_bytes)
+            if scheme.lower() != "bearer" or not ok:
+                raise HTTPException(
+                    401,
+                    "this endpoint needs the header 'Authorization: Bearer <api key>'",
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
+
+        auth = [Depends(authorised)]
+        item_form = _upload_openapi(("image", "id", "metadata"), required=("image", "id"))
+
+        @app.post(
+            "/items",
+            status_code=201,
+            dependencies=auth,
+            summary="Add an item",
+            openapi_extra=item_form,
+        )
+        async def add_item(request: Request) -> JSONResponse:
+            live = state.live
+            parts = await _read_upload(request, max_upload_bytes, raw_ok=False)
+            raw_id, data = parts.get("id"), parts.get("image")
+            if not isinstance(raw_id, str) or not raw_id.strip():
+                raise HTTPException(422, "missing the multipart field 'id' (the new item's id)")
+            if not isinstance(data, bytes):
+                raise HTTPException(422, "missing the multipart field 'image'")
+            meta = _metadata_field(parts.get("metadata"))
+            item_id = A.new_id(live.rec, raw_id.strip())
+            if item_id in live.rec:
+                raise DuplicateIdError(
+                    f"item {raw_id!r} already exists; PUT /items/{{id}} replaces it"
+                )
+            vector = await run_in_threadpool(state.extract, live, data, max_pixels)
+
+            def write() -> int:
+                with live.lock.write():
+                    A.add_vector(live.rec, vector, item_id, meta)
+                    live.changed()
+                    return len(live.rec)
+
+            n = await run_in_threadpool(write)
+            return JSONResponse({"id": A.json_id(item_id), "items": n}, status_code=201)
+
+        @app.put(
+            "/items/{item_id:path}",
+            dependencies=auth,
+            summary="Insert or replace an item",
+            openapi_extra=_upload_openapi(("image", "metadata"), required=()),
+        )
+        async def put_item(item_id: str, request: Request) -> JSONResponse:
+            live = state.live
+            if request.headers.get("content-type", "").startswith("application/json"):
+                body = await _read_limited(request, max_upload_bytes)
+                try:
+                    doc = json.loads(body)
+                except ValueError as exc:
+                    raise HTTPException(422, f"the JSON body is not valid JSON: {exc}") from None
+                if not isinstance(doc, dict) or "metadata" not in doc:
+                    raise HTTPException(422, 'a JSON body must be {"metadata": {...}}')
+                parts: dict[str, Any] = {"metadata": json.dumps(doc["metadata"])}
+            else:
+                parts = await _read_upload(request, max_upload_bytes, raw_ok=False)
+            data = parts.get("image")
+            meta = _metadata_field(parts.get("metadata")) if "metadata" in parts else None
+            if data is None and meta is None:
+                raise HTTPException(422, "send an 'image', a 'metadata' JSON object, or both")
+            vector = None
+            if isinstance(data, bytes):
+                vector = await run_in_threadpool(state.extract, live, data, max_pixels)
+
+            def write() -> tuple[Any, bool, int]:
+                with live.lock.write():
+                    rec = live.rec
+                    try:
+                        key: Any = A.resolve_id(rec, item_id)
+                    except UnknownIdError:
+                        if vector is None:
+                            raise
+                        key = A.new_id(rec, item_id)
+                    if vector is None:
+                        assert meta is not None
+                        A.update_metadata(rec, key, meta)
+                        replaced = True
+                    else:
+                        keep = meta
+                        if keep is None:
+                            keep = dict(rec.metadata_of(key)) if key in rec else {}
+                        replaced = A.upsert_vector(rec, vector, key, keep)
+                    live.changed()
+                    return key, replaced, len(rec)
+
+            key, replaced, n = await run_in_threadpool(write)
+            return JSONResponse(
+                {"id": A.json_id(key), "replaced": replaced, "items": n},
+                status_code=200 if replaced else 201,
+            )
+
+        @app.delete("/items/{item_id:path}", dependencies=auth, summary="Remove an item")
+        def delete_item(item_id: str) -> JSONResponse:
+            live = state.live
+            with live.lock.write():
+                key = A.resolve_id(live.rec, item_id)
+                A.remove(live.rec, key)
+                live.changed()
+                return JSONResponse({"id": A.json_id(key), "removed": True, "items": len(live.rec)})
+
+        @app.post("/reload", dependencies=auth, summary="Swap in the catalogue on disk")
+        async def reload() -> JSONResponse:
+            if state.catalog_path is None:
+                raise HTTPException(
+                    409,
+                    "this app was given a recommender, not a catalogue folder: nothing to reload",
+                )
+            async with state.reload_lock:
+                old = state.live
+                rec = await run_in_threadpool(_load, state.catalog_path, old.rec)
+                new = _Live(rec)
+                if warm:
+                    await run_in_threadpool(state.warm_up, new)
+                state.live = new  # requests already running finish on the old catalogue
+            return JSONResponse({"status": "reloaded", "items": len(rec)})
+
+        @app.post("/save", dependencies=auth, summary="Write the catalogue back to its folder")
+        def save() -> JSONResponse:
+            if state.catalog_path is None:
+                raise HTTPException(409, "this app was given a recommender, not a catalogue folder")
+            live = state.live
+            with live.lock.read():
+                live.rec.save(state.catalog_path, overwrite=True)
+                return JSONResponse({"status": "saved", "items": len(live.rec)})
+
+    return app
+
+
+# -- state ----------------------------------------------------------------------------------
+@dataclass
+class _State:
+    live: _Live
+    catalog_path: Path | None
+    image_root: Path | None
+    api_key: str | None
+    warm: bool
+    reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _warm_lock: threading.Lock = field(default_factory=threading.Lock)
+    _warmed: set[int] = field(default_factory=set)
+
+    def root(self, live: _Live) -> Path | None:
+        return A.image_root_of(live.rec, self.image_root)
+
+    def is_warm(self, live: _Live) -> bool:
+        return id(live) in self._warmed
+
+    def warm_up(self, live: _Live) -> None:
+        """One extraction and one search, so the first request finds the model built."""
+        with self._warm_lock:
+            if id(live) in self._warmed:
+                return
+            t0 = time.perf_counter()
+            rec = live.rec
+            image = np.full((96, 96, 3), 200, dtype=np.uint8)
+            image[24:72, 24:72] = (180, 40, 40)
+            vector = rec.extractor_.extract([image], progress=False)
+            if len(rec):
+                with live.lock.read():
+                    rec.query_vector(vector[0], 1)
+            self._warmed.add(id(live))
+            logger.info("model warmed in %.0f ms", 1000 * (time.perf_counter() - t0))
+
+    def extract(self, live: _Live, data: bytes, max_pixels: int) -> np.ndarray:
+        if not self.is_warm(live) and self.warm:
+            self.warm_up(live)
+        pixels = load_image(data, max_pixels=max_pixels)
+        vector: np.ndarray = live.rec.extractor_.extract([pixels], progress=False)[0]
+        return vector
+
+    def where(self, live: _Live, text: str | None) -> Any:
+        if text is None:
+            return None
+        types = (
+            A.field_types(live.rec)
+            if live.fields is None
+            else {k: v["type"] for k, v in live.fields.items()}
+        )
+        return A.parse_where(text, types, live.rec)
+
+    def where_locked(self, live: _Live, text: str | None) -> Any:
+        if text is None:
+            return None
+        with live.lock.read():
+            if live.fields is None:
+                live.fields = A.describe_fields(live.rec)
+            return self.where(live, text)
+
+    def item_json(self, live: _Live, item_id: Any) -> dict[str, Any]:
+        return {
+            "id": A.json_id(item_id),
+            "metadata": A.metadata_of(live.rec, item_id),
+            "has_image": A.image_file(live.rec, item_id, self.root(live)) is not None,
+        }
+
+    def results_json(self, live: _Live, results: list[Any]) -> list[dict[str, Any]]:
+        root = self.root(live)
+        out = []
+        for r in results:
+            score = float(r.score)
+            out.append(
+                {
+                    "rank": int(r.rank),
+                    "id": A.json_id(r.id),
+                    "score": max(-1.0, min(1.0, score)) if math.isfinite(score) else None,
+                    "metadata": A.public_metadata(r.metadata),
+                    "has_image": root is not None
+                    and A.image_file(live.rec, r.id, root) is not None,
+                }
+            )
+        return out
+
+
+def _load(path: Path, current: Any) -> Any:
+    """Load the catalogue at ``path``, reusing ``current``'s extractor when it is the same one."""
+    from ..recommender import Recommender
+
+    extractor = None
+    if current is not None:
+        try:
+            from ..extractors.base import extractor_spec
+
+            manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
+            if manifest.get("extractor") == extractor_spec(current.extractor_):
+                extractor = current.extractor_
+        except (OSError, ValueError, KeyError, TypeError, VisualsimError):
+            extractor = None
+    return Recommender.load(path, extractor=extractor)
+
+
+def _safe_dim(rec: Any) -> int | None:
+    try:
+        return int(rec.dim)
+    except Exception:  # an empty catalogue has no dimension yet
+        return None
+
+
+# -- uploads --------------------------------------------------------------------------------
+async def _read_limited(request: Request, limit: int) -> bytes:
+    """The whole body, refusing (413) as soon as it passes ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            if int(declared) > limit:
+                raise UploadTooLarge()
+        except ValueError:
+            raise HTTPException(400, "the Content-Length header is not a number") from None
+    buf = bytearray()
+    async for chunk in request.stream():
+        buf += chunk
+        if len(buf) > limit:
+            raise UploadTooLarge()
+    return bytes(buf)
+
+
+async def _read_upload(request: Request, limit: int, *, raw_ok: bool = True) -> dict[str, Any]:
+    """Multipart fields (files as bytes, text as str), or ``{"image": body}`` for a raw upload."""
+    ctype = request.headers.get("content-type", "")
+    multipart = ctype.startswith(("multipart/form-data", "application/x-www-form-urlencoded"))
+    body = await _read_limited(request, limit + (MULTIPART_SLACK if multipart else 0))
+    if not multipart:
+        if not raw_ok:
+            raise HTTPException(
+                415, "send multipart/form-data (fields: id, image, metadata as JSON)"
+            )
+        return {"image": body} if body else {}
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    try:
+        form = await Request(request.scope, receive=replay).form(max_files=4, max_fields=16)
+    except MultiPartException as exc:
+        raise HTTPException(422, f"malformed multipart body: {exc.message}") from None
+    out: dict[str, Any] = {}
+    for name, value in form.multi_items():
+        if isinstance(value, str):
+            out[name] = value
+        else:
+            data = await value.read()
+            if len(data) > limit:
+                raise UploadTooLarge()
+            out[name] = data
+    await form.close()
+    return out
+
+
+def _metadata_field(raw: Any) -> dict[str, Any]:
+    if raw is None:
+        return {}
+    if isinstance(raw, bytes):
+        raw = raw.decode("utf-8", errors="replace")
+    try:
+        meta = json.loads(raw)
+    except ValueError as exc:
+        raise HTTPException(422, f"the 'metadata' field is not valid JSON: {exc}") from None
+    if not isinstance(meta, dict):
+        raise HTTPException(422, "the 'metadata' field must be a JSON object, e.g. {\"price\": 10}")
+    return {str(k): v for k, v in meta.items()}
+
+
+def _upload_openapi(names: tuple[str, ...], *, required: tuple[str, ...]) -> dict[str, Any]:
+    props: dict[str, Any] = {}
+    for name in names:
+        if name == "image":
+            props[name] = {"type": "string", "format": "binary", "description": "the photo"}
+        elif name == "metadata":
+            props[name] = {"type": "string", "description": "a JSON object of the item's fields"}
+        else:
+            props[name] = {"type": "string"}
+    content: dict[str, Any] = {
+        "multipart/form-data": {
+            "schema": {"type": "object", "properties": props, "required": list(required)}
+        }
+    }
+    if names == ("image",):
+        content["image/*"] = {"schema": {"type": "string", "format": "binary"}}
+    return {"requestBody": {"content": content, "required": bool(required)}}
+
+
+# -- errors ---------------------------------------------------------------------------------
+_ABS_PATH = re.compile(r"(?<![\w.:/])/(?:[\w.@+-]+/)+[\w.@+-]*")
+
+
+def _scrub(message: str, state: _State) -> str:
+    """Remove server paths from a message meant for a client."""
+    for path, name in ((state.catalog_path, "<catalogue>"), (state.image_root, "<images>")):
+        if path is not None:
+            for form in {str(path.resolve()), str(path)}:
+                if len(form) > 1:
+                    message = message.replace(form, name)
+    return _ABS_PATH.sub("<path>", message)
+
+
+def _status_of(exc: VisualsimError) -> int:
+    if isinstance(exc, UnknownIdError):
+        return 404
+    if isinstance(exc, A.WhereError):
+        return 400
+    if isinstance(exc, DuplicateIdError):
+        return 409
+    if isinstance(exc, (NotFittedError, CatalogError)):
+        return 409
+    return 422
+
+
+def _install_error_handlers(app: FastAPI, state: _State) -> None:
+    def reply(status: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
+        return JSONResponse({"detail": _scrub(detail, state)}, status_code=status, headers=headers)
+
+    async def visualsim_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, VisualsimError)
+        if isinstance(exc, ImageLoadError):
+            return reply(422, f"the uploaded image cannot be read: {exc.reason}")
+        return reply(_status_of(exc), str(exc))
+
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, HTTPException)
+        return reply(exc.status_code, str(exc.detail), dict(exc.headers or {}))
+
+    async def too_large(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse(
+            {"detail": f"the upload is larger than the limit of {_size(state, request)}"},
+            status_code=413,
+            headers={"Connection": "close"},
+        )
+
+    async def invalid(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        problems = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err.get("loc", ()) if p not in ("query", "path"))
+            problems.append(f"{loc}: {err.get('msg', 'invalid')}")
+        return reply(422, "invalid request: " + "; ".join(problems))
+
+    async def crashed(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("unhandled error on %s %s", request.method, request.url.path)
+        return JSONResponse(
+            {"detail": "internal server error; the server log has the details"}, status_code=500
+        )
+
+    app.add_exception_handler(VisualsimError, visualsim_error)
+    app.add_exception_handler(HTTPException, http_error)
+    app.add_exception_handler(UploadTooLarge, too_large)
+    app.add_exception_handler(RequestValidationError, invalid)
+    app.add_exception_handler(Exception, crashed)
+
+
+def _size(state: _State, request: Request) -> str:
+    limit = getattr(request.app.state, "max_upload_bytes", None)
+    return f"{limit} bytes" if limit else "this server"
+
+
+# -- access log -----------------------------------------------------------------------------
+class AccessLogMiddleware:
+    """One JSON line per request on the ``visualsim.serve.access`` logger.
+
+    Fields: ``ts``, ``method``, ``path``, ``status``, ``ms``, ``bytes``, ``client``.
+    No headers, no query string (filters may be long), no bodies: nothing secret.
+    """
+
+    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]]) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+        sent = 0
+
+        async def send_logged(message: Message) -> None:
+            nonlocal status, sent
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                headers = list(message.get("headers", []))
+                headers.append((b"x-content-type-options", b"nosniff"))
+                message["headers"] = headers
+            elif message["type"] == "http.response.body":
+                sent += len(message.get("body", b""))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_logged)
+        finally:
+            if access_logger.isEnabledFor(logging.INFO):
+                client = scope.get("client")
+                access_logger.info(
+                    json.dumps(
+                        {
+                            "ts": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+                            "method": scope.get("method"),
+                            "path": scope.get("path"),
+                            "status": status,
+                            "ms": round(1000 * (time.perf_counter() - start), 3),
+                            "bytes": sent,
+                            "client": client[0] if client else None,
+                        }
+                    )
+                )
+
+
+__all__ = ["MAX_PIXELS", "MAX_UPLOAD_BYTES", "AccessLogMiddleware", "create_app"]

@@ -1,0 +1,668 @@
+"""The HTTP app through FastAPI's test client: every endpoint, every error code, auth, limits."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from hypothesis import given
+from hypothesis import strategies as st
+from PIL import Image
+
+from visualsim import ColorHistogramExtractor, Recommender, SyntheticProducts
+from visualsim.serve import create_app
+
+KEY = "test-key-0123456789"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+N = 30
+
+
+def png(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, "PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def products(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[Path, list[Path], SyntheticProducts]:
+    root = tmp_path_factory.mktemp("images")
+    ds = SyntheticProducts(N, size=64)
+    return root, ds.write_folder(root, format="png"), ds
+
+
+def make_rec(products: tuple[Path, list[Path], SyntheticProducts]) -> Recommender:
+    _, paths, ds = products
+    meta = [dict(ds[i].metadata, price=10 + i, on_sale=i % 2 == 0) for i in range(N)]
+    ids = [ds[i].id for i in range(N)]
+    return Recommender(ColorHistogramExtractor()).fit(
+        [str(p) for p in paths], ids=ids, metadata=meta, progress=False
+    )
+
+
+@pytest.fixture()
+def rec(products: tuple[Path, list[Path], SyntheticProducts]) -> Recommender:
+    return make_rec(products)
+
+
+@pytest.fixture()
+def client(rec: Recommender, products: Any) -> Iterator[TestClient]:
+    with TestClient(create_app(rec, image_root=products[0])) as c:
+        yield c
+
+
+@pytest.fixture()
+def writer(rec: Recommender, products: Any) -> Iterator[TestClient]:
+    with TestClient(create_app(rec, image_root=products[0], api_key=KEY)) as c:
+        yield c
+
+
+def photo(products: Any, i: int) -> bytes:
+    return products[1][i].read_bytes()
+
+
+def assert_no_server_paths(text: str, *paths: Path) -> None:
+    for p in paths:
+        assert str(p) not in text
+        assert str(p.resolve()) not in text
+    assert "Traceback" not in text
+
+
+# -- read endpoints ----------------------------------------------------------------------------
+def test_health_counts_items_and_says_read_only(client: TestClient) -> None:
+    body = client.get("/health").json()
+    assert body["status"] == "ok"
+    assert body["items"] == N
+    assert body["read_only"] is True
+    assert body["warm"] is True
+    assert body["dim"] == ColorHistogramExtractor().dim
+
+
+def test_fields_describe_the_catalogue_for_filters(client: TestClient) -> None:
+    fields = client.get("/fields").json()["fields"]
+    assert fields["category"]["type"] == "str"
+    assert set(fields["category"]["values"]) == {"t-shirt", "trousers", "shoes", "bag", "hat"}
+    assert fields["price"] == {"type": "int", "min": 10.0, "max": 10.0 + N - 1}
+    assert fields["on_sale"]["type"] == "bool"
+    assert "path" not in fields
+
+
+def test_items_are_listed_in_pages_without_server_paths(client: TestClient, products: Any) -> None:
+    page = client.get("/items?limit=7&offset=3")
+    body = page.json()
+    assert body["total"] == N and len(body["items"]) == 7
+    assert body["items"][0]["id"] == "synthetic-000003"
+    assert all(item["has_image"] for item in body["items"])
+    assert_no_server_paths(page.text, products[0])
+    assert client.get("/items?limit=0").status_code == 422
+
+
+def test_get_item_returns_plain_metadata(client: TestClient, products: Any) -> None:
+    r = client.get("/items/synthetic-000004")
+    assert r.status_code == 200
+    body = r.json()
+    assert body["id"] == "synthetic-000004"
+    assert body["metadata"]["price"] == 14
+    assert set(body["metadata"]) == {"category", "color", "pattern", "price", "on_sale"}
+    assert_no_server_paths(r.text, products[0])
+
+
+def test_item_image_is_the_file_itself(client: TestClient, products: Any) -> None:
+    r = client.get("/items/synthetic-000002/image")
+    assert r.status_code == 200
+    assert r.headers["content-type"] == "image/png"
+    assert r.content == photo(products, 2)
+    assert r.headers["x-content-type-options"] == "nosniff"
+
+
+def test_query_by_multipart_upload_finds_the_photo_first(client: TestClient, products: Any) -> None:
+    r = client.post("/query?k=5", files={"image": ("p.png", photo(products, 7), "image/png")})
+    assert r.status_code == 200
+    results = r.json()["results"]
+    assert len(results) == 5
+    assert results[0]["id"] == "synthetic-000007"
+    assert [x["rank"] for x in results] == [1, 2, 3, 4, 5]
+    assert all(-1.0 <= x["score"] <= 1.0 for x in results)
+    scores = [x["score"] for x in results]
+    assert scores == sorted(scores, reverse=True)
+    assert_no_server_paths(r.text, products[0])
+
+
+def test_query_by_raw_body_gives_the_same_results(client: TestClient, products: Any) -> None:
+    data = photo(products, 7)
+    a = client.post("/query?k=4", files={"image": ("p.png", data, "image/png")}).json()
+    b = client.post("/query?k=4", content=data, headers={"content-type": "image/png"}).json()
+    assert a == b
+
+
+def test_query_filters_with_the_filter_language(client: TestClient, products: Any) -> None:
+    r = client.post(
+        "/query",
+        params={"k": 30, "where": "category == 'shoes' and price < 30"},
+        content=photo(products, 0),
+    )
+    assert r.status_code == 200
+    results = r.json()["results"]
+    assert results, "some shoes cost under 30"
+    assert all(x["metadata"]["category"] == "shoes" for x in results)
+    assert all(x["metadata"]["price"] < 30 for x in results)
+    expected = sum(
+        1
+        for i in range(N)
+        if SyntheticProducts(N)[i].metadata["category"] == "shoes" and 10 + i < 30
+    )
+    assert len(results) == expected
+
+
+def test_query_min_score_drops_weak_matches(client: TestClient, products: Any) -> None:
+    r = client.post("/query", params={"k": 30, "min_score": 0.99}, content=photo(products, 5))
+    results = r.json()["results"]
+    assert [x["id"] for x in results] == ["synthetic-000005"]
+
+
+def test_similar_never_returns_the_item_itself(client: TestClient) -> None:
+    r = client.get("/items/synthetic-000003/similar?k=29")
+    assert r.status_code == 200
+    body = r.json()
+    assert body["id"] == "synthetic-000003"
+    ids = [x["id"] for x in body["results"]]
+    assert len(ids) == 29 and "synthetic-000003" not in ids
+
+
+def test_similar_takes_where(client: TestClient) -> None:
+    r = client.get("/items/synthetic-000003/similar", params={"k": 10, "where": "on_sale"})
+    results = r.json()["results"]
+    assert results and all(x["metadata"]["on_sale"] is True for x in results)
+
+
+def test_openapi_lists_every_read_endpoint(client: TestClient) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    for p in (
+        "/health",
+        "/query",
+        "/items",
+        "/items/{item_id}",
+        "/items/{item_id}/similar",
+        "/items/{item_id}/image",
+        "/fields",
+    ):
+        assert p in paths
+    assert "/reload" not in paths and "post" not in paths["/items"]
+    assert client.get("/docs").status_code == 200
+
+
+def test_page_and_its_assets_are_served(client: TestClient) -> None:
+    page = client.get("/")
+    assert page.status_code == 200
+    assert '<label for="photo">' in page.text
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+    for asset in ("static/app.js", "static/style.css"):
+        assert client.get("/" + asset).status_code == 200
+
+
+# -- errors ----------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "url",
+    ["/items/nope", "/items/nope/similar", "/items/nope/image", "/items/12/similar"],
+)
+def test_unknown_id_is_404(client: TestClient, url: str) -> None:
+    r = client.get(url)
+    assert r.status_code == 404
+    assert "nope" in r.json()["detail"] or "12" in r.json()["detail"]
+
+
+@pytest.mark.parametrize("k", ["0", "-1", "101", "abc", "2.5"])
+def test_bad_k_is_422(client: TestClient, products: Any, k: str) -> None:
+    r = client.get(f"/items/synthetic-000001/similar?k={k}")
+    assert r.status_code == 422
+    assert r.json()["detail"].startswith("invalid request: k:")
+    r = client.post(f"/query?k={k}", content=photo(products, 1))
+    assert r.status_code == 422
+
+
+def test_bad_min_score_is_422(client: TestClient) -> None:
+    assert client.get("/items/synthetic-000001/similar?min_score=2").status_code == 422
+
+
+@pytest.mark.parametrize(
+    ("where", "says"),
+    [
+        ("category == ", "expected a value"),
+        ("category = 'shoes'", "category"),
+        ("colour == 'red'", "'colour'"),
+        ("price < 'cheap' or", "where"),
+        ("", "empty"),
+    ],
+)
+def test_bad_where_is_400_naming_the_problem(client: TestClient, where: str, says: str) -> None:
+    r = client.get("/items/synthetic-000001/similar", params={"where": where})
+    assert r.status_code == 400, r.text
+    assert says in r.json()["detail"]
+
+
+def test_unknown_field_lists_the_known_ones(client: TestClient) -> None:
+    detail = client.get("/items/synthetic-000001/similar", params={"where": "size > 3"}).json()
+    assert "category, color, on_sale, pattern, price" in detail["detail"]
+
+
+def test_not_an_image_is_422_with_the_reason(client: TestClient) -> None:
+    r = client.post("/query", files={"image": ("x.png", b"hello, not a picture", "image/png")})
+    assert r.status_code == 422
+    assert "not an image" in r.json()["detail"]
+
+
+def test_truncated_image_is_422(client: TestClient, products: Any) -> None:
+    data = png(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    r = client.post("/query", content=data[: len(data) // 2])
+    assert r.status_code == 422
+    assert "truncated" in r.json()["detail"] or "corrupt" in r.json()["detail"]
+
+
+def test_decompression_bomb_is_422(rec: Recommender) -> None:
+    bomb = io.BytesIO()
+    Image.new("L", (3000, 3000)).save(bomb, "PNG")  # 9 MP that compresses to a few KB
+    assert len(bomb.getvalue()) < 100_000
+    with TestClient(create_app(rec, max_pixels=1_000_000)) as c:
+        r = c.post("/query", content=bomb.getvalue())
+    assert r.status_code == 422
+    assert "bomb" in r.json()["detail"]
+
+
+def test_empty_upload_and_missing_field_are_422(client: TestClient) -> None:
+    assert client.post("/query").status_code == 422
+    r = client.post("/query", files={"photo": ("x.png", b"abc", "image/png")})
+    assert r.status_code == 422
+    assert "'image'" in r.json()["detail"]
+
+
+def test_upload_over_the_limit_is_413(rec: Recommender, products: Any) -> None:
+    with TestClient(create_app(rec, max_upload_bytes=1000)) as c:
+        r = c.post("/query", content=b"x" * 5000)
+        assert r.status_code == 413
+        assert "1000 bytes" in r.json()["detail"]
+        r = c.post("/query", files={"image": ("a.png", b"x" * 5000, "image/png")})
+        assert r.status_code == 413
+        assert c.post("/query", content=photo(products, 0)[:900]).status_code == 422
+
+
+def test_upload_limit_stops_reading_a_body_without_length() -> None:
+    """Chunked upload of an 'infinite' body: refused after about the limit, never read in full."""
+    ext = ColorHistogramExtractor()
+    rec = Recommender(ext).add_vectors(np.eye(3, ext.dim), ["a", "b", "c"])
+    app = create_app(rec, max_upload_bytes=10_000, warm=False)
+    pulled = 0
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        nonlocal pulled
+        pulled += 1
+        return {"type": "http.request", "body": b"z" * 1000, "more_body": True}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/query",
+        "raw_path": b"/query",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"content-type", b"image/png")],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+    }
+    asyncio.run(app(scope, receive, send))
+    assert sent[0]["status"] == 413
+    assert pulled <= 12
+
+
+def test_a_huge_declared_length_is_refused_before_reading(client: TestClient) -> None:
+    r = client.post("/query", content=b"abc", headers={"content-length": str(10**10)})
+    assert r.status_code in (413, 400)
+
+
+@given(where=st.text(max_size=40))
+def test_any_where_is_answered_200_or_400_never_500(where: str) -> None:
+    r = _shared_client().get("/items/a/similar", params={"where": where, "k": 2})
+    assert r.status_code in (200, 400), r.text
+    assert "Traceback" not in r.text
+
+
+@given(item=st.text(min_size=1, max_size=30).filter(lambda s: "/" not in s and s.strip() == s))
+def test_any_id_is_answered_200_or_404(item: str) -> None:
+    r = _shared_client().get("/items/" + _quote(item))
+    assert r.status_code in (200, 404), (item, r.text)
+
+
+_SHARED: list[TestClient] = []
+
+
+def _shared_client() -> TestClient:
+    if not _SHARED:
+        ext = ColorHistogramExtractor()
+        rec = Recommender(ext).add_vectors(
+            np.random.default_rng(1).random((5, ext.dim)),
+            ["a", "b", "c", "d", "e"],
+            [{"colour": c, "price": p} for c, p in zip("rrgbb", [1, 2, 3.5, 4, 5], strict=True)],
+        )
+        _SHARED.append(TestClient(create_app(rec, warm=False)))
+    return _SHARED[0]
+
+
+def _quote(text: str) -> str:
+    from urllib.parse import quote
+
+    return quote(text, safe="")
+
+
+# -- read-only default and auth ------------------------------------------------------------
+def test_read_only_server_has_no_write_endpoints(client: TestClient, products: Any) -> None:
+    files = {"image": ("p.png", photo(products, 1), "image/png")}
+    assert client.post("/items", data={"id": "new"}, files=files).status_code == 405
+    assert client.put("/items/synthetic-000001", files=files).status_code == 405
+    assert client.delete("/items/synthetic-000001").status_code == 405
+    assert client.post("/reload").status_code in (404, 405)
+    assert client.post("/save").status_code in (404, 405)
+    assert client.post("/items", headers=AUTH, data={"id": "x"}).status_code == 405
+    assert client.get("/health").json()["items"] == N
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "Bearer wrong-key-0000"},
+        {"Authorization": KEY},
+        {"Authorization": f"Basic {KEY}"},
+        {"Authorization": "Bearer "},
+    ],
+)
+def test_writes_need_the_bearer_key(writer: TestClient, headers: dict[str, str]) -> None:
+    for method, url in (
+        ("DELETE", "/items/synthetic-000001"),
+        ("POST", "/reload"),
+        ("POST", "/items"),
+        ("PUT", "/items/synthetic-000001"),
+        ("POST", "/save"),
+    ):
+        r = writer.request(method, url, headers=headers)
+        assert r.status_code == 401, (method, url)
+        assert r.headers["www-authenticate"] == "Bearer"
+        assert KEY not in r.text
+    assert writer.get("/health").json()["items"] == N
+
+
+def test_short_or_odd_api_keys_are_refused(rec: Recommender) -> None:
+    from visualsim import ConfigError
+
+    with pytest.raises(ConfigError, match="at least 8"):
+        create_app(rec, api_key="short")
+
+
+def test_post_item_adds_it_and_a_query_finds_it(writer: TestClient, products: Any) -> None:
+    red = np.full((64, 64, 3), 255, np.uint8)
+    red[8:56, 8:56] = (250, 0, 0)
+    r = writer.post(
+        "/items",
+        headers=AUTH,
+        data={"id": "red-square", "metadata": json.dumps({"category": "poster", "price": 3})},
+        files={"image": ("r.png", png(red), "image/png")},
+    )
+    assert r.status_code == 201, r.text
+    assert r.json() == {"id": "red-square", "items": N + 1}
+    top = writer.post("/query?k=1", content=png(red)).json()["results"][0]
+    assert top["id"] == "red-square" and top["metadata"] == {"category": "poster", "price": 3}
+    assert top["has_image"] is False
+    assert writer.get("/items/red-square/image").status_code == 404
+    again = writer.post(
+        "/items",
+        headers=AUTH,
+        data={"id": "red-square"},
+        files={"image": ("r.png", png(red), "image/png")},
+    )
+    assert again.status_code == 409
+
+
+@pytest.mark.parametrize(
+    ("data", "files", "says"),
+    [
+        ({"id": "x"}, None, "image"),
+        ({}, {"image": ("r.png", b"...", "image/png")}, "'id'"),
+        ({"id": "x", "metadata": "{bad"}, {"image": ("r.png", b"..", "image/png")}, "JSON"),
+        ({"id": "x", "metadata": "[1, 2]"}, {"image": ("r.png", b"..", "image/png")}, "object"),
+        ({"id": "x"}, {"image": ("r.png", b"not an image", "image/png")}, "not an image"),
+    ],
+)
+def test_post_item_bad_input_is_422(writer: TestClient, data: Any, files: Any, says: str) -> None:
+    r = writer.post("/items", headers=AUTH, data=data, files=files)
+    assert r.status_code == 422, r.text
+    assert says in r.json()["detail"]
+    assert writer.get("/health").json()["items"] == N
+
+
+def test_post_item_needs_multipart(writer: TestClient) -> None:
+    assert writer.post("/items", headers=AUTH, content=b"raw").status_code == 415
+
+
+def test_put_inserts_replaces_and_updates_metadata(writer: TestClient, products: Any) -> None:
+    files = {"image": ("p.png", photo(products, 9), "image/png")}
+    r = writer.put(
+        "/items/copy-of-9",
+        headers=AUTH,
+        files=files,
+        data={"metadata": json.dumps({"category": "copy"})},
+    )
+    assert r.status_code == 201 and r.json()["replaced"] is False
+    sim = writer.get("/items/synthetic-000009/similar?k=1").json()["results"][0]
+    assert sim["id"] == "copy-of-9" and sim["score"] > 0.999
+    # replace the image, keep the metadata
+    r = writer.put(
+        "/items/copy-of-9",
+        headers=AUTH,
+        files={"image": ("p.png", photo(products, 10), "image/png")},
+    )
+    assert r.status_code == 200 and r.json()["replaced"] is True
+    assert writer.get("/items/copy-of-9").json()["metadata"] == {"category": "copy"}
+    sim = writer.get("/items/synthetic-000010/similar?k=1").json()["results"][0]
+    assert sim["id"] == "copy-of-9"
+    # metadata only, as JSON
+    r = writer.put("/items/copy-of-9", headers=AUTH, json={"metadata": {"category": "x"}})
+    assert r.status_code == 200
+    assert writer.get("/items/copy-of-9").json()["metadata"] == {"category": "x"}
+    assert writer.get("/health").json()["items"] == N + 1
+
+
+def test_put_metadata_of_an_unknown_item_is_404(writer: TestClient) -> None:
+    r = writer.put("/items/ghost", headers=AUTH, json={"metadata": {"a": 1}})
+    assert r.status_code == 404
+    assert writer.put("/items/ghost", headers=AUTH, json={"meta": 1}).status_code == 422
+    assert writer.put("/items/ghost", headers=AUTH, data={"x": "1"}).status_code == 422
+
+
+def test_delete_removes_then_404(writer: TestClient) -> None:
+    r = writer.delete("/items/synthetic-000003", headers=AUTH)
+    assert r.status_code == 200
+    assert r.json() == {"id": "synthetic-000003", "removed": True, "items": N - 1}
+    assert writer.get("/items/synthetic-000003").status_code == 404
+    assert writer.delete("/items/synthetic-000003", headers=AUTH).status_code == 404
+    ids = [x["id"] for x in writer.get("/items/synthetic-000004/similar?k=30").json()["results"]]
+    assert "synthetic-000003" not in ids and len(ids) == N - 2
+
+
+# -- reload and save ---------------------------------------------------------------------------
+def test_reload_swaps_in_the_catalogue_on_disk(tmp_path: Path, products: Any) -> None:
+    rec = make_rec(products)
+    folder = rec.save(tmp_path / "cat")
+    with TestClient(create_app(folder, api_key=KEY, image_root=products[0])) as c:
+        assert c.get("/health").json()["items"] == N
+        rec.remove(["synthetic-000000", "synthetic-000001"]).save(folder, overwrite=True)
+        assert c.get("/health").json()["items"] == N  # still the loaded one
+        r = c.post("/reload", headers=AUTH)
+        assert r.status_code == 200 and r.json() == {"status": "reloaded", "items": N - 2}
+        assert c.get("/items/synthetic-000000").status_code == 404
+        assert c.get("/items/synthetic-000002/similar?k=3").status_code == 200
+
+
+def test_failed_reload_keeps_serving_and_hides_paths(tmp_path: Path, products: Any) -> None:
+    folder = make_rec(products).save(tmp_path / "cat")
+    with TestClient(create_app(folder, api_key=KEY)) as c:
+        (folder / "manifest.json").write_text('{"format": ', encoding="utf-8")
+        r = c.post("/reload", headers=AUTH)
+        assert r.status_code == 409, r.text
+        assert_no_server_paths(r.text, tmp_path, folder)
+        assert c.get("/health").json()["items"] == N
+
+
+def test_reload_without_a_folder_is_409(writer: TestClient) -> None:
+    r = writer.post("/reload", headers=AUTH)
+    assert r.status_code == 409 and "nothing to reload" in r.json()["detail"]
+
+
+def test_save_then_reload_keeps_api_writes(tmp_path: Path, products: Any) -> None:
+    folder = make_rec(products).save(tmp_path / "cat")
+    with TestClient(create_app(folder, api_key=KEY)) as c:
+        assert c.delete("/items/synthetic-000005", headers=AUTH).status_code == 200
+        assert c.post("/save", headers=AUTH).json() == {"status": "saved", "items": N - 1}
+        assert c.post("/reload", headers=AUTH).json()["items"] == N - 1
+    assert len(Recommender.load(folder)) == N - 1
+
+
+# -- images only from inside the root --------------------------------------------------------
+def test_images_outside_the_root_are_never_served(tmp_path: Path, products: Any) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    outside = tmp_path / "secret.png"
+    outside.write_bytes(photo(products, 0))
+    (root / "inside.png").write_bytes(photo(products, 1))
+    (root / "link.png").symlink_to(outside)
+    rec = Recommender(ColorHistogramExtractor(), image_root=root).fit(
+        [str(root / "inside.png"), str(outside), str(root / "link.png")],
+        ids=["in", "out", "link"],
+        progress=False,
+    )
+    with TestClient(create_app(rec)) as c:  # the catalogue's own image root
+        assert c.get("/items/in/image").content == photo(products, 1)
+        assert c.get("/items/in").json()["has_image"] is True
+        for item in ("out", "link"):
+            r = c.get(f"/items/{item}/image")
+            assert r.status_code == 404, item
+            assert_no_server_paths(r.text, tmp_path)
+            assert c.get(f"/items/{item}").json()["has_image"] is False
+    with TestClient(create_app(rec, image_root=tmp_path / "elsewhere")) as c:
+        assert c.get("/items/in/image").status_code == 404
+
+
+class _Sources:
+    """A stand-in recommender whose items have the given stored sources."""
+
+    def __init__(self, sources: dict[str, str | None]) -> None:
+        self.sources = sources
+
+    def source_of(self, item_id: str) -> str | None:
+        return self.sources[item_id]
+
+
+def test_image_file_refuses_every_way_out_of_the_root(tmp_path: Path) -> None:
+    from visualsim.serve._adapters import image_file
+
+    root = tmp_path / "root"
+    (root / "sub").mkdir(parents=True)
+    (root / "sub" / "ok.png").write_bytes(b"x")
+    (tmp_path / "secret.png").write_bytes(b"s")
+    (root / "escape").symlink_to(tmp_path)
+    (root / "inner-link.png").symlink_to(root / "sub" / "ok.png")
+    fake = _Sources(
+        {
+            "ok": "sub/ok.png",
+            "inner": "inner-link.png",
+            "dotdot": "../secret.png",
+            "deep": "sub/../../secret.png",
+            "abs": str(tmp_path / "secret.png"),
+            "dirlink": "escape/secret.png",
+            "dir": "sub",
+            "nul": "sub/ok.png\x00.jpg",
+            "none": None,
+            "missing": "sub/nope.png",
+        }
+    )
+    assert image_file(fake, "ok", root) == (root / "sub" / "ok.png").resolve()
+    assert image_file(fake, "inner", root) == (root / "sub" / "ok.png").resolve()
+    for item in ("dotdot", "deep", "abs", "dirlink", "dir", "nul", "none", "missing"):
+        assert image_file(fake, item, root) is None, item
+    assert image_file(fake, "ok", None) is None
+
+
+# -- ids, mounting, logs ----------------------------------------------------------------------
+def test_int_ids_and_ids_with_slashes(products: Any) -> None:
+    ext = ColorHistogramExtractor()
+    vecs = np.random.default_rng(2).random((3, ext.dim))
+    ints = Recommender(ext).add_vectors(vecs, [5, 6, 7])
+    with TestClient(create_app(ints)) as c:
+        assert c.get("/items/5").json()["id"] == 5
+        assert [x["id"] for x in c.get("/items/5/similar?k=2").json()["results"]] != []
+    slashes = Recommender(ext).add_vectors(vecs, ["shoes/a.jpg", "bags/b.jpg", "c"])
+    with TestClient(create_app(slashes)) as c:
+        assert c.get("/items/shoes%2Fa.jpg").json()["id"] == "shoes/a.jpg"
+        r = c.get("/items/shoes/a.jpg/similar?k=1")
+        assert r.status_code == 200 and r.json()["id"] == "shoes/a.jpg"
+
+
+def test_mounts_inside_another_app(rec: Recommender) -> None:
+    shop = FastAPI()
+    shop.mount("/visual", create_app(rec))
+    with TestClient(shop) as c:
+        assert c.get("/visual/health").json()["items"] == N
+        assert c.get("/visual/items/synthetic-000001/similar?k=2").status_code == 200
+        assert "static/app.js" in c.get("/visual/").text
+
+
+def test_access_log_is_one_json_line_per_request_without_secrets(
+    writer: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="visualsim.serve.access"):
+        writer.get("/items/synthetic-000001/similar?k=2")
+        writer.delete("/items/nope", headers=AUTH)
+    lines = [r.getMessage() for r in caplog.records if r.name == "visualsim.serve.access"]
+    docs = [json.loads(line) for line in lines]
+    assert [(d["method"], d["path"], d["status"]) for d in docs] == [
+        ("GET", "/items/synthetic-000001/similar", 200),
+        ("DELETE", "/items/nope", 404),
+    ]
+    assert all(d["ms"] >= 0 and d["bytes"] > 0 and "ts" in d for d in docs)
+    assert all(KEY not in line for line in lines)
+
+
+def test_an_empty_catalogue_answers_with_no_results() -> None:
+    ext = ColorHistogramExtractor()
+    rec = Recommender(ext).add_vectors(np.eye(1, ext.dim), ["only"])
+    rec.remove(["only"])
+    with TestClient(create_app(rec)) as c:
+        assert c.get("/health").json()["items"] == 0
+        r = c.post("/query", content=png(np.zeros((8, 8, 3), np.uint8)))
+        assert r.status_code == 200 and r.json() == {"results": []}
+
+
+def test_import_visualsim_serve_is_light() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, visualsim.serve; print('fastapi' in sys.modules)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ}, check=True
+    )
+    assert out.stdout.strip() == "False"

@@ -1,0 +1,215 @@
+"""The search-by-photo page in a real headless Chromium (Debian's /usr/bin/chromium).
+
+Run with ``make test-browser`` or ``python -m pytest -m browser tests/test_serve_browser.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+
+from visualsim import ColorHistogramExtractor, Recommender, SyntheticProducts
+from visualsim.serve import create_app
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = os.environ.get("VISUALSIM_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+N = 40
+SHOTS = (
+    Path(os.environ.get("VISUALSIM_SCREENSHOTS", ""))
+    if os.environ.get("VISUALSIM_SCREENSHOTS")
+    else None
+)
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, list[Path]]]:
+    root = tmp_path_factory.mktemp("browser")
+    ds = SyntheticProducts(N, size=96)
+    paths = ds.write_folder(root, format="png")
+    rec = Recommender(ColorHistogramExtractor(), image_root=root).fit(
+        [str(p) for p in paths],
+        ids=[ds[i].id for i in range(N)],
+        metadata=[dict(ds[i].metadata, price=5 + i) for i in range(N)],
+        progress=False,
+    )
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(rec, image_root=root), log_config=None, access_log=False)
+    )
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    for _ in range(400):
+        if server.started:
+            break
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}/", paths
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        sock.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture()
+def page(browser: Any, site: tuple[str, list[Path]]) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1200, "height": 900})
+    pg = context.new_page()
+    errors: list[str] = []
+    pg.on("pageerror", lambda exc: errors.append(str(exc)))
+    pg.goto(site[0])
+    pg.wait_for_selector("#browse button.item")
+    yield pg
+    context.close()
+    assert not errors, errors
+
+
+def shot(pg: Any, name: str) -> None:
+    if SHOTS is not None:
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        pg.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def result_ids(pg: Any) -> list[str]:
+    return pg.eval_on_selector_all("#results button.item", "els => els.map(e => e.dataset.id)")
+
+
+def wait_images_loaded(pg: Any, count: int) -> None:
+    pg.wait_for_function(
+        """n => { const imgs = [...document.querySelectorAll('#results img')];
+                  return imgs.length === n
+                         && imgs.every(i => i.complete && i.naturalWidth > 0); }""",
+        arg=count,
+    )
+
+
+def upload(pg: Any, path: Path) -> None:
+    pg.set_input_files("#photo", str(path))
+    pg.wait_for_function(
+        "() => /\\d+ results?/.test(document.querySelector('#status').textContent)"
+    )
+
+
+def test_upload_a_photo_and_see_k_results_load(page: Any, site: tuple[str, list[Path]]) -> None:
+    page.select_option("#k", "6")
+    upload(page, site[1][3])
+    wait_images_loaded(page, 6)
+    ids = result_ids(page)
+    assert len(ids) == 6 and ids[0] == "synthetic-000003"
+    scores = page.eval_on_selector_all("#results .score", "els => els.map(e => e.textContent)")
+    assert all(s.startswith("score ") for s in scores)
+    shot(page, "upload")
+
+
+def test_a_filter_narrows_the_results(page: Any, site: tuple[str, list[Path]]) -> None:
+    page.select_option("#k", "12")
+    upload(page, site[1][0])
+    page.select_option("#f-category", "shoes")
+    page.wait_for_function(
+        "() => document.querySelector('#status').textContent.includes(\"category == 'shoes'\")"
+    )
+    metas = page.eval_on_selector_all("#results .meta", "els => els.map(e => e.textContent)")
+    assert metas and all("category: shoes" in m for m in metas)
+    page.fill("#f-price-max", "20")
+    page.dispatch_event("#f-price-max", "change")
+    page.wait_for_function(
+        "() => document.querySelector('#status').textContent.includes('price <= 20')"
+    )
+    ids = result_ids(page)
+    shoes = [f"synthetic-{i:06d}" for i in range(N) if i % 5 == 2 and 5 + i <= 20]
+    assert sorted(ids) == sorted(shoes)
+    shot(page, "filtered")
+
+
+def test_click_a_result_to_see_its_similar_items(page: Any, site: tuple[str, list[Path]]) -> None:
+    page.select_option("#k", "6")
+    upload(page, site[1][8])
+    wait_images_loaded(page, 6)
+    second = result_ids(page)[1]
+    page.click(f"#results button.item[data-id='{second}']")
+    page.wait_for_function(
+        "id => document.querySelector('#query-label').textContent === 'Similar to ' + id",
+        arg=second,
+    )
+    wait_images_loaded(page, 6)
+    assert second not in result_ids(page)
+    assert page.evaluate("document.querySelector('#query-image').naturalWidth") > 0
+
+
+def test_click_a_catalogue_item(page: Any) -> None:
+    page.click("#browse button.item[data-id='synthetic-000004']")
+    page.wait_for_function(
+        "() => document.querySelector('#query-label').textContent === 'Similar to synthetic-000004'"
+    )
+    wait_images_loaded(page, 12)
+    assert "synthetic-000004" not in result_ids(page)
+
+
+def test_everything_is_reachable_by_keyboard(page: Any, site: tuple[str, list[Path]]) -> None:
+    seen: list[str] = []
+    for _ in range(30):
+        page.keyboard.press("Tab")
+        seen.append(
+            page.evaluate(
+                "() => { const e = document.activeElement; "
+                "return e.id || e.className || e.tagName; }"
+            )
+        )
+    assert "photo" in seen and "k" in seen and "f-category" in seen and "item" in seen
+    # choose a catalogue item with the keyboard alone
+    page.focus("#browse button.item[data-id='synthetic-000002']")
+    page.keyboard.press("Enter")
+    page.wait_for_function(
+        "() => document.querySelector('#query-label').textContent === 'Similar to synthetic-000002'"
+    )
+    assert page.evaluate("document.activeElement.id") == "results-heading"
+    labels = page.eval_on_selector_all(
+        "input, select",
+        "els => els.filter(e => !e.labels.length && !e.getAttribute('aria-label')).map(e => e.id)",
+    )
+    assert labels == []
+
+
+def test_fits_a_phone_screen(browser: Any, site: tuple[str, list[Path]]) -> None:
+    context = browser.new_context(viewport={"width": 375, "height": 740}, is_mobile=True)
+    pg = context.new_page()
+    pg.goto(site[0])
+    pg.wait_for_selector("#browse button.item")
+    pg.set_input_files("#photo", str(site[1][1]))
+    wait_images_loaded(pg, 12)
+    overflow = pg.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    assert overflow <= 0
+    shot(pg, "phone")
+    context.close()

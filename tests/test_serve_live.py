@@ -1,0 +1,315 @@
+"""A real uvicorn server on 127.0.0.1: concurrent reads during writes, the event loop stays free,
+413 over a socket, JSON logs, SIGTERM shutdown."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import uvicorn
+
+from visualsim import ColorHistogramExtractor, Recommender, SyntheticProducts
+from visualsim.serve import create_app
+
+KEY = "live-test-key-42424242"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+N = 40
+
+
+@pytest.fixture(scope="module")
+def catalogue(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Path]]:
+    root = tmp_path_factory.mktemp("live")
+    ds = SyntheticProducts(N, size=48)
+    paths = ds.write_folder(root / "images", format="png")
+    rec = Recommender(ColorHistogramExtractor()).fit(
+        [str(p) for p in paths],
+        ids=[ds[i].id for i in range(N)],
+        metadata=[dict(ds[i].metadata, price=i) for i in range(N)],
+        progress=False,
+    )
+    return rec.save(root / "cat"), paths
+
+
+class Server:
+    """``python -m visualsim.serve`` in a subprocess, its stderr collected line by line."""
+
+    def __init__(self, folder: Path, *args: str) -> None:
+        env = {**os.environ, "VS_TEST_KEY": KEY, "PYTHONUNBUFFERED": "1"}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "visualsim.serve", str(folder), "--port", "0", *args],
+            stderr=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.log: list[str] = []
+        threading.Thread(target=self._pump, daemon=True).start()
+        self.port = self._wait_listening()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._wait_ready()
+
+    def _pump(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.put(line)
+
+    def _next(self, timeout: float) -> str:
+        line = self.lines.get(timeout=timeout)
+        self.log.append(line)
+        return line
+
+    def _wait_listening(self) -> int:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"server exited: {''.join(self.log)}")
+            try:
+                line = self._next(1.0)
+            except queue.Empty:
+                continue
+            doc = json.loads(line)
+            if '"listening"' in doc.get("message", ""):
+                return int(json.loads(doc["message"])["port"])
+        raise AssertionError("server did not start: " + "".join(self.log))
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(self.url + "/health", timeout=5).status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.1)
+        raise AssertionError("server never answered /health")
+
+    def drain(self) -> list[str]:
+        while True:
+            try:
+                self._next(0.2)
+            except queue.Empty:
+                return self.log
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            rc = self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            rc = self.proc.wait()
+        self.drain()
+        return rc
+
+
+@pytest.fixture()
+def server(catalogue: tuple[Path, list[Path]]) -> Iterator[Server]:
+    srv = Server(catalogue[0], "--api-key-env", "VS_TEST_KEY", "--max-upload-mb", "1")
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def check_results(body: dict[str, Any], k: int, *, exclude: str | None = None) -> None:
+    results = body["results"]
+    assert 1 <= len(results) <= k
+    assert [r["rank"] for r in results] == list(range(1, len(results) + 1))
+    ids = [r["id"] for r in results]
+    assert len(set(ids)) == len(ids)
+    assert exclude not in ids
+    scores = [r["score"] for r in results]
+    assert scores == sorted(scores, reverse=True)
+    assert all(-1.0 <= s <= 1.0 for s in scores)
+
+
+def test_parallel_queries_while_items_are_added_and_removed(
+    server: Server, catalogue: tuple[Path, list[Path]]
+) -> None:
+    photos = [p.read_bytes() for p in catalogue[1][:8]]
+    stable = [f"synthetic-{i:06d}" for i in range(N)]
+    stop = threading.Event()
+    problems: list[str] = []
+    writes = 0
+
+    def writer() -> None:
+        nonlocal writes
+        with httpx.Client(base_url=server.url, headers=AUTH, timeout=30) as c:
+            i = 0
+            while not stop.is_set() and i < 60:
+                item = f"extra-{i}"
+                r = c.post(
+                    "/items",
+                    data={"id": item, "metadata": json.dumps({"price": i})},
+                    files={"image": ("p.png", photos[i % 8], "image/png")},
+                )
+                if r.status_code != 201:
+                    problems.append(f"POST {item}: {r.status_code} {r.text}")
+                if i % 2:
+                    r = c.delete(f"/items/extra-{i - 1}")
+                    if r.status_code != 200:
+                        problems.append(f"DELETE: {r.status_code} {r.text}")
+                writes += 1
+                i += 1
+
+    def reader(n: int) -> None:
+        with httpx.Client(base_url=server.url, timeout=30) as c:
+            for j in range(25):
+                if (n + j) % 2:
+                    item = stable[(n * 7 + j) % N]
+                    r = c.get(f"/items/{item}/similar", params={"k": 5})
+                    ok = r.status_code == 200
+                    if ok:
+                        check_results(r.json(), 5, exclude=item)
+                else:
+                    r = c.post(
+                        "/query",
+                        params={"k": 5, "where": "price >= 0"},
+                        content=photos[(n + j) % 8],
+                    )
+                    ok = r.status_code == 200
+                    if ok:
+                        check_results(r.json(), 5)
+                if not ok:
+                    problems.append(f"reader {n}: {r.status_code} {r.text}")
+
+    w = threading.Thread(target=writer)
+    w.start()
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(reader, range(8)))
+    stop.set()
+    w.join(60)
+    assert not problems, problems[:5]
+    assert writes > 0
+    health = httpx.get(server.url + "/health").json()
+    assert health["items"] >= N
+
+
+def test_over_the_limit_upload_gets_413_before_the_body_is_sent(server: Server) -> None:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
+        s.sendall(
+            b"POST /query HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+            b"Content-Length: 1000000000\r\n\r\n" + b"\x89PNG" + b"0" * 1000
+        )
+        data = b""
+        while b"\r\n\r\n" not in data or not data.rstrip().endswith(b"}"):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        reply = data.decode("latin-1")
+    assert reply.startswith("HTTP/1.1 413"), reply[:200]
+    assert "larger than the limit" in reply
+
+
+def test_logs_are_json_lines_and_never_show_the_key(server: Server) -> None:
+    httpx.get(server.url + "/items/synthetic-000001/similar?k=2")
+    httpx.delete(server.url + "/items/nope", headers=AUTH)
+    httpx.delete(server.url + "/items/nope", headers={"Authorization": "Bearer " + "x" * 20})
+    assert server.stop() == 0
+    docs = [json.loads(line) for line in server.log]
+    access = [d for d in docs if "method" in d]
+    assert {(d["method"], d["status"]) for d in access} >= {
+        ("GET", 200),
+        ("DELETE", 404),
+        ("DELETE", 401),
+    }
+    assert all(KEY not in line for line in server.log)
+
+
+def test_sigterm_shuts_down_cleanly(catalogue: tuple[Path, list[Path]]) -> None:
+    srv = Server(catalogue[0])
+    assert httpx.get(srv.url + "/health").json()["read_only"] is True
+    assert srv.stop() == 0
+    messages = [json.loads(line).get("message", "") for line in srv.log]
+    assert "stopped" in messages
+    with pytest.raises(httpx.TransportError):
+        httpx.get(srv.url + "/health", timeout=2)
+
+
+def test_missing_key_variable_is_an_error_that_names_it(
+    catalogue: tuple[Path, list[Path]],
+) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "VS_UNSET_KEY"}
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "visualsim.serve",
+            str(catalogue[0]),
+            "--port",
+            "0",
+            "--api-key-env",
+            "VS_UNSET_KEY",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert out.returncode == 1
+    assert "VS_UNSET_KEY" in out.stderr and "not set" in out.stderr
+
+
+class BlockingExtractor(ColorHistogramExtractor):
+    """Colour histograms that wait for a signal: a stand-in for a slow model."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.blocking = False
+
+    def _embed(self, batch: np.ndarray) -> np.ndarray:
+        if self.blocking:
+            self.entered.set()
+            assert self.release.wait(60), "never released"
+        return super()._embed(batch)
+
+
+def test_health_answers_while_a_query_extracts(catalogue: tuple[Path, list[Path]]) -> None:
+    ext = BlockingExtractor()
+    rec = Recommender.load(catalogue[0], extractor=ext)
+    app = create_app(rec)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            if server.started:
+                break
+            time.sleep(0.05)
+        ext.blocking = True
+        with ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(
+                httpx.post, url + "/query?k=3", content=catalogue[1][0].read_bytes(), timeout=60
+            )
+            assert ext.entered.wait(30)
+            health = httpx.get(url + "/health", timeout=10)  # the loop is free
+            assert health.status_code == 200
+            assert not pending.done()
+            ext.release.set()
+            assert pending.result().status_code == 200
+    finally:
+        ext.release.set()
+        server.should_exit = True
+        thread.join(30)
+        sock.close()
