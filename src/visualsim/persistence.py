@@ -432,7 +432,7 @@ def read_npy_header(path: PathLike) -> tuple[np.dtype[Any], tuple[int, ...], boo
                 raise ValueError(f"unknown .npy version {major}")
         except CatalogError:
             raise
-        except (ValueError, OSError, EOFError, SyntaxError, TypeError, MemoryError) as exc:
+        except Exception as exc:  # numpy's header parser raises many types (TokenError too)
             raise CatalogError(
                 f"{name} is not a readable .npy file ({str(exc)[:160]}); the file is damaged"
             ) from None
@@ -498,7 +498,7 @@ def load_npy(
         if len(want) != len(got) or any(
             w is not None and w != g for w, g in zip(want, got, strict=True)
         ):
-            shown = tuple("n" if w is None else w for w in want)
+            shown = "(" + ", ".join("n" if w is None else str(w) for w in want) + ")"
             raise CatalogError(f"{name} has shape {got}; expected {shown}")
     if mmap and math.prod(got) > 0:
         arr: np.ndarray = np.memmap(
