@@ -678,6 +678,29 @@ def check_runtime_compatible(
     return cos
 
 
+def runtime_summary(extractor: Any) -> str | None:
+    """Return ``"runtime openvino, precision int8 (calibrated on 32 images)"`` for a CNN extractor.
+
+    Parts of a :class:`~visualsim.extractors.concat.ConcatExtractor` are
+    described in turn, joined by ``"; "``; ``None`` when no part has a runtime
+    (e.g. the colour histogram).
+    """
+    parts = getattr(extractor, "extractors", None)
+    if isinstance(parts, list):
+        found = [(getattr(p, "name", "?"), runtime_summary(p)) for p in parts]
+        described = [f"{name}: {text}" for name, text in found if text]
+        return "; ".join(described) or None
+    runtime = getattr(extractor, "runtime", None)
+    if runtime is None:
+        return None
+    precision = getattr(extractor, "precision_", None) or getattr(extractor, "precision", "f32")
+    text = f"runtime {runtime}, precision {precision}"
+    record = extractor.get_config().get("calibration") if runtime == "openvino" else None
+    if precision == "int8" and isinstance(record, Mapping):
+        text += f" (calibrated on {record.get('n')} images)"
+    return text
+
+
 def prepared_stack(load: Callable[[Any], np.ndarray], images: Sequence[Any] | np.ndarray) -> Any:
     """Return ``images`` decoded and prepared by ``load`` as one ``uint8`` array."""
     if isinstance(images, (str, bytes, os.PathLike)) or not isinstance(
@@ -707,6 +730,7 @@ __all__ = [
     "cache_dir",
     "check_precision",
     "check_runtime_compatible",
+    "runtime_summary",
     "cpu_capabilities",
     "cpu_fingerprint",
     "supported_precisions",
