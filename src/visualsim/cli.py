@@ -130,6 +130,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default="auto", choices=("auto", "fashion-mnist", "synthetic"))
     p.add_argument("--extractor", default="auto", help="auto, or an extractor name")
     p.add_argument("-k", type=int, default=5)
+
+    p = sub.add_parser("serve", help="serve a catalogue over HTTP: JSON API and a search page")
+    from .serve.server import build_parser as _serve_arguments  # stdlib only, no FastAPI
+
+    _serve_arguments(p)
     return parser
 
 
@@ -384,6 +389,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """``visualsim serve CATALOG``: run the HTTP app until SIGTERM (needs visualsim[serve])."""
+    from .serve.server import serve_from_args
+
+    serve_from_args(args)
+    return EXIT_OK
+
+
 COMMANDS = {
     "index": cmd_index,
     "query": cmd_query,
@@ -392,6 +405,7 @@ COMMANDS = {
     "evaluate": cmd_evaluate,
     "duplicates": cmd_duplicates,
     "demo": cmd_demo,
+    "serve": cmd_serve,
 }
 
 if __name__ == "__main__":  # pragma: no cover
