@@ -47,10 +47,15 @@ def catalogue(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Path
 class Server:
     """``python -m visualsim.serve`` in a subprocess, its stderr collected line by line."""
 
-    def __init__(self, folder: Path, *args: str) -> None:
+    def __init__(self, folder: Path, *args: str, cli: bool = False) -> None:
         env = {**os.environ, "VS_TEST_KEY": KEY, "PYTHONUNBUFFERED": "1"}
+        command = (
+            [sys.executable, "-m", "visualsim.cli", "serve"]
+            if cli
+            else [sys.executable, "-m", "visualsim.serve"]
+        )
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "visualsim.serve", str(folder), "--port", "0", *args],
+            [*command, str(folder), "--port", "0", *args],
             stderr=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -231,8 +236,9 @@ def test_logs_are_json_lines_and_never_show_the_key(server: Server) -> None:
     assert all(KEY not in line for line in server.log)
 
 
-def test_sigterm_shuts_down_cleanly(catalogue: tuple[Path, list[Path]]) -> None:
-    srv = Server(catalogue[0])
+@pytest.mark.parametrize("cli", [False, True], ids=["python-m", "visualsim-serve"])
+def test_sigterm_shuts_down_cleanly(catalogue: tuple[Path, list[Path]], cli: bool) -> None:
+    srv = Server(catalogue[0], cli=cli)
     assert httpx.get(srv.url + "/health").json()["read_only"] is True
     assert srv.stop() == 0
     messages = [json.loads(line).get("message", "") for line in srv.log]
