@@ -64,6 +64,7 @@ _LAZY: dict[str, str] = {
     "HNSWIndex": "indexes.faiss",
     "IVFPQIndex": "indexes.faiss",
     "ShardedIndex": "indexes.sharded",
+    "MilvusIndex": "indexes.milvus",
     # recommender
     "Recommender": "recommender",
     "Recommendation": "recommender",
@@ -143,6 +144,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .images import ImageLike, load_image, resize_image
     from .indexes.base import Index, make_index, register_index
     from .indexes.faiss import FlatIndex, HNSWIndex, IVFIndex, IVFPQIndex
+    from .indexes.milvus import MilvusIndex
     from .indexes.sharded import ShardedIndex
     from .indexes.sklearn import SklearnIndex
     from .plotting import plot_recommendations

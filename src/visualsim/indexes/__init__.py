@@ -1,7 +1,7 @@
 """Nearest-neighbour indexes over unit vectors, behind one contract.
 
 Pick one with :func:`make_index` (``"flat"``, ``"ivf"``, ``"hnsw"``,
-``"ivfpq"``, ``"sklearn"``, ``"sharded"``) or by class; reload any saved one
+``"ivfpq"``, ``"sklearn"``, ``"sharded"``, ``"milvus"``) or by class; reload any saved one
 with :func:`load_index`. ``docs/indexes.md`` says which to choose.
 
 FAISS and scikit-learn are imported only when a backend needs them; the
@@ -35,6 +35,7 @@ _LAZY = {
     "IVFPQIndex": "faiss",
     "SklearnIndex": "sklearn",
     "ShardedIndex": "sharded",
+    "MilvusIndex": "milvus",
 }
 
 __all__ = [
@@ -48,6 +49,7 @@ __all__ = [
     "Id",
     "IdMap",
     "Index",
+    "MilvusIndex",
     "ShardedIndex",
     "SklearnIndex",
     "check_ids",
@@ -64,5 +66,6 @@ __getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .faiss import FlatIndex, HNSWIndex, IVFIndex, IVFPQIndex
+    from .milvus import MilvusIndex
     from .sharded import ShardedIndex
     from .sklearn import SklearnIndex

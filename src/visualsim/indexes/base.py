@@ -73,6 +73,7 @@ INDEXES: Registry[type] = Registry(
         "sklearn": "visualsim.indexes.sklearn:SklearnIndex",
         "sharded": "visualsim.indexes.sharded:ShardedIndex",
         "milvus": "visualsim.indexes.milvus:MilvusIndex",
+        "milvus": "visualsim.indexes.milvus:MilvusIndex",
     },
 )
 """The index registry: config names (``"flat"``, ``"hnsw"``, ...) to classes."""
