@@ -27,7 +27,6 @@ dtype('float32')
 
 from __future__ import annotations
 
-import numbers
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -43,6 +42,7 @@ from .errors import (
     InvalidVectorsError,
     NotFittedError,
 )
+from .validation import check_bool, check_int
 
 PathLike = Union[str, "os.PathLike[str]"]
 StorageDtype = Literal["float32", "float16"]
@@ -116,12 +116,6 @@ def from_storage(stored: ArrayLike) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- PCA
-
-
-def _check_int(name: str, value: Any, *, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def _as_rows(x: ArrayLike, *, name: str) -> np.ndarray:
@@ -236,14 +230,11 @@ class PCAReducer:
         sample_size: int = 20_000,
         seed: int = 0,
     ) -> None:
-        self.dim = _check_int("dim", dim, minimum=1)
-        self.sample_size = _check_int("sample_size", sample_size, minimum=2)
-        self.seed = _check_int("seed", seed, minimum=0)
-        for flag, value in (("whiten", whiten), ("rotate", rotate)):
-            if not isinstance(value, (bool, np.bool_)):
-                raise ConfigError(f"{flag} must be True or False, got {value!r}")
-        self.whiten = bool(whiten)
-        self.rotate = bool(rotate)
+        self.dim = check_int("dim", dim, minimum=1, maximum=1 << 20)
+        self.sample_size = check_int("sample_size", sample_size, minimum=2, maximum=1 << 40)
+        self.seed = check_int("seed", seed, minimum=0, maximum=2**63 - 1)
+        self.whiten = check_bool("whiten", whiten)
+        self.rotate = check_bool("rotate", rotate)
         if self.dim > self.sample_size:
             raise ConfigError(
                 f"dim={self.dim} is larger than sample_size={self.sample_size}; a sample "
