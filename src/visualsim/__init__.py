@@ -58,6 +58,8 @@ _LAZY: dict[str, str] = {
     "Index": "indexes.base",
     "register_index": "indexes.base",
     "make_index": "indexes.base",
+    "load_index": "indexes.base",
+    "verify_index": "indexes.base",
     "SklearnIndex": "indexes.sklearn",
     "FlatIndex": "indexes.faiss",
     "IVFIndex": "indexes.faiss",
@@ -142,7 +144,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .extractors.keras import KerasExtractor, ResNet50Extractor
     from .extractors.squeezenet import SqueezeNetExtractor
     from .images import ImageLike, load_image, resize_image
-    from .indexes.base import Index, make_index, register_index
+    from .indexes.base import Index, load_index, make_index, register_index, verify_index
     from .indexes.faiss import FlatIndex, HNSWIndex, IVFIndex, IVFPQIndex
     from .indexes.milvus import MilvusIndex
     from .indexes.sharded import ShardedIndex

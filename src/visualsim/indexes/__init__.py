@@ -26,6 +26,7 @@ from .base import (
     load_index,
     make_index,
     register_index,
+    verify_index,
 )
 
 _LAZY = {
@@ -58,6 +59,7 @@ __all__ = [
     "load_index",
     "make_index",
     "register_index",
+    "verify_index",
 ]
 
 
