@@ -80,7 +80,9 @@ def test_query_where_filter_and_plot(catalog: Path, shop: Path, tmp_path: Path) 
 
 
 def test_similar_excludes_the_item(catalog: Path) -> None:
-    ids = json.loads((catalog / "ids.json").read_text())
+    from visualsim import Recommender
+
+    ids = Recommender.load(catalog).ids_
     result = run("similar", catalog, ids[0], "-k", "5", "--json")
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
@@ -119,7 +121,7 @@ def test_index_refuses_to_overwrite_and_bad_catalogue_exits_1(
     broken.mkdir()
     (broken / "manifest.json").write_text("{not json")
     result = run("info", broken)
-    assert result.returncode == 1 and "corrupt" in result.stderr
+    assert result.returncode == 1 and "manifest.json" in result.stderr
 
 
 def test_info_verify_detects_a_tampered_catalogue(catalog: Path, tmp_path: Path) -> None:
@@ -128,10 +130,10 @@ def test_info_verify_detects_a_tampered_catalogue(catalog: Path, tmp_path: Path)
     copy = tmp_path / "copy"
     shutil.copytree(catalog, copy)
     assert run("info", copy, "--verify").returncode == 0
-    ids = copy / "ids.json"
+    ids = next(copy.glob("chunk-*.ids.json"))
     ids.write_text(ids.read_text().replace("red", "rod", 1))
     result = run("info", copy, "--verify")
-    assert result.returncode == 1 and "ids.json" in result.stderr
+    assert result.returncode == 1 and ids.name in result.stderr
 
 
 def test_index_with_pca_and_float16(shop: Path, tmp_path: Path) -> None:
@@ -190,3 +192,316 @@ def test_demo_runs_offline_on_generated_products(tmp_path: Path) -> None:
         pixels = np.asarray(img.convert("RGB"))
     assert pixels.std() > 10  # a real picture, not a blank canvas
     assert (tmp_path / "out" / "catalog" / "manifest.json").is_file()
+
+
+# -- the contract: one line, the right exit code, never a traceback ---------------------
+
+
+def cli(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str, str]:
+    """Run the command in-process; return (exit code, stdout, stderr)."""
+    from visualsim.cli import main
+
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (("--extractor", "Color"), "did you mean 'color'"),
+        (("--extractor", "colr"), "did you mean 'color'"),
+        (("--extractor", "squeezenet+colour"), "did you mean 'color'"),
+        (("--extractor", "concat"), "squeezenet+color:4:1"),
+        (("--extractor", "color:2"), "two or more parts"),
+        (("--extractor", "squeezenet+color:4"), "one weight per part"),
+        (("--extractor", "squeezenet+color:a:1"), "not a number"),
+        (("--extractor", "squeezenet+color:0:0"), "all be zero"),
+        (("--extractor", "color+"), "NAME+NAME"),
+        (("--extractor", "color", "--extractor-config", "{bins"), "not valid JSON"),
+        (("--extractor", "color", "--extractor-config", "[1]"), "JSON object"),
+        (("--extractor", "color", "--extractor-config", '{"bogus": 1}'), "bogus"),
+        (("--extractor", "squeezenet+color", "--extractor-config", '{"x": {}}'), "not a part"),
+        (("--extractor", "color", "--weights", "none"), "--weights applies"),
+        (("--index", "FLAT"), "did you mean 'flat'"),
+        (("--index", "hnws"), "did you mean 'hnsw'"),
+        (("--batch-size", "0"), "positive integer"),
+        (("--reduce-dim", "-1"), "positive integer"),
+    ],
+)
+def test_index_usage_errors_are_one_line_exit_2(
+    capsys: pytest.CaptureFixture[str],
+    shop: Path,
+    tmp_path: Path,
+    args: tuple[str, ...],
+    needle: str,
+) -> None:
+    code, _, err = cli(capsys, "index", shop / "images", "-o", tmp_path / "c", *args)
+    assert code == 2, err
+    assert needle in one_line(err) and err.startswith("visualsim index")
+    assert not (tmp_path / "c").exists()
+
+
+@pytest.mark.parametrize("k", ["0", "-3", "two", "1.5"])
+def test_bad_k_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str], catalog: Path, shop: Path, k: str
+) -> None:
+    red = sorted((shop / "images" / "red").iterdir())[0]
+    for args in (("query", catalog, red), ("similar", catalog, "red/x.jpg")):
+        code, _, err = cli(capsys, *args, "-k", k)
+        assert code == 2 and "-k" in one_line(err)
+    code, _, err = cli(capsys, "evaluate", catalog, "--label", "label", "-k", "1", k)
+    assert code == 2 and "-k" in one_line(err)
+
+
+def test_extractor_specs_and_config_reach_every_extractor(
+    capsys: pytest.CaptureFixture[str], shop: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "mix"
+    code, stdout, err = cli(
+        capsys,
+        "index",
+        shop / "images",
+        "-o",
+        out,
+        "--extractor",
+        "squeezenet+color:4:1",
+        "--extractor-config",
+        '{"color": {"bins": [8, 4, 4]}}',
+        "-q",
+    )
+    assert code == 0, err
+    from visualsim import make_extractor
+
+    dim = 512 + make_extractor("color", bins=[8, 4, 4]).dim  # SqueezeNet + the colour part
+    assert f"(concat, {dim}-d, index flat)" in stdout
+    manifest = json.loads((out / "manifest.json").read_text())
+    config = manifest["extractor"]["config"]
+    assert [p["name"] for p in config["extractors"]] == ["squeezenet", "color"]
+    assert config["weights"] == [4.0, 1.0]
+    assert config["extractors"][1]["config"]["bins"] == [8, 4, 4]
+    # a whole spec, as `info --json` prints it, rebuilds the same extractor
+    again = tmp_path / "again"
+    spec = json.dumps(manifest["extractor"])
+    code, stdout, err = cli(
+        capsys, "index", shop / "images", "-o", again, "--extractor-config", spec, "-q"
+    )
+    assert code == 0, err
+    assert json.loads((again / "manifest.json").read_text())["extractor"] == manifest["extractor"]
+
+
+def test_json_names_the_query_and_clips_scores(
+    capsys: pytest.CaptureFixture[str], catalog: Path, shop: Path
+) -> None:
+    red = sorted((shop / "images" / "red").iterdir())[0]
+    code, out, err = cli(capsys, "query", catalog, red, "-k", "3", "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["query"] == str(red)
+    assert all(-1.0 <= r["score"] <= 1.0 for r in data["results"])
+    code, out, err = cli(capsys, "similar", catalog, f"red/{red.name}", "-k", "3", "--json")
+    data = json.loads(out)
+    assert data["query"] == f"red/{red.name}"
+    assert all(-1.0 <= r["score"] <= 1.0 for r in data["results"])
+    code, out, _ = cli(capsys, "duplicates", catalog, "--min-score", "0.5", "--json")
+    assert all(-1.0 <= p["score"] <= 1.0 for p in json.loads(out))
+
+
+def test_info_verify_says_what_it_verified(
+    capsys: pytest.CaptureFixture[str], catalog: Path
+) -> None:
+    code, plain, _ = cli(capsys, "info", catalog)
+    code, verified, err = cli(capsys, "info", catalog, "--verify")
+    assert code == 0, err
+    assert "verified" not in plain
+    line = next(x for x in verified.splitlines() if x.startswith("verified"))
+    assert "SHA-256" in line and "40 vectors" in line and "index agrees" in line
+    code, out, _ = cli(capsys, "info", catalog, "--verify", "--json")
+    assert "SHA-256" in json.loads(out)["verified"]
+
+
+def test_plot_into_a_missing_folder_is_refused_not_created(
+    capsys: pytest.CaptureFixture[str], catalog: Path, shop: Path, tmp_path: Path
+) -> None:
+    red = sorted((shop / "images" / "red").iterdir())[0]
+    target = tmp_path / "no" / "such" / "plot.png"
+    code, out, err = cli(capsys, "query", catalog, red, "--plot", target)
+    assert code == 2 and "does not exist" in one_line(err) and not out
+    assert not (tmp_path / "no").exists()
+    code, _, err = cli(capsys, "query", catalog, red, "--plot", tmp_path)
+    assert code == 2 and "is a folder" in one_line(err)
+
+
+def test_missing_matplotlib_is_an_install_hint(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    catalog: Path,
+    shop: Path,
+    tmp_path: Path,
+) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda n, *a: None if n == "matplotlib" else real(n, *a)
+    )
+    red = sorted((shop / "images" / "red").iterdir())[0]
+    code, out, err = cli(capsys, "query", catalog, red, "--plot", tmp_path / "p.png")
+    assert code == 1 and 'pip install "visualsim[plot]"' in one_line(err)
+    assert not (tmp_path / "p.png").exists()
+    # the demo writes its catalogue and scores before it needs matplotlib
+    for name in ("matplotlib", "matplotlib.figure"):
+        monkeypatch.setitem(sys.modules, name, None)
+    code, out, err = cli(
+        capsys, "demo", "--data", "synthetic", "-n", "30", "--extractor", "color", "--out",
+        tmp_path / "demo", "-q",
+    )  # fmt: skip
+    assert code == 1 and 'pip install "visualsim[plot]"' in one_line(err)
+    assert "Recall@5 =" in out
+    assert (tmp_path / "demo" / "catalog" / "manifest.json").is_file()
+
+
+def test_outputs_that_cannot_be_written_are_one_line_exit_1(
+    capsys: pytest.CaptureFixture[str], catalog: Path, shop: Path, tmp_path: Path
+) -> None:
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    red = sorted((shop / "images" / "red").iterdir())[0]
+    for args in (
+        ("index", shop / "images", "-o", a_file / "cat", "--extractor", "color", "-q"),
+        ("index", shop / "images", "-o", tmp_path / ("n" * 300), "--extractor", "color", "-q"),
+        ("query", catalog, red, "--plot", tmp_path / ("p" * 300 + ".png")),
+    ):
+        code, _, err = cli(capsys, *args)
+        assert code == 1, (args, err)
+        assert one_line(err).startswith(f"visualsim {args[0]}: error:")
+    assert a_file.read_text() == "x"
+
+
+def test_damaged_catalogues_are_one_line_exit_1(
+    capsys: pytest.CaptureFixture[str], catalog: Path, shop: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    red = sorted((shop / "images" / "red").iterdir())[0]
+    damages = {
+        "truncated vectors": lambda c: _first(c, "vectors.npy").write_bytes(b"\x93NUMPY"),
+        "count as text": lambda c: _edit_manifest(c, count="twenty"),
+        "files as a list": lambda c: _edit_manifest(c, files=["vectors.npy"]),
+        "no manifest": lambda c: (c / "manifest.json").unlink(),
+        "ids not a list": lambda c: _first(c, "ids.json").write_text('{"a": 1}'),
+        "deep json": lambda c: _first(c, "ids.json").write_text("[" * 100_000),
+    }
+    for name, damage in damages.items():
+        copy = tmp_path / name.replace(" ", "-")
+        shutil.copytree(catalog, copy)
+        damage(copy)
+        for args in (("query", copy, red), ("info", copy, "--verify"), ("similar", copy, "x")):
+            code, _, err = cli(capsys, *args)
+            assert code == 1, (name, args, err)
+            assert one_line(err).startswith(f"visualsim {args[0]}: error:"), (name, err)
+
+
+def _first(catalog: Path, suffix: str) -> Path:
+    return next(catalog.glob(f"chunk-*.{suffix}"))
+
+
+def _edit_manifest(catalog: Path, **fields: object) -> None:
+    manifest = json.loads((catalog / "manifest.json").read_text())
+    manifest.update(fields)
+    (catalog / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_no_progress_bars_or_api_hints_when_stderr_is_not_a_terminal(
+    shop: Path, tmp_path: Path
+) -> None:
+    result = run("index", shop / "images", "-o", tmp_path / "c", "--extractor", "color")
+    assert result.returncode == 0, result.stderr
+    assert "extract[" not in result.stderr and "it/s" not in result.stderr
+    assert ".failed_" not in result.stderr
+    assert result.stderr.count("broken.jpg") == 1
+
+
+FUZZ_COUNT = {"inputs": 0, "exit 0": 0, "exit 1": 0, "exit 2": 0}
+VOCAB = [
+    "index", "query", "similar", "info", "evaluate", "duplicates", "--json", "--verify",
+    "-k", "0", "-3", "5", "1e309", "nan", "--where", "label=red", "label", "=x", "--min-score",
+    "--plot", "--label", "--extractor", "color", "Color", "squeezenet+color:4:1", "concat",
+    "--index", "FLAT", "flat", "--batch-size", "--reduce-dim", "--storage", "float16", "-o",
+    "-q", "-v", "--help", "--overwrite", "--strict", "--extractor-config", '{"bins": [2, 2, 2]}',
+    "{", "", "--", "-", "\x00", "é", "../..", "/dev/null",
+]  # fmt: skip
+
+
+OPTIONS = [
+    ["-k", "3"], ["-k", "100"], ["--json"], ["--where", "label=red"], ["--where", "label=red|blue"],
+    ["--where", "label == 'red'"], ["--where", "label in ['red', 'blue'] and not label == 'x'"],
+    ["--where", "price < 3"], ["--where", "label =="], ["--where", "label == 3"],
+    ["--min-score", "0.5"], ["--min-score", "2"], ["--label", "label"], ["--verify"], ["-q"],
+]  # fmt: skip
+
+
+def test_fuzzed_arguments_never_raise_a_traceback(
+    catalog: Path, shop: Path, tmp_path: Path
+) -> None:
+    import contextlib
+    import io
+
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from visualsim.cli import main
+
+    paths = [str(catalog), str(shop / "images"), str(tmp_path / "out"), str(tmp_path / "p.png")]
+    token = st.one_of(st.sampled_from(VOCAB + paths), st.text(max_size=8))
+    red = str(sorted((shop / "images" / "red").iterdir())[0])
+    # half random token lists, half well-formed commands with random options, so the
+    # commands themselves run (loading, querying, filtering), not only the parser
+    well_formed = st.tuples(
+        st.sampled_from(
+            [
+                ["query", str(catalog), red],
+                ["similar", str(catalog), "red/" + Path(red).name],
+                ["info", str(catalog)],
+                ["evaluate", str(catalog), "--label", "label"],
+                ["duplicates", str(catalog)],
+                ["query", str(catalog), red, "--where"],
+            ]
+        ),
+        st.lists(st.one_of(st.sampled_from(OPTIONS), token.map(lambda t: [t])), max_size=4),
+    ).map(lambda t: t[0] + [x for group in t[1] for x in group])
+
+    @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(st.one_of(st.lists(token, max_size=7), well_formed))
+    def check(argv: list[str]) -> None:
+        if "demo" in argv:
+            return
+        if "index" in argv and any(t not in ("color",) for t in _extractor_args(argv)):
+            return  # only colour indexing: fast, no model build
+        FUZZ_COUNT["inputs"] += 1
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(argv)
+        assert code in (0, 1, 2), (argv, code)
+        FUZZ_COUNT[f"exit {code}"] += 1
+        assert "Traceback" not in err.getvalue(), (argv, err.getvalue())
+        if code == 2:
+            assert len(err.getvalue().strip().splitlines()) == 1, (argv, err.getvalue())
+
+    check()
+    assert FUZZ_COUNT["inputs"] > 100
+    print(f"fuzzed argument lists: {FUZZ_COUNT}")
+
+
+def _extractor_args(argv: list[str]) -> list[str]:
+    if "--extractor" not in argv and "--extractor-config" not in argv:
+        return ["resnet50"]
+    values = [argv[i + 1] for i, t in enumerate(argv[:-1]) if t == "--extractor"]
+    return values or ["?"]

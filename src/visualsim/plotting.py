@@ -6,6 +6,7 @@ Needs matplotlib (``pip install visualsim[plot]``); it is imported only here.
 from __future__ import annotations
 
 import os
+import textwrap
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,7 +23,11 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 def default_image_of(rec: Recommendation) -> Any:
-    """Find a result's picture: its ``path`` metadata, else its id if that is a file."""
+    """Find a result's picture: its ``source`` (the image it was added from), else a
+    ``path`` in its metadata, else its id if that is a file."""
+    source = getattr(rec, "source", None)
+    if isinstance(source, str) and os.path.isfile(source):
+        return source
     path = rec.metadata.get("path") if isinstance(rec.metadata, Mapping) else None
     if isinstance(path, str) and os.path.isfile(path):
         return path
@@ -42,6 +47,8 @@ def plot_recommendations(
     thumb_size: int = 160,
     cell_inches: float = 1.9,
     title: str | None = None,
+    query_label: str | Sequence[str | None] | None = None,
+    per_row: int = 5,
 ) -> Figure:
     """Return a matplotlib Figure: each query on the left, its results to the right.
 
@@ -53,15 +60,23 @@ def plot_recommendations(
         The results of one query (``rec.query(...)``), or one list per query.
     image_of
         Function from a :class:`~visualsim.Recommendation` to its image-like;
-        default: the ``path`` in its metadata, else its id when that is a file.
+        default: its ``source`` (the image it was added from), else a ``path``
+        in its metadata, else its id when that is a file.
     label_key
-        A metadata key printed under each result (e.g. ``"articleType"``).
+        A metadata key printed under each result (e.g. ``"articleType"``); an
+        item without it (or with ``None``) shows no label.
     thumb_size
         Thumbnails are letterboxed to this many pixels square.
     cell_inches
         Size of one cell in inches.
     title
-        Figure title.
+        Figure title (wrapped to the figure's width).
+    query_label
+        What the query panel says under "query": its file name or id; one per
+        query for several. Default: the file name when the query is a path.
+    per_row
+        Results per row; more results wrap onto further rows under the query
+        (``k=10`` draws two rows of five, not one long strip).
 
     Returns
     -------
@@ -71,33 +86,49 @@ def plot_recommendations(
     Notes
     -----
     A result whose image cannot be loaded is drawn as a grey cell with its
-    id, so one missing file never spoils the picture.
+    id, so one missing file never spoils the picture. Long ids are shortened in
+    the middle, so both the folder and the file name stay readable.
     """
     from matplotlib.figure import Figure
 
+    if not isinstance(per_row, int) or isinstance(per_row, bool) or per_row < 1:
+        raise ValueError(f"per_row must be a positive integer, got {per_row!r}")
     rows = _rows(query, recommendations)
+    names = _query_labels(query_label, rows)
     image_of = image_of or default_image_of
-    ncols = 1 + max((len(r) for _, r in rows), default=0)
-    fig = Figure(figsize=(cell_inches * ncols, (cell_inches + 0.35) * len(rows)), dpi=100)
-    axes = fig.subplots(len(rows), ncols, squeeze=False)
-    for r, (q, recs) in enumerate(rows):
-        _draw(axes[r][0], _thumb(q, thumb_size), "query", edge="#1f77b4")
-        for c in range(1, ncols):
-            ax = axes[r][c]
-            if c > len(recs):
+    ncols = 1 + max(1, min(per_row, max((len(r) for _, r in rows), default=0)))
+    # each query takes ceil(len/per_row) lines of cells (at least one)
+    lines = [max(1, -(-len(recs) // (ncols - 1))) for _, recs in rows]
+    height = (cell_inches + 0.45) * sum(lines)
+    fig = Figure(figsize=(cell_inches * ncols, height + (0.5 if title else 0)), dpi=100)
+    axes = fig.subplots(sum(lines), ncols, squeeze=False)
+    line = 0
+    for (q, recs), name, n_lines in zip(rows, names, lines, strict=True):
+        label = "query" if not name else f"query\n{_short(name, 30)}"
+        _draw(axes[line][0], _thumb(q, thumb_size), label, edge="#1f77b4")
+        for extra in range(1, n_lines):
+            axes[line + extra][0].set_axis_off()
+        for i in range(n_lines * (ncols - 1)):
+            ax = axes[line + i // (ncols - 1)][1 + i % (ncols - 1)]
+            if i >= len(recs):
                 ax.set_axis_off()
                 continue
-            rec = recs[c - 1]
+            rec = recs[i]
             try:
                 thumb = _thumb(image_of(rec), thumb_size)
             except VisualsimError:
                 thumb = np.full((thumb_size, thumb_size, 3), 200, np.uint8)
-            label = f"#{rec.rank} {_short(str(rec.id))}\n{rec.score:.3f}"
-            if label_key and label_key in rec.metadata:
-                label += f" {_short(str(rec.metadata[label_key]), 12)}"
-            _draw(ax, thumb, label)
+            text = f"#{rec.rank} {_short(str(rec.id))}\n{min(1.0, max(-1.0, rec.score)):.3f}"
+            value = rec.metadata.get(label_key) if label_key else None
+            if value is not None:
+                text += f" {_short(str(value), 14)}"
+            _draw(ax, thumb, text)
+        line += n_lines
     if title:
-        fig.suptitle(title)
+        # wrapped to the figure's width (about 11 characters per inch at 12 pt), so a
+        # long title is never cut at the right edge
+        width = max(20, int(cell_inches * ncols * 11))
+        fig.suptitle("\n".join(textwrap.wrap(title, width)), fontsize=12)
     fig.tight_layout()
     return fig
 
@@ -134,8 +165,30 @@ def _draw(ax: Any, image: np.ndarray, label: str, edge: str | None = None) -> No
         spine.set_linewidth(3 if edge else 1)
 
 
-def _short(text: str, width: int = 18) -> str:
-    return text if len(text) <= width else "…" + text[-(width - 1) :]
+def _short(text: str, width: int = 22) -> str:
+    """Shorten in the middle, keeping both ends: ``'fashion/…/s2-crop-tl.jpg'``."""
+    if len(text) <= width:
+        return text
+    tail = (width - 1) // 2 + (width - 1) % 2
+    head = width - 1 - tail
+    return text[:head] + "…" + text[-tail:]
+
+
+def _query_labels(labels: Any, rows: list[tuple[Any, Any]]) -> list[str | None]:
+    if labels is None:
+        return [_name_of(q) for q, _ in rows]
+    if isinstance(labels, str):
+        labels = [labels]
+    labels = list(labels)
+    if len(labels) != len(rows):
+        raise ValueError(f"{len(labels)} query labels for {len(rows)} queries")
+    return [None if v is None else str(v) for v in labels]
+
+
+def _name_of(query: Any) -> str | None:
+    if isinstance(query, (str, os.PathLike)):
+        return Path(query).name
+    return None
 
 
 __all__ = ["default_image_of", "plot_recommendations", "save_figure"]
