@@ -416,7 +416,7 @@ def _load(
     from .indexes.base import load_index
     from .search import Segments
 
-    ident = P.folder_identity(path) if hasattr(P, "folder_identity") else None
+    ident = _identity(path)
     try:
         manifest = P.read_manifest(path, tag=FORMAT, max_version=FORMAT_VERSION, verify=verify)
     except CatalogError as exc:
@@ -524,13 +524,18 @@ def _load(
     return rec
 
 
-def _changed(path: Path, ident: Any, exc: Exception) -> bool:
-    """Whether the folder's manifest changed since reading began (a concurrent overwrite)."""
+def _identity(path: Path) -> tuple[int, int, int] | None:
+    """The manifest file's identity: a new one is renamed into place at every save."""
     try:
-        now = P.folder_identity(path)
-    except Exception:
-        return True
-    return bool(now != ident)
+        st = os.stat(path / MANIFEST)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+def _changed(path: Path, ident: Any, exc: Exception) -> bool:
+    """Whether the manifest changed since reading began (a concurrent overwrite)."""
+    return _identity(path) != ident
 
 
 def _check_layout(where: str, manifest: Mapping[str, Any]) -> dict[str, Any]:

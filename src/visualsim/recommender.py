@@ -719,6 +719,8 @@ class Recommender:
             store = self._need_store()
             merged = dict(fields)
             row = store.update_metadata(item_id, merged, replace=replace)
+            if self._catalog_state is not None:
+                self._catalog_state.dirty_rows.add(row)
             assert self._segments_ is not None
             self._segments_.updated(store, row)
             self._version += 1
