@@ -73,7 +73,6 @@ INDEXES: Registry[type] = Registry(
         "sklearn": "visualsim.indexes.sklearn:SklearnIndex",
         "sharded": "visualsim.indexes.sharded:ShardedIndex",
         "milvus": "visualsim.indexes.milvus:MilvusIndex",
-        "milvus": "visualsim.indexes.milvus:MilvusIndex",
     },
 )
 """The index registry: config names (``"flat"``, ``"hnsw"``, ...) to classes."""
@@ -831,7 +830,7 @@ def read_manifest(directory: Path, *, verify: bool = True) -> dict[str, Any]:
         root,
         tag=_FORMAT_TAG,
         max_version=FORMAT_VERSION,
-        verify=verify,
+        verify=False,  # fields first; checksums (reading every byte) once they make sense
         required=("name", "config", "count", "next_label"),
     )
     where = str(root / MANIFEST_NAME)
@@ -849,6 +848,8 @@ def read_manifest(directory: Path, *, verify: bool = True) -> dict[str, Any]:
     P.field_int(where, "dim", manifest.get("dim"), minimum=1, maximum=P.MAX_DIM, allow_none=True)
     manifest.setdefault("dim", None)
     manifest["state"] = P.field_dict(where, "state", manifest.get("state") or {})
+    if verify:
+        P.check_files(root, manifest["files"], verify=True, source=where)
     return manifest
 
 
