@@ -749,3 +749,67 @@ def test_damaged_progress_files_are_catalog_errors(tmp_path: Path, field: str, v
         pass
     finally:
         (folder / "progress.json").write_text(original)
+
+
+def test_fit_with_a_checkpoint_dir_leaves_the_folders_other_files(tmp_path: Path) -> None:
+    from visualsim import ColorHistogramExtractor, Recommender
+
+    folder = tmp_path / "work"
+    folder.mkdir()
+    (folder / "thesis.pdf").write_bytes(b"%PDF-1.4 precious")
+    images = [np.full((8, 8, 3), 20 * i, np.uint8) for i in range(10)]
+    rec = Recommender(ColorHistogramExtractor()).fit(
+        images, [f"i{i}" for i in range(10)], batch_size=3, checkpoint_dir=folder, progress=False
+    )
+    assert len(rec) == 10
+    assert [p.name for p in folder.iterdir()] == ["thesis.pdf"]
+    assert (folder / "thesis.pdf").read_bytes() == b"%PDF-1.4 precious"
+
+
+# --------------------------------------------------------------------------- the other formats
+
+
+def test_shards_are_written_only_into_an_empty_or_shard_folder(tmp_path: Path) -> None:
+    from visualsim.shards import ShardWriter, read_manifest
+
+    (tmp_path / "report.pdf").write_bytes(b"%PDF")
+    spec = {"name": "color", "config": {}}
+    with pytest.raises(CatalogError, match="no shard manifest"):
+        ShardWriter(tmp_path, extractor=spec, dim=4, shard_size=2)
+    folder = tmp_path / "shards"
+    writer = ShardWriter(folder, extractor=spec, dim=4, shard_size=2)
+    writer.write(0, vectors=np.eye(2, 4), ids=["a", "b"], metadata=[{}, {}], input_ids=["a", "b"])
+    writer.finish(2)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["format"] == "visualsim.shards" and sorted(manifest["files"]) == [
+        "shard-00000.ids.json",
+        "shard-00000.metadata.jsonl",
+        "shard-00000.npy",
+    ]
+    manifest["format"] = "visualsim-shards"  # what visualsim 0.1 wrote, without "files"
+    del manifest["files"]
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    assert read_manifest(folder)["shard_format"] == "npy"
+    manifest["shards"][0]["files"]["vectors"] = "../report.pdf"
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(CatalogError, match="not a plain name"):
+        read_manifest(folder)
+
+
+def test_a_reducer_is_saved_only_over_a_reducer_or_an_empty_folder(tmp_path: Path) -> None:
+    from visualsim.reduction import PCAReducer
+
+    reducer = PCAReducer(2, sample_size=10).fit(np.random.default_rng(0).standard_normal((20, 5)))
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "cat.jpg").write_bytes(b"\xff\xd8")
+    with pytest.raises(CatalogError, match="refusing to replace"):
+        reducer.save(tmp_path / "photos")
+    reducer.save(tmp_path / "pca")
+    reducer.save(tmp_path / "pca")  # over its own: replaced
+    loaded = PCAReducer.load(tmp_path / "pca")
+    np.testing.assert_allclose(loaded.components_, reducer.components_)
+    manifest = json.loads((tmp_path / "pca" / "reducer.json").read_text())
+    manifest["n_features_in"] = 10**9
+    (tmp_path / "pca" / "reducer.json").write_text(json.dumps(manifest))
+    with pytest.raises(CatalogError, match="n_features_in"):
+        PCAReducer.load(tmp_path / "pca")
