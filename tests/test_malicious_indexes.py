@@ -203,10 +203,12 @@ def _labels_blob(draw_len: int, seed: int, mode: str) -> bytes:
     return buf.getvalue()
 
 
-@pytest.mark.parametrize("kind", ["flat", "hnsw", "sklearn"])
+@pytest.mark.parametrize("kind", ["flat", "hnsw", "ivf", "ivfpq", "sklearn"])
 @FUZZ
 @given(
-    target=st.sampled_from(["labels.npy", "ids.json", "index.faiss", "vectors.npy"]),
+    target=st.sampled_from(
+        ["labels.npy", "ids.json", "index.faiss", "vectors.npy", "vector_labels.npy"]
+    ),
     n=st.integers(0, 400),
     seed=st.integers(0, 2**16),
     mode=st.sampled_from(["range", "sorted", "float", "arange", "bytes", "json"]),
