@@ -34,7 +34,77 @@ MAX_PIXELS: int = 89_478_485
 possible decompression bomb; the same number as Pillow's own default. Pass
 ``max_pixels=`` to :func:`load_image` to change it per call."""
 
+MAX_IMAGE_BYTES_ENV = "VISUALSIM_MAX_IMAGE_BYTES"
+"""Environment variable that sets :data:`MAX_IMAGE_BYTES` (a number of bytes) at import."""
+
+
+def _max_image_bytes_from_env(default: int = 256 << 20) -> int:
+    raw = os.environ.get(MAX_IMAGE_BYTES_ENV, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(
+            f"{MAX_IMAGE_BYTES_ENV}={raw[:40]!r} is not a whole number of bytes "
+            f"(e.g. {default}); unset it for the default"
+        ) from None
+    if value < 1:
+        raise ValueError(f"{MAX_IMAGE_BYTES_ENV} must be at least 1 byte, got {value}")
+    return value
+
+
+MAX_IMAGE_BYTES: int = _max_image_bytes_from_env()
+"""Default bound on the memory one image may take to decode and convert
+(256 MiB, or :data:`MAX_IMAGE_BYTES_ENV`), estimated from its header —
+width x height x :func:`decode_bytes_per_pixel` of its colour mode — before any
+pixel is decoded. A 308 KiB PNG can claim 81 million RGBA pixels (4.9 GiB to
+decode and composite); it is refused in microseconds. Each loader thread
+decodes one image at a time, so extraction holds at most ``num_workers`` times
+this. Pass ``max_bytes=`` to :func:`load_image` (``None``: no bound) to change it
+per call; the module attribute is read at call time."""
+
+_PILLOW_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2}
+# what the conversion to RGB allocates per pixel on top of Pillow's decoded buffer:
+# Pillow's own conversions (4 a pixel for RGBA), the bytes numpy reads them from,
+# integer compositing of transparency, float64 scaling of high bit depths, RGB out (3)
+_WORK_BYTES = {
+    "RGB": 6,
+    "1": 6,
+    "L": 5,
+    "RGBA": 20,
+    "LA": 24,
+    "PA": 24,
+    "P": 24,
+    "RGBa": 28,
+    "La": 28,
+    "I": 30,
+    "F": 30,
+}
+
+
+def decode_bytes_per_pixel(mode: str) -> int:
+    """Bytes per pixel :func:`load_image` needs, at its peak, for an image of ``mode``.
+
+    Pillow's decoded buffer (1 byte for ``"1"``/``"L"``/``"P"``, 2 for 16-bit,
+    else 4) plus what the conversion to RGB allocates at once (the RGB result
+    and the bytes numpy reads it from, 6; about 20 for compositing transparency
+    on white, 30 for scaling high bit depths), as measured with ``tracemalloc``.
+
+    Examples
+    --------
+    >>> decode_bytes_per_pixel("L"), decode_bytes_per_pixel("RGB"), decode_bytes_per_pixel("RGBA")
+    (6, 10, 24)
+    """
+    base = _PILLOW_BYTES.get(mode, 4)
+    work = _WORK_BYTES.get(mode, 30 if mode.startswith("I;16") else 10)
+    return base + work
+
+
 WHITE = (255, 255, 255)
+
+
+_DEFAULT: Any = object()
 
 
 def load_image(
@@ -42,6 +112,7 @@ def load_image(
     *,
     max_pixels: int | None = MAX_PIXELS,
     draft_size: tuple[int, int] | None = None,
+    max_bytes: int | None = _DEFAULT,
 ) -> np.ndarray:
     """Return ``src`` as an ``(H, W, 3)`` RGB ``uint8`` array.
 
@@ -59,6 +130,11 @@ def load_image(
         A hint ``(width, height)``: JPEGs may be decoded at a reduced scale
         that is still at least this large, which is several times faster for
         big photos that will be shrunk anyway.
+    max_bytes
+        Refuse an encoded image whose decoding would take more memory than
+        this, estimated from its header before decoding (see
+        :data:`MAX_IMAGE_BYTES`, the default, and
+        :func:`decode_bytes_per_pixel`). ``None`` disables the bound.
 
     Returns
     -------
@@ -68,8 +144,11 @@ def load_image(
     Raises
     ------
     ImageLoadError
-        For a missing file, a directory, empty, truncated or non-image data, an
-        image over ``max_pixels``, an array of the wrong shape or dtype, or NaN.
+        For a missing file, a directory, a path the system refuses (too long,
+        unreadable), empty, truncated or non-image data, an image over
+        ``max_pixels`` or ``max_bytes``, a closed PIL image, an array of the
+        wrong shape or dtype, or NaN. Nothing else escapes for a bad input, so
+        ``on_error="skip"`` can always skip it.
 
     Examples
     --------
@@ -77,16 +156,30 @@ def load_image(
     >>> load_image(np.zeros((2, 3), dtype=np.uint8)).shape
     (2, 3, 3)
     """
+    limit = MAX_IMAGE_BYTES if max_bytes is _DEFAULT else max_bytes
+    try:
+        return _load(src, max_pixels, draft_size, limit)
+    except ImageLoadError:
+        raise
+    except Exception as exc:  # a bad input must be an ImageLoadError, whatever broke
+        raise ImageLoadError(
+            src, f"could not be read ({type(exc).__name__}: {str(exc)[:200]})"
+        ) from None
+
+
+def _load(
+    src: Any, max_pixels: int | None, draft_size: tuple[int, int] | None, max_bytes: int | None
+) -> np.ndarray:
     if isinstance(src, np.ndarray):
         return _from_array(src, max_pixels=max_pixels)
     if isinstance(src, Image.Image):
-        return _from_pil(src, src, max_pixels=max_pixels, draft_size=None)
+        return _from_open_pil(src, max_pixels, max_bytes)
     if isinstance(src, (str, os.PathLike)):
-        return _from_path(src, max_pixels=max_pixels, draft_size=draft_size)
+        return _from_path(src, max_pixels, draft_size, max_bytes)
     if isinstance(src, (bytes, bytearray, memoryview)):
         if len(src) == 0:
             raise ImageLoadError(src, "the data is empty (0 bytes)")
-        return _from_stream(io.BytesIO(bytes(src)), src, max_pixels, draft_size)
+        return _from_stream(io.BytesIO(bytes(src)), src, max_pixels, draft_size, max_bytes)
     if hasattr(src, "read"):
         try:
             data = src.read()
@@ -96,7 +189,7 @@ def load_image(
             raise ImageLoadError(src, "the file object must be opened in binary mode ('rb')")
         if len(data) == 0:
             raise ImageLoadError(src, "the file object is empty (0 bytes)")
-        return _from_stream(io.BytesIO(data), src, max_pixels, draft_size)
+        return _from_stream(io.BytesIO(data), src, max_pixels, draft_size, max_bytes)
     raise ImageLoadError(
         src,
         f"unsupported type {type(src).__name__}; pass a path, bytes, a binary file, "
@@ -105,34 +198,60 @@ def load_image(
 
 
 def _from_path(
-    path: str | os.PathLike[str], max_pixels: int | None, draft_size: tuple[int, int] | None
+    path: str | os.PathLike[str],
+    max_pixels: int | None,
+    draft_size: tuple[int, int] | None,
+    max_bytes: int | None,
 ) -> np.ndarray:
-    p = Path(path)
-    if not p.exists():
-        raise ImageLoadError(path, "no such file")
-    if p.is_dir():
-        raise ImageLoadError(path, "is a directory, not an image file")
     try:
+        p = Path(path)
+        if not p.exists():
+            raise ImageLoadError(path, "no such file")
+        if p.is_dir():
+            raise ImageLoadError(path, "is a directory, not an image file")
         size = p.stat().st_size
         if size == 0:
             raise ImageLoadError(path, "the file is empty (0 bytes)")
         with open(p, "rb") as fh:
-            return _from_stream(fh, path, max_pixels, draft_size)
+            return _from_stream(fh, path, max_pixels, draft_size, max_bytes)
     except PermissionError as exc:
-        raise ImageLoadError(path, f"permission denied ({exc.strerror})") from exc
-    except IsADirectoryError as exc:
-        raise ImageLoadError(path, "is a directory, not an image file") from exc
+        raise ImageLoadError(path, f"permission denied ({exc.strerror})") from None
+    except IsADirectoryError:
+        raise ImageLoadError(path, "is a directory, not an image file") from None
+    except (OSError, ValueError) as exc:  # ENAMETOOLONG, ELOOP, EIO, an embedded NUL ...
+        text = os.fspath(path)
+        shown = text if len(text) <= 200 else f"{text[:120]}...({len(text):,} characters)"
+        why = getattr(exc, "strerror", None) or str(exc)
+        raise ImageLoadError(shown, f"the system cannot open this path ({why})") from None
+
+
+def _from_open_pil(img: Image.Image, max_pixels: int | None, max_bytes: int | None) -> np.ndarray:
+    try:
+        return _from_pil(img, img, max_pixels=max_pixels, draft_size=None, max_bytes=max_bytes)
+    except ImageLoadError:
+        raise
+    except (ValueError, OSError, SyntaxError, EOFError, AttributeError) as exc:
+        reason = str(exc) or type(exc).__name__
+        if "closed" in reason.lower():
+            reason = f"the PIL image is closed ({reason}); pass it before closing it, or a path"
+        raise ImageLoadError(img, f"cannot read the PIL image ({reason})") from None
 
 
 def _from_stream(
-    fh: IO[bytes], source: Any, max_pixels: int | None, draft_size: tuple[int, int] | None
+    fh: IO[bytes],
+    source: Any,
+    max_pixels: int | None,
+    draft_size: tuple[int, int] | None,
+    max_bytes: int | None,
 ) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             # our own pixel limit replaces Pillow's warning; its hard error still applies
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img = Image.open(fh)
-            return _from_pil(img, source, max_pixels=max_pixels, draft_size=draft_size)
+            return _from_pil(
+                img, source, max_pixels=max_pixels, draft_size=draft_size, max_bytes=max_bytes
+            )
     except ImageLoadError:
         raise
     except Image.DecompressionBombError as exc:
@@ -163,14 +282,35 @@ def _check_pixels(source: Any, width: int, height: int, max_pixels: int | None) 
         )
 
 
+def _check_bytes(source: Any, img: Image.Image, max_bytes: int | None) -> None:
+    if max_bytes is None:
+        return
+    per_pixel = decode_bytes_per_pixel(img.mode)
+    needed = img.width * img.height * per_pixel
+    if needed > max_bytes:
+        raise ImageLoadError(
+            source,
+            f"{img.width}x{img.height} {img.mode} would take about {needed / 2**20:,.0f} MiB to "
+            f"decode ({per_pixel} bytes a pixel), over the limit of {max_bytes / 2**20:,.0f} "
+            f"MiB; pass max_bytes= or set visualsim.images.MAX_IMAGE_BYTES (or "
+            f"{MAX_IMAGE_BYTES_ENV}) if the image is trusted",
+        )
+
+
 def _from_pil(
-    img: Image.Image, source: Any, *, max_pixels: int | None, draft_size: tuple[int, int] | None
+    img: Image.Image,
+    source: Any,
+    *,
+    max_pixels: int | None,
+    draft_size: tuple[int, int] | None,
+    max_bytes: int | None = None,
 ) -> np.ndarray:
     _check_pixels(source, img.width, img.height, max_pixels)
     if getattr(img, "n_frames", 1) > 1:
         img.seek(0)
     if draft_size is not None and img.format == "JPEG":
         img.draft("RGB", (max(1, draft_size[0]), max(1, draft_size[1])))
+    _check_bytes(source, img, max_bytes)  # from the header (and draft scale): nothing decoded
     img.load()
     img = ImageOps.exif_transpose(img) or img
     return _to_rgb(img, source)
@@ -186,8 +326,8 @@ def _to_rgb(img: Image.Image, source: Any) -> np.ndarray:
     if mode in ("RGBA", "LA", "RGBa", "La"):
         if mode in ("RGBa", "La"):  # premultiplied alpha
             img = img.convert("RGBA" if mode == "RGBa" else "LA")
-        arr = np.asarray(img.convert("RGBA"), dtype=np.float32)
-        return _composite_on_white(arr[..., :3], arr[..., 3] / 255.0)
+        arr = np.asarray(img.convert("RGBA"))
+        return _composite_on_white(arr[..., :3], arr[..., 3])
     if mode.startswith("I;16") or mode in ("I", "F"):
         arr = np.asarray(img)
         return _grey_to_rgb(_scale_high_depth(arr, mode, source))
@@ -214,13 +354,26 @@ def _grey_to_rgb(grey: np.ndarray) -> np.ndarray:
 
 
 def _composite_on_white(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-    a = alpha[..., None]
-    out = rgb * a + 255.0 * (1.0 - a)
-    return np.ascontiguousarray(np.clip(np.rint(out), 0, 255).astype(np.uint8))
+    """``rgb`` over white by ``alpha`` (both uint8), rounded: integer maths in uint16.
+
+    ``rgb * a + 255 * (255 - a)`` is at most ``255 * 255``, so it fits 16 bits;
+    adding 127 and dividing by 255 rounds to nearest (there are no exact halves).
+    """
+    a = alpha.astype(np.uint16)[..., None]
+    out = rgb.astype(np.uint16)
+    out *= a
+    np.subtract(255, a, out=a)
+    a *= 255
+    out += a
+    out += 127
+    out //= 255
+    return np.ascontiguousarray(out.astype(np.uint8))
 
 
 def _from_array(arr: np.ndarray, *, max_pixels: int | None) -> np.ndarray:
     desc = arr
+    if type(arr) is not np.ndarray:  # np.matrix (always 2-D), masked arrays, ...
+        arr = np.asarray(arr)
     if arr.ndim == 2:
         arr = arr[..., None]
     if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4):
@@ -255,7 +408,7 @@ def _from_array(arr: np.ndarray, *, max_pixels: int | None) -> np.ndarray:
     if channels == 1:
         return _grey_to_rgb(data[..., 0])
     if channels == 4:
-        return _composite_on_white(data[..., :3].astype(np.float32), data[..., 3] / 255.0)
+        return _composite_on_white(data[..., :3], data[..., 3])
     return np.ascontiguousarray(data)
 
 
@@ -317,4 +470,13 @@ def resize_image(
     return np.asarray(canvas)
 
 
-__all__ = ["MAX_PIXELS", "RESIZE_MODES", "ImageLike", "load_image", "resize_image"]
+__all__ = [
+    "MAX_IMAGE_BYTES",
+    "MAX_IMAGE_BYTES_ENV",
+    "MAX_PIXELS",
+    "RESIZE_MODES",
+    "ImageLike",
+    "decode_bytes_per_pixel",
+    "load_image",
+    "resize_image",
+]
