@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import gzip
+import os
 import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -187,7 +189,8 @@ def test_csv_reads_ids_images_and_metadata(table: Path) -> None:
     with pytest.warns(MissingImagesWarning):
         ds = CsvDataset(table, image_column="file", id_column="sku")
     assert ds.ids() == ["A1", "A2"]
-    assert ds[0].metadata == {"colour": "red", "price": "10"}
+    assert ds[0].metadata == {"colour": "red", "price": 10.0}  # typed: 10, 12.5, 9, 1 -> float
+    assert ds.dtypes_ == {"sku": "str", "colour": "str", "price": "float"}
     assert ds[1].metadata["colour"] is None
     assert Path(ds[0].image) == table.parent / "img" / "1.jpg"
 
@@ -227,7 +230,7 @@ def test_csv_duplicate_ids_name_the_rows(tmp_path: Path) -> None:
 def test_csv_metadata_columns_selects(table: Path) -> None:
     with pytest.warns(MissingImagesWarning):
         ds = CsvDataset(table, image_column="file", id_column="sku", metadata_columns=["price"])
-    assert ds[0].metadata == {"price": "10"}
+    assert ds[0].metadata == {"price": 10.0}
 
 
 def test_csv_accepts_a_dataframe(table: Path) -> None:
@@ -474,12 +477,30 @@ def test_fmnist_falls_back_to_keras_cache(
     assert FashionMNIST().source == str(cache)
 
 
-def test_fmnist_reads_debian_package() -> None:
+def test_fmnist_reads_debian_package(fashion_mnist_dir: Callable[..., Path]) -> None:
+    """The Debian path, read from IDX files the fixture writes (the real 10,000 images
+    are checked by benchmarks/bench_quality.py and CI, not by a test needing the package)."""
+    root = fashion_mnist_dir(300)
     ds = FashionMNIST(split="test")
     images, labels = ds.arrays()
-    assert images.shape == (10_000, 28, 28) and images.dtype == np.uint8
-    assert np.bincount(labels).tolist() == [1000] * 10
+    assert ds.source == str(root)
+    assert images.shape == (300, 28, 28) and images.dtype == np.uint8
+    assert np.bincount(labels).tolist() == [30] * 10
     assert ds[0].metadata == {"label": 9, "class_name": "Ankle boot"}
+
+
+def test_fmnist_never_downloads_in_the_test_suite(fashion_mnist_dir: Callable[..., Path]) -> None:
+    fashion_mnist_dir(30)  # a test split only: the train split is nowhere on the machine
+    with pytest.raises(DatasetError, match="downloads are off") as info:
+        FashionMNIST(split="train")
+    assert "VISUALSIM_NO_DOWNLOAD" in str(info.value) and "root=" in str(info.value)
+
+
+def test_fmnist_debian_dir_comes_from_the_environment(tmp_path: Path) -> None:
+    code = "from visualsim.datasets import fashion_mnist as f; print(f.DEBIAN_DIR)"
+    env = {**os.environ, "VISUALSIM_FASHION_MNIST_DIR": str(tmp_path / "fm")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.stdout.strip() == str(tmp_path / "fm"), out.stderr
 
 
 # --- StanfordOnlineProducts ----------------------------------------------------------------

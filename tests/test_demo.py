@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,10 @@ from visualsim.demo import choose_data, choose_extractor
 from visualsim.errors import ConfigError, DatasetError
 
 
-def test_demo_uses_fashion_mnist_when_it_is_on_the_machine() -> None:
+def test_demo_uses_fashion_mnist_when_it_is_on_the_machine(
+    fashion_mnist_dir: Callable[..., Path],
+) -> None:
+    fashion_mnist_dir(80)
     data, label, desc = choose_data("auto", 50)
     assert len(data) == 50 and label == "class_name"
     assert "Fashion-MNIST" in desc and str(fashion_mnist.DEBIAN_DIR) in desc

@@ -2,9 +2,11 @@
 
 Read from the original IDX files (gzipped or not). Where they come from, in
 order: the ``root`` you pass; Debian's ``dataset-fashion-mnist`` package
-(``/usr/share/datasets/fashion-mnist``); the Keras cache
+(``/usr/share/datasets/fashion-mnist``, or the directory named by the
+``VISUALSIM_FASHION_MNIST_DIR`` environment variable); the Keras cache
 (``~/.keras/datasets/fashion-mnist``); and, when online,
-``keras.datasets.fashion_mnist`` (which downloads into that cache).
+``keras.datasets.fashion_mnist`` (which downloads into that cache) unless the
+``VISUALSIM_NO_DOWNLOAD`` environment variable is set (the test suite sets it).
 """
 
 from __future__ import annotations
@@ -22,8 +24,15 @@ from .base import BaseDataset
 
 logger = logging.getLogger(__name__)
 
-DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
-"""Where Debian's ``dataset-fashion-mnist`` package installs the IDX files."""
+DEBIAN_DIR = Path(
+    os.environ.get("VISUALSIM_FASHION_MNIST_DIR") or "/usr/share/datasets/fashion-mnist"
+)
+"""Where Debian's ``dataset-fashion-mnist`` package installs the IDX files; the
+``VISUALSIM_FASHION_MNIST_DIR`` environment variable (read at import) puts another
+directory in its place."""
+
+NO_DOWNLOAD_ENV = "VISUALSIM_NO_DOWNLOAD"
+"""Environment variable that, set to anything but ``""`` or ``"0"``, forbids downloads."""
 
 KERAS_CACHE_DIR = Path("~/.keras/datasets/fashion-mnist")
 """Where ``keras.datasets.fashion_mnist`` caches the files it downloads."""
@@ -193,6 +202,24 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape).copy()
 
 
+def write_idx(path: str | os.PathLike[str], array: np.ndarray) -> None:
+    """Write ``array`` (values 0-255) as an IDX file of unsigned bytes; gzipped if ``.gz``.
+
+    The inverse of :func:`read_idx`; handy for a stand-in copy of Fashion-MNIST.
+    The file is written to a temporary sibling and renamed into place.
+    """
+    path = Path(path)
+    data = bytes([0, 0, 0x08, array.ndim]) + b"".join(
+        int(d).to_bytes(4, "big") for d in array.shape
+    )
+    data += np.asarray(array).astype(np.uint8).tobytes()
+    if path.name.endswith(".gz"):
+        data = gzip.compress(data, mtime=0)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
 def _from_dir(directory: Path, split: str) -> tuple[np.ndarray, np.ndarray, str] | None:
     paths = idx_paths(directory, split)
     if paths is None:
@@ -222,6 +249,13 @@ def _load(root: Path | None, split: str) -> tuple[np.ndarray, np.ndarray, str]:
         loaded = _from_dir(directory, split)
         if loaded is not None:
             return loaded
+    if os.environ.get(NO_DOWNLOAD_ENV, "") not in ("", "0"):
+        raise DatasetError(
+            f"Fashion-MNIST {split} files ({wanted}) are not in {DEBIAN_DIR} or "
+            f"{KERAS_CACHE_DIR}, and downloads are off ({NO_DOWNLOAD_ENV} is set). Pass root= "
+            "a directory holding them, install Debian's dataset-fashion-mnist, or unset "
+            f"{NO_DOWNLOAD_ENV} to let keras.datasets.fashion_mnist download them"
+        )
     try:
         return _from_keras(split)
     except Exception as exc:  # keras missing, offline, or a broken download
@@ -247,4 +281,13 @@ def _from_keras(split: str) -> tuple[np.ndarray, np.ndarray, str]:
     )
 
 
-__all__ = ["CLASS_NAMES", "DEBIAN_DIR", "KERAS_CACHE_DIR", "FashionMNIST", "idx_paths", "read_idx"]
+__all__ = [
+    "CLASS_NAMES",
+    "DEBIAN_DIR",
+    "KERAS_CACHE_DIR",
+    "NO_DOWNLOAD_ENV",
+    "FashionMNIST",
+    "idx_paths",
+    "read_idx",
+    "write_idx",
+]
