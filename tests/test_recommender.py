@@ -604,3 +604,17 @@ def _chunk(path: Path) -> dict[str, Any]:
 def _manifest(path: Path) -> dict[str, Any]:
     manifest: dict[str, Any] = json.loads((path / "manifest.json").read_text())
     return manifest
+
+
+def test_load_refuses_an_extractor_that_embeds_differently(
+    rec: Recommender, tmp_path: Path
+) -> None:
+    path = rec.save(tmp_path / "cat")
+    other = ColorHistogramExtractor(size=64)  # same dimension, other vectors
+    with pytest.raises(ConfigError, match="size"):
+        Recommender.load(path, extractor=other)
+    with pytest.warns(UserWarning, match="size"):
+        loaded = Recommender.load(path, extractor=other, allow_mismatch=True)
+    assert len(loaded) == len(rec)
+    same = Recommender.load(path, extractor=ColorHistogramExtractor())
+    assert same.ids_ == rec.ids_

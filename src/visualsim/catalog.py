@@ -388,12 +388,21 @@ def load_catalog(
     extractor: Any = None,
     mmap: bool = False,
     verify: bool = True,
+    allow_mismatch: bool = False,
 ) -> Recommender:
     """Read the catalogue at ``path`` into a new ``cls`` (a Recommender class)."""
     last: Exception | None = None
     for _ in range(5):
         try:
-            return _load(cls, path, index=index, extractor=extractor, mmap=mmap, verify=verify)
+            return _load(
+                cls,
+                path,
+                index=index,
+                extractor=extractor,
+                mmap=mmap,
+                verify=verify,
+                allow_mismatch=allow_mismatch,
+            )
         except _Vanished as exc:  # an overwrite removed a file under us: read the new one
             last = exc
     raise CatalogError(f"{path} kept changing while it was read; try again") from last
@@ -411,6 +420,7 @@ def _load(
     extractor: Any,
     mmap: bool,
     verify: bool,
+    allow_mismatch: bool,
 ) -> Recommender:
     from .extractors.base import extractor_from_config
     from .indexes.base import load_index
@@ -429,6 +439,12 @@ def _load(
             manifest = _upgrade_v1(path, manifest)
         layout = _check_layout(where, manifest)
         dim, storage = layout["dim"], layout["storage"]
+        if extractor is not None:
+            from .extractors.compare import check_extractor_config
+
+            check_extractor_config(
+                manifest["extractor"], extractor, allow_mismatch=allow_mismatch, source=str(path)
+            )
         ext = extractor if extractor is not None else extractor_from_config(manifest["extractor"])
         reducer = None
         if manifest.get("reducer") is not None:
@@ -485,6 +501,8 @@ def _load(
 
             segments = Segments(_make_index(index))
             segments.rebuild(store)
+            if segments.native and len(store):
+                segments.added(store, store.live_rows())
         segments.dirty = index is not None
         rec._segments_ = segments
         failed_name = manifest.get("failed")

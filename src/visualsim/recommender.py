@@ -1032,6 +1032,7 @@ class Recommender:
         extractor: Any = None,
         mmap: bool = False,
         verify: bool = True,
+        allow_mismatch: bool = False,
     ) -> Recommender:
         """Read a catalogue written by :meth:`save`.
 
@@ -1043,13 +1044,17 @@ class Recommender:
             Rebuild with another index (a name or an index object) from the
             stored vectors instead of loading the saved one.
         extractor
-            Use this extractor instead of rebuilding the saved one (it must give
-            vectors of the same dimension).
+            Use this extractor instead of rebuilding the saved one. It must embed
+            the way the catalogue did: a config that differs in what changes the
+            vectors (resize mode, weights, backbone) is a ``ConfigError`` listing
+            the differences, unless ``allow_mismatch=True`` (then a warning).
         mmap
             Memory-map the stored vectors instead of reading them into memory
             (when the catalogue holds one chunk of vectors).
         verify
             Check every file's checksum and that the index agrees with the vectors.
+        allow_mismatch
+            Accept an ``extractor`` whose config differs from the saved one (warns).
 
         Raises
         ------
@@ -1061,7 +1066,13 @@ class Recommender:
         from .catalog import load_catalog
 
         rec: Recommender = load_catalog(
-            cls, Path(path), index=index, extractor=extractor, mmap=mmap, verify=verify
+            cls,
+            Path(path),
+            index=index,
+            extractor=extractor,
+            mmap=mmap,
+            verify=verify,
+            allow_mismatch=allow_mismatch,
         )
         return rec
 

@@ -48,10 +48,25 @@ def top_k(scores: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.
 
 
 def brute_force(
-    store: Store, queries: np.ndarray, k: int, rows: np.ndarray | None = None
+    store: Store,
+    queries: np.ndarray,
+    k: int,
+    rows: np.ndarray | None = None,
+    *,
+    mask: np.ndarray | None = None,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Score ``queries`` against ``rows`` (default every row) exactly; best ``k`` each."""
+    """Score ``queries`` against ``rows`` (default every row) exactly; best ``k`` each.
+
+    ``mask`` (a boolean row mask) instead of ``rows``: when most rows are
+    allowed, every row is scored in place (no copy) and the others dropped.
+    """
     nq = len(queries)
+    if mask is not None:
+        allowed_share = float(mask.mean()) if len(mask) else 0.0
+        if allowed_share < 0.3:
+            rows = np.flatnonzero(mask).astype(np.int64)
+        else:
+            return _masked_scan(store, queries, k, mask)
     if rows is None:
         rows = np.arange(store.n_rows, dtype=np.int64)
     best_s = np.full((nq, 0), -np.inf, dtype=np.float32)
@@ -77,6 +92,37 @@ def brute_force(
     best_s = np.take_along_axis(best_s, order, axis=1)
     best_r = np.take_along_axis(best_r, order, axis=1)
     return [(best_s[j], best_r[j]) for j in range(nq)]
+
+
+def _masked_scan(
+    store: Store, queries: np.ndarray, k: int, mask: np.ndarray
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    nq = len(queries)
+    best_s = np.full((nq, 0), -np.inf, dtype=np.float32)
+    best_r = np.full((nq, 0), -1, dtype=np.int64)
+    qt = np.ascontiguousarray(queries.T, dtype=np.float32)
+    n = len(mask)
+    block_size = max(1024, min(_BLOCK, (1 << 24) // max(nq, 1)))
+    for lo in range(0, n, block_size):
+        hi = min(n, lo + block_size)
+        sims = (store.vectors.view[lo:hi].astype(np.float32, copy=False) @ qt).T
+        sims[:, ~mask[lo:hi]] = -np.inf
+        block = np.arange(lo, hi, dtype=np.int64)
+        cand_s = np.concatenate([best_s, sims], axis=1)
+        cand_r = np.concatenate([best_r, np.broadcast_to(block, sims.shape)], axis=1)
+        if cand_s.shape[1] > k:
+            part = np.argpartition(-cand_s, k - 1, axis=1)[:, :k]
+            cand_s = np.take_along_axis(cand_s, part, axis=1)
+            cand_r = np.take_along_axis(cand_r, part, axis=1)
+        best_s, best_r = cand_s, cand_r
+    order = np.lexsort((best_r, -best_s), axis=-1)
+    best_s = np.take_along_axis(best_s, order, axis=1)
+    best_r = np.take_along_axis(best_r, order, axis=1)
+    out = []
+    for j in range(nq):
+        keep = np.isfinite(best_s[j])
+        out.append((best_s[j][keep], best_r[j][keep]))
+    return out
 
 
 def merge(parts: list[tuple[np.ndarray, np.ndarray]], k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -130,10 +176,12 @@ class Segments:
         """A row's metadata changed."""
         if self.native:
             item_id = store.ids[row]
-            self.index.remove([item_id])
-            self.index.add(
-                store.vectors_f32(slice(row, row + 1)), [item_id], metadata=[store.metadata(row)]
-            )
+            vector = store.vectors_f32(slice(row, row + 1))
+            if hasattr(self.index, "upsert"):
+                self.index.upsert(vector, [item_id], metadata=[store.metadata(row)])
+            else:
+                self.index.remove([item_id])
+                self.index.add(vector, [item_id], metadata=[store.metadata(row)])
             self.dirty = True
 
     def flush(self, store: Store) -> None:
@@ -155,19 +203,17 @@ class Segments:
 
     def rebuild(self, store: Store) -> None:
         """Index every row of a freshly compacted store from scratch."""
-        if not self.exact:
+        if self.native:
+            # the backend keys items by id and reclaims deletions itself: keep it
+            self.indexed_upto = store.n_rows
+        elif not self.exact:
             from .indexes.base import INDEXES
 
             cls: Any = INDEXES.get(INDEXES.to_spec(self.index)["name"])
             fresh = cls.from_config(self.index.get_config())
             self.index = fresh
             self.indexed_upto = 0
-            if self.native:
-                live = store.live_rows()
-                if len(live):
-                    self.added(store, live)
-            else:
-                self.flush(store)
+            self.flush(store)
         self.dirty = True
         self._masks.clear()
 
@@ -203,8 +249,7 @@ class Segments:
         if self.native:
             return self._search_native(store, queries, k, allowed, expr)
         if self.exact:
-            rows = None if allowed is None else _rows_of(allowed)
-            return brute_force(store, queries, k, rows)
+            return brute_force(store, queries, k, mask=allowed)
         n, upto = store.n_rows, self.indexed_upto
         delta_rows = np.arange(upto, n, dtype=np.int64)
         if allowed is not None:
