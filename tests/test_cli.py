@@ -426,7 +426,7 @@ def test_no_progress_bars_or_api_hints_when_stderr_is_not_a_terminal(
     assert result.returncode == 0, result.stderr
     assert "extract[" not in result.stderr and "it/s" not in result.stderr
     assert ".failed_" not in result.stderr
-    assert result.stderr.count("broken.jpg") == 1
+    assert sum("broken.jpg" in line for line in result.stderr.splitlines()) == 1  # listed once
 
 
 FUZZ_COUNT = {"inputs": 0, "exit 0": 0, "exit 1": 0, "exit 2": 0}

@@ -294,8 +294,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser = sub_add_parser  # type: ignore[method-assign]
     extractors = ", ".join(_extractor_names())
 
-    p = sub.add_parser("index", help="index a folder of images into a catalogue")
-    p.add_argument("images", type=Path, help="folder of images (sub-folders become labels)")
+    p = sub.add_parser("index", help="index a folder of images or a product feed into a catalogue")
+    p.add_argument(
+        "images",
+        type=Path,
+        metavar="SOURCE",
+        help="a folder of images (sub-folders become labels), or a product feed "
+        "(.csv, .tsv, .jsonl, .parquet: one row per product)",
+    )
     p.add_argument("-o", "--output", type=Path, required=True, help="catalogue folder to write")
     p.add_argument(
         "--extractor",
@@ -345,9 +351,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--storage", choices=("float32", "float16"), default="float32", help="stored vector dtype"
     )
-    p.add_argument("--no-recursive", action="store_true", help="only files directly in IMAGES")
+    p.add_argument("--no-recursive", action="store_true", help="only files directly in SOURCE")
     p.add_argument("--overwrite", action="store_true", help="replace an existing catalogue")
-    p.add_argument("--strict", action="store_true", help="stop at the first unreadable image")
+    _source_options(p)
+
+    p = sub.add_parser("add", help="add a folder's or a feed's new items to a catalogue")
+    p.add_argument("catalog", type=Path, help="catalogue folder (updated in place)")
+    p.add_argument("images", type=Path, metavar="SOURCE", help="folder of images or product feed")
+    p.add_argument("--batch-size", type=_positive_int, default=None, metavar="N")
+    p.add_argument("--no-recursive", action="store_true", help="only files directly in SOURCE")
+    _source_options(p)
+
+    p = sub.add_parser("remove", help="remove items from a catalogue by id")
+    p.add_argument("catalog", type=Path, help="catalogue folder (updated in place)")
+    p.add_argument("ids", nargs="*", metavar="ID", help="ids to remove")
+    p.add_argument("--ids-file", type=Path, help="a file of ids to remove, one per line")
+
+    p = sub.add_parser(
+        "sync", help="make a catalogue match a folder or feed: add, update, remove what changed"
+    )
+    p.add_argument("catalog", type=Path, help="catalogue folder (updated in place)")
+    p.add_argument("images", type=Path, metavar="SOURCE", help="folder of images or product feed")
+    p.add_argument("--batch-size", type=_positive_int, default=None, metavar="N")
+    p.add_argument("--no-recursive", action="store_true", help="only files directly in SOURCE")
+    p.add_argument("--dry-run", action="store_true", help="print what would change; change nothing")
+    _source_options(p)
 
     for name, helptext, target in (
         ("query", "recommend catalogue items for an image", ("image", Path, "the query image")),
@@ -404,6 +432,33 @@ def build_parser() -> argparse.ArgumentParser:
 
     _serve_arguments(p)
     return parser
+
+
+def _source_options(p: argparse.ArgumentParser) -> None:
+    """Options of commands that read a folder or a feed: index, add, sync."""
+    p.add_argument("--id-column", default="id", help="feed column holding the ids (default id)")
+    p.add_argument(
+        "--image-column",
+        default="image",
+        help="feed column holding the image paths (default image)",
+    )
+    p.add_argument(
+        "--root", type=Path, help="folder the feed's relative image paths start from (default: "
+        "the feed's folder)",
+    )  # fmt: skip
+    p.add_argument(
+        "--dtype",
+        action="append",
+        default=[],
+        metavar="COLUMN=KIND",
+        help="declare a feed column's kind (int, float, bool, str); others are inferred",
+    )
+    p.add_argument(
+        "--checkpoint-dir",
+        type=Path,
+        help="make extraction resumable: rerun the same command to continue after a crash",
+    )
+    p.add_argument("--strict", action="store_true", help="stop at the first unreadable image")
 
 
 # -- running ------------------------------------------------------------------------
@@ -606,10 +661,9 @@ def _print_json(data: Any) -> None:
 
 
 def cmd_index(args: argparse.Namespace) -> int:
-    from .datasets.folder import ImageFolder
     from .recommender import Recommender
 
-    _existing(args.images, "image folder", directory=True)
+    _existing(args.images, "source")
     if args.output.exists() and not args.overwrite:
         raise UsageError(f"{str(args.output)!r} already exists; pass --overwrite to replace it")
     extractor = build_extractor(
@@ -619,16 +673,15 @@ def cmd_index(args: argparse.Namespace) -> int:
         runtime=args.runtime,
         precision=args.precision,
     )
-    dataset = ImageFolder(args.images, recursive=not args.no_recursive)
-    if len(dataset) == 0:
-        raise UsageError(f"no image files found in {str(args.images)!r}")
+    dataset, image_root, dtypes = _read_source(args, {})
     try:
         rec = Recommender(
             extractor,
             args.index,
             reduce_dim=args.reduce_dim,
             storage=args.storage,
-            image_root=args.images,
+            image_root=image_root,
+            dtypes=dtypes,
         )
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
@@ -637,6 +690,7 @@ def cmd_index(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         on_error="raise" if args.strict else "skip",
         progress=_progress(args),
+        checkpoint_dir=args.checkpoint_dir,
     )
     if not len(rec):
         print(
@@ -662,6 +716,209 @@ def _print_runtime(extractor: Any) -> None:
     summary = runtime_summary(extractor)
     if summary:
         print(summary)
+
+
+def _dtypes(pairs: Sequence[str]) -> dict[str, str]:
+    from .datasets.csv import KINDS
+
+    declared: dict[str, str] = {}
+    for pair in pairs:
+        column, sep, kind = pair.partition("=")
+        if not sep or not column or kind not in KINDS:
+            raise UsageError(
+                f"--dtype expects COLUMN=KIND with KIND one of {', '.join(KINDS)}, got {pair!r}"
+            )
+        declared[column] = kind
+    return declared
+
+
+def _read_source(
+    args: argparse.Namespace, known_fields: Mapping[str, str]
+) -> tuple[Any, Path, dict[str, str]]:
+    """Return ``(items, image root, declared dtypes)`` for a folder or a feed file.
+
+    ``known_fields`` (a catalogue's ``fields_``) types the feed's columns the way the
+    catalogue already stores them, so a sync never turns a float column into text.
+    """
+    from .datasets.folder import ImageFolder
+    from .feeds import ProductFeed, is_feed
+
+    source: Path = args.images
+    declared = _dtypes(args.dtype)
+    if source.is_dir():
+        feed_only = [
+            flag
+            for flag, value in (("--root", args.root), ("--dtype", args.dtype))
+            if value not in (None, [])
+        ]
+        if feed_only:
+            raise UsageError(f"{' and '.join(feed_only)} apply to a feed file, not to a folder")
+        folder = ImageFolder(source, recursive=not args.no_recursive)
+        if len(folder) == 0:
+            raise UsageError(f"no image files found in {str(source)!r}")
+        return folder, source, {}
+    if not is_feed(source):
+        raise UsageError(
+            f"source {str(source)!r} is neither a folder nor a feed (.csv, .tsv, .jsonl, "
+            ".ndjson, .parquet)"
+        )
+    if args.root is not None:
+        _existing(args.root, "--root", directory=True)
+    from .datasets.csv import KINDS
+
+    inherited = {k: v for k, v in known_fields.items() if v in KINDS}
+    feed = ProductFeed(
+        source,
+        id_column=args.id_column,
+        image_column=args.image_column,
+        root=args.root,
+        dtypes=declared,
+        known_dtypes=inherited,
+        check_files=True,
+    )
+    return feed, feed.root, declared
+
+
+def _save_in_place(rec: Any, catalog: Path) -> None:
+    rec.save(catalog, overwrite=True)
+
+
+def cmd_add(args: argparse.Namespace) -> int:
+    rec = _load(args.catalog)
+    items, _, _ = _read_source(args, rec.fields_)
+    present = [item.id for item in items if item.id in rec]
+    if present:
+        raise UsageError(
+            f"{len(present)} ids are already in the catalogue ({', '.join(map(repr, present[:5]))}"
+            f"{', ...' if len(present) > 5 else ''}); `visualsim sync` updates them"
+        )
+    before = len(rec)
+    rec.add(
+        items,
+        batch_size=args.batch_size,
+        on_error="raise" if args.strict else "skip",
+        progress=_progress(args),
+        checkpoint_dir=args.checkpoint_dir,
+    )
+    added = len(rec) - before
+    if added:
+        _save_in_place(rec, args.catalog)
+    print(f"added {added} items to {args.catalog} ({len(rec)} now)")
+    _print_failed(rec.failed_)
+    return EXIT_OK if added or not rec.failed_ else EXIT_DATA
+
+
+def _ids_to_remove(args: argparse.Namespace, rec: Any) -> list[Any]:
+    texts = list(args.ids)
+    if args.ids_file is not None:
+        _existing(args.ids_file, "--ids-file", directory=False)
+        lines = args.ids_file.read_text(encoding="utf-8").splitlines()
+        texts += [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    if not texts:
+        raise UsageError("name the ids to remove (ID ... or --ids-file FILE)")
+    found, unknown = [], []
+    for text in texts:
+        if text in rec:
+            found.append(text)
+        elif _scalar(text) in rec:
+            found.append(_scalar(text))
+        else:
+            unknown.append(text)
+    if unknown:
+        raise UsageError(
+            f"{len(unknown)} ids are not in the catalogue {str(args.catalog)!r} "
+            f"({', '.join(map(repr, unknown[:5]))}{', ...' if len(unknown) > 5 else ''}); "
+            "nothing was removed"
+        )
+    return list(dict.fromkeys(found))
+
+
+def cmd_remove(args: argparse.Namespace) -> int:
+    rec = _load(args.catalog)
+    ids = _ids_to_remove(args, rec)
+    rec.remove(ids)
+    _save_in_place(rec, args.catalog)
+    print(f"removed {len(ids)} items from {args.catalog} ({len(rec)} left)")
+    return EXIT_OK
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    """Extract only new or changed images (by SHA-256), update changed metadata, drop
+    the ids the source no longer lists, and print what happened."""
+    from .feeds import sha256_of
+
+    rec = _load(args.catalog)
+    items, _, _ = _read_source(args, rec.fields_)
+    failed_missing = list(getattr(items, "missing", []))
+    listed = {item.id for item in items} | set(failed_missing)
+    new, changed, meta_only, unchanged = [], [], [], 0
+    for item in items:
+        if item.id not in rec:
+            new.append(item)
+            continue
+        digest = sha256_of(item.image)
+        if digest is None or digest != rec.source_hash_of(item.id):
+            changed.append(item)
+        elif _present(item.metadata) != _present(rec.metadata_of(item.id)):
+            meta_only.append(item)
+        else:
+            unchanged += 1
+    gone = [i for i in rec.ids_ if i not in listed]
+    counts = {"added": 0, "updated": 0, "removed": 0, "unchanged": unchanged, "failed": 0}
+    failures: list[Any] = [
+        _Missing(i, "the source lists it, but its image file does not exist; left as it was")
+        for i in failed_missing
+    ]
+    if args.dry_run:
+        counts.update(added=len(new), updated=len(changed) + len(meta_only), removed=len(gone))
+        counts["failed"] = len(failures)
+        print(
+            f"sync {args.catalog} from {args.images} (dry run, nothing changed): " + _tally(counts)
+        )
+        return EXIT_OK
+    on_error = "raise" if args.strict else "skip"
+    if new:
+        before = len(rec)
+        rec.add(
+            new,
+            batch_size=args.batch_size,
+            on_error=on_error,
+            progress=_progress(args),
+            checkpoint_dir=args.checkpoint_dir,
+        )
+        counts["added"] = len(rec) - before
+        failures += rec.failed_
+    if changed:
+        rec.upsert(changed, batch_size=args.batch_size, on_error=on_error, progress=_progress(args))
+        bad = {f.id for f in rec.failed_}
+        counts["updated"] += sum(1 for item in changed if item.id not in bad)
+        failures += rec.failed_
+    for item in meta_only:
+        rec.update_metadata(item.id, dict(item.metadata), replace=True)
+        counts["updated"] += 1
+    if gone:
+        rec.remove(gone)
+        counts["removed"] = len(gone)
+    counts["failed"] = len(failures)
+    if counts["added"] or counts["updated"] or counts["removed"]:
+        _save_in_place(rec, args.catalog)
+    print(f"sync {args.catalog} from {args.images}: " + _tally(counts))
+    _print_failed(failures)
+    return EXIT_OK
+
+
+def _present(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """Metadata without its empty fields (a missing value and ``None`` are the same)."""
+    return {k: v for k, v in metadata.items() if v is not None}
+
+
+def _tally(counts: Mapping[str, int]) -> str:
+    return ", ".join(f"{n} {what}" for what, n in counts.items())
+
+
+class _Missing:
+    def __init__(self, item_id: Any, reason: str) -> None:
+        self.id, self.reason = item_id, reason
 
 
 def _print_failed(failed: Sequence[Any]) -> None:
@@ -855,6 +1112,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "index": cmd_index,
+    "add": cmd_add,
+    "remove": cmd_remove,
+    "sync": cmd_sync,
     "query": cmd_query,
     "similar": cmd_similar,
     "info": cmd_info,

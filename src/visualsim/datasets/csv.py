@@ -5,7 +5,8 @@ from __future__ import annotations
 import csv as _csv
 import logging
 import os
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
@@ -39,6 +40,10 @@ class CsvDataset(BaseDataset):
     metadata_columns
         The columns to keep as metadata; default: every column except the
         image and id columns.
+    dtypes
+        Declared kinds of columns, ``{"price": "float", "sku": "str"}`` (kinds:
+        ``"int"``, ``"float"``, ``"bool"``, ``"str"``). Undeclared columns of a
+        CSV file are inferred from their values (see Notes).
     delimiter
         The CSV field separator.
     encoding
@@ -54,17 +59,24 @@ class CsvDataset(BaseDataset):
         Ids whose image file does not exist (with ``check_files=True``).
     issues : list of RowIssue
         Rows left out because their image cell was empty.
+    dtypes_ : dict
+        The kind of every id and metadata column, as read (declared or inferred).
 
     Notes
     -----
     Row numbers in messages are line numbers in the file (the header is line 1);
-    for a DataFrame, the position plus 2. Values read from a CSV file are strings
-    (an empty cell is ``None``); a DataFrame's values keep their types (numpy
-    scalars become Python ones, NaN becomes ``None``).
+    for a DataFrame, the position plus 2. A CSV file's columns are typed: a
+    column whose every non-empty cell is an integer becomes ``int`` (``"007"``
+    stays text: leading zeros are kept), all numbers ``float``, all
+    ``true``/``false`` ``bool``, anything else ``str``; an empty cell is
+    ``None``. Declare ``dtypes=`` where inference would guess wrong. A
+    DataFrame's values keep their types (numpy scalars become Python ones, NaN
+    becomes ``None``); ``dtypes=`` converts them too.
 
     Examples
     --------
-    >>> ds = CsvDataset("products.csv", image_column="file", id_column="sku")  # doctest: +SKIP
+    >>> ds = CsvDataset("products.csv", image_column="file", id_column="sku",
+    ...                 dtypes={"price": "float"})  # doctest: +SKIP
     >>> rec = Recommender().fit(ds)  # doctest: +SKIP
     """
 
@@ -76,13 +88,11 @@ class CsvDataset(BaseDataset):
         root: str | os.PathLike[str] | None = None,
         *,
         metadata_columns: Sequence[str] | None = None,
+        dtypes: Mapping[str, str] | None = None,
         delimiter: str = ",",
         encoding: str = "utf-8",
         check_files: bool = True,
     ) -> None:
-        self.image_column = image_column
-        self.id_column = id_column
-        self.check_files = check_files
         if hasattr(csv, "to_dict") and hasattr(csv, "columns"):
             self.source = "<DataFrame>"
             columns = [str(c) for c in csv.columns]
@@ -91,11 +101,44 @@ class CsvDataset(BaseDataset):
                 for line, row in enumerate(csv.to_dict("records"), start=2)
             ]
             base_dir = Path.cwd()
+            typed = True
         else:
             path = Path(os.fspath(csv)).expanduser()
             self.source = os.fspath(path)
             columns, records = _read_csv(path, delimiter=delimiter, encoding=encoding)
             base_dir = path.resolve().parent
+            typed = False
+        self._build(
+            columns,
+            records,
+            image_column=image_column,
+            id_column=id_column,
+            root=root,
+            base_dir=base_dir,
+            metadata_columns=metadata_columns,
+            dtypes=dtypes,
+            typed=typed,
+            check_files=check_files,
+        )
+
+    def _build(
+        self,
+        columns: list[str],
+        records: list[tuple[int, dict[str, Any]]],
+        *,
+        image_column: str,
+        id_column: str | None,
+        root: str | os.PathLike[str] | None,
+        base_dir: Path,
+        metadata_columns: Sequence[str] | None,
+        dtypes: Mapping[str, str] | None,
+        typed: bool,
+        check_files: bool,
+    ) -> None:
+        """Check the columns, type the values, resolve the images: shared by every table."""
+        self.image_column = image_column
+        self.id_column = id_column
+        self.check_files = check_files
         self.root = Path(root).expanduser().resolve() if root is not None else base_dir
         self.columns = columns
 
@@ -117,6 +160,15 @@ class CsvDataset(BaseDataset):
                 )
             keep = list(metadata_columns)
         self.metadata_columns = keep
+        declared = dict(dtypes or {})
+        unknown_types = [c for c in declared if c not in columns]
+        if unknown_types:
+            raise DatasetError(
+                f"{self.source}: dtypes names {unknown_types}, which are not columns of the "
+                f"table ({columns})"
+            )
+        typed_columns = [c for c in [id_column, *keep] if c]
+        self.dtypes_ = type_columns(self.source, records, typed_columns, declared, infer=not typed)
 
         self.issues: list[RowIssue] = []
         self.missing: list[ItemId] = []
@@ -202,6 +254,137 @@ def _read_csv(
     return header, records
 
 
+KINDS = ("int", "float", "bool", "str")
+"""Column kinds a table's values are typed as (the catalogue's field kinds)."""
+
+_INT = re.compile(r"[+-]?(0|[1-9][0-9]*)")
+_BOOLS = {"true": True, "false": False}
+
+
+def infer_kind(values: Sequence[str]) -> str:
+    """Return the narrowest kind every text value fits: int, float, bool, else str.
+
+    >>> infer_kind(["1", "20"]), infer_kind(["1", "2.5"]), infer_kind(["007"])
+    ('int', 'float', 'str')
+    >>> infer_kind(["True", "false"]), infer_kind([])
+    ('bool', 'str')
+    """
+    if not values:
+        return "str"
+    stripped = [v.strip() for v in values]
+    if all(_INT.fullmatch(v) for v in stripped):
+        return "int"
+    if all(_is_float(v) for v in stripped):
+        return "float"
+    if all(v.lower() in _BOOLS for v in stripped):
+        return "bool"
+    return "str"
+
+
+def _is_float(text: str) -> bool:
+    if _INT.fullmatch(text):
+        return True
+    if re.fullmatch(r"[+-]?0[0-9]+", text.split(".")[0] if "." in text else text):
+        return False  # leading zeros: an identifier, not a number
+    try:
+        value = float(text)
+    except ValueError:
+        return False
+    return value == value and value not in (float("inf"), float("-inf"))
+
+
+def convert(value: Any, kind: str) -> Any:
+    """Return ``value`` as ``kind`` (``None`` stays ``None``); ``ValueError`` if it cannot be."""
+    if value is None:
+        return None
+    if kind == "str":
+        return value if isinstance(value, str) else str(value)
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in _BOOLS:
+            return _BOOLS[value.strip().lower()]
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        raise ValueError(f"{value!r} is not true or false")
+    if kind == "int":
+        if isinstance(value, bool):
+            raise ValueError(f"{value!r} is a boolean, not an integer")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str) and re.fullmatch(r"[+-]?[0-9]+", value.strip()):
+            return int(value.strip())  # declared int: "00123" is 123
+        raise ValueError(f"{value!r} is not an integer")
+    if kind == "float":
+        if isinstance(value, bool):
+            raise ValueError(f"{value!r} is a boolean, not a number")
+        number = float(value)
+        if number != number or number in (float("inf"), float("-inf")):
+            raise ValueError(f"{value!r} is not a finite number")
+        return number
+    raise ValueError(f"unknown kind {kind!r}; use one of {', '.join(KINDS)}")
+
+
+def type_columns(
+    source: str,
+    records: list[tuple[int, dict[str, Any]]],
+    columns: Sequence[str],
+    declared: Mapping[str, str],
+    *,
+    infer: bool,
+) -> dict[str, str]:
+    """Convert ``records``' values in place to their columns' kinds; return the kinds.
+
+    Declared kinds win; other columns are inferred from their text values when
+    ``infer`` (a CSV file), else left as they are (typed sources: JSON, Parquet,
+    a DataFrame) and reported by their values' type.
+
+    Raises
+    ------
+    DatasetError
+        For an unknown kind, or a value that does not fit its column's kind
+        (naming the file, the row, the column and the value).
+    """
+    for column, kind in declared.items():
+        if kind not in KINDS:
+            raise DatasetError(
+                f"{source}: dtypes[{column!r}] is {kind!r}; use one of {', '.join(KINDS)}"
+            )
+    kinds: dict[str, str] = {}
+    for column in columns:
+        values = [row[column] for _, row in records if row.get(column) is not None]
+        if column in declared:
+            kinds[column] = declared[column]
+        elif infer:
+            kinds[column] = infer_kind([str(v) for v in values])
+        else:
+            kinds[column] = _kind_of(values)
+            continue  # typed already
+        for line, row in records:
+            try:
+                row[column] = convert(row.get(column), kinds[column])
+            except (ValueError, TypeError) as exc:
+                raise DatasetError(
+                    f"{source}, row {line}: column {column!r} holds {row.get(column)!r}, which "
+                    f"is not {kinds[column]} ({exc}); fix the cell or declare "
+                    f"dtypes={{{column!r}: 'str'}}"
+                ) from None
+    return kinds
+
+
+def _kind_of(values: Sequence[Any]) -> str:
+    seen = {type(v) for v in values}
+    if seen and seen <= {bool}:
+        return "bool"
+    if seen and seen <= {int}:
+        return "int"
+    if seen and seen <= {int, float}:
+        return "float"
+    return "str" if seen <= {str} else "mixed"
+
+
 def _python_value(value: Any) -> Any:
     """Return numpy scalars as Python scalars and NaN as None, so metadata stays JSON-safe."""
     item = getattr(value, "item", None)
@@ -216,4 +399,4 @@ def _str_or_none(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
-__all__ = ["CsvDataset"]
+__all__ = ["KINDS", "CsvDataset", "convert", "infer_kind", "type_columns"]
