@@ -75,6 +75,7 @@ _LAZY: dict[str, str] = {
     "DatasetItem": "datasets.base",
     "ImageFolder": "datasets.folder",
     "CsvDataset": "datasets.csv",
+    "ProductFeed": "feeds",
     "KaggleDataset": "datasets.kaggle",
     "FashionProductImages": "datasets.fashion_products",
     "FashionMNIST": "datasets.fashion_mnist",
@@ -116,6 +117,7 @@ __getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .datasets.base import DatasetItem
     from .datasets.csv import CsvDataset
+    from .feeds import ProductFeed
     from .datasets.fashion_mnist import FashionMNIST
     from .datasets.fashion_products import FashionProductImages
     from .datasets.folder import ImageFolder
