@@ -220,6 +220,31 @@ def test_read_json_of_mutated_text_is_a_value_or_a_catalog_error(
         assert got == value or (isinstance(value, float) and math.isclose(got, value))
 
 
+def _depth(value: Any) -> int:
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in value), default=0)
+    if isinstance(value, dict):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    return 0
+
+
+_TRICKY = st.text(alphabet='[]{}"\\ab', max_size=8)
+
+
+@FUZZ
+@given(
+    value=st.recursive(
+        st.none() | st.integers() | _TRICKY,
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_TRICKY, inner, max_size=3),
+        max_leaves=40,
+    ),
+    ascii_only=st.booleans(),
+)
+def test_json_depth_ignores_brackets_inside_strings(value: Any, ascii_only: bool) -> None:
+    text = json.dumps(value, ensure_ascii=ascii_only).encode()
+    assert P.json_depth(text) == _depth(value)
+
+
 # --------------------------------------------------------------------------- load_npy
 
 

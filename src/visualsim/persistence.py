@@ -281,8 +281,8 @@ def json_depth(data: bytes) -> int:
     """
     arr = np.frombuffer(data, dtype=np.uint8)
     opens = (arr == ord("[")) | (arr == ord("{"))
-    if int(opens.sum()) <= 1:
-        return int(opens.sum())
+    if not opens.any():
+        return 0
     n = len(arr)
     quote = arr == ord('"')
     backslash = arr == ord("\\")
