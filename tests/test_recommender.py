@@ -618,3 +618,50 @@ def test_load_refuses_an_extractor_that_embeds_differently(
     assert len(loaded) == len(rec)
     same = Recommender.load(path, extractor=ColorHistogramExtractor())
     assert same.ids_ == rec.ids_
+
+
+def test_add_checks_for_duplicates_when_asked() -> None:
+    from visualsim import DuplicateImageError
+
+    images, ids, meta = catalogue(2)
+    rec = Recommender(ColorHistogramExtractor()).fit(images, ids, meta, progress=False)
+    noise = np.random.default_rng(5).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    again = [images[0], noise]
+    with pytest.raises(DuplicateImageError, match=repr(ids[0])):
+        rec.add(again, ["dup", "other"], progress=False, duplicates="error", min_score=0.999)
+    assert "dup" not in rec and "other" not in rec
+    rec.add(again, ["dup", "other"], progress=False, duplicates="skip", min_score=0.999)
+    assert "dup" not in rec and "other" in rec
+    assert [(a, b) for a, b, _ in rec.duplicates_] == [("dup", ids[0])]
+    rec.add([images[1]], ["dup2"], progress=False, duplicates="report", min_score=0.999)
+    assert "dup2" in rec and rec.duplicates_[0][:2] == ("dup2", ids[1])
+    with pytest.raises(ConfigError, match="duplicates must be"):
+        rec.add([images[1]], ["x"], progress=False, duplicates="drop")  # type: ignore[arg-type]
+
+
+def test_adapt_returns_a_copy_whose_queries_and_additions_go_through_it(tmp_path: Path) -> None:
+    from visualsim.adaptation import ProjectionAdapter
+
+    rng = np.random.default_rng(0)
+    ext = ColorHistogramExtractor()
+    centres = rng.normal(size=(4, ext.dim))
+    labels = rng.integers(0, 4, 200)
+    x = centres[labels] + 2.0 * rng.normal(size=(200, ext.dim))
+    rec = Recommender(ext).add_vectors(
+        x.astype(np.float32), list(range(200)), [{"cat": int(c)} for c in labels]
+    )
+    adapted = rec.adapt(
+        "cat", adapter=ProjectionAdapter(dim=32, hidden=64, epochs=3, min_steps=50, seed=0), seed=0
+    )
+    assert adapted is not rec and len(adapted) == 200 and adapted.transform_ is not None
+    assert adapted.adaptation_report_ is not None
+    v = rec.vector_of(3)
+    expected = adapted.transform_.transform(v[None, :])[0]
+    np.testing.assert_allclose(adapted.vector_of(3), expected / np.linalg.norm(expected), atol=1e-5)
+    adapted.add_vectors(x[:1].astype(np.float32), ["new"], [{"cat": 0}])
+    path = adapted.save(tmp_path / "adapted")
+    loaded = Recommender.load(path)
+    assert loaded.transform_ is not None
+    np.testing.assert_allclose(loaded.vector_of("new"), adapted.vector_of("new"), atol=1e-6)
+    q = x[5].astype(np.float32)
+    assert [r.id for r in loaded.query_vector(q, 5)] == [r.id for r in adapted.query_vector(q, 5)]

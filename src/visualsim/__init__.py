@@ -24,6 +24,7 @@ from .errors import (
     DatasetError,
     DimensionMismatch,
     DuplicateIdError,
+    DuplicateImageError,
     FormatVersionError,
     ImageLoadError,
     InvalidIdError,
@@ -71,6 +72,12 @@ _LAZY: dict[str, str] = {
     "Recommender": "recommender",
     "Recommendation": "recommender",
     "FailedInput": "recommender",
+    "Where": "recommender",
+    # the live catalogue's parts
+    "Store": "store",
+    "Segments": "search",
+    "parse_filter": "filters",
+    "FilterError": "filters",
     # datasets
     "DatasetItem": "datasets.base",
     "ImageFolder": "datasets.folder",
@@ -98,6 +105,7 @@ __all__ = [
     "DatasetError",
     "DimensionMismatch",
     "DuplicateIdError",
+    "DuplicateImageError",
     "FormatVersionError",
     "ImageLoadError",
     "InvalidIdError",

@@ -55,6 +55,10 @@ class DuplicateIdError(VisualsimError, ValueError):
     """An id was given twice, or is already stored."""
 
 
+class DuplicateImageError(VisualsimError, ValueError):
+    """New images look like items already in the catalogue (``add(duplicates="error")``)."""
+
+
 class UnknownIdError(VisualsimError, KeyError):
     """An id is not stored."""
 
@@ -108,6 +112,7 @@ __all__ = [
     "DatasetError",
     "DimensionMismatch",
     "DuplicateIdError",
+    "DuplicateImageError",
     "FormatVersionError",
     "ImageLoadError",
     "InvalidIdError",

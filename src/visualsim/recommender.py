@@ -173,6 +173,8 @@ class Recommender:
         self.image_root = image_root
         self.dtypes = dict(dtypes or {})
         self.failed_: list[FailedInput] = []
+        self.duplicates_: list[tuple[Id, Id, float]] = []
+        self.adaptation_report_: Any = None
         self._lock = ReadWriteLock()
         self._extractor_: Any = None
         self._reducer_: Any = None
@@ -448,6 +450,8 @@ class Recommender:
         on_error: Literal["skip", "raise"] = "skip",
         progress: bool = True,
         checkpoint_dir: str | os.PathLike[str] | None = None,
+        duplicates: Literal["report", "skip", "error"] | None = None,
+        min_score: float = 0.95,
     ) -> Recommender:
         """Add more images to the catalogue; same arguments as :meth:`fit`.
 
@@ -464,10 +468,45 @@ class Recommender:
             the same order) and the same folder skips every input already
             done. The files visualsim wrote there are removed once the
             vectors are stored (nothing else in the folder is touched).
+        duplicates
+            Check each new image against the catalogue (one nearest-neighbour
+            search per image, through the index): ``"report"`` adds everything
+            and lists the near-duplicates in :attr:`duplicates_`; ``"skip"``
+            leaves them out (listed there too); ``"error"`` raises
+            :class:`~visualsim.errors.DuplicateImageError` and adds nothing.
+            ``None`` (default) does not check.
+        min_score
+            The cosine similarity from which a new image counts as a duplicate
+            (see ``docs/quality.md`` for each extractor's measured threshold).
         """
+        if duplicates not in (None, "report", "skip", "error"):
+            raise ConfigError(
+                f"duplicates must be None, 'report', 'skip' or 'error', got {duplicates!r}"
+            )
         vectors, new_ids, new_meta, sources, hashes = self._extract(
             images, ids, metadata, batch_size, on_error, progress, checkpoint_dir, upsert=False
         )
+        self.duplicates_ = []
+        if duplicates is not None and len(self) and len(new_ids):
+            found = self._duplicates_of(vectors, new_ids, float(min_score))
+            self.duplicates_ = found
+            if found and duplicates == "error":
+                from .errors import DuplicateImageError
+
+                shown = ", ".join(f"{a!r} ~ {b!r} ({s:.3f})" for a, b, s in found[:5])
+                raise DuplicateImageError(
+                    f"{len(found)} new image(s) look like catalogue items (cosine >= "
+                    f"{min_score}): {shown}; nothing was added. Pass duplicates='skip' to "
+                    "leave them out or 'report' to add them anyway"
+                )
+            if found and duplicates == "skip":
+                drop = {a for a, _, _ in found}
+                keep = [j for j, i in enumerate(new_ids) if i not in drop]
+                vectors = vectors[keep]
+                new_ids = [new_ids[j] for j in keep]
+                new_meta = [new_meta[j] for j in keep]
+                sources = [sources[j] for j in keep]
+                hashes = [hashes[j] for j in keep]
         self._write_rows(vectors, new_ids, new_meta, sources, hashes, replace=False)
         self._log_failed(len(new_ids))
         return self
@@ -494,6 +533,20 @@ class Recommender:
         self._write_rows(vectors, new_ids, new_meta, sources, hashes, replace=True)
         self._log_failed(len(new_ids))
         return self
+
+    def _duplicates_of(
+        self, vectors: np.ndarray, ids: list[Id], min_score: float
+    ) -> list[tuple[Id, Id, float]]:
+        """``(new_id, existing_id, score)`` for new vectors with a catalogue item that close."""
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        q = np.ascontiguousarray(vectors / np.where(norms == 0, 1, norms), dtype=np.float32)
+        with self._reading() as store:
+            found = self._search_rows(store, q, 1, None)
+            out = []
+            for new_id, (scores, rows) in zip(ids, found, strict=True):
+                if len(rows) and float(scores[0]) >= min_score:
+                    out.append((new_id, store.ids[int(rows[0])], min(1.0, float(scores[0]))))
+            return out
 
     def _log_failed(self, n_ok: int) -> None:
         if self.failed_:
@@ -766,6 +819,72 @@ class Recommender:
             self._version += 1
             self._catalog_state = None
         return self
+
+    # -- adaptation ---------------------------------------------------------------------
+    def adapt(self, label: str, **options: Any) -> Recommender:
+        """Return a copy adapted to this catalogue: a projection learned on ``label``.
+
+        Learns a :class:`~visualsim.adaptation.ProjectionAdapter` (metric
+        learning on the frozen vectors) from the items' ``label`` field (a
+        category, or a product-group id), on a seeded training split. The
+        copy's catalogue, its queries and every later addition go through the
+        projection; it is saved and loaded with the catalogue. The before/after
+        metrics on the held-out split are in ``adaptation_report_``.
+
+        Parameters
+        ----------
+        label
+            The metadata field to learn.
+        **options
+            ``holdout="items"|"labels"``, ``test_size``, ``groups``, ``seed``,
+            ``adapter``, ``k``: see :func:`visualsim.adaptation.adapt_recommender`.
+        """
+        from .adaptation import adapt_recommender
+
+        new, report = adapt_recommender(self, label, **options)
+        new.adaptation_report_ = report
+        return new  # type: ignore[no-any-return]
+
+    def with_transform(self, transform: Any) -> Recommender:
+        """Return a copy whose stored vectors, queries and additions go through ``transform``.
+
+        ``transform`` has ``transform(x)``, ``dim``, ``get_config()``,
+        ``save(dir)`` and a ``load(dir)`` classmethod, and lives in a
+        ``visualsim`` module (so a saved catalogue can rebuild it).
+        """
+        if self._transform_ is not None:
+            raise ConfigError(
+                "this recommender is already adapted; adapt the original catalogue instead"
+            )
+        with self._reading() as store:
+            rows = store.live_rows()
+            x = np.asarray(transform.transform(store.vectors_f32(rows)), dtype=np.float32)
+            ids = [store.ids[r] for r in rows.tolist()]
+            metas = [store.metadata(int(r)) for r in rows]
+            sources = [store.sources[r] for r in rows.tolist()]
+            hashes = [store.hashes[r] for r in rows.tolist()]
+            declared = dict(store.declared)
+            index = self._segments_.index if self._segments_ is not None else self.index
+        from .indexes.base import INDEXES
+
+        spec = INDEXES.to_spec(index) if not isinstance(index, str) and index is not None else None
+        if spec is not None:
+            config = {k: v for k, v in dict(spec["config"]).items() if k != "dim"}
+            index = INDEXES.build(spec["name"], config)
+        new = Recommender(
+            self._get_extractor(),
+            index,
+            reduce_dim=self._reducer_,
+            storage=self.storage,
+            image_root=self.image_root,
+            dtypes={**declared, **self.dtypes},
+        )
+        new._reducer_ = self._reducer_
+        new._transform_ = transform
+        norms = np.linalg.norm(x, axis=1, keepdims=True)
+        x = x / np.where(norms == 0, 1, norms)
+        new._write_rows(x, ids, metas, sources, hashes, replace=False)
+        return new
 
     # -- queries ------------------------------------------------------------------------
     def query(
