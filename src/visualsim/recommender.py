@@ -843,7 +843,7 @@ class Recommender:
 
         new, report = adapt_recommender(self, label, **options)
         new.adaptation_report_ = report
-        return new  # type: ignore[no-any-return]
+        return new
 
     def with_transform(self, transform: Any) -> Recommender:
         """Return a copy whose stored vectors, queries and additions go through ``transform``.
@@ -882,7 +882,7 @@ class Recommender:
         new._reducer_ = self._reducer_
         new._transform_ = transform
         norms = np.linalg.norm(x, axis=1, keepdims=True)
-        x = x / np.where(norms == 0, 1, norms)
+        x = (x / np.where(norms == 0, 1, norms)).astype(np.float32)
         new._write_rows(x, ids, metas, sources, hashes, replace=False)
         return new
 
