@@ -48,7 +48,7 @@ from ..errors import (
 from ..ids import Id, check_ids
 from ..ids import preview as _preview
 from ..registry import Registry
-from ..validation import check_k, check_vectors
+from ..validation import check_int, check_k, check_vectors
 
 PathLike: TypeAlias = "str | os.PathLike[str]"
 
@@ -367,10 +367,7 @@ class BaseIndex:
     """Whether search results are guaranteed to equal brute force."""
 
     def __init__(self, *, dim: int | None = None) -> None:
-        if dim is not None and (
-            isinstance(dim, bool) or not isinstance(dim, numbers.Integral) or dim < 1
-        ):
-            raise ConfigError(f"dim must be a positive integer or None, got {dim!r}")
+        check_int("dim", dim, minimum=1, maximum=P.MAX_DIM, allow_none=True)
         self._dim: int | None = None if dim is None else int(dim)
         self._ids = IdMap()
         self._lock = ReadWriteLock()
