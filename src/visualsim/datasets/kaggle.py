@@ -6,8 +6,14 @@ Credentials come from where the ``kaggle`` client looks for them: a
 variables, or a newer access token (``KAGGLE_API_TOKEN``,
 ``~/.kaggle/access_token``). This module checks that one of them exists before
 anything is downloaded, warns when ``kaggle.json`` is readable by other users,
-and never prints, logs, stores or repeats the key: messages from the client
-and from failures are scrubbed of it before they reach a log or an exception.
+and never prints, logs, stores or repeats the key. While the client runs, its
+standard output and error, its log records (of any logger) and its warnings are
+caught and scrubbed of the key — in any letter case, URL-encoded, and in base64
+(alone or inside an HTTP Basic ``Authorization`` header) — before they reach a
+log; a failure becomes a new :class:`~visualsim.errors.DatasetError` built from
+scrubbed text, with no exception chain (``__cause__``/``__context__``) and no
+frame holding the key; and a file the failed download wrote that quotes the key
+(a server's error page saved as the archive) is removed.
 
 A completed download leaves a marker file in the target directory; while the
 marker is there, asking again downloads nothing (no credentials or network
@@ -17,6 +23,7 @@ client resumes a partial archive where the server allows it).
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import io
 import json
@@ -25,8 +32,10 @@ import os
 import re
 import stat
 import time
+import traceback
+import urllib.parse
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -174,32 +183,157 @@ def _read_username(path: Path) -> str:
     return str(data["username"])
 
 
-def _secrets() -> list[str]:
-    """Return the secret values that must never appear in a message (read, never kept)."""
-    found = [os.environ.get("KAGGLE_KEY", ""), os.environ.get("KAGGLE_API_TOKEN", "")]
-    for directory in kaggle_config_dirs():
-        with contextlib.suppress(OSError, ValueError, AttributeError):
-            found.append(str(json.loads((directory / "kaggle.json").read_text("utf-8"))["key"]))
+def _b64_forms(data: bytes) -> set[str]:
+    """Base64 spellings of ``data``: whole, and the part that any prefix leaves unchanged."""
+    forms: set[str] = set()
+    for encode in (base64.b64encode, base64.urlsafe_b64encode):
+        whole = encode(data).decode("ascii")
+        forms.update((whole, whole.rstrip("=")))
+        for pad in (1, 2):  # data after 1 or 2 unknown bytes (e.g. "user:" in a Basic header)
+            shifted = encode(b"\0" * pad + data).decode("ascii")
+            core = shifted[4:-4]  # drop the quanta the prefix and the suffix touch
+            if len(core) >= 8:
+                forms.add(core)
+        if len(whole) > 12:
+            forms.add(whole[:-4])  # the key followed by more bytes
+    return forms
+
+
+class _Secrets:
+    """The secret values and every spelling of them that must never be shown.
+
+    Its ``repr`` shows none of them, so a traceback with locals (pytest
+    ``--showlocals``, an error tracker) cannot leak them through this object.
+    """
+
+    __slots__ = ("_pattern",)
+
+    def __init__(self, values: Iterable[str], usernames: Iterable[str] = ()) -> None:
+        users = [u for u in usernames if u]
+        forms: set[str] = set()
+        for value in values:
+            if not value or len(value) < 4:
+                continue
+            forms.update(
+                (value, urllib.parse.quote(value, safe=""), urllib.parse.quote_plus(value))
+            )
+            raw = value.encode("utf-8")
+            forms |= _b64_forms(raw)
+            for user in users:
+                forms |= _b64_forms(f"{user}:{value}".encode())
+        ordered = sorted((f for f in forms if len(f) >= 4), key=len, reverse=True)
+        self._pattern = (
+            re.compile("|".join(re.escape(f) for f in ordered), re.IGNORECASE) if ordered else None
+        )
+
+    def redact(self, text: str) -> str:
+        """Return ``text`` with every spelling of every secret replaced by ``***``."""
+        return self._pattern.sub("***", text) if self._pattern is not None else text
+
+    def found_in(self, text: str) -> bool:
+        """Return whether ``text`` holds any spelling of a secret."""
+        return self._pattern is not None and self._pattern.search(text) is not None
+
+    def __repr__(self) -> str:
+        return "<Kaggle secrets: redacted>"
+
+
+def _secrets() -> _Secrets:
+    """Return the secrets that must never appear anywhere (read here, never stored)."""
+    values = [os.environ.get("KAGGLE_KEY", ""), os.environ.get("KAGGLE_API_TOKEN", "")]
+    users = [os.environ.get("KAGGLE_USERNAME", "")]
+    home = Path.home()
+    directories = [*kaggle_config_dirs(), home / ".kaggle", home / ".config" / "kaggle"]
+    for directory in dict.fromkeys(directories):
+        with contextlib.suppress(OSError, ValueError, AttributeError, TypeError, KeyError):
+            data = json.loads((directory / "kaggle.json").read_text("utf-8"))
+            values.append(str(data["key"]))
+            users.append(str(data.get("username", "")))
     for name in ("access_token", "access_token.txt"):
-        with contextlib.suppress(OSError):
-            found.append((Path.home() / ".kaggle" / name).read_text("utf-8").strip())
-    return [s for s in found if len(s) >= 4]
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            values.append((home / ".kaggle" / name).read_text("utf-8").strip())
+    return _Secrets(values, users)
 
 
-def redact(text: str, secrets: Iterable[str]) -> str:
+def redact(text: str, secrets: Iterable[str], usernames: Iterable[str] = ()) -> str:
     """Return ``text`` with every secret replaced by ``***``.
+
+    Every spelling is removed: the value in any letter case, URL-encoded, and
+    in base64 — alone, after any prefix, or as HTTP Basic ``user:key`` for the
+    given ``usernames``.
 
     Parameters
     ----------
     text
         A message that may contain a secret.
     secrets
-        The values to remove.
+        The values to remove (shorter than 4 characters: ignored).
+    usernames
+        User names that may precede a secret in a Basic ``Authorization`` header.
+
+    Examples
+    --------
+    >>> redact("Authorization: Basic YWxpY2U6czNjcjN0LWtleQ==", ["s3cr3t-key"], ["alice"])
+    'Authorization: Basic ***'
+    >>> redact("KEY=S3CR3T-KEY", ["s3cr3t-key"])
+    'KEY=***'
     """
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text
+    return _Secrets(list(secrets), list(usernames)).redact(text)
+
+
+def _redact_record(record: logging.LogRecord, secrets: _Secrets) -> None:
+    """Scrub a log record in place: its message, arguments, traceback and stack."""
+    try:
+        message = record.getMessage()
+    except Exception:  # a broken format string: keep its text
+        message = str(record.msg)
+    record.msg = secrets.redact(message)
+    record.args = None
+    if record.exc_info:
+        text = "".join(traceback.format_exception(*record.exc_info)).rstrip("\n")
+        record.exc_text = secrets.redact(text)
+        record.exc_info = None
+    elif record.exc_text:
+        record.exc_text = secrets.redact(record.exc_text)
+    if record.stack_info:
+        record.stack_info = secrets.redact(record.stack_info)
+
+
+@contextlib.contextmanager
+def _quarantine(secrets: _Secrets) -> Iterator[None]:
+    """Run the client with its stdout, stderr, log records and warnings scrubbed.
+
+    Output is logged line by line (scrubbed) when the block ends; every log
+    record created meanwhile, by any logger, is scrubbed as it is made; warnings
+    are caught and issued again, scrubbed.
+    """
+    out, err = io.StringIO(), io.StringIO()
+    previous = logging.getLogRecordFactory()
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        _redact_record(record, secrets)
+        return record
+
+    logging.setLogRecordFactory(factory)
+    caught: list[warnings.WarningMessage] = []
+    try:
+        with (
+            contextlib.redirect_stdout(out),
+            contextlib.redirect_stderr(err),
+            warnings.catch_warnings(record=True) as caught,
+        ):
+            warnings.simplefilter("always")
+            yield
+    finally:
+        logging.setLogRecordFactory(previous)
+        for stream in (out, err):
+            _log_client_output(stream.getvalue(), secrets)
+        for caught_warning in caught:
+            category = caught_warning.category
+            if not (isinstance(category, type) and issubclass(category, Warning)):
+                category = UserWarning
+            warnings.warn(secrets.redact(str(caught_warning.message)), category, stacklevel=3)
 
 
 def dataset_url(slug: str) -> str:
@@ -289,30 +423,16 @@ def download_kaggle_dataset(
     target.mkdir(parents=True, exist_ok=True)
     marker.unlink(missing_ok=True)
     secrets = _secrets()
-    client = api if api is not None else _default_api(secrets)
     logger.info(
         "downloading Kaggle dataset %s into %s (credentials: %s)",
         slug, target, credentials.describe(),
     )  # fmt: skip
-    captured = io.StringIO()
-    failure: BaseException | None = None
-    try:
-        with contextlib.redirect_stdout(captured):
-            client.authenticate()
-            client.dataset_download_files(
-                slug, path=os.fspath(target), unzip=unzip, quiet=quiet, force=force
-            )
-    except (Exception, SystemExit) as exc:  # the client calls exit(1) on bad credentials
-        failure = exc
-    _log_client_output(captured.getvalue(), secrets)
-    if failure is not None:
-        # raised outside the `except` so that an original exception quoting the key is
-        # neither chained nor kept as __context__
-        error = _download_error(failure, slug, target, credentials, secrets)
-        text = f"{failure!r} {failure}"
-        if redact(text, secrets) == text and not isinstance(failure, SystemExit):
-            raise error from failure
-        raise error
+    before = _snapshot(target)
+    error = _run_client(api, slug, target, unzip, quiet, force, credentials, secrets)
+    if error is not None:
+        _remove_echoes(target, before, secrets)
+        # a new error from scrubbed text: no chain, no frame that holds the key
+        raise error from None
     marker.write_text(
         json.dumps(
             {"slug": slug, "unzip": unzip, "completed": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
@@ -324,27 +444,96 @@ def download_kaggle_dataset(
     return target
 
 
-def _log_client_output(text: str, secrets: list[str]) -> None:
+def _run_client(
+    api: Any,
+    slug: str,
+    target: Path,
+    unzip: bool,
+    quiet: bool,
+    force: bool,
+    credentials: KaggleCredentials,
+    secrets: _Secrets,
+) -> DatasetError | None:
+    """Run the download in quarantine; return the error to raise (scrubbed), or ``None``."""
+    try:
+        with _quarantine(secrets):
+            client = api if api is not None else _default_api()
+            client.authenticate()
+            client.dataset_download_files(
+                slug, path=os.fspath(target), unzip=unzip, quiet=quiet, force=force
+            )
+    except DatasetError as exc:  # ours (the client is missing): already key-free
+        return DatasetError(secrets.redact(str(exc)))
+    except (Exception, SystemExit) as exc:  # the client calls exit(1) on bad credentials
+        return _download_error(exc, slug, target, credentials, secrets)
+    return None
+
+
+_SNAPSHOT_LIMIT = 10_000
+
+
+def _snapshot(target: Path) -> dict[Path, tuple[int, int, int]]:
+    """Return ``path -> (inode, size, mtime)`` of the files in ``target`` (at most 10,000)."""
+    found: dict[Path, tuple[int, int, int]] = {}
+    for path in target.rglob("*"):
+        if len(found) >= _SNAPSHOT_LIMIT:
+            break
+        with contextlib.suppress(OSError):
+            info = path.lstat()
+            if stat.S_ISREG(info.st_mode):
+                found[path] = (info.st_ino, info.st_size, info.st_mtime_ns)
+    return found
+
+
+def _remove_echoes(
+    target: Path, before: dict[Path, tuple[int, int, int]], secrets: _Secrets
+) -> None:
+    """Remove files this failed download wrote that quote a secret (an echoed error page).
+
+    Only files that are new or changed since ``before`` (the download's own
+    output) are looked at; anything that was there already is left alone.
+    """
+    checked = 0
+    for path in sorted(target.rglob("*")):
+        if checked >= _SNAPSHOT_LIMIT:
+            break
+        try:
+            info = path.lstat()
+        except OSError:
+            continue
+        if not stat.S_ISREG(info.st_mode) or path.name == MARKER_NAME:
+            continue
+        if before.get(path) == (info.st_ino, info.st_size, info.st_mtime_ns):
+            continue
+        checked += 1
+        if info.st_size > 64 * 2**20:
+            continue
+        with contextlib.suppress(OSError):
+            if secrets.found_in(path.read_bytes().decode("latin-1")):
+                path.unlink()
+                logger.warning(
+                    "removed %s: the failed Kaggle download wrote the server's answer there, "
+                    "and it quoted your credentials",
+                    path,
+                )
+
+
+def _log_client_output(text: str, secrets: _Secrets) -> None:
     for line in text.splitlines():
         if line.strip():
-            logger.info("kaggle: %s", redact(line.strip(), secrets))
+            logger.info("kaggle: %s", secrets.redact(line.strip()))
 
 
-def _default_api(secrets: list[str]) -> Any:
-    """Return the official client; importing ``kaggle`` prints and authenticates, so hush it."""
-    captured = io.StringIO()
+def _default_api() -> Any:
+    """Return the official client (importing ``kaggle`` prints and authenticates: quarantine it)."""
     try:
-        with contextlib.redirect_stdout(captured):
-            from kaggle.api.kaggle_api_extended import KaggleApi
-
-            return KaggleApi()
+        from kaggle.api.kaggle_api_extended import KaggleApi
     except ImportError:
         raise DatasetError(
             "downloading from Kaggle needs the official client: pip install 'visualsim[kaggle]' "
             "(or pip install kaggle)"
         ) from None
-    finally:
-        _log_client_output(captured.getvalue(), secrets)
+    return KaggleApi()
 
 
 def _download_error(
@@ -352,7 +541,7 @@ def _download_error(
     slug: str,
     root: Path,
     credentials: KaggleCredentials,
-    secrets: list[str],
+    secrets: _Secrets,
 ) -> DatasetError:
     url = dataset_url(slug)
     by_hand = (
@@ -360,7 +549,13 @@ def _download_error(
         f"{os.fspath(root)} and create the empty file {os.fspath(root / MARKER_NAME)}."
     )
     status = getattr(getattr(exc, "response", None), "status_code", None)
-    detail = redact(f"{type(exc).__name__}: {exc}", secrets)
+    try:
+        text = f"{type(exc).__name__}: {exc}"
+    except Exception:  # an exception whose __str__ fails
+        text = type(exc).__name__
+    detail = secrets.redact(text)
+    if len(detail) > 300:  # cut after scrubbing, so no half of a key is left
+        detail = detail[:300] + "..."
     if isinstance(exc, SystemExit) or status == 401:
         return DatasetError(
             f"Kaggle did not accept the credentials ({credentials.describe()}). {_SETUP_HELP}"
