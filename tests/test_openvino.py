@@ -315,3 +315,55 @@ def test_check_runtime_compatible(images: list[np.ndarray], squeeze_ref: np.ndar
         check_runtime_compatible(saved, queried, images[:4], wrong)
     with pytest.warns(RuntimeMismatchWarning, match="no images"):
         assert check_runtime_compatible(saved, queried) is None
+
+
+def test_threads_share_one_runner(images: list[np.ndarray], squeeze_ref: np.ndarray) -> None:
+    """Queries from several threads at once: each gets its own infer request, same vectors."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    ext = SqueezeNetExtractor(runtime="openvino", precision="f32", num_workers=0)
+    ext.extract(images[:2])
+    jobs = [images[i : i + 1 + i % 3] for i in range(8)]
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(ext.extract, jobs))
+    for i, got in enumerate(results):
+        assert min_cosine(got, squeeze_ref[i : i + 1 + i % 3]) >= GUARDS["f32"]
+
+
+def test_runtime_summary_names_runtime_and_precision() -> None:
+    from visualsim.extractors.openvino import runtime_summary
+
+    assert runtime_summary(SqueezeNetExtractor()) == "runtime keras, precision f32"
+    ov = SqueezeNetExtractor(runtime="openvino", precision="bf16")
+    assert runtime_summary(ov) == "runtime openvino, precision bf16"
+    both = ConcatExtractor([ov, ColorHistogramExtractor(bins=(2, 2, 2))])
+    assert runtime_summary(both) == "squeezenet: runtime openvino, precision bf16"
+    assert runtime_summary(ColorHistogramExtractor()) is None
+
+
+def test_cli_index_prints_the_runtime_and_keeps_stderr_clean(tmp_path: Path) -> None:
+    """``visualsim index --runtime openvino``: the choice on stdout, no TF/CUDA start-up noise."""
+    import os
+    import subprocess
+    import sys
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i, image in enumerate(_drawings(9, seed=11)):
+        Image.fromarray(image).save(folder / f"{i}.jpg")
+    env = {**os.environ, ovx.CACHE_ENV: str(tmp_path / "fresh-cache")}  # TF converts
+    code = "import sys; from visualsim.cli import main; sys.exit(main())"
+    args = ["index", str(folder), "-o", str(tmp_path / "cat"), "--extractor", "squeezenet"]
+    args += ["--runtime", "openvino", "--precision", "int8", "--quiet"]
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "runtime openvino, precision int8 (calibrated on 9 images)" in done.stdout
+    for noise in ("E0000", "cuInit", "absl::InitializeLog", "oneDNN custom operations"):
+        assert noise not in done.stderr

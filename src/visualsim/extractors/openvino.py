@@ -315,7 +315,9 @@ class OpenVINORunner:
         self._core: Any = None
         self._base: Any = None
         self._model: Any = None
-        self._compiled: OrderedDict[tuple[str, int], tuple[Any, int]] = OrderedDict()
+        self._compiled: OrderedDict[tuple[str, int], _Compiled] = OrderedDict()
+        self._compile_lock = threading.Lock()
+        self._n_streams: int | None = None
         self.precision_: str | None = None
         self.calibration_: dict[str, Any] | None = None
         self.guard_: dict[str, float] = {}
@@ -505,24 +507,24 @@ class OpenVINORunner:
         return chosen_model, chosen
 
     # -- running ---------------------------------------------------------------------------
-    def _compile(self, model: Any, precision: str, hint: str, batch: int) -> tuple[Any, int]:
+    def _compile(self, model: Any, precision: str, hint: str, batch: int) -> _Compiled:
         key = (f"{id(model)}:{precision}:{hint}", batch)
-        if key in self._compiled:
-            self._compiled.move_to_end(key)
-            return self._compiled[key]
-        static = model.clone()
-        in_shape = static.input(0).get_partial_shape()
-        dims = [batch] + [int(d.get_length()) for d in list(in_shape)[1:]]
-        static.reshape({static.input(0): dims})
-        config = {"PERFORMANCE_HINT": hint}
-        if precision in ("f32", "bf16"):
-            config["INFERENCE_PRECISION_HINT"] = precision
-        compiled = self._core.compile_model(static, "CPU", config)
-        requests = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
-        self._compiled[key] = (compiled, requests)
-        while len(self._compiled) > _MAX_COMPILED:
-            self._compiled.popitem(last=False)
-        return compiled, requests
+        with self._compile_lock:
+            if key in self._compiled:
+                self._compiled.move_to_end(key)
+                return self._compiled[key]
+            static = model.clone()
+            in_shape = static.input(0).get_partial_shape()
+            dims = [batch] + [int(d.get_length()) for d in list(in_shape)[1:]]
+            static.reshape({static.input(0): dims})
+            config = {"PERFORMANCE_HINT": hint}
+            if precision in ("f32", "bf16"):
+                config["INFERENCE_PRECISION_HINT"] = precision
+            compiled = _Compiled(self._core.compile_model(static, "CPU", config))
+            self._compiled[key] = compiled
+            while len(self._compiled) > _MAX_COMPILED:
+                self._compiled.popitem(last=False)
+            return compiled
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         assert self.precision_ is not None
@@ -533,31 +535,59 @@ class OpenVINORunner:
         if n == 0:
             return np.zeros((0, int(model.output(0).get_partial_shape()[-1].get_length())))
         if n == 1:
-            compiled, _ = self._compile(model, precision, "LATENCY", 1)
-            return np.array(compiled(batch)[0], dtype=np.float32, copy=True)
-        streams = self._streams(model, precision)
-        parts = min(streams, n)
+            compiled = self._compile(model, precision, "LATENCY", 1)
+            (request,) = compiled.take(1)
+            try:
+                request.infer({0: batch})
+                return np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True)
+            finally:
+                compiled.give([request])
+        parts = min(self._streams(model, precision), n)
         sub = math.ceil(n / parts)
-        compiled, _ = self._compile(model, precision, "THROUGHPUT", sub)
+        compiled = self._compile(model, precision, "THROUGHPUT", sub)
         chunks = [batch[i : i + sub] for i in range(0, n, sub)]
-        out = np.empty((n, compiled.output(0).get_partial_shape()[-1].get_length()), np.float32)
-        requests = [compiled.create_infer_request() for _ in chunks]
-        for req, chunk in zip(requests, chunks, strict=True):
-            if len(chunk) < sub:  # the short tail: pad with its last row
-                pad = np.repeat(chunk[-1:], sub - len(chunk), axis=0)
-                chunk = np.concatenate([chunk, pad])
-            req.start_async({0: chunk})
-        for i, req in enumerate(requests):
-            req.wait()
-            rows = min(sub, n - i * sub)
-            out[i * sub : i * sub + rows] = req.get_output_tensor(0).data[:rows]
-        return out
+        requests = compiled.take(len(chunks))
+        try:
+            for req, chunk in zip(requests, chunks, strict=True):
+                if len(chunk) < sub:  # the short tail: pad with its last row
+                    pad = np.repeat(chunk[-1:], sub - len(chunk), axis=0)
+                    chunk = np.concatenate([chunk, pad])
+                req.start_async({0: chunk})
+            outputs = []
+            for i, req in enumerate(requests):
+                req.wait()
+                rows = min(sub, n - i * sub)
+                outputs.append(np.array(req.get_output_tensor(0).data[:rows], dtype=np.float32))
+        finally:
+            compiled.give(requests)
+        return np.concatenate(outputs)
 
     def _streams(self, model: Any, precision: str) -> int:
-        if not hasattr(self, "_n_streams"):
-            _, requests = self._compile(model, precision, "THROUGHPUT", 1)
-            self._n_streams = max(1, requests)
+        """Streams OpenVINO runs in THROUGHPUT mode here: a batch is split into that many."""
+        if self._n_streams is None:
+            self._n_streams = self._compile(model, precision, "THROUGHPUT", 1).optimal_requests
         return self._n_streams
+
+
+class _Compiled:
+    """A compiled model and a pool of idle infer requests (one request serves one thread)."""
+
+    def __init__(self, compiled: Any) -> None:
+        self.model = compiled
+        self.optimal_requests = max(
+            1, int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+        )
+        self._idle: list[Any] = []
+        self._lock = threading.Lock()
+
+    def take(self, n: int) -> list[Any]:
+        with self._lock:
+            got = [self._idle.pop() for _ in range(min(n, len(self._idle)))]
+        return got + [self.model.create_infer_request() for _ in range(n - len(got))]
+
+    def give(self, requests: list[Any]) -> None:
+        with self._lock:
+            self._idle.extend(requests)
 
 
 class _RecordMissing(VisualsimError):
