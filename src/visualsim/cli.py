@@ -418,6 +418,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-score", type=_finite_float, default=0.95)
     p.add_argument("--json", action="store_true")
 
+    p = sub.add_parser(
+        "adapt", help="learn a projection for a catalogue from a label; report held-out quality"
+    )
+    p.add_argument("catalog", type=Path)
+    p.add_argument("--label", required=True, help="metadata field to learn (category, product id)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="adapted catalogue to write")
+    p.add_argument(
+        "--holdout",
+        choices=("items", "labels"),
+        default="items",
+        help="score on new items of known labels (default) or on labels never trained on",
+    )
+    p.add_argument("--test-size", type=_finite_float, default=0.2, help="share held out (0.2)")
+    p.add_argument("--groups", default=None, help="metadata field of product ids (kept together)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=_positive_int, default=20)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing catalogue")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+
     p = sub.add_parser("demo", help="index a labelled set offline, query, plot and score it")
     p.add_argument("--out", type=Path, default=Path("demo-out"))
     p.add_argument("-n", type=_positive_int, default=2000, help="items to index (default 2000)")
@@ -705,7 +724,8 @@ def cmd_index(args: argparse.Namespace) -> int:
         f"indexed {len(rec)} images into {args.output} "
         f"({extractor.name}, {rec.dim}-d, index {args.index})"
     )
-    _print_runtime(extractor)
+    if args.runtime is not None or args.precision is not None:  # the default says nothing new
+        _print_runtime(extractor)
     _print_failed(rec.failed_)
     return EXIT_OK
 
@@ -1084,6 +1104,31 @@ def cmd_duplicates(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_adapt(args: argparse.Namespace) -> int:
+    from .adaptation import ProjectionAdapter, adapt_recommender
+
+    if args.output.exists() and not args.overwrite:
+        raise UsageError(f"{str(args.output)!r} already exists; pass --overwrite to replace it")
+    rec = _load(args.catalog)
+    adapter = ProjectionAdapter(seed=args.seed, epochs=args.epochs, validation=args.holdout)
+    adapted, report = adapt_recommender(
+        rec,
+        args.label,
+        holdout=args.holdout,
+        test_size=args.test_size,
+        groups=args.groups,
+        seed=args.seed,
+        adapter=adapter,
+    )
+    adapted.save(args.output, overwrite=args.overwrite)
+    if args.json:
+        _print_json(report.to_dict())
+    else:
+        print(report)
+        print(f"wrote {args.output}")
+    return EXIT_OK
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -1120,6 +1165,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "info": cmd_info,
     "evaluate": cmd_evaluate,
     "duplicates": cmd_duplicates,
+    "adapt": cmd_adapt,
     "demo": cmd_demo,
     "serve": cmd_serve,
 }
