@@ -230,3 +230,30 @@ def test_adapt_recommender_returns_an_adapted_catalogue_and_a_report(tmp_path: P
         adapt_recommender(rec, "colour")
     with pytest.raises(ConfigError, match="holdout"):
         adapt_recommender(rec, "category", holdout="time")
+
+
+def test_visualsim_adapt_writes_an_adapted_catalogue(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from visualsim.cli import main
+
+    x, y = clustered(n_labels=5, per=30, seed=7)
+    extractor = ColorHistogramExtractor(bins=(2, 2, 2), grey_bins=24)
+    rec = Recommender(extractor=extractor, index="flat").add_vectors(
+        x, [f"i{i}" for i in range(len(x))], [{"kind": f"k{lab}"} for lab in y]
+    )
+    rec.save(tmp_path / "cat")
+    out = tmp_path / "adapted"
+    argv = ["adapt", str(tmp_path / "cat"), "--label", "kind", "-o", str(out), "--json"]
+    assert main([*argv, "--epochs", "2"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["label"] == "kind" and report["split"]["by"] == "items"
+    assert set(report["before"]) == set(report["after"]) >= {"precision@10", "recall@1"}
+    back = Recommender.load(out)
+    assert back.transform_ is not None and len(back) == len(x)
+    assert main(argv) != 0  # exists: refuses without --overwrite
+    assert "--overwrite" in capsys.readouterr().err
+    assert (
+        main(["adapt", str(tmp_path / "cat"), "--label", "nope", "-o", str(tmp_path / "o2")]) != 0
+    )
+    assert "nope" in capsys.readouterr().err
