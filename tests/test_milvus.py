@@ -602,3 +602,41 @@ def test_bad_vectors_never_reach_milvus(db: str) -> None:
     with pytest.raises(InvalidVectorsError):
         index.add([[np.nan, 1.0]], ["a"])
     assert not index._created
+
+
+def test_shards_stream_into_milvus_in_batches(tmp_path: Path, monkeypatch) -> None:
+    from visualsim import Recommender
+    from visualsim.extractors.base import extractor_spec
+    from visualsim.extractors.color import ColorHistogramExtractor
+    from visualsim.shards import ShardWriter
+
+    ext = ColorHistogramExtractor()
+    rng = np.random.default_rng(1)
+    writer = ShardWriter(
+        tmp_path / "shards", extractor=extractor_spec(ext), dim=ext.dim, shard_size=40
+    )
+    ids = [f"p{i}" for i in range(100)]
+    vecs = rng.standard_normal((100, ext.dim)).astype(np.float32)
+    for s in range(3):
+        part = slice(40 * s, 40 * (s + 1))
+        writer.write(
+            s,
+            vectors=vecs[part],
+            ids=ids[part],
+            metadata=[{"cat": f"c{i % 3}"} for i in range(100)][part],
+            input_ids=ids[part],
+        )
+    writer.finish(100)
+    index = MilvusIndex(uri=str(tmp_path / "s.db"), collection="shards", batch_size=30)
+    sent: list[int] = []
+    real_insert = index._connect().insert
+
+    def insert(collection: str, rows: list, **kw: Any) -> Any:
+        sent.append(len(rows))
+        return real_insert(collection, rows, **kw)
+
+    monkeypatch.setattr(index._connect(), "insert", insert)
+    rec = Recommender.from_shards(tmp_path / "shards", index=index)
+    assert index.count() == 100 and sum(sent) == 100 and max(sent) == 30
+    got = rec.query_vector(vecs[4], 3, where="cat == 'c1'")
+    assert got[0].id == "p4" and all(r.metadata["cat"] == "c1" for r in got)

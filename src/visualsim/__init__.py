@@ -96,6 +96,14 @@ _LAZY: dict[str, str] = {
     "average_precision_at_k": "evaluation",
     "mean_average_precision_at_k": "evaluation",
     "evaluate_embeddings": "evaluation",
+    "holdout_split": "evaluation",
+    "evaluate_holdout": "evaluation",
+    "HoldoutSplit": "evaluation",
+    # adaptation and cropping
+    "ProjectionAdapter": "adaptation",
+    "AdaptationReport": "adaptation",
+    "adapt_recommender": "adaptation",
+    "auto_crop": "crop",
     "plot_recommendations": "plotting",
 }
 
@@ -132,11 +140,16 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .datasets.kaggle import KaggleDataset
     from .datasets.stanford_products import StanfordOnlineProducts
     from .datasets.synthetic import SyntheticProducts
+    from .adaptation import AdaptationReport, ProjectionAdapter, adapt_recommender
+    from .crop import auto_crop
     from .evaluation import (
         EvaluationReport,
+        HoldoutSplit,
         average_precision_at_k,
         evaluate,
         evaluate_embeddings,
+        evaluate_holdout,
+        holdout_split,
         mean_average_precision_at_k,
         precision_at_k,
         recall_at_k,
