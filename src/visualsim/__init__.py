@@ -131,6 +131,8 @@ __getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())
 
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from .adaptation import AdaptationReport, ProjectionAdapter, adapt_recommender
+    from .crop import auto_crop
     from .datasets.base import DatasetItem
     from .datasets.csv import CsvDataset
     from .feeds import ProductFeed
@@ -140,8 +142,6 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .datasets.kaggle import KaggleDataset
     from .datasets.stanford_products import StanfordOnlineProducts
     from .datasets.synthetic import SyntheticProducts
-    from .adaptation import AdaptationReport, ProjectionAdapter, adapt_recommender
-    from .crop import auto_crop
     from .evaluation import (
         EvaluationReport,
         HoldoutSplit,
