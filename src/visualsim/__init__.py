@@ -55,6 +55,9 @@ _LAZY: dict[str, str] = {
     "ResNet50Extractor": "extractors.keras",
     "SqueezeNetExtractor": "extractors.squeezenet",
     "ConcatExtractor": "extractors.concat",
+    "CalibrationError": "extractors.openvino",
+    "RuntimeMismatchWarning": "extractors.openvino",
+    "check_runtime_compatible": "extractors.openvino",
     # indexes
     "Index": "indexes.base",
     "register_index": "indexes.base",
@@ -135,7 +138,6 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .crop import auto_crop
     from .datasets.base import DatasetItem
     from .datasets.csv import CsvDataset
-    from .feeds import ProductFeed
     from .datasets.fashion_mnist import FashionMNIST
     from .datasets.fashion_products import FashionProductImages
     from .datasets.folder import ImageFolder
@@ -165,7 +167,13 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .extractors.color import ColorHistogramExtractor
     from .extractors.concat import ConcatExtractor
     from .extractors.keras import KerasExtractor, ResNet50Extractor
+    from .extractors.openvino import (
+        CalibrationError,
+        RuntimeMismatchWarning,
+        check_runtime_compatible,
+    )
     from .extractors.squeezenet import SqueezeNetExtractor
+    from .feeds import ProductFeed
     from .images import ImageLike, load_image, resize_image
     from .indexes.base import Index, load_index, make_index, register_index, verify_index
     from .indexes.faiss import FlatIndex, HNSWIndex, IVFIndex, IVFPQIndex
