@@ -447,3 +447,32 @@ def test_saving_over_a_folder_that_is_not_an_index_touches_nothing(tmp_path: Pat
         index.save(photos)
     assert [p.name for p in photos.iterdir()] == ["report.pdf"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".visualsim-tmp-")]
+
+
+@pytest.mark.parametrize("code_size", [None, 2**45])
+def test_faiss_on_disk_lists_naming_an_outside_file_are_refused_unopened(
+    saved: dict[str, Any], tmp_path: Path, code_size: int | None
+) -> None:
+    import faiss
+
+    outside = tmp_path / "elsewhere.ivfdata"  # FAISS would open this read-write
+    x = _vectors(300)
+    ivf = faiss.IndexIVFFlat(faiss.IndexFlatIP(DIM), DIM, 4, faiss.METRIC_INNER_PRODUCT)
+    ivf.train(x)
+    lists = faiss.OnDiskInvertedLists(4, ivf.code_size, str(outside))
+    ivf.replace_invlists(lists, False)  # Python keeps ownership: freed once, below
+    path = _fresh(saved["ivf"][0], tmp_path)
+    labels = np.load(path / "labels.npy")
+    ivf.add_with_ids(x[: len(labels)], labels)
+    faiss.write_index(ivf, str(path / "index.faiss"))
+    del ivf, lists
+    if code_size is not None:  # a code size FAISS checks only after opening the file
+        blob = bytearray((path / "index.faiss").read_bytes())
+        at = blob.find(b"ilod") + 12
+        blob[at : at + 8] = code_size.to_bytes(8, "little")
+        (path / "index.faiss").write_bytes(bytes(blob))
+    _rehash(path, "index.faiss")
+    before = (outside.read_bytes(), outside.stat().st_mtime_ns)
+    with pytest.raises(CatalogError, match="on-disk inverted lists"):
+        load_index(path)
+    assert (outside.read_bytes(), outside.stat().st_mtime_ns) == before

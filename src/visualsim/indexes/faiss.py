@@ -9,6 +9,8 @@ for the contract and ``docs/indexes.md`` for choosing one.
 from __future__ import annotations
 
 import math
+import mmap
+import re
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -126,6 +128,7 @@ def _read(
     faiss = _faiss()
     path = P.safe_child(directory, name)
     size = path.stat().st_size
+    _refuse_external_lists(path)
     with _READ_LOCK:
         limit = faiss.get_deserialization_vector_byte_limit()
         loops = faiss.get_deserialization_loop_limit()
@@ -163,6 +166,32 @@ def _read(
             "repeated or missing); the index is damaged: rebuild it"
         )
     return index
+
+
+_ON_DISK_LISTS = re.compile(rb"ilod.{6}\x00\x00", re.DOTALL)
+"""FAISS's on-disk inverted lists: fourcc ``ilod``, then ``nlist`` (uint64, < 2**48 to be read).
+
+A larger ``nlist`` makes FAISS fail allocating the lists before it opens the
+file they name; a smaller one is caught here. By chance in vector data the
+pattern occurs once in 2**48 byte positions.
+"""
+
+
+def _refuse_external_lists(path: Path) -> None:
+    """Refuse a FAISS file with on-disk inverted lists: FAISS would open the file they name.
+
+    ``OnDiskInvertedLists`` store a file name, which ``faiss.read_index``
+    opens (read-write) wherever it points; visualsim never writes them, so
+    a saved index holding one is refused before FAISS sees it.
+    """
+    if not path.stat().st_size:
+        return
+    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        if _ON_DISK_LISTS.search(data):
+            raise CatalogError(
+                f"{path} holds FAISS on-disk inverted lists, which name a file outside "
+                "the folder; visualsim does not write or read them: rebuild the index"
+            )
 
 
 def _check_hnsw(path: Path, index: Any) -> None:
