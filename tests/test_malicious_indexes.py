@@ -476,3 +476,52 @@ def test_faiss_on_disk_lists_naming_an_outside_file_are_refused_unopened(
     with pytest.raises(CatalogError, match="on-disk inverted lists"):
         load_index(path)
     assert (outside.read_bytes(), outside.stat().st_mtime_ns) == before
+
+
+@pytest.mark.parametrize("kind", ["flat", "hnsw", "sklearn"])
+def test_verify_index_accepts_duplicate_vectors(kind: str) -> None:
+    x = _vectors(20)
+    x = np.concatenate([x, x[:5]])  # five items share their vector with another
+    ids = [f"d{i}" for i in range(len(x))]
+    index = make_index(kind)
+    index.add(x, ids)
+    verify_index(index, x, ids, sample=len(ids))
+
+
+def test_loads_during_index_saves_are_always_complete(tmp_path: Path) -> None:
+    import threading
+
+    path = tmp_path / "index"
+    sizes = [10, 40, 90]
+    made = []
+    for n in sizes:
+        index = make_index("flat")
+        index.add(_vectors(n), [f"i{i}" for i in range(n)])
+        made.append(index)
+    made[0].save(path)
+    stop = threading.Event()
+    failures: list[BaseException] = []
+
+    def writer() -> None:
+        k = 0
+        try:
+            while not stop.is_set():
+                k += 1
+                made[k % len(made)].save(path)
+        except BaseException as exc:  # pragma: no cover - reported below
+            failures.append(exc)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    seen = []
+    try:
+        for _ in range(60):
+            loaded = load_index(path)
+            assert len(loaded) in sizes and len(loaded.ids) == len(loaded)
+            verify_index(loaded, _vectors(len(loaded)), [f"i{i}" for i in range(len(loaded))])
+            seen.append(len(loaded))
+    finally:
+        stop.set()
+        thread.join()
+    assert not failures and len(seen) == 60
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".visualsim-tmp-")]
