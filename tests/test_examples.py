@@ -1,4 +1,4 @@
-"""The scripts in examples/ and the README's first code block run, offline, and do what they say."""
+"""The scripts in examples/ run, offline, and do what they say (the docs: test_docs.py)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,6 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-
-import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -107,30 +105,4 @@ def test_fashion_kaggle_runs_the_whole_workflow_on_a_synthetic_kaggle_folder(
     assert "Leave-one-out retrieval by 'articleType': 60 queries" in stdout
 
 
-@pytest.mark.slow
-def test_readme_first_python_block_runs(tmp_path: Path) -> None:
-    from PIL import Image
-
-    from visualsim import SyntheticProducts
-
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    code = re.search(r"```python\n(.*?)```", readme, re.S).group(1)  # type: ignore[union-attr]
-    assert "ResNet50Extractor()" in code and "shoes/boot-12.jpg" in code
-    # no download here: same network, random weights, small input
-    code = code.replace("ResNet50Extractor()", "ResNet50Extractor(weights=None, input_size=64)")
-    code = code.replace("shoes/boot-12.jpg", "shoes/synthetic-000002.jpg")  # an id that exists
-    SyntheticProducts(30, seed=0, size=64).write_folder(tmp_path / "shop", label="category")
-    shoe = next(
-        i for i in SyntheticProducts(10, seed=1, size=64) if i.metadata["category"] == "shoes"
-    )
-    Image.fromarray(shoe.image).save(tmp_path / "new-arrival.jpg")
-
-    stdout = run_python(["-c", code], cwd=tmp_path)
-
-    lines = stdout.splitlines()
-    ranked = [line for line in lines if re.match(r"\d+ shoes/synthetic-\d+\.jpg 0\.\d{3} ", line)]
-    assert [line.split()[0] for line in ranked] == ["1", "2", "3", "4", "5"]
-    assert all("'label': 'shoes'" in line for line in ranked)
-    assert lines[-2].startswith("[Recommendation(id=") and lines[-2].count("rank=") == 3
-    assert lines[-1] == "[]"
-    assert (tmp_path / "shop.catalog" / "manifest.json").is_file()
+# The README's code blocks (and every other page's) run in tests/test_docs.py.
