@@ -542,6 +542,10 @@ def test_a_catalogue_and_its_db_beside_it_move_together(tmp_path: Path, monkeypa
     assert moved.search(x[4], 1)[1] == [[4]]
     with pytest.raises(CatalogError, match="missing"):
         load_index(tmp_path / "site" / "catalogue")
+    shutil.copytree(tmp_path / "moved" / "catalogue", tmp_path / "alone")
+    with pytest.raises(CatalogError, match="database .* is missing"):
+        load_index(tmp_path / "alone")  # the catalogue without its .db
+    assert not (tmp_path / "shop.db").exists()  # and no empty database made in its place
 
 
 def test_a_db_inside_the_folder_being_saved_is_refused(tmp_path: Path) -> None:

@@ -728,6 +728,12 @@ class MilvusIndex(BaseIndex):
             raise CatalogError(
                 f"{directory}: the saved ids do not match the saved digest; the index is corrupt"
             )
+        if self.is_lite and self._created and not Path(self.uri).exists():
+            raise CatalogError(
+                f"the Milvus Lite database {self.uri!r} that the saved index in {directory} "
+                "uses is missing; keep the .db beside the catalogue folder and move them "
+                "together, or rebuild with Recommender.load(path, index=...)"
+            )
         client = self._connect()
         exists = self._call("has_collection", client.has_collection, self.collection)
         if not self._created:
