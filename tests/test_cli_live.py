@@ -75,6 +75,17 @@ def test_index_a_feed_with_typed_metadata_and_relative_sources(
         for r in data["results"]
     )  # fmt: skip
     assert str(root) not in json.dumps(data["results"])  # no server path in any result
+    # the plot finds every result's picture through its stored (relative) source
+    png = root / "q.png"
+    code, out, err = cli(capsys, "query", catalog, query, "-k", "5", "--plot", png)
+    assert code == 0, err
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(png) as img:
+        pixels = np.asarray(img.convert("RGB")).reshape(-1, 3)
+    placeholder = (pixels == (200, 200, 200)).all(axis=1).mean()
+    assert placeholder < 0.01  # no grey "image not found" cells
     code, out, _ = cli(capsys, "query", catalog, query, "--where", "category=shoes", "--json")
     assert {r["metadata"]["category"] for r in json.loads(out)["results"]} == {"shoes"}
     # a misspelt field is a usage error naming the fields, not "(no results)"
