@@ -382,9 +382,9 @@ def openvino_main(args: argparse.Namespace, argv: list[str] | None) -> int:
     batch = args.ov_batch
     guard_photos = real_photos(args.guard_n, seed=2)
     calibration = real_photos(32, seed=1)
-    fm_all = fmnist_images(args.fmnist_n)
+    fm_all = fmnist_images(args.fmnist_n) if args.fmnist_n else None
     fm = fm_all
-    fm_calibration = fmnist_images(32)
+    fm_calibration = fmnist_images(32) if fm_all else None
     rows: list[dict[str, Any]] = []
     quality: list[dict[str, Any]] = []
     starts: list[dict[str, Any]] = []

@@ -35,3 +35,34 @@ def test_quick_run_prints_the_table_and_writes_the_json(tmp_path: Path) -> None:
     assert report["flop_bound"]["resnet50_img_per_s"] > 0
     assert report["peak_rss"]["images"] == report["peak_rss"]["batch_size"] * 2
     assert len(list((tmp_path / "jpg").glob("*.jpg"))) == 3
+
+
+@pytest.mark.slow
+def test_openvino_mode_writes_rows_quality_and_starts(tmp_path: Path) -> None:
+    out = tmp_path / "extract-openvino.json"
+    args = ["--openvino", "--n", "8", "--repeats", "1", "--networks", "squeezenet"]
+    args += ["--precisions", "f32,int8", "--guard-n", "4", "--fmnist-n", "0", "--ov-batch", "2"]
+    args += ["--latency-n", "1", "--images-dir", str(tmp_path / "jpg"), "--out", str(out)]
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), *args],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "| network" in done.stdout and "First start" in done.stdout
+    report = json.loads(out.read_text())
+    assert [(r["runtime"], r["precision"]) for r in report["rows"]] == [
+        ("keras", "f32"),
+        ("openvino", "f32"),
+        ("openvino", "int8"),
+    ]
+    assert all(row["model img/s"] > 0 and row["one image ms"] > 0 for row in report["rows"])
+    assert all(q["min_cos_photos"] >= q["guard"] for q in report["quality"])
+    phases = [(s["spec"], s["phase"]) for s in report["first_start"]]
+    assert ("squeezenet:openvino:int8", "warm") in phases
+    warm = next(
+        s for s in report["first_start"] if s["spec"].endswith("int8") and s["phase"] == "warm"
+    )
+    assert warm["cache_hits"] == ["base", "int8"] and not warm["tensorflow_imported"]
