@@ -644,3 +644,10 @@ def test_shards_stream_into_milvus_in_batches(tmp_path: Path, monkeypatch) -> No
     assert index.count() == 100 and sum(sent) == 100 and max(sent) == 30
     got = rec.query_vector(vecs[4], 3, where="cat == 'c1'")
     assert got[0].id == "p4" and all(r.metadata["cat"] == "c1" for r in got)
+
+
+def test_the_dict_form_of_where_works_too(db: str) -> None:
+    index = new_index(db)
+    index.add(np.eye(3), ["a", "b", "c"], metadata=[{"c": "x"}, {"c": "y"}, {"c": "x"}])
+    assert index.search(np.ones(3), 3, where={"c": "x"})[1] == [["a", "c"]]
+    assert to_milvus_expr({"c": ["x", "y"]}) == 'c in ["x", "y"]'

@@ -129,7 +129,8 @@ def to_milvus_expr(expr: Any, fields: Mapping[str, str] | None = None) -> str:
     ----------
     expr
         A parsed filter (:func:`visualsim.filters.parse_filter`'s ``Compare``,
-        ``InList``, ``And``, ``Or``, ``Not``) or filter text, parsed first.
+        ``InList``, ``And``, ``Or``, ``Not``), filter text, or the dict form
+        (``{"category": "shoes"}``), parsed first.
     fields
         The collection's metadata fields and their types (``"str"``,
         ``"int"``, ``"float"``, ``"bool"``). When given, a field not in it, or
@@ -153,9 +154,9 @@ def to_milvus_expr(expr: Any, fields: Mapping[str, str] | None = None) -> str:
     >>> to_milvus_expr("category == 'shoes' and price < 50")
     '(category == "shoes") and (price < 50)'
     """
-    from ..filters import parse_filter
+    from ..filters import to_expr
 
-    node = parse_filter(expr) if isinstance(expr, str) else expr
+    node = to_expr(expr) if isinstance(expr, (str, Mapping)) else expr
     return _translate(node, None if fields is None else dict(fields), guard=False)
 
 
@@ -597,7 +598,9 @@ class MilvusIndex(BaseIndex):
         scores : numpy.ndarray
             ``float32`` ``(nq, m)`` cosine similarities, highest first, ties in
             insertion order; ``m = min(k, len(self))`` without a filter, and
-            with one at most ``k``, as many as every query found.
+            with one at most ``k``, as many as every query found. (Which of
+            several items tied exactly at the ``k``-th score comes back is
+            Milvus's choice.)
         ids : list of list
             The caller ids matching ``scores``.
 
