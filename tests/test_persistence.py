@@ -838,3 +838,123 @@ def test_a_reducer_is_saved_only_over_a_reducer_or_an_empty_folder(tmp_path: Pat
     (tmp_path / "pca" / "reducer.json").write_text(json.dumps(manifest))
     with pytest.raises(CatalogError, match="n_features_in"):
         PCAReducer.load(tmp_path / "pca")
+
+
+_REDUCER_FIELDS = st.sampled_from(
+    [
+        ("format_version",),
+        ("config",),
+        ("config", "dim"),
+        ("config", "whiten"),
+        ("config", "rotate"),
+        ("config", "sample_size"),
+        ("config", "extra"),
+        ("n_features_in",),
+        ("n_samples_seen",),
+        ("arrays",),
+        ("arrays", "mean"),
+        ("arrays", "components", "file"),
+        ("arrays", "rotation", "file"),
+        ("files",),
+        ("files", "mean.npy"),
+        ("files", "../x.npy"),
+    ]
+)
+_NASTY = st.one_of(
+    _JSON,
+    st.sampled_from(
+        [2**31, 2**63, -1, "twenty", [], {}, "../reducer.json", "/etc/passwd", "0" * 64]
+    ),
+)
+
+
+def _mutate(doc: dict[str, Any], field: tuple[str, ...], value: Any, delete: bool) -> None:
+    node: Any = doc
+    for key in field[:-1]:
+        if not isinstance(node, dict) or not isinstance(node.get(key), dict):
+            return
+        node = node[key]
+    if not isinstance(node, dict):
+        return
+    if delete:
+        node.pop(field[-1], None)
+    else:
+        node[field[-1]] = value
+
+
+@FUZZ
+@given(field=_REDUCER_FIELDS, value=_NASTY, delete=st.booleans())
+def test_mutated_reducer_manifests_load_or_raise_catalog_error(
+    tmp_path: Path, field: tuple[str, ...], value: Any, delete: bool
+) -> None:
+    from visualsim.reduction import PCAReducer
+
+    folder = tmp_path / "pca"
+    if not folder.exists():
+        x = np.random.default_rng(0).standard_normal((40, 6))
+        PCAReducer(3, sample_size=20, whiten=True).fit(x).save(folder)
+    original = (folder / "reducer.json").read_text()
+    doc = json.loads(original)
+    _mutate(doc, field, value, delete)
+    (folder / "reducer.json").write_text(json.dumps(doc))
+    try:
+        reducer = PCAReducer.load(folder)
+        reducer.transform(np.ones((2, reducer.n_features_in_ or 1)))
+    except CatalogError:
+        pass
+    finally:
+        (folder / "reducer.json").write_text(original)
+
+
+_SHARD_FIELDS = st.sampled_from(
+    [
+        ("format",),
+        ("format_version",),
+        ("dim",),
+        ("shard_format",),
+        ("shard_size",),
+        ("extractor",),
+        ("extractor", "name"),
+        ("extractor", "config"),
+        ("shards",),
+        ("files",),
+        ("count",),
+    ]
+)
+_SHARD_ENTRY_FIELDS = st.sampled_from(
+    ["index", "start", "stop", "count", "files", "sha256", "failed", "input_sha256"]
+)
+
+
+@FUZZ
+@given(
+    field=_SHARD_FIELDS,
+    entry_field=st.one_of(st.none(), _SHARD_ENTRY_FIELDS),
+    value=_NASTY,
+    delete=st.booleans(),
+)
+def test_mutated_shard_manifests_read_or_raise_catalog_error(
+    tmp_path: Path, field: tuple[str, ...], entry_field: str | None, value: Any, delete: bool
+) -> None:
+    from visualsim.shards import ShardWriter, read_shards
+
+    folder = tmp_path / "shards"
+    if not folder.exists():
+        writer = ShardWriter(folder, extractor={"name": "color", "config": {}}, dim=4, shard_size=2)
+        for k in range(2):
+            ids = [f"{k}-a", f"{k}-b"]
+            writer.write(k, vectors=np.eye(2, 4), ids=ids, metadata=[{}, {"n": k}], input_ids=ids)
+        writer.finish(4)
+    original = (folder / "manifest.json").read_text()
+    doc = json.loads(original)
+    if entry_field is not None:
+        _mutate(doc["shards"][1], (entry_field,), value, delete)
+    else:
+        _mutate(doc, field, value, delete)
+    (folder / "manifest.json").write_text(json.dumps(doc))
+    try:
+        read_shards(folder)
+    except CatalogError:
+        pass
+    finally:
+        (folder / "manifest.json").write_text(original)
