@@ -5,8 +5,10 @@ The rules (write docs to them; they are small on purpose):
 * Each page runs on its own, top to bottom, in a fresh temporary working folder that
   holds the same small fixture: ``shop/`` (60 generated products drawn by
   ``SyntheticProducts(60, seed=0, size=64).write_folder("shop", label="category")``,
-  so ``shop/shoes/synthetic-000002.jpg`` exists, with ``shop/metadata.csv``) and
-  ``new-arrival.jpg`` (a copy of ``shop/shoes/synthetic-000002.jpg``).
+  so ``shop/shoes/synthetic-000002.jpg`` exists, with ``shop/metadata.csv``),
+  ``new-arrival.jpg`` (a copy of ``shop/shoes/synthetic-000002.jpg``) and ``products.csv``,
+  a product feed of the 60 (``sku,image,category,color,price,in_stock``: ``SKU-000``...,
+  ``shop/<path>``, price ``9.5 + i % 7 * 5``, in stock unless ``i % 4 == 0``).
 * Every ```` ```python ```` block of a page runs in ONE namespace, in page order, so a
   later block can use names an earlier one defined. A block made of ``>>>`` lines runs
   as a doctest in that namespace, its shown output checked.
@@ -31,6 +33,7 @@ offline) on tiny images; a page that builds a model builds it once in its namesp
 from __future__ import annotations
 
 import contextlib
+import csv
 import doctest
 import io
 import os
@@ -127,6 +130,16 @@ def fixture_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("docs-fixture")
     SyntheticProducts(60, seed=0, size=64).write_folder(root / "shop", label="category")
     shutil.copyfile(root / "shop" / "shoes" / "synthetic-000002.jpg", root / "new-arrival.jpg")
+    with open(root / "shop" / "metadata.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    with open(root / "products.csv", "w", newline="") as fh:
+        out = csv.writer(fh)
+        out.writerow(["sku", "image", "category", "color", "price", "in_stock"])
+        for i, row in enumerate(rows):
+            out.writerow(
+                [f"SKU-{i:03d}", "shop/" + row["path"], row["category"], row["color"],
+                 f"{9.5 + i % 7 * 5:.2f}", "true" if i % 4 else "false"]
+            )  # fmt: skip
     return root
 
 
