@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import persistence as P
-from .errors import CatalogError, DimensionMismatch
+from .errors import CatalogError, DimensionMismatch, VisualsimError
 from .ids import Id, check_ids
 from .store import KINDS, Store, _Grow
 
@@ -518,6 +518,12 @@ def _load(
                 ]
         if verify and index is None and not segments.exact and not segments.native:
             _verify_index(where, store, segments)
+    except (ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError) as exc:
+        if isinstance(exc, VisualsimError):
+            raise  # a clear error already (a config, a dimension)
+        if ident is not None and _changed(path, ident, exc):
+            raise _Vanished(str(exc)) from None
+        raise CatalogError(f"{path} is damaged: {type(exc).__name__}: {str(exc)[:200]}") from None
     except FileNotFoundError as exc:
         if ident is not None and _changed(path, ident, exc):
             raise _Vanished(str(exc)) from None
@@ -585,6 +591,20 @@ def _check_layout(where: str, manifest: Mapping[str, Any]) -> dict[str, Any]:
         expect = stop
     if expect != rows:
         raise CatalogError(f"{where}: the chunks hold {expect} rows but 'rows' says {rows}")
+    P.field_int(where, "generation", manifest.get("generation", 0) or 0, minimum=0)
+    for key in (
+        "catalog_uid",
+        "dead",
+        "overrides",
+        "failed",
+        "index_dir",
+        "reducer_dir",
+        "transform_dir",
+        "image_root",
+    ):
+        value = manifest.get(key)
+        if value is not None and (not isinstance(value, str) or len(value) > 4096):
+            raise CatalogError(f"{where}: field {key!r} must be a name (a string) or null")
     fields = manifest.get("fields") or {}
     if not isinstance(fields, Mapping) or any(v not in KINDS for v in fields.values()):
         raise CatalogError(f"{where}: field 'fields' must map names to one of {KINDS}")
