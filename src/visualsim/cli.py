@@ -516,8 +516,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ModuleNotFoundError as exc:
         return _fail(command, _install_hint(exc), EXIT_DATA)
     except OSError as exc:
-        where = f" {exc.filename!r}" if exc.filename else ""
-        return _fail(command, f"cannot use{where}: {exc.strerror or exc}", EXIT_DATA, exc)
+        name = os.fsdecode(exc.filename) if exc.filename else ""
+        if len(name) > 120:
+            name = f"{name[:60]}...{name[-40:]} ({len(name):,} characters)"
+        where = f" {name!r}" if name else ""
+        return _fail(command, f"cannot open or write{where}: {exc.strerror or exc}", EXIT_DATA, exc)
     except Exception as exc:  # never a traceback on the command line
         return _fail(
             command,
