@@ -428,6 +428,19 @@ def test_error_round_trips_through_pickle_and_names_the_global() -> None:
     assert str(again) == str(error)
 
 
+@pytest.mark.parametrize("path", ["/dev/zero", "/dev/null"])
+def test_a_device_is_refused_before_reading(path: str) -> None:
+    with pytest.raises(UnsafePickleError, match="not a regular file"):
+        unpickle_arrays(path)
+
+
+def test_a_file_larger_than_max_bytes_is_refused_before_reading(tmp_path: Path) -> None:
+    path = tmp_path / "big.pkl"
+    path.write_bytes(pickle.dumps(np.zeros(1000)))
+    with pytest.raises(UnsafePickleError, match="max_bytes=100"):
+        unpickle_arrays(path, max_bytes=100)
+
+
 def test_refusal_names_the_file(tmp_path: Path) -> None:
     path = tmp_path / "weights.pkl"
     path.write_bytes(pickle.dumps(_CallsOnLoad(os.system, "true")))

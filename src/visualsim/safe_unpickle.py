@@ -40,6 +40,7 @@ import os
 import pickle
 import pickletools
 import re
+import stat
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
@@ -777,6 +778,13 @@ def unpickle_arrays(
         return _load(bytes(source[: max_bytes + 1]), max_bytes, "pickle data")
     if isinstance(source, (str, os.PathLike)):
         with open(source, "rb") as file:
+            info = os.fstat(file.fileno())
+            if not stat.S_ISREG(info.st_mode):  # a FIFO, /dev/zero, a socket ...
+                raise UnsafePickleError("it is not a regular file", source=_describe(source))
+            if info.st_size > max_bytes:
+                raise UnsafePickleError(
+                    f"it is larger than max_bytes={max_bytes}", source=_describe(source)
+                )
             return ArrayUnpickler(file, max_bytes=max_bytes, source=_describe(source)).load()
     return ArrayUnpickler(source, max_bytes=max_bytes).load()
 
