@@ -441,6 +441,16 @@ VOCAB = [
 ]  # fmt: skip
 
 
+def fuzz_commands(catalog: Path, red: str) -> list[list[str]]:
+    return [
+        ["query", str(catalog), red],
+        ["similar", str(catalog), "red/" + Path(red).name],
+        ["info", str(catalog)],
+        ["evaluate", str(catalog), "--label", "label"],
+        ["duplicates", str(catalog)],
+    ]
+
+
 OPTIONS = [
     ["-k", "3"], ["-k", "100"], ["--json"], ["--where", "label=red"], ["--where", "label=red|blue"],
     ["--where", "label == 'red'"], ["--where", "label in ['red', 'blue'] and not label == 'x'"],
@@ -478,9 +488,12 @@ def test_fuzzed_arguments_never_raise_a_traceback(
         ),
         st.lists(st.one_of(st.sampled_from(OPTIONS), token.map(lambda t: [t])), max_size=4),
     ).map(lambda t: t[0] + [x for group in t[1] for x in group])
+    commands = st.tuples(
+        st.sampled_from(fuzz_commands(catalog, red)), st.lists(st.sampled_from(OPTIONS), max_size=3)
+    ).map(lambda t: t[0] + [x for group in t[1] for x in group])
 
     @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
-    @given(st.one_of(st.lists(token, max_size=7), well_formed))
+    @given(st.one_of(st.lists(token, max_size=7), well_formed, commands))
     def check(argv: list[str]) -> None:
         if "demo" in argv:
             return
