@@ -166,8 +166,9 @@ def test_an_over_long_path_is_an_image_load_error() -> None:
 
 
 def test_a_path_with_a_nul_byte_is_an_image_load_error() -> None:
-    with pytest.raises(ImageLoadError, match="cannot open this path"):
+    with pytest.raises(ImageLoadError) as info:
         load_image("photo\0.jpg")
+    assert str(info.value).count("cannot load image") == 1  # one clear message, not nested
 
 
 def test_np_matrix_loads_as_the_plain_array_would() -> None:

@@ -214,6 +214,8 @@ def _from_path(
             raise ImageLoadError(path, "the file is empty (0 bytes)")
         with open(p, "rb") as fh:
             return _from_stream(fh, path, max_pixels, draft_size, max_bytes)
+    except ImageLoadError:
+        raise
     except PermissionError as exc:
         raise ImageLoadError(path, f"permission denied ({exc.strerror})") from None
     except IsADirectoryError:
