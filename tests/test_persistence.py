@@ -958,3 +958,20 @@ def test_mutated_shard_manifests_read_or_raise_catalog_error(
         pass
     finally:
         (folder / "manifest.json").write_text(original)
+
+
+def test_a_damaged_checkpoint_chunk_fails_its_checksum(tmp_path: Path) -> None:
+    folder = tmp_path / "ckpt"
+    _checkpoint_with(folder, 2)
+    state = json.loads((folder / "progress.json").read_text())
+    assert state["format"] == "visualsim.checkpoint" and sorted(state["files"]) == [
+        "chunk-000000.json",
+        "chunk-000000.npy",
+        "chunk-000001.json",
+        "chunk-000001.npy",
+    ]
+    data = bytearray((folder / "chunk-000001.npy").read_bytes())
+    data[-1] ^= 0x01
+    (folder / "chunk-000001.npy").write_bytes(bytes(data))
+    with pytest.raises(CatalogError, match="chunk-000001.npy.*checksum"):
+        ExtractionCheckpoint(folder, SPEC).read(4)

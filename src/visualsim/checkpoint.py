@@ -3,7 +3,8 @@
 A checkpoint folder holds ``chunk-NNNNNN.npy`` (vectors) + ``chunk-NNNNNN.json``
 (ids, metadata, failures, inputs consumed) per extracted batch, and
 ``progress.json`` (format ``visualsim.checkpoint``) naming every file
-visualsim wrote there. Each file is written under a temporary name, fsynced
+visualsim wrote there, with the SHA-256 of each complete chunk's files
+(checked when the chunks are read back). Each file is written under a temporary name, fsynced
 and renamed, and ``progress.json`` names a chunk *before* its files are
 written (as pending) and lists it as complete only after, so an interruption
 at any moment loses at most the batch in flight and leaves nothing unlisted.
@@ -68,6 +69,7 @@ class ExtractionCheckpoint:
         self.directory = Path(os.path.realpath(directory))
         self.extractor = json_safe(dict(extractor), where="extractor config")
         self.chunks: list[dict[str, Any]] = []
+        self.files: dict[str, str] = {}  # name -> sha256 of every complete chunk's files
         self.pending: list[str] = []
         self.consumed = 0
         self.created_dir = False
@@ -97,6 +99,7 @@ class ExtractionCheckpoint:
             "library_version": _library_version(),
             "extractor": self.extractor,
             "chunks": self.chunks,
+            "files": self.files,
             "pending": self.pending,
             "consumed": self.consumed,
             "created_dir": self.created_dir,
@@ -135,11 +138,17 @@ class ExtractionCheckpoint:
             )
             chunks.append({"name": name, "inputs": inputs})
         self.pending = [self._chunk_name(where, p) for p in pending]
+        files = P.field_dict(where, "files", state.get("files", {}))
+        for rel, digest in files.items():
+            if not isinstance(digest, str) or len(digest) != 64:
+                raise CatalogError(f"{where}: field 'files' gives {str(digest)[:80]!r} for {rel!r}")
+            P.safe_child(self.directory, rel, must_exist=False)
+        self.files = dict(files)
         self.created_dir = bool(state.get("created_dir", False))
         self.chunks = chunks
         if state.get("clearing") is True:  # a clear() was interrupted: finish it, start afresh
             self._delete_files()
-            self.chunks, self.pending, self.consumed = [], [], 0
+            self.chunks, self.pending, self.consumed, self.files = [], [], 0, {}
             self._save()
             return
         if state.get("extractor") != self.extractor:
@@ -151,18 +160,21 @@ class ExtractionCheckpoint:
         # keep the longest prefix of chunks whose files are all there
         kept: list[dict[str, Any]] = []
         for entry in chunks:
-            files = [self.directory / f"{entry['name']}{s}" for s in (".npy", ".json")]
-            if not all(f.is_file() and not f.is_symlink() for f in files):
+            paths = [self.directory / f"{entry['name']}{s}" for s in (".npy", ".json")]
+            if not all(f.is_file() and not f.is_symlink() for f in paths):
                 break
             if entry["inputs"] is None:
                 record = self._record(entry["name"])
                 entry["inputs"] = P.field_int(
-                    str(files[1]), "inputs", record.get("inputs"), minimum=0
+                    str(paths[1]), "inputs", record.get("inputs"), minimum=0
                 )
             kept.append(entry)
         lost = [e["name"] for e in chunks[len(kept) :]]
         self.pending = list(dict.fromkeys([*self.pending, *lost]))
         self.chunks = kept
+        for name in lost:
+            for suffix in (".npy", ".json"):
+                self.files.pop(f"{name}{suffix}", None)
         self.consumed = sum(int(e["inputs"]) for e in kept)
         if version == 1 or lost:
             self._save()
@@ -218,6 +230,8 @@ class ExtractionCheckpoint:
             self._save()  # listed before it exists: a crash never leaves an unlisted file
         P.write_npy_atomic(self.directory / f"{name}.npy", chunk)
         P.write_json_atomic(self.directory / f"{name}.json", record, indent=None)
+        for suffix in (".npy", ".json"):
+            self.files[f"{name}{suffix}"] = P.sha256_file(self.directory / f"{name}{suffix}")
         self.pending.remove(name)
         self.chunks.append({"name": name, "inputs": int(n_inputs)})
         self.consumed += int(n_inputs)
@@ -240,6 +254,12 @@ class ExtractionCheckpoint:
         metadata: list[dict[str, Any]] = []
         failed: list[dict[str, Any]] = []
         for name in self.names:
+            listed = {
+                f"{name}{s}": self.files[f"{name}{s}"]
+                for s in (".npy", ".json")
+                if f"{name}{s}" in self.files
+            }
+            P.check_files(self.directory, listed, source=str(self.directory / PROGRESS))
             record = self._record(name)
             where = str(self.directory / f"{name}.json")
             try:
@@ -292,7 +312,7 @@ class ExtractionCheckpoint:
             (self.directory / PROGRESS).unlink()
         P.remove_stale_temps(self.directory)
         P.fsync_dir(self.directory)
-        self.chunks, self.pending, self.consumed = [], [], 0
+        self.chunks, self.pending, self.consumed, self.files = [], [], 0, {}
         if self.created_dir:
             with contextlib.suppress(OSError):
                 self.directory.rmdir()  # only if empty: never removes another's file
