@@ -204,3 +204,55 @@ def test_a_typed_column_round_trips_through_csv(
         return
     assert got == column
     assert all(type(g) is type(v) for g, v in zip(got, column, strict=True))
+
+
+FEED_FUZZ = {"inputs": 0, "read": 0, "refused": 0}
+
+
+@given(
+    st.binary(max_size=300)
+    | st.text(alphabet="id,image\n\"'{}[]:;0123456789.-ab\t\r\\", max_size=200).map(str.encode),
+    st.sampled_from(["csv", "tsv", "jsonl"]),
+)
+def test_any_feed_bytes_are_read_or_refused_with_a_dataset_error(
+    tmp_path_factory: pytest.TempPathFactory, data: bytes, fmt: str
+) -> None:
+    path = tmp_path_factory.mktemp("fuzz") / f"feed.{fmt}"
+    path.write_bytes(data)
+    FEED_FUZZ["inputs"] += 1
+    try:
+        ProductFeed(path, check_files=False)
+    except DatasetError:
+        FEED_FUZZ["refused"] += 1
+    else:
+        FEED_FUZZ["read"] += 1
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3)
+    ),
+    max_leaves=5,
+)
+
+
+@given(
+    st.lists(
+        st.dictionaries(st.sampled_from(["id", "image", "price", "x"]), json_values), max_size=5
+    )
+)
+def test_any_json_lines_are_read_or_refused_with_a_dataset_error(
+    tmp_path_factory: pytest.TempPathFactory, rows: list[dict[str, object]]
+) -> None:
+    path = tmp_path_factory.mktemp("fuzz") / "feed.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    FEED_FUZZ["inputs"] += 1
+    try:
+        feed = ProductFeed(path, check_files=False)
+    except DatasetError:
+        FEED_FUZZ["refused"] += 1
+        return
+    FEED_FUZZ["read"] += 1
+    assert all(isinstance(i, (str, int)) and not isinstance(i, bool) for i in feed.ids())
+    assert len(set(feed.ids())) == len(feed)

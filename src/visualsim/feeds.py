@@ -181,6 +181,18 @@ def sha256_of(path: str | os.PathLike[str]) -> str | None:
 
 
 def _read_jsonl(path: Path, *, encoding: str) -> tuple[list[str], list[tuple[int, dict[str, Any]]]]:
+    try:
+        return _read_jsonl_rows(path, encoding=encoding)
+    except UnicodeDecodeError as exc:
+        raise DatasetError(
+            f"feed {str(path)!r} is not {encoding} text (byte {exc.start}: {exc.reason}); "
+            "pass encoding= or re-save it as UTF-8"
+        ) from None
+
+
+def _read_jsonl_rows(
+    path: Path, *, encoding: str
+) -> tuple[list[str], list[tuple[int, dict[str, Any]]]]:
     columns: dict[str, None] = {}
     records: list[tuple[int, dict[str, Any]]] = []
     with open(path, encoding=encoding) as fh:

@@ -189,6 +189,14 @@ class CsvDataset(BaseDataset):
                     f"{self.source}, row {line}: empty id in column {id_column!r}; every row "
                     "needs an id (or leave id_column=None to use the image path)"
                 )
+            if isinstance(item_id, float) and item_id.is_integer():
+                item_id = int(item_id)  # a DataFrame's integer column with a gap is float
+            if isinstance(item_id, bool) or not isinstance(item_id, (str, int)):
+                raise DatasetError(
+                    f"{self.source}, row {line}: id {item_id!r} in column {id_column!r} is a "
+                    f"{type(item_id).__name__}; ids are strings or integers (declare "
+                    f"dtypes={{{id_column!r}: 'str'}} to read them as text)"
+                )
             if item_id in seen:
                 raise DatasetError(
                     f"{self.source}, row {line}: id {item_id!r} already used on row "
@@ -231,6 +239,20 @@ def _read_csv(
 ) -> tuple[list[str], list[tuple[int, dict[str, Any]]]]:
     if not path.is_file():
         raise DatasetError(f"CSV file {os.fspath(path)!r} does not exist")
+    try:
+        return _read_csv_rows(path, delimiter=delimiter, encoding=encoding)
+    except UnicodeDecodeError as exc:
+        raise DatasetError(
+            f"CSV file {os.fspath(path)!r} is not {encoding} text (byte {exc.start}: "
+            f"{exc.reason}); pass encoding= (e.g. 'latin-1') or re-save it as UTF-8"
+        ) from None
+    except _csv.Error as exc:
+        raise DatasetError(f"CSV file {os.fspath(path)!r} cannot be parsed: {exc}") from None
+
+
+def _read_csv_rows(
+    path: Path, *, delimiter: str, encoding: str
+) -> tuple[list[str], list[tuple[int, dict[str, Any]]]]:
     with open(path, newline="", encoding=encoding) as fh:
         reader = _csv.reader(fh, delimiter=delimiter)
         try:
