@@ -178,7 +178,7 @@ class CsvDataset(BaseDataset):
         seen: dict[ItemId, int] = {}
         for line, row in records:
             image = row.get(image_column)
-            item_id: ItemId = row.get(id_column) if id_column else image  # type: ignore[assignment]
+            item_id: Any = row.get(id_column) if id_column else image
             if image is None or str(image).strip() == "":
                 self.issues.append(
                     RowIssue(self.source, line, _str_or_none(item_id), "empty image cell; skipped")
