@@ -204,6 +204,35 @@ def test_parallel_queries_while_items_are_added_and_removed(
     assert health["items"] >= N
 
 
+def test_reload_under_load_drops_no_request(server: Server) -> None:
+    problems: list[str] = []
+    done = threading.Event()
+
+    def reader(n: int) -> int:
+        count = 0
+        with httpx.Client(base_url=server.url, timeout=30) as c:
+            while not done.is_set() or count < 5:
+                item = f"synthetic-{(n * 5 + count) % N:06d}"
+                r = c.get(f"/items/{item}/similar", params={"k": 3})
+                if r.status_code != 200:
+                    problems.append(f"{r.status_code} {r.text}")
+                else:
+                    check_results(r.json(), 3, exclude=item)
+                count += 1
+        return count
+
+    with ThreadPoolExecutor(4) as pool:
+        futures = [pool.submit(reader, n) for n in range(4)]
+        with httpx.Client(base_url=server.url, headers=AUTH, timeout=60) as c:
+            for _ in range(3):
+                r = c.post("/reload")
+                assert r.status_code == 200 and r.json()["items"] == N, r.text
+        done.set()
+        served = sum(f.result() for f in futures)
+    assert not problems, problems[:5]
+    assert served >= 20
+
+
 def test_over_the_limit_upload_gets_413_before_the_body_is_sent(server: Server) -> None:
     with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
         s.sendall(
@@ -289,7 +318,7 @@ class BlockingExtractor(ColorHistogramExtractor):
 
 def test_health_answers_while_a_query_extracts(catalogue: tuple[Path, list[Path]]) -> None:
     ext = BlockingExtractor()
-    rec = Recommender.load(catalogue[0], extractor=ext)
+    rec = Recommender(ext).fit([str(p) for p in catalogue[1]], progress=False)
     app = create_app(rec)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))

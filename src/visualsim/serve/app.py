@@ -505,19 +505,12 @@ class _State:
     def where(self, live: _Live, text: str | None) -> Any:
         if text is None:
             return None
-        types = (
-            A.field_types(live.rec)
-            if live.fields is None
-            else {k: v["type"] for k, v in live.fields.items()}
-        )
-        return A.parse_where(text, types, live.rec)
+        return A.parse_where(text, A.field_types(live.rec), live.rec)
 
     def where_locked(self, live: _Live, text: str | None) -> Any:
         if text is None:
             return None
         with live.lock.read():
-            if live.fields is None:
-                live.fields = A.describe_fields(live.rec)
             return self.where(live, text)
 
     def item_json(self, live: _Live, item_id: Any) -> dict[str, Any]:

@@ -52,7 +52,8 @@
   function buildFilters(fields) {
     state.fields = fields;
     const box = $("filters");
-    const names = Object.keys(fields).filter((n) => NAME.test(n));
+    const KINDS = ["str", "int", "float", "bool"];
+    const names = Object.keys(fields).filter((n) => NAME.test(n) && KINDS.includes(fields[n].type));
     $("no-filters").hidden = names.length > 0;
     for (const name of names) {
       const info = fields[name];
