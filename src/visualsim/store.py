@@ -46,10 +46,9 @@ class _Grow:
     def reserve(self, extra: int) -> None:
         need = self.n + extra
         if need > len(self._buf):
-            cap = max(need, 2 * len(self._buf), 16)
+            cap = max(need + need // 8, 2 * len(self._buf), 16)
             new = np.empty((cap, *self._buf.shape[1:]), dtype=self._buf.dtype)
-            new[: self.n] = self._buf[: self.n]
-            new[self.n :] = self._fill
+            new[: self.n] = self._buf[: self.n]  # spare rows stay unwritten until used
             self._buf = new
 
     def append(self, values: np.ndarray) -> None:
@@ -65,9 +64,12 @@ class _Grow:
 
     @classmethod
     def of(cls, array: np.ndarray, fill: Any = 0) -> _Grow:
+        """Return a buffer holding a copy of ``array``, with room to grow by an eighth."""
         out = cls(array.dtype, None if array.ndim == 1 else array.shape[1], fill)
-        out._buf = np.array(array)  # owned, writable
-        out.n = len(array)
+        n = len(array)
+        out._buf = np.empty((n + max(n // 8, 1024), *array.shape[1:]), dtype=array.dtype)
+        out._buf[:n] = array
+        out.n = n
         return out
 
 
