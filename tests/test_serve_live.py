@@ -276,6 +276,31 @@ def test_sigterm_shuts_down_cleanly(catalogue: tuple[Path, list[Path]], cli: boo
         httpx.get(srv.url + "/health", timeout=2)
 
 
+def test_sigterm_lets_a_running_request_finish(catalogue: tuple[Path, list[Path]]) -> None:
+    srv = Server(catalogue[0])
+    body = catalogue[1][3].read_bytes()
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=30) as s:
+        s.sendall(
+            b"POST /query?k=2 HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body[:100]
+        )
+        time.sleep(0.5)  # the request is under way: headers and part of the body are in
+        srv.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        s.sendall(body[100:])
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    head, _, payload = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), data[:300]
+    assert json.loads(payload)["results"][0]["id"] == "synthetic-000003"
+    assert srv.stop() == 0
+
+
 def test_missing_key_variable_is_an_error_that_names_it(
     catalogue: tuple[Path, list[Path]],
 ) -> None:
