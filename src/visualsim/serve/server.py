@@ -122,6 +122,7 @@ def run(
     except OSError as exc:
         sock.close()
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.listen(2048)  # connections made while the model warms wait instead of being refused
     sock.set_inheritable(True)
     bound = sock.getsockname()[1]
     config = uvicorn.Config(
