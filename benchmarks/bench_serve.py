@@ -169,7 +169,7 @@ def main() -> None:
     ext = rec.extractor_
 
     def similar_local(i: int) -> bool:
-        return len(rec.similar_to(picks[i], 10)) == 10
+        return len(rec.similar_to(picks[i % len(picks)], 10)) == 10
 
     def query_local(i: int) -> bool:
         vec = ext.extract([load_image(photos[i % 32], max_pixels=MAX_PIXELS)])[0]
@@ -190,7 +190,7 @@ def main() -> None:
         return c
 
     def similar_http(i: int) -> bool:
-        r = client().get(f"/items/{picks[i]}/similar", params={"k": 10})
+        r = client().get(f"/items/{picks[i % len(picks)]}/similar", params={"k": 10})
         return r.status_code == 200 and len(r.json()["results"]) == 10
 
     def query_http(i: int) -> bool:
