@@ -525,3 +525,29 @@ def test_loads_during_index_saves_are_always_complete(tmp_path: Path) -> None:
         thread.join()
     assert not failures and len(seen) == 60
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".visualsim-tmp-")]
+
+
+@pytest.mark.parametrize("inner", ["l2", "pq", "ivf"])
+def test_a_faiss_file_of_another_structure_is_refused(
+    saved: dict[str, Any], tmp_path: Path, inner: str
+) -> None:
+    import faiss
+
+    path = _fresh(saved["flat"][0], tmp_path)
+    labels = np.load(path / "labels.npy")
+    x = _vectors(len(labels))
+    if inner == "l2":
+        wrapped = faiss.IndexFlatL2(DIM)
+    elif inner == "pq":
+        wrapped = faiss.IndexPQ(DIM, 2, 4)
+        wrapped.train(np.tile(x, (2, 1)))
+    else:
+        wrapped = faiss.IndexIVFFlat(faiss.IndexFlatIP(DIM), DIM, 2, faiss.METRIC_INNER_PRODUCT)
+        wrapped.train(x)
+    index = faiss.IndexIDMap2(wrapped)
+    index.add_with_ids(x, labels)
+    faiss.write_index(index, str(path / "index.faiss"))
+    del index
+    _rehash(path, "index.faiss")
+    with pytest.raises(CatalogError, match="IndexFlatIP|inner product"):
+        load_index(path)

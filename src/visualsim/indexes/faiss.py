@@ -156,10 +156,17 @@ def _read(
         inner = faiss.downcast_index(index.index)
         if inner.ntotal != count or inner.d != index.d:
             raise CatalogError(f"{path}: the id map and the index it wraps disagree in size")
+        if type(inner).__name__ not in ("IndexFlatIP", "IndexHNSWFlat"):
+            raise CatalogError(
+                f"{path}: the id map wraps a FAISS {type(inner).__name__}; visualsim writes "
+                "IndexFlatIP or IndexHNSWFlat there"
+            )
         if isinstance(inner, faiss.IndexHNSWFlat):
             _check_hnsw(path, inner)
     else:
         held = _ivf_labels(path, index)
+    if index.metric_type != faiss.METRIC_INNER_PRODUCT:
+        raise CatalogError(f"{path}: the FAISS index does not score by inner product (cosine)")
     if len(held) != count or not np.array_equal(np.sort(held), labels):
         raise CatalogError(
             f"{path}: the labels FAISS holds are not the {count} stored labels (out of range, "
@@ -205,7 +212,9 @@ def _check_hnsw(path: Path, index: Any) -> None:
     neighbors = faiss.vector_to_array(hnsw.neighbors)
     cum = faiss.vector_to_array(hnsw.cum_nneighbor_per_level).astype(np.int64)
     ok = (
-        storage.ntotal == n
+        isinstance(storage, faiss.IndexFlat)
+        and storage.d == index.d
+        and storage.ntotal == n
         and len(levels) == n
         and len(offsets) == n + 1
         and (n == 0 or (levels.min() >= 1 and levels.max() < len(cum)))
@@ -226,8 +235,10 @@ def _check_hnsw(path: Path, index: Any) -> None:
 def _ivf_labels(path: Path, index: Any) -> np.ndarray:
     """Return every label held in an IVF index's lists, checking the quantizer and lists."""
     faiss = _faiss()
-    quantizer = index.quantizer
+    quantizer = faiss.downcast_index(index.quantizer)
     invlists = index.invlists
+    if not isinstance(quantizer, faiss.IndexFlat):
+        raise CatalogError(f"{path}: the IVF quantizer is a {type(quantizer).__name__}, not flat")
     if (
         quantizer.ntotal != index.nlist
         or quantizer.d != index.d
