@@ -241,3 +241,38 @@ def test_missing_images_warn_once_on_the_command_line(
     assert result.returncode == 0, result.stderr
     assert result.stderr.count("SKU-GONE") == 1, result.stderr
     assert "MissingImagesWarning" not in result.stderr and "warnings.warn" not in result.stderr
+
+
+def test_an_interrupted_index_resumes_from_its_checkpoint(
+    capsys: pytest.CaptureFixture[str],
+    shop: tuple[Path, list[list[object]]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from visualsim.extractors.color import ColorHistogramExtractor
+
+    root, _ = shop
+    real = ColorHistogramExtractor._embed
+    embedded: list[int] = []
+
+    def crash_on_third_batch(self: ColorHistogramExtractor, batch):  # type: ignore[no-untyped-def]
+        if len(embedded) == 2 and not getattr(crash_on_third_batch, "done", False):
+            crash_on_third_batch.done = True  # type: ignore[attr-defined]
+            raise KeyboardInterrupt
+        embedded.append(len(batch))
+        return real(self, batch)
+
+    monkeypatch.setattr(ColorHistogramExtractor, "_embed", crash_on_third_batch)
+    args = (
+        "index", root / "products.csv", "-o", root / "c", "--id-column", "sku", "--extractor",
+        "color", "--batch-size", "4", "--checkpoint-dir", tmp_path / "ckpt", "-q",
+    )  # fmt: skip
+    code, _, err = cli(capsys, *args)
+    assert code == 130 and "interrupted" in err
+    assert not (root / "c").exists()
+    embedded.clear()
+    code, out, err = cli(capsys, *args)
+    assert code == 0, err
+    assert "indexed 24 images" in out
+    assert sum(embedded) <= 24 - 8  # the two finished batches were not extracted again
+    assert Recommender.load(root / "c").ids_ == [f"SKU-{i:03d}" for i in range(24)]

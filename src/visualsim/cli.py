@@ -775,7 +775,8 @@ def _read_source(
             if value not in (None, [])
         ]
         if feed_only:
-            raise UsageError(f"{' and '.join(feed_only)} apply to a feed file, not to a folder")
+            verb = "apply" if len(feed_only) > 1 else "applies"
+            raise UsageError(f"{' and '.join(feed_only)} {verb} to a feed file, not to a folder")
         folder = ImageFolder(source, recursive=not args.no_recursive)
         if len(folder) == 0:
             raise UsageError(f"no image files found in {str(source)!r}")
