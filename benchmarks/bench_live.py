@@ -37,10 +37,10 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import machine_info, peak_rss_mb, print_table, write_json  # noqa: E402
+from _common import machine_info, peak_rss_mb, print_table, write_json
 
-from visualsim import Recommender, register_extractor  # noqa: E402
-from visualsim.extractors.base import BaseExtractor  # noqa: E402
+from visualsim import Recommender, register_extractor
+from visualsim.extractors.base import BaseExtractor
 
 
 @register_extractor("bench-fixed-dim", overwrite=True)
@@ -183,7 +183,7 @@ def threads(rec: Recommender, queries: np.ndarray, n: int, total: int) -> tuple[
                 hits = rec.query_vector(
                     queries[int(r.integers(len(queries)))], 10, where="category != 'c2'"
                 )
-            except Exception:  # noqa: BLE001 - counted
+            except Exception:
                 errors[0] += 1
                 continue
             stale[0] += sum(h.id in gone for h in hits)
@@ -203,7 +203,7 @@ def threads(rec: Recommender, queries: np.ndarray, n: int, total: int) -> tuple[
                     rec.remove([victim])
                     with lock:
                         removed.add(victim)
-            except Exception:  # noqa: BLE001 - counted
+            except Exception:
                 errors[0] += 1
             i += 1
             count[0] += 2
@@ -230,7 +230,11 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.sizes, args.queries, args.adds, args.removes, args.ops = (
-            ["20000x64"], 50, 200, 50, 1000
+            ["20000x64"],
+            50,
+            200,
+            50,
+            1000,
         )
     rows = []
     work = Path(tempfile.mkdtemp(prefix="bench-live-"))
