@@ -281,8 +281,8 @@ class ArrayUnpickler:
     --------
     >>> import io, pickle
     >>> data = pickle.dumps({"w": np.eye(2, dtype=np.float32)})
-    >>> ArrayUnpickler(io.BytesIO(data)).load()["w"].dtype
-    dtype('float32')
+    >>> ArrayUnpickler(io.BytesIO(data)).load()["w"].dtype.name
+    'float32'
     """
 
     def __init__(
