@@ -658,6 +658,395 @@ def verify(steps: Sequence[Extraction], dataset: Dataset, n: int = 8) -> dict[st
     return checks
 
 
+# ---------------------------------------------------------------------------
+# --protocol: adaptation (held-out items / held-out labels), crop, duplicates
+# ---------------------------------------------------------------------------
+PROTOCOL_OUTPUT = HERE / "results" / "quality-protocol.json"
+PROTOCOL_PARTS = ("adapt", "crop", "duplicates")
+DUPLICATE_THRESHOLDS = (0.9, 0.95, 0.97, 0.98, 0.99, 0.995, 0.998, 0.999)
+"""Cosine thresholds at which ``find_duplicates`` precision and recall are measured."""
+
+
+def _margin(crop: str | None) -> dict[str, float]:
+    """The crop margin, for the cache key (cropped vectors depend on it)."""
+    from visualsim.crop import DEFAULT_MARGIN
+
+    return {"margin": DEFAULT_MARGIN, "crop_version": 2} if crop else {}
+
+
+def _squeezenet_avg(crop: str | None = None) -> Extraction:
+    """``SqueezeNetExtractor(crop=crop)`` exactly (avg pooling, the public extractor)."""
+    return Extraction(
+        "squeezenet-avg" + ("-crop" if crop else ""),
+        lambda: SqueezeNetExtractor(crop=crop),
+        {"extractor": "squeezenet", "pool": "avg", "crop": crop, **_margin(crop)},
+        constructor=f"SqueezeNetExtractor(crop={crop!r})",
+    )
+
+
+def _colour(crop: str | None = None, grey_bins: int | None = None) -> Extraction:
+    kwargs: dict[str, Any] = {"crop": crop}
+    if grey_bins is not None:
+        kwargs["grey_bins"] = grey_bins
+    args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+    return Extraction(
+        "color" + ("-crop" if crop else "") + ("" if grey_bins is None else f"-grey{grey_bins}"),
+        lambda: ColorHistogramExtractor(**kwargs),
+        {"extractor": "color", "v": 2, **kwargs, **_margin(crop)},
+        constructor=f"ColorHistogramExtractor({args})",
+    )
+
+
+def fashion_mnist_split(n: int, split: str) -> Dataset:
+    """The first ``n`` Fashion-MNIST images of ``split`` ("train" or "test")."""
+    if split == "test":
+        return fashion_mnist(n)
+    ds = FashionMNIST(split=split)
+    images, labels = ds.arrays()
+    n = min(n, len(labels))
+
+    def gen(count: int) -> Iterator[np.ndarray]:
+        yield from images[:count]
+
+    return Dataset(
+        f"fmnist-{split}",
+        gen,
+        {"class": np.asarray(labels[:n])},
+        n,
+        f"Fashion-MNIST {split} split, first {n} of {len(labels)} (from {ds.source})",
+    )
+
+
+def padded_products(n: int, *, canvas: int = 480, seed: int = 1) -> Dataset:
+    """``SyntheticProducts(n, seed=0)`` pasted at a random scale and offset on white canvases.
+
+    Each 128-px product is resized to 20-60 % of a ``canvas``-px square (so it
+    covers 4-36 % of its area) and placed at a uniformly random position.
+    """
+    from PIL import Image
+
+    base = synthetic_products(n)
+    plan = np.random.default_rng(seed)
+    sides = (plan.uniform(0.2, 0.6, size=n) * canvas).astype(int)
+    offsets = plan.uniform(0, 1, size=(n, 2))
+
+    def gen(count: int) -> Iterator[np.ndarray]:
+        for i, image in enumerate(base.images(count)):
+            side = int(sides[i])
+            small = np.asarray(Image.fromarray(image).resize((side, side), Image.BILINEAR))
+            out = np.full((canvas, canvas, 3), 255, np.uint8)
+            y, x = (offsets[i] * (canvas - side)).astype(int)
+            out[y : y + side, x : x + side] = small
+            yield out
+
+    return Dataset(
+        "synthetic-padded",
+        gen,
+        base.labels,
+        n,
+        f"{base.description} pasted at 20-60% of a {canvas}x{canvas} white canvas, random offset",
+    )
+
+
+def _product_photo(rng: np.random.Generator, grey: bool, size: int = 128) -> np.ndarray:
+    """A product-like picture on white: 1-3 overlapping shapes in random colours and a
+    little texture; with ``grey`` every colour is achromatic (random lightness 15-230)."""
+    from PIL import Image, ImageDraw, ImageFilter
+
+    img = Image.new("RGB", (size, size), (255, 255, 255))
+    draw = ImageDraw.Draw(img)
+    for _ in range(int(rng.integers(1, 4))):
+        if grey:
+            v = int(rng.integers(15, 231))
+            colour = tuple(int(np.clip(v + rng.integers(-4, 5), 0, 255)) for _ in range(3))
+        else:
+            colour = tuple(int(c) for c in rng.integers(0, 256, size=3))
+        x0, x1 = sorted(rng.uniform(0.1, 0.9, size=2) * size)
+        y0, y1 = sorted(rng.uniform(0.1, 0.9, size=2) * size)
+        box = (x0, y0, max(x1, x0 + 12), max(y1, y0 + 12))
+        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)(box, fill=colour)
+    texture = rng.normal(0, 6, size=(size, size, 1))
+    pixels = np.clip(np.asarray(img, np.float32) + texture, 0, 255).astype(np.uint8)
+    return np.asarray(Image.fromarray(pixels).filter(ImageFilter.SMOOTH))
+
+
+def duplicate_set(n_grey: int, n_colour: int, n_copies: int) -> tuple[Dataset, np.ndarray]:
+    """``n_grey`` grey/black/white product pictures and ``n_colour`` coloured ones (random
+    shapes, colours and lightness, see :func:`_product_photo`), then ``n_copies`` re-uploads
+    of randomly chosen ones (shrunk to 85 % and JPEG-recompressed at quality 80). Returns
+    the dataset and, per copy, the index of its original."""
+    import io
+
+    from PIL import Image
+
+    n = n_grey + n_colour
+    originals = np.sort(np.random.default_rng(13).choice(n, size=n_copies, replace=False))
+
+    def original(i: int) -> np.ndarray:
+        return _product_photo(np.random.default_rng([17, i]), grey=i < n_grey)
+
+    def gen(count: int) -> Iterator[np.ndarray]:
+        for i in range(min(count, n)):
+            yield original(i)
+        for j in range(max(0, count - n)):
+            img = Image.fromarray(original(int(originals[j])))
+            side = int(img.width * 0.85)
+            buf = io.BytesIO()
+            img.resize((side, side), Image.BILINEAR).save(buf, format="JPEG", quality=80)
+            yield np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+
+    product = np.concatenate([np.arange(n), originals])
+    return (
+        Dataset(
+            "duplicates-v2",
+            gen,
+            {"product": product},
+            n + n_copies,
+            f"{n_grey} grey/black/white + {n_colour} coloured generated product pictures, "
+            f"{n_copies} of them re-uploaded (85% size, JPEG q80)",
+        ),
+        originals,
+    )
+
+
+def duplicate_precision(vectors: np.ndarray, product: np.ndarray) -> list[dict[str, Any]]:
+    """Precision/recall of "pairs with cosine >= t" against "same product", per threshold."""
+    x = l2_normalize(vectors)
+    sims = x @ x.T
+    iu = np.triu_indices(len(x), k=1)
+    scores = sims[iu]
+    same = product[iu[0]] == product[iu[1]]
+    n_true = int(same.sum())
+    rows = []
+    for t in DUPLICATE_THRESHOLDS:
+        found = scores >= t
+        hits = int((found & same).sum())
+        rows.append(
+            {
+                "threshold": t,
+                "pairs": int(found.sum()),
+                "true_pairs": hits,
+                "precision": hits / int(found.sum()) if found.any() else math.nan,
+                "recall": hits / n_true if n_true else math.nan,
+            }
+        )
+    return rows
+
+
+def documented_threshold(rows: list[dict[str, Any]], target: float = 0.9) -> dict[str, Any]:
+    """The lowest measured threshold whose precision reaches ``target`` (best recall there)."""
+    for row in rows:
+        if row["pairs"] and row["precision"] >= target:
+            return row
+    return rows[-1]
+
+
+def protocol_adapt(embedder: Embedder, args: argparse.Namespace) -> dict[str, Any]:
+    """SqueezeNet on Fashion-MNIST: adapted on train, scored on test; and on held-out classes."""
+    from visualsim.adaptation import ProjectionAdapter
+    from visualsim.evaluation import holdout_split
+
+    step = _squeezenet_avg()
+    train = fashion_mnist_split(args.n_fmnist_train, "train")
+    test = fashion_mnist_split(args.n_fmnist, "test")
+    x_tr = embedder.vectors(step, train, train.size)
+    x_te = embedder.vectors(step, test, test.size)
+    y_tr, y_te = train.labels["class"], test.labels["class"]
+
+    def p10(x: np.ndarray, y: np.ndarray) -> dict[str, float]:
+        m = evaluate_embeddings(x, y, k=KS).metrics
+        return {k: round(float(v), 4) for k, v in m.items()}
+
+    out: dict[str, Any] = {"train": train.description, "test": test.description}
+    start = time.perf_counter()
+    items = ProjectionAdapter(seed=0, validation="items").fit(x_tr, y_tr)
+    out["items"] = {
+        "protocol": "adapter fitted on the train split; leave-one-out over the test split only",
+        "adapter": items.get_config(),
+        "mix": items.mix_,
+        "validation": items.validation_,
+        "fit_seconds": round(time.perf_counter() - start, 1),
+        "before": p10(x_te, y_te),
+        "after": p10(items.transform(x_te), y_te),
+    }
+    # held-out classes: half the classes never seen in training (the SOP protocol)
+    classes = holdout_split(np.arange(10), by="labels", test_size=0.5, seed=0)
+    unseen = set(int(c) for c in classes.test)
+    seen_tr = ~np.isin(y_tr, list(unseen))
+    unseen_te = np.isin(y_te, list(unseen))
+    start = time.perf_counter()
+    guarded = ProjectionAdapter(seed=0, validation="labels").fit(x_tr[seen_tr], y_tr[seen_tr])
+    secs = time.perf_counter() - start
+    forced = ProjectionAdapter(seed=0, mix=1.0).fit(x_tr[seen_tr], y_tr[seen_tr])
+    out["labels"] = {
+        "protocol": "adapter fitted on train items of 5 classes; leave-one-out over test items "
+        "of the other 5 classes only",
+        "train_classes": sorted(set(range(10)) - unseen),
+        "test_classes": sorted(unseen),
+        "mix": guarded.mix_,
+        "validation": guarded.validation_,
+        "fit_seconds": round(secs, 1),
+        "before": p10(x_te[unseen_te], y_te[unseen_te]),
+        "after": p10(guarded.transform(x_te[unseen_te]), y_te[unseen_te]),
+        "after_mix_1": p10(forced.transform(x_te[unseen_te]), y_te[unseen_te]),
+    }
+    return out
+
+
+def protocol_crop(embedder: Embedder, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """P@10 on plain and padded generated products, with and without crop='auto'."""
+    plain = synthetic_products(args.n_crop)
+    padded = padded_products(args.n_crop)
+    rows = []
+    for crop in (None, "auto"):
+        sq, col = _squeezenet_avg(crop), _colour(crop)
+        for ds in (plain, padded):
+            vs, vc = embedder.vectors(sq, ds, ds.size), embedder.vectors(col, ds, ds.size)
+            configs = {
+                "squeezenet": vs,
+                "color": vc,
+                "squeezenet+color 4:1": concat_vectors([vs, vc], (4.0, 1.0)),
+            }
+            for name, vectors in configs.items():
+                for label in ("category+color", "category", "color"):
+                    m = evaluate_embeddings(vectors, ds.labels[label], k=KS).metrics
+                    rows.append(
+                        {
+                            "config": name,
+                            "crop": crop,
+                            "dataset": ds.name,
+                            "label": label,
+                            "precision@10": round(float(m["precision@10"]), 4),
+                            "recall@1": round(float(m["recall@1"]), 4),
+                        }
+                    )
+    return rows
+
+
+def protocol_duplicates(embedder: Embedder, args: argparse.Namespace) -> dict[str, Any]:
+    """Precision of near-duplicate pairs per extractor, on a set with grey products."""
+    from visualsim import Recommender
+
+    ds, _ = duplicate_set(args.n_dup_grey, args.n_dup_colour, args.n_dup_copies)
+    product = ds.labels["product"]
+    out: dict[str, Any] = {"dataset": ds.description, "extractors": {}}
+    steps = [_colour(), _colour(grey_bins=0), _squeezenet_avg()]
+    for step in steps:
+        vectors = embedder.vectors(step, ds, ds.size)
+        rows = duplicate_precision(vectors, product)
+        chosen = documented_threshold(rows)
+        # the same number through the library: Recommender.find_duplicates at that threshold
+        rec = Recommender(extractor=step.make() if step.make else None, index="flat")
+        rec.add_vectors(vectors, list(range(ds.size)))
+        pairs = rec.find_duplicates(chosen["threshold"], k=10)
+        true = sum(product[a] == product[b] for a, b, _ in pairs)
+        out["extractors"][step.name] = {
+            "constructor": step.constructor,
+            "thresholds": rows,
+            "documented": chosen["threshold"],
+            "find_duplicates": {
+                "pairs": len(pairs),
+                "precision": true / len(pairs) if pairs else math.nan,
+                "recall": true / args.n_dup_copies,
+            },
+        }
+    return out
+
+
+def render_protocol(payload: dict[str, Any]) -> str:
+    """Plain-text tables of the protocol results."""
+    lines: list[str] = []
+    adapt = payload.get("adapt")
+    if adapt:
+        lines.append("Adaptation (SqueezeNet, Fashion-MNIST), P@10 / R@1 on held-out items only")
+        for key in ("items", "labels"):
+            r = adapt[key]
+            lines.append(
+                f"  held-out {key:<6}: before {r['before']['precision@10']:.4f} / "
+                f"{r['before']['recall@1']:.4f}   after {r['after']['precision@10']:.4f} / "
+                f"{r['after']['recall@1']:.4f}   (mix {r['mix']}, fit {r['fit_seconds']} s)"
+            )
+        r = adapt["labels"]["after_mix_1"]
+        lines.append(
+            f"  held-out labels, mix forced to 1: {r['precision@10']:.4f} / {r['recall@1']:.4f}"
+        )
+    crop = payload.get("crop")
+    if crop:
+        lines.append("Crop: P@10 (category+color | category | color)")
+        cells: dict[tuple[str, str, str], dict[str, float]] = {}
+        for r in crop:
+            cells.setdefault((r["config"], str(r["crop"]), r["dataset"]), {})[r["label"]] = r[
+                "precision@10"
+            ]
+        for (config, c, dataset), v in cells.items():
+            lines.append(
+                f"  {config:<22} crop={c:<5} {dataset:<17} "
+                f"{v['category+color']:.4f} | {v['category']:.4f} | {v['color']:.4f}"
+            )
+    dup = payload.get("duplicates")
+    if dup:
+        lines.append(f"Duplicates: {dup['dataset']}")
+        for name, r in dup["extractors"].items():
+            row = next(t for t in r["thresholds"] if t["threshold"] == r["documented"])
+            fd = r["find_duplicates"]
+            lines.append(
+                f"  {name:<16} threshold {r['documented']}: precision {row['precision']:.3f}, "
+                f"recall {row['recall']:.3f} ({row['pairs']} pairs); find_duplicates "
+                f"{fd['precision']:.3f} / {fd['recall']:.3f}"
+            )
+    return "\n".join(lines)
+
+
+def protocol_main(args: argparse.Namespace) -> int:
+    """Run the --protocol parts; print them; write ``quality-protocol.json``."""
+    started = time.perf_counter()
+    embedder = Embedder(None if args.no_cache else args.cache_dir)
+    parts = args.parts.split(",")
+    unknown = set(parts) - set(PROTOCOL_PARTS)
+    if unknown:
+        raise SystemExit(f"unknown --parts {sorted(unknown)}; choose from {PROTOCOL_PARTS}")
+    payload: dict[str, Any] = {
+        "benchmark": "held-out protocol: adaptation, crop, duplicate thresholds",
+        "command": "python benchmarks/bench_quality.py " + " ".join(args.argv).strip(),
+        "visualsim_version": visualsim.__version__,
+        "python": platform.python_version(),
+        "cpu": _cpu_model(),
+    }
+    if args.output is None or args.output == DEFAULT_OUTPUT:
+        args.output = PROTOCOL_OUTPUT
+    if args.output.exists():  # keep the parts not re-run this time
+        previous = json.loads(args.output.read_text(encoding="utf-8"))
+        payload.update({k: previous[k] for k in PROTOCOL_PARTS if k in previous})
+    if "adapt" in parts:
+        payload["adapt"] = protocol_adapt(embedder, args)
+    if "crop" in parts:
+        payload["crop"] = protocol_crop(embedder, args)
+    if "duplicates" in parts:
+        payload["duplicates"] = protocol_duplicates(embedder, args)
+    payload["extraction_seconds"] = {
+        k: {"seconds": round(t.seconds, 1), "images": t.images, "cached": t.cached}
+        for k, t in embedder.timings.items()
+    }
+    payload["total_seconds"] = round(time.perf_counter() - started, 1)
+    print(render_protocol(payload))
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.output.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
+    tmp.replace(args.output)
+    logger.info("wrote %s in %.0f s", args.output, payload["total_seconds"])
+    return 0
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """Return the command-line options."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -717,9 +1106,22 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--markdown", type=Path, default=None, help="also write the tables as Markdown to this file"
     )
+    p.add_argument(
+        "--protocol",
+        action="store_true",
+        help="run the held-out protocol (adaptation, crop, duplicate thresholds) instead; "
+        "writes quality-protocol.json",
+    )
+    p.add_argument("--parts", default=",".join(PROTOCOL_PARTS), help="with --protocol")
+    p.add_argument("--n-fmnist-train", type=int, default=60_000, help="with --protocol")
+    p.add_argument("--n-crop", type=int, default=800, help="with --protocol: products")
+    p.add_argument("--n-dup-grey", type=int, default=300, help="with --protocol")
+    p.add_argument("--n-dup-colour", type=int, default=300, help="with --protocol")
+    p.add_argument("--n-dup-copies", type=int, default=200, help="with --protocol")
     p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE)
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
     args = p.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.quick:
         args.n_fmnist = args.n_fmnist_heavy = args.n_synthetic = args.n_synthetic_heavy = 200
         args.configs = args.configs or "pixels,color,resnet50-tiny"
@@ -735,6 +1137,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; print the tables; write the JSON."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     args = parse_args(argv)
+    if args.protocol:
+        return protocol_main(args)
     started = time.perf_counter()
     datasets = [fashion_mnist(args.n_fmnist), synthetic_products(args.n_synthetic)]
     n_heavy = {"fmnist": args.n_fmnist_heavy, "synthetic": args.n_synthetic_heavy}

@@ -257,3 +257,13 @@ def test_visualsim_adapt_writes_an_adapted_catalogue(
         main(["adapt", str(tmp_path / "cat"), "--label", "nope", "-o", str(tmp_path / "o2")]) != 0
     )
     assert "nope" in capsys.readouterr().err
+
+
+def test_labels_that_carry_no_signal_leave_the_vectors_alone() -> None:
+    """Validation keeps mix=0 (the original vectors) when the projection does not earn its keep."""
+    x, _ = clustered(n_labels=6, per=40, seed=9)
+    noise = np.random.default_rng(0).integers(0, 6, size=len(x))  # labels unrelated to x
+    adapter = ProjectionAdapter(validation="labels", seed=0, **SMALL).fit(x, noise)
+    assert adapter.mix_ == 0.0 and adapter.dim == 32
+    unit = x / np.linalg.norm(x, axis=1, keepdims=True)
+    np.testing.assert_allclose(adapter.transform(x), unit, atol=1e-6)

@@ -107,3 +107,38 @@ def test_every_vector_is_a_unit_row(rgb: tuple[int, int, int], grey_bins: int) -
     v = ext.extract([_item(rgb, 0, size=24)])
     assert v.shape == (1, ext.dim)
     assert np.isfinite(v).all() and abs(float(np.linalg.norm(v)) - 1.0) < 1e-5
+
+
+def _uploaded_again(image: np.ndarray) -> bytes:
+    """The same picture uploaded again, as PNG bytes."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_duplicate_check_on_add_at_the_documented_threshold_with_grey_products() -> None:
+    from visualsim import Recommender
+    from visualsim.extractors.color import DUPLICATE_THRESHOLD
+
+    shades = [(v, v, v) for v in (20, 60, 100, 140, 180, 220)]
+    colours = [(200, 40, 40), (40, 160, 60), (35, 85, 215), (245, 215, 30)]
+    shop = [_item(rgb, seed=i, size=96) for i, rgb in enumerate(shades + colours)]
+    shop_ids = [f"item-{i}" for i in range(len(shop))]
+    rec = Recommender(ColorHistogramExtractor(), "flat").fit(shop, shop_ids, progress=False)
+    copies = [_uploaded_again(shop[i]) for i in (0, 3, 5, 7)]  # black, mid grey, white, green
+    # new greys between the catalogue's shades: the 0.1 layout (hue of grey pixels) mixed these up
+    news = [_item(rgb, seed=50 + i, size=96) for i, rgb in enumerate([(40,) * 3, (120,) * 3])]
+    ids = ["copy-0", "copy-3", "copy-5", "copy-7", "new-dark", "new-grey"]
+    rec.add(copies + news, ids, duplicates="skip", min_score=DUPLICATE_THRESHOLD, progress=False)
+    found = {new: old for new, old, _ in rec.duplicates_}
+    assert found == {
+        "copy-0": "item-0",
+        "copy-3": "item-3",
+        "copy-5": "item-5",
+        "copy-7": "item-7",
+    }, rec.duplicates_
+    assert len(rec) == len(shop) + 2 and "copy-0" not in rec and "new-grey" in rec

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from visualsim.crop import auto_crop, check_crop, find_crop_box
+from visualsim.crop import DEFAULT_MARGIN, auto_crop, check_crop, find_crop_box
 from visualsim.errors import ConfigError
 from visualsim.extractors.base import extractor_from_config, extractor_spec
 from visualsim.extractors.color import ColorHistogramExtractor
@@ -44,8 +44,9 @@ def test_white_canvas_is_trimmed_to_the_product_plus_margin() -> None:
     assert box.background == (255, 255, 255)
     # contains the product, with a margin of a few percent, and little else
     assert box.top < 40 and box.bottom > 140 and box.left < 200 and box.right > 260
-    assert box.top >= 40 - 15 and box.bottom <= 140 + 15
-    assert box.left >= 200 - 15 and box.right <= 260 + 15
+    pad = DEFAULT_MARGIN * 100 + 5  # the margin is a share of the box's longer side
+    assert box.top >= 40 - pad and box.bottom <= 140 + pad
+    assert box.left >= 200 - pad and box.right <= 260 + pad
     out = auto_crop(canvas)
     assert out.shape[0] == out.shape[1] == max(box.height, box.width)
     assert out.dtype == np.uint8
@@ -98,8 +99,10 @@ def test_crop_undoes_scale_and_offset(scale: int, y: float, x: float) -> None:
     canvas = (300, 400)
     at = (int(y * (canvas[0] - scale)), int(x * (canvas[1] - scale)))
     cropped = auto_crop(_on_canvas(small, canvas, at))
+    reference = auto_crop(_on_canvas(product, canvas, (20, 30)))
     assert cropped.shape[0] == cropped.shape[1]
-    assert abs(cropped.shape[0] - scale) <= 0.2 * scale + 4
+    expected = reference.shape[0] * scale / 96  # the same share of margin at every scale
+    assert abs(cropped.shape[0] - expected) <= 0.1 * expected + 4
     a = np.asarray(Image.fromarray(cropped).resize((48, 48), Image.BILINEAR), np.float32)
     b = np.asarray(
         Image.fromarray(auto_crop(_on_canvas(product, canvas, (20, 30)))).resize(
@@ -163,15 +166,18 @@ def test_a_config_without_crop_loads_uncropped() -> None:
 def test_colour_vectors_with_crop_ignore_scale_and_offset() -> None:
     product = _product(64, colour=(40, 160, 60))
     images = [
-        product,
+        _on_canvas(product, (200, 200), (70, 60)),
         _on_canvas(product, (400, 300), (10, 200)),
         _on_canvas(product[::2, ::2], (256, 256), (150, 20)),
     ]
     on = ColorHistogramExtractor(crop="auto", ignore_background=False, num_workers=0)
     off = ColorHistogramExtractor(ignore_background=False, num_workers=0)
     v_on, v_off = on.extract(images), off.extract(images)
-    assert float((v_on[0] @ v_on[1:].T).min()) > 0.95
-    assert float((v_off[0] @ v_off[1:].T).min()) < 0.8
+    assert float((v_on[0] @ v_on[1:].T).min()) > 0.95  # the same vector at any scale/offset
+    # uncropped, the canvas's white decides: far from the product shot that fills its frame
+    v_product = off.extract([product])[0]
+    assert float((v_off @ v_product).max()) < 0.8
+    assert float((v_on @ v_product).min()) > 0.85
 
 
 def test_concat_crops_once_for_every_part() -> None:

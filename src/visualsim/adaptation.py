@@ -65,6 +65,9 @@ FORMAT_TAG = "visualsim-adapter"
 FORMAT_VERSION = 1
 MIX_GRID: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 0.9, 1.0)
 """The ``mix`` values tried on the validation split when ``mix=None``."""
+MIN_GAIN = 0.005
+"""With ``mix=None`` the projection is used only if it beats the original vectors on the
+validation split by at least this much Precision@10; smaller gains are noise."""
 MAX_VALIDATION_ITEMS = 10_000
 """At most this many validation items are scored per ``mix`` tried (exact kNN)."""
 _ARRAYS_MLP = ("mean", "w1", "b1", "w2", "b2")
@@ -119,7 +122,8 @@ class ProjectionAdapter:
     validation
         With ``mix=None``: ``"items"`` holds out new items of known labels,
         ``"labels"`` holds out whole labels; the projection is trained on the
-        rest, and the ``mix`` with the best validation Precision@10 is kept.
+        rest, and the ``mix`` with the best validation Precision@10 is kept
+        (``0``, the original vectors, unless it wins by :data:`MIN_GAIN`).
     validation_size
         Share of the training vectors held out for that.
     seed
@@ -320,6 +324,8 @@ class ProjectionAdapter:
             scores[mix] = evaluate_embeddings(blended, codes[test], k=10)["precision@10"]
         # ties (to 4 decimals) go to the smaller mix: change the vectors no more than helps
         best = max(MIX_GRID, key=lambda m: (round(scores[m], 4), -m))
+        if scores[best] - scores[0.0] < MIN_GAIN:
+            best = 0.0  # within validation noise: keep the original vectors
         self.validation_ = {
             "by": split.by,
             "n_train": int(split.train.size),

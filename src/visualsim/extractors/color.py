@@ -20,6 +20,10 @@ GREY_SATURATION = 48
 """Pixels with HSV saturation below this (0-255) are achromatic: binned by lightness, not hue."""
 GREY_VALUE = 48
 """Pixels darker than this (HSV value, 0-255) are achromatic too: their hue is noise."""
+DUPLICATE_THRESHOLD = 0.999
+"""The cosine from which two colour vectors count as the same image (``find_duplicates``,
+``add(duplicates=...)``). Colour alone cannot tell apart two products of the same colours,
+and re-encoding moves a histogram: its measured precision is low (``docs/quality.md``)."""
 _LEGACY_KEYS = frozenset({"bins", "size", "ignore_background", "sqrt"})
 
 
@@ -66,9 +70,10 @@ class ColorHistogramExtractor(BaseExtractor):
 
     Notes
     -----
-    Duplicate threshold: ``find_duplicates(min_score=0.99)`` (``visualsim
-    duplicates --min-score 0.99``); see ``docs/quality.md`` for its measured
-    precision.
+    Duplicate threshold: :data:`DUPLICATE_THRESHOLD` (``find_duplicates(min_score=0.999)``,
+    ``visualsim duplicates --min-score 0.999``). Colour alone confuses
+    different products of the same colours; ``docs/quality.md`` gives its
+    measured precision and recall, and those of SqueezeNet.
 
     Examples
     --------
