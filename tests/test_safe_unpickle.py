@@ -123,6 +123,7 @@ def test_loads_plain_numpy_arrays_with_every_protocol(protocol: int) -> None:
     for key in ("kernel", "fortran", "big_endian", "strided", "scalar_array", "flags"):
         np.testing.assert_array_equal(loaded[key], data[key])
         assert loaded[key].dtype == data[key].dtype.newbyteorder("=")
+        assert repr(loaded[key].dtype) == repr(np.dtype(data[key].dtype.name))  # canonical
         assert loaded[key].flags.writeable and loaded[key].flags.owndata
     for got, want in zip(loaded["ints"], data["ints"], strict=True):
         np.testing.assert_array_equal(got, want)

@@ -464,10 +464,12 @@ class _Machine:
             raise _Refused("a dtype byte order other than '<', '>', '=' or '|'")
         dtype = target.native()
         if order == "<" and dtype.itemsize > 1:
-            return dtype.newbyteorder("<")
-        if order == ">" and dtype.itemsize > 1:
-            return dtype.newbyteorder(">")
-        return dtype
+            ordered = dtype.newbyteorder("<")
+        elif order == ">" and dtype.itemsize > 1:
+            ordered = dtype.newbyteorder(">")
+        else:
+            ordered = dtype
+        return dtype if ordered.isnative else ordered  # the canonical dtype('float32') when native
 
     def _memo_put(self, key: int) -> None:
         value = self._top()
