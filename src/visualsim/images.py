@@ -59,10 +59,11 @@ MAX_IMAGE_BYTES: int = _max_image_bytes_from_env()
 (256 MiB, or :data:`MAX_IMAGE_BYTES_ENV`), estimated from its header —
 width x height x :func:`decode_bytes_per_pixel` of its colour mode — before any
 pixel is decoded. A 308 KiB PNG can claim 81 million RGBA pixels (4.9 GiB to
-decode and composite); it is refused in microseconds. Each loader thread
-decodes one image at a time, so extraction holds at most ``num_workers`` times
-this. Pass ``max_bytes=`` to :func:`load_image` (``None``: no bound) to change it
-per call; the module attribute is read at call time."""
+decode and composite before this bound); it is refused from its header. Each
+loader thread decodes one image at a time, so extraction holds at most
+``num_workers`` times this. Pass ``max_bytes=`` to :func:`load_image`
+(``None``: no bound) to change it per call; the module attribute is read at
+call time."""
 
 _PILLOW_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2}
 # what the conversion to RGB allocates per pixel on top of Pillow's decoded buffer:
