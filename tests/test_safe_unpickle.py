@@ -103,6 +103,12 @@ class _CallsOnLoad:
 
 # -- what must load ---------------------------------------------------------------
 @pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
+def _no_core_dump() -> None:
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
 def test_loads_plain_numpy_arrays_with_every_protocol(protocol: int) -> None:
     data: dict[str, Any] = {
         "kernel": np.arange(24, dtype=np.float32).reshape(2, 3, 4),
@@ -266,7 +272,7 @@ def test_each_crasher_from_the_review_is_refused(name: str) -> None:
         "object_state_through_reconstruct",
     ],
 )
-def test_the_crashers_do_crash_plain_pickle(name: str) -> None:
+def test_the_crashers_do_crash_plain_pickle(name: str, tmp_path: Path) -> None:
     """The inputs above are real exploits: plain pickle + a read dies (SIGSEGV, exit -11, here)."""
     code = textwrap.dedent(
         f"""
@@ -276,7 +282,13 @@ def test_the_crashers_do_crash_plain_pickle(name: str) -> None:
         print(repr(array[0]))
         """
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        timeout=120,
+        cwd=tmp_path,
+        preexec_fn=_no_core_dump,  # the crash must not leave a core file behind
+    )
 
     assert result.returncode != 0  # -11 (SIGSEGV) on Linux
 

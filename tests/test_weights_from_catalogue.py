@@ -55,6 +55,12 @@ def hostile_catalogue(tmp_path: Path) -> Path:
     return folder
 
 
+def _no_core_dump() -> None:
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
 def test_the_crafted_weights_do_crash_plain_pickle(tmp_path: Path) -> None:
     code = textwrap.dedent(
         f"""
@@ -63,7 +69,13 @@ def test_the_crafted_weights_do_crash_plain_pickle(tmp_path: Path) -> None:
         print(repr(weights["conv1"][0][0]))
         """
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        timeout=120,
+        cwd=tmp_path,
+        preexec_fn=_no_core_dump,  # the crash must not leave a core file behind
+    )
 
     assert result.returncode != 0  # SIGSEGV (-11) on this machine
 
