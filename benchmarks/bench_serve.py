@@ -110,14 +110,19 @@ class Server:
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         lines: queue.Queue[str] = queue.Queue()
+        self.access: list[float] = []  # the server's own time per request (its access log)
 
         def pump() -> None:
             assert self.proc.stderr is not None
             for line in self.proc.stderr:
                 try:
-                    message = str(json.loads(line).get("message", ""))
+                    doc = json.loads(line)
                 except ValueError:
-                    message = line
+                    doc = {"message": line}
+                if "ms" in doc and "method" in doc:
+                    self.access.append(float(doc["ms"]))
+                    continue
+                message = str(doc.get("message", ""))
                 if '"listening"' in message:
                     lines.put(message)
                 elif "error" in message.lower():
@@ -212,7 +217,11 @@ def main() -> None:
         ):
             for clients in args.clients:
                 base = drive(clients, args.requests, local)
+                before = len(server.access)
                 served = drive(clients, args.requests, http)
+                time.sleep(0.5)  # let the last access-log lines arrive
+                inside = server.access[before:]
+                served["server_p50_ms"] = float(np.median(inside)) if inside else float("nan")
                 for where, res in (("in-process", base), ("http", served)):
                     rows.append({"endpoint": op, "clients": clients, "where": where, **res})
                 rows[-1]["p50_vs_in_process"] = served["p50_ms"] / base["p50_ms"]
@@ -230,6 +239,7 @@ def main() -> None:
         "p99_ms",
         "req_per_s",
         "errors",
+        "server_p50_ms",
         "p50_vs_in_process",
         "rate_vs_in_process",
     ]

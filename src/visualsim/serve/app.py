@@ -40,6 +40,7 @@ from starlette.formparsers import MultiPartException
 from .. import __version__
 from ..errors import (
     CatalogError,
+    ConfigError,
     DuplicateIdError,
     ImageLoadError,
     NotFittedError,
@@ -142,8 +143,6 @@ def create_app(
     >>> client.get("/health").json()["items"]
     3
     """
-    from ..errors import ConfigError
-
     if isinstance(max_upload_bytes, bool) or int(max_upload_bytes) < 1:
         raise ConfigError(f"max_upload_bytes must be a positive integer, got {max_upload_bytes!r}")
     if isinstance(max_k, bool) or int(max_k) < 1:
@@ -552,7 +551,12 @@ def _load(path: Path, current: Any) -> Any:
                 extractor = current.extractor_
         except (OSError, ValueError, KeyError, TypeError, VisualsimError):
             extractor = None
-    return Recommender.load(path, extractor=extractor)
+    if extractor is not None:
+        try:
+            return Recommender.load(path, extractor=extractor)
+        except ConfigError:  # the catalogue's own check says it is not the same extractor
+            pass
+    return Recommender.load(path)
 
 
 def _safe_dim(rec: Any) -> int | None:
