@@ -32,7 +32,8 @@ typecheck: $(VENV)/.installed-dev
 	$(BIN)/mypy src
 
 pytest: $(VENV)/.installed-dev
-	$(BIN)/python -m pytest -q -p no:cacheprovider --doctest-modules src/visualsim
+	$(BIN)/python -m pytest -q -p no:cacheprovider --doctest-modules src/visualsim \
+		--disable-socket --allow-unix-socket --allow-hosts=127.0.0.1,::1,localhost
 	$(BIN)/python -m pytest -q -m "not browser"
 
 # the page in a real headless Chromium (Debian's `chromium`; .ci/run installs it)
