@@ -194,7 +194,8 @@ def test_everything_is_reachable_by_keyboard(page: Any, site: tuple[str, list[Pa
     page.wait_for_function(
         "() => document.querySelector('#query-label').textContent === 'Similar to synthetic-000002'"
     )
-    assert page.evaluate("document.activeElement.id") == "results-heading"
+    # once the results are in, focus moves to their heading for screen-reader users
+    page.wait_for_function("() => document.activeElement.id === 'results-heading'")
     labels = page.eval_on_selector_all(
         "input, select",
         "els => els.filter(e => !e.labels.length && !e.getAttribute('aria-label')).map(e => e.id)",
