@@ -231,7 +231,14 @@ def test_missing_images_warn_once_on_the_command_line(
     import sys
 
     root, rows = shop
-    write_feed(root / "products.csv", [*rows, ["SKU-GONE", "img/gone.jpg", "hat", "red", 1, True]])
+    write_feed(
+        root / "products.csv",
+        [
+            *rows,
+            ["SKU-GONE", "img/gone.jpg", "hat", "red", 1, True],
+            ["SKU-URL", "https://cdn.example.com/x.jpg", "hat", "red", 1, True],
+        ],
+    )
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     result = subprocess.run(
         [sys.executable, "-m", "visualsim.cli", "index", str(root / "products.csv"), "-o",
@@ -240,6 +247,8 @@ def test_missing_images_warn_once_on_the_command_line(
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert result.stderr.count("SKU-GONE") == 1, result.stderr
+    assert "SKU-URL" in result.stderr and "is a URL" in result.stderr
+    assert ".issues" not in result.stderr and ".missing" not in result.stderr
     assert "MissingImagesWarning" not in result.stderr and "warnings.warn" not in result.stderr
 
 

@@ -140,6 +140,9 @@ def test_missing_images_duplicates_and_formats(shop: Path) -> None:
     with pytest.raises(DatasetError, match="no column 'sku'"):
         ProductFeed(path, id_column="sku")
     assert is_feed("a.CSV") and is_feed("b.jsonl") and not is_feed("c.jpg")
+    path.write_text("id,image\nx,img/a.jpg\nu,https://cdn.example.com/u.jpg\n")
+    feed = ProductFeed(path)
+    assert feed.ids() == ["x"] and "is a URL" in feed.issues[0].problem
 
 
 def test_sha256_of_matches_the_catalogue(shop: Path) -> None:

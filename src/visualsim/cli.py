@@ -564,7 +564,14 @@ class _NoApiHints(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        return ".failed_" not in message and not message.startswith("skipping input")
+        if "; they are skipped and listed in `.missing`" in message:
+            record.msg, record.args = message.replace(" and listed in `.missing`", ""), ()
+            return True
+        return (
+            ".failed_" not in message
+            and "(see .issues)" not in message
+            and not message.startswith("skipping input")
+        )
 
 
 def _quiet_logged_warnings() -> None:
@@ -800,6 +807,12 @@ def _read_source(
         known_dtypes=inherited,
         check_files=True,
     )
+    if feed.issues:
+        print(f"{len(feed.issues)} rows of {source} were skipped:", file=sys.stderr)
+        for issue in feed.issues[:20]:
+            print(f"  line {issue.line} ({issue.id}): {issue.problem}", file=sys.stderr)
+        if len(feed.issues) > 20:
+            print(f"  ... and {len(feed.issues) - 20} more", file=sys.stderr)
     return feed, feed.root, declared
 
 

@@ -58,7 +58,8 @@ class CsvDataset(BaseDataset):
     missing : list
         Ids whose image file does not exist (with ``check_files=True``).
     issues : list of RowIssue
-        Rows left out because their image cell was empty.
+        Rows left out because their image cell was empty or a URL (images are
+        read from local files only).
     dtypes_ : dict
         The kind of every id and metadata column, as read (declared or inferred).
 
@@ -184,6 +185,17 @@ class CsvDataset(BaseDataset):
                     RowIssue(self.source, line, _str_or_none(item_id), "empty image cell; skipped")
                 )
                 continue
+            if _URL.match(str(image)):
+                self.issues.append(
+                    RowIssue(
+                        self.source,
+                        line,
+                        _str_or_none(item_id),
+                        f"image {str(image)[:80]!r} is a URL; visualsim reads local files, so "
+                        "download the images and list their paths; skipped",
+                    )
+                )
+                continue
             if item_id is None or str(item_id).strip() == "":
                 raise DatasetError(
                     f"{self.source}, row {line}: empty id in column {id_column!r}; every row "
@@ -212,7 +224,7 @@ class CsvDataset(BaseDataset):
             self._meta.append({c: row.get(c) for c in keep})
         if self.issues:
             logger.warning(
-                "%s: %d rows without an image were skipped (see .issues)",
+                "%s: %d rows without a local image were skipped (see .issues)",
                 self.source,
                 len(self.issues),
             )
@@ -279,6 +291,7 @@ def _read_csv_rows(
 KINDS = ("int", "float", "bool", "str")
 """Column kinds a table's values are typed as (the catalogue's field kinds)."""
 
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _INT = re.compile(r"[+-]?(0|[1-9][0-9]*)")
 _BOOLS = {"true": True, "false": False}
 
