@@ -68,14 +68,14 @@ def percentiles(lat: list[float]) -> dict[str, float]:
     }
 
 
-def drive(clients: int, requests: int, call: Callable[[int], bool]) -> dict[str, Any]:
+def drive(clients: int, requests: int, call: Callable[[int, int], bool]) -> dict[str, Any]:
     """Run ``requests`` calls from ``clients`` threads; latency per call and overall rate."""
     lat: list[float] = []
     errors = 0
     lock = threading.Lock()
     counter = iter(range(requests))
 
-    def worker() -> None:
+    def worker(w: int) -> None:
         nonlocal errors
         while True:
             with lock:
@@ -84,7 +84,7 @@ def drive(clients: int, requests: int, call: Callable[[int], bool]) -> dict[str,
                 return
             t0 = time.perf_counter()
             try:
-                ok = call(i)
+                ok = call(i, w)
             except Exception:
                 ok = False
             dt = time.perf_counter() - t0
@@ -94,7 +94,7 @@ def drive(clients: int, requests: int, call: Callable[[int], bool]) -> dict[str,
 
     t0 = time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
-        for f in [pool.submit(worker) for _ in range(clients)]:
+        for f in [pool.submit(worker, w) for w in range(clients)]:
             f.result()
     wall = time.perf_counter() - t0
     return {**percentiles(lat), "req_per_s": requests / wall, "errors": errors, "n": requests}
@@ -173,10 +173,10 @@ def main() -> None:
     rec = Recommender.load(folder)
     ext = rec.extractor_
 
-    def similar_local(i: int) -> bool:
+    def similar_local(i: int, w: int = 0) -> bool:
         return len(rec.similar_to(picks[i % len(picks)], 10)) == 10
 
-    def query_local(i: int) -> bool:
+    def query_local(i: int, w: int = 0) -> bool:
         vec = ext.extract([load_image(photos[i % 32], max_pixels=MAX_PIXELS)])[0]
         return len(rec.query_vector(vec, 10)) == 10
 
@@ -186,20 +186,17 @@ def main() -> None:
 
     rows: list[dict[str, Any]] = []
     server = Server(folder)
-    local_clients = threading.local()
+    # one keep-alive client per concurrent caller, made and connected before any timing
+    pool = [httpx.Client(base_url=server.url, timeout=60) for _ in range(max(args.clients))]
+    for c in pool:
+        c.get("/health")
 
-    def client() -> httpx.Client:
-        c = getattr(local_clients, "c", None)
-        if c is None:
-            c = local_clients.c = httpx.Client(base_url=server.url, timeout=60)
-        return c
-
-    def similar_http(i: int) -> bool:
-        r = client().get(f"/items/{picks[i % len(picks)]}/similar", params={"k": 10})
+    def similar_http(i: int, w: int = 0) -> bool:
+        r = pool[w].get(f"/items/{picks[i % len(picks)]}/similar", params={"k": 10})
         return r.status_code == 200 and len(r.json()["results"]) == 10
 
-    def query_http(i: int) -> bool:
-        r = client().post(
+    def query_http(i: int, w: int = 0) -> bool:
+        r = pool[w].post(
             "/query",
             params={"k": 10},
             content=photos[i % 32],
@@ -209,8 +206,8 @@ def main() -> None:
 
     try:
         for i in range(10):
-            similar_http(i)
-            query_http(i)
+            similar_http(i, i % len(pool))
+            query_http(i, i % len(pool))
         for op, local, http in (
             ("similar", similar_local, similar_http),
             ("query", query_local, query_http),
@@ -228,6 +225,8 @@ def main() -> None:
                 rows[-1]["rate_vs_in_process"] = served["req_per_s"] / base["req_per_s"]
                 print(f"  {op} x{clients}: done", flush=True)
     finally:
+        for c in pool:
+            c.close()
         rc = server.stop()
 
     columns = [
