@@ -214,3 +214,29 @@ def test_fits_a_phone_screen(browser: Any, site: tuple[str, list[Path]]) -> None
     assert overflow <= 0
     shot(pg, "phone")
     context.close()
+
+
+def test_drop_a_photo_on_the_page(page: Any, site: tuple[str, list[Path]]) -> None:
+    import base64
+
+    data = base64.b64encode(site[1][6].read_bytes()).decode()
+    transfer = page.evaluate_handle(
+        """b64 => { const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+                    const dt = new DataTransfer();
+                    dt.items.add(new File([bytes], 'dropped.png', {type: 'image/png'}));
+                    return dt; }""",
+        data,
+    )
+    page.select_option("#k", "6")
+    page.dispatch_event("#drop", "drop", {"dataTransfer": transfer})
+    wait_images_loaded(page, 6)
+    assert result_ids(page)[0] == "synthetic-000006"
+    assert page.text_content("#query-label") == "Your photo"
+
+
+def test_a_file_that_is_not_an_image_shows_the_servers_reason(page: Any, tmp_path: Path) -> None:
+    bogus = tmp_path / "notes.png"
+    bogus.write_bytes(b"this is not a picture")
+    page.set_input_files("#photo", str(bogus))
+    page.wait_for_function("() => document.querySelector('#status').classList.contains('error')")
+    assert "not an image" in page.text_content("#status")
