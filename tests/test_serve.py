@@ -243,6 +243,9 @@ def test_bad_min_score_is_422(client: TestClient) -> None:
         ("colour == 'red'", "'colour'"),
         ("price < 'cheap' or", "where"),
         ("", "empty"),
+        ("price < 'cheap'", "holds numbers"),
+        ("category > 3", "holds text"),
+        ("not price", "price"),
     ],
 )
 def test_bad_where_is_400_naming_the_problem(client: TestClient, where: str, says: str) -> None:

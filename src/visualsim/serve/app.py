@@ -671,7 +671,9 @@ def _scrub(message: str, state: _State) -> str:
 def _status_of(exc: VisualsimError) -> int:
     if isinstance(exc, UnknownIdError):
         return 404
-    if isinstance(exc, A.WhereError):
+    from ..filters import FilterError
+
+    if isinstance(exc, (A.WhereError, FilterError)):  # a where that does not fit the data
         return 400
     if isinstance(exc, DuplicateIdError):
         return 409
