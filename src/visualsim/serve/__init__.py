@@ -4,8 +4,8 @@ Needs the ``serve`` extra (``pip install visualsim[serve]``: FastAPI, uvicorn,
 python-multipart). ``import visualsim.serve`` stays light; FastAPI loads when
 :func:`create_app` or :func:`run` is first used.
 
->>> from visualsim.serve import create_app  # doctest: +SKIP
->>> app = create_app("catalogue/")           # doctest: +SKIP
+``create_app("catalogue/")`` returns the ASGI app for a saved catalogue;
+``visualsim serve catalogue/`` runs it (see ``docs/serving.md``).
 """
 
 from __future__ import annotations
