@@ -77,3 +77,35 @@ def test_pca_whitening_returns_unit_rows(bench: ModuleType) -> None:
     out = bench.pca_whiten(x, 8)
     assert out.shape == (50, 8)
     np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
+
+
+def test_protocol_run_scores_only_held_out_items_and_writes_every_part(
+    bench: ModuleType, tmp_path: Path, fashion_mnist_dir: Callable[..., Path]
+) -> None:
+    fashion_mnist_dir(100)
+    fashion_mnist_dir(200, split="train")
+    out = tmp_path / "protocol.json"
+    args = ["--protocol", "--n-fmnist", "100", "--n-fmnist-train", "200", "--n-crop", "20"]
+    args += ["--n-dup-grey", "8", "--n-dup-colour", "8", "--n-dup-copies", "4"]
+    assert bench.main([*args, "--no-cache", "--output", str(out)]) == 0
+    payload = json.loads(out.read_text(encoding="utf-8"))
+    adapt = payload["adapt"]
+    for key in ("items", "labels"):
+        for when in ("before", "after"):
+            assert 0.0 <= adapt[key][when]["precision@10"] <= 1.0
+    assert not set(adapt["labels"]["train_classes"]) & set(adapt["labels"]["test_classes"])
+    assert {(r["crop"], r["dataset"]) for r in payload["crop"]} == {
+        (c, d) for c in (None, "auto") for d in ("synthetic", "synthetic-padded")
+    }
+    for name, r in payload["duplicates"]["extractors"].items():
+        assert r["documented"] in bench.DUPLICATE_THRESHOLDS, name
+        assert all(0.0 <= t["recall"] <= 1.0 for t in r["thresholds"])
+    assert payload["cpu"]
+
+
+def test_duplicate_precision_counts_pairs_of_the_same_product(bench: ModuleType) -> None:
+    x = np.array([[1, 0], [1, 0.001], [0, 1], [0.001, 1]], dtype=np.float32)
+    rows = bench.duplicate_precision(x, np.array([0, 0, 1, 2]))
+    at = {r["threshold"]: r for r in rows}
+    assert at[0.999]["pairs"] == 2 and at[0.999]["true_pairs"] == 1
+    assert at[0.999]["precision"] == 0.5 and at[0.999]["recall"] == 1.0
