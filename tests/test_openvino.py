@@ -367,3 +367,14 @@ def test_cli_index_prints_the_runtime_and_keeps_stderr_clean(tmp_path: Path) -> 
     assert "runtime openvino, precision int8 (calibrated on 9 images)" in done.stdout
     for noise in ("E0000", "cuInit", "absl::InitializeLog", "oneDNN custom operations"):
         assert noise not in done.stderr
+
+
+def test_build_before_any_image_waits_for_the_first_batch_to_calibrate(
+    images: list[np.ndarray], squeeze_ref: np.ndarray
+) -> None:
+    ext = SqueezeNetExtractor(runtime="openvino", precision="int8", num_workers=0)
+    ext.build()  # loads the FP32 network; nothing to calibrate on yet
+    assert ext.precision_ == "int8" and ext.get_config()["calibration"] is None
+    vectors = ext.extract(images)
+    assert ext.get_config()["calibration"]["n"] == len(images)
+    assert min_cosine(vectors, squeeze_ref) >= GUARDS["int8"]

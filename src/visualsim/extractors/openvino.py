@@ -341,10 +341,25 @@ class OpenVINORunner:
         return self._run(batch)
 
     def ready(self, batch: np.ndarray | None = None) -> None:
-        """Resolve the precision and load (or build) the model now; ``batch`` may calibrate."""
+        """Resolve the precision and load (or build) the model now; ``batch`` may calibrate.
+
+        Without calibration images (none given, no saved record, no ``batch``)
+        INT8 and ``auto`` cannot be resolved yet: only the FP32 network is
+        loaded, and the first batch embedded calibrates.
+        """
         if self._model is None:
             with self._lock:
                 if self._model is None:
+                    waiting = self.requested in ("int8", "auto") and (
+                        batch is None
+                        and self.calibration is None
+                        and self.calibration_record is None
+                    )
+                    if waiting:
+                        if self._base is None:
+                            self._core = _core()
+                            self._base = self._load_base()
+                        return
                     self._prepare(batch)
 
     # -- building ------------------------------------------------------------------------
@@ -397,7 +412,11 @@ class OpenVINORunner:
                     self.calibration_ = dict(record)
                     return model
                 raise _RecordMissing(record)
-        assert inputs is not None
+        if inputs is None:
+            raise CalibrationError(
+                f"{self.label}: precision='int8' needs calibration images; pass calibration=[...] "
+                f"({MIN_CALIBRATION} or more of your own images) or embed a first batch of them"
+            )
         if len(inputs) < MIN_CALIBRATION:
             raise CalibrationError(
                 f"{self.label}: precision='int8' needs at least {MIN_CALIBRATION} calibration "
@@ -441,8 +460,9 @@ class OpenVINORunner:
         return model
 
     def _prepare(self, batch: np.ndarray | None) -> None:
-        self._core = _core()
-        self._base = self._load_base()
+        if self._base is None:
+            self._core = _core()
+            self._base = self._load_base()
         requested = self.requested
         if requested == "auto":
             self._model, self.precision_ = self._auto(batch)
