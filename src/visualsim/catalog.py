@@ -777,8 +777,17 @@ def _check_index(where: str, index: Any, layout: Mapping[str, Any], segments: An
 
 
 def _verify_index(where: str, store: Store, segments: Any) -> None:
-    """Check that the index finds stored vectors where they are (a sample)."""
+    """Check that the index holds the sealed rows and finds their vectors there."""
     upto = segments.indexed_upto
+    if upto:
+        from .indexes.base import verify_index
+
+        verify_index(
+            segments.index,
+            store.vectors.view[:upto],
+            list(range(upto)),
+            source=where.replace("/manifest.json", "") + " (its index)",
+        )
     live = np.flatnonzero(store.alive.view[:upto])
     if not len(live):
         return
