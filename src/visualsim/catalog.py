@@ -518,6 +518,8 @@ def _load(
                 ]
         if verify and index is None and not segments.exact and not segments.native:
             _verify_index(where, store, segments)
+        if extractor is not None:
+            _check_runtime(rec, manifest["extractor"], ext, store)
     except (ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError) as exc:
         if isinstance(exc, VisualsimError):
             raise  # a clear error already (a config, a dimension)
@@ -560,6 +562,45 @@ def _identity(path: Path) -> tuple[int, int, int] | None:
 def _changed(path: Path, ident: Any, exc: Exception) -> bool:
     """Whether the manifest changed since reading began (a concurrent overwrite)."""
     return _identity(path) != ident
+
+
+def _runtimes(spec: Any) -> list[tuple[Any, Any]]:
+    """Every ``(runtime, precision)`` pair in an extractor spec (concat parts included)."""
+    out: list[tuple[Any, Any]] = []
+    if isinstance(spec, Mapping):
+        config = spec.get("config") if isinstance(spec.get("config"), Mapping) else spec
+        if isinstance(config, Mapping):
+            if "runtime" in config or "precision" in config:
+                out.append((config.get("runtime"), config.get("precision")))
+            for part in config.get("extractors") or []:
+                out.extend(_runtimes(part))
+    return out
+
+
+def _check_runtime(rec: Recommender, saved: Any, extractor: Any, store: Store) -> None:
+    """Warn when a given extractor's runtime/precision embeds unlike the catalogue's."""
+    from .extractors.base import extractor_spec
+
+    if _runtimes(saved) == _runtimes(extractor_spec(extractor)):
+        return
+    import warnings
+
+    from .extractors.openvino import RuntimeMismatchWarning, check_runtime_compatible
+
+    rows = store.live_rows()[:8]
+    paths = [rec.resolve_source(store.sources[int(r)]) for r in rows]
+    if not len(rows) or not all(p and os.path.isfile(p) for p in paths):
+        warnings.warn(
+            "the extractor given runs another runtime or precision than the catalogue's, and "
+            "no catalogue image is readable to check that their vectors agree",
+            RuntimeMismatchWarning,
+            stacklevel=4,
+        )
+        return
+    stored = None
+    if rec._reducer_ is None and rec._transform_ is None:
+        stored = store.vectors_f32(rows)
+    check_runtime_compatible(saved, extractor, paths, stored)
 
 
 def _check_layout(where: str, manifest: Mapping[str, Any]) -> dict[str, Any]:
