@@ -6,7 +6,6 @@ import gzip
 import os
 import subprocess
 import sys
-import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -346,12 +345,12 @@ def test_synthetic_images_are_all_different() -> None:
     assert len(digests) == 300
 
 
-def test_synthetic_is_fast() -> None:
+def test_synthetic_draws_every_item_on_demand() -> None:
+    """1,000 items, each drawn when read (speed is measured in benchmarks, not here)."""
     ds = SyntheticProducts(1000, seed=0)
-    start = time.perf_counter()
-    for item in ds:
-        assert item.image.shape == (128, 128, 3)
-    assert time.perf_counter() - start < 10  # about 1-2 s; generous for shared CI machines
+    shapes = {item.image.shape for item in ds}
+    assert shapes == {(128, 128, 3)} and len(ds) == 1000
+    assert np.array_equal(ds[999].image, SyntheticProducts(1000, seed=0)[999].image)
 
 
 def test_synthetic_write_folder_reads_back(tmp_path: Path) -> None:

@@ -465,7 +465,8 @@ def _load(
                 f"extractor gives {ext.dim}-d vectors but {str(path)!r} was built from "
                 f"{expected}-d ones"
             )
-        store = _read_store(path, manifest, layout, mmap=mmap)
+        overrides = _overrides_of(path, manifest)
+        store = _read_store(path, manifest, layout, mmap=mmap, overrides=overrides)
         rec = cls(ext, index if index is not None else None, reduce_dim=reducer, storage=storage)
         rec._extractor_ = ext
         rec._reducer_ = reducer
@@ -542,7 +543,7 @@ def _load(
             manifest=manifest,
             saved_rows=store.n_rows,
             dead_saved=store.n_dead,
-            overrides=_overrides_of(path, manifest),
+            overrides=dict(overrides),
         )
         if manifest.get("catalog_uid")
         else None
@@ -665,7 +666,12 @@ def _check_layout(where: str, manifest: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _read_store(
-    path: Path, manifest: Mapping[str, Any], layout: Mapping[str, Any], *, mmap: bool
+    path: Path,
+    manifest: Mapping[str, Any],
+    layout: Mapping[str, Any],
+    *,
+    mmap: bool,
+    overrides: Mapping[int, dict[str, Any]],
 ) -> Store:
     where = str(path / MANIFEST)
     dim, storage = layout["dim"], layout["storage"]
@@ -711,7 +717,7 @@ def _read_store(
         else:
             sources.extend([None] * n)
             hashes.extend([None] * n)
-    for row, meta in _overrides_of(path, manifest).items():
+    for row, meta in overrides.items():
         if row >= len(metas):
             raise CatalogError(f"{where}: an override names row {row}, past the last row")
         metas[row] = meta
