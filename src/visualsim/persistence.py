@@ -1051,10 +1051,14 @@ def make_temp_dir(dest: PathLike) -> Path:
     record = json.dumps(
         {"marker": _MARKER_MAGIC, "pid": os.getpid(), "host": _host(), "dest": target.name}
     )
-    with open(marker, "x", encoding="utf-8") as fh:
+    # the marker appears whole or not at all (a kill mid-write leaves only a .part file
+    # named for this process, which remove_stale_temps clears once the process is gone)
+    part = _tmp_file_name(marker)
+    with open(part, "x", encoding="utf-8") as fh:
         fh.write(record)
         fh.flush()
         os.fsync(fh.fileno())
+    os.replace(part, marker)
     try:
         tmp.mkdir()
     except BaseException:
