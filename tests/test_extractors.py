@@ -388,3 +388,14 @@ def test_frozen_runtime_gives_the_same_vectors_as_keras(
 def test_unknown_runtime_is_refused() -> None:
     with pytest.raises(ConfigError, match="runtime"):
         ResNet50Extractor(runtime="onnx")
+
+
+def test_progress_off_a_terminal_prints_the_last_line_once(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from visualsim import Recommender
+
+    images = [np.full((8, 8, 3), i, np.uint8) for i in range(70)]
+    Recommender(ColorHistogramExtractor()).fit(images, batch_size=16, progress=True)
+    err = capsys.readouterr().err
+    assert err.count("70/70") == 1, err

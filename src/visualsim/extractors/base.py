@@ -365,9 +365,20 @@ def _submit(
 def _progress_bar(total: int | None, enabled: bool, desc: str) -> Any:
     if not enabled:
         return None
+    import sys
+
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, unit="img", dynamic_ncols=True)
+    # Off a terminal (a log file, CI) every refresh is a new line: refresh once a
+    # minute, so a log shows progress without repeating the last line at the end.
+    interactive = getattr(sys.stderr, "isatty", lambda: False)() or tqdm.__module__ != "tqdm.std"
+    return tqdm(
+        total=total,
+        desc=desc,
+        unit="img",
+        dynamic_ncols=True,
+        mininterval=0.1 if interactive else 60.0,
+    )
 
 
 def make_extractor(name: str, **params: Any) -> Any:
