@@ -101,14 +101,14 @@ class _CallsOnLoad:
         return (self.func, self.args)
 
 
-# -- what must load ---------------------------------------------------------------
-@pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
 def _no_core_dump() -> None:
     import resource
 
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 
+# -- what must load ---------------------------------------------------------------
+@pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
 def test_loads_plain_numpy_arrays_with_every_protocol(protocol: int) -> None:
     data: dict[str, Any] = {
         "kernel": np.arange(24, dtype=np.float32).reshape(2, 3, 4),

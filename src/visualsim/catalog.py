@@ -358,6 +358,7 @@ def _remove_unreferenced(
     folder: Path, manifest: Mapping[str, Any], old: Mapping[str, Any] | None
 ) -> None:
     """Remove the files an earlier manifest listed (or our leftovers) that are no longer used."""
+    P.remove_stale_temps(folder)  # marked temporaries of killed saves (an index folder's)
     live = _referenced(manifest) | {MANIFEST}
     candidates: set[str] = set()
     if old is not None:
