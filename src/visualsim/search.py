@@ -69,8 +69,7 @@ def brute_force(
             return _masked_scan(store, queries, k, mask)
     if rows is None:
         rows = np.arange(store.n_rows, dtype=np.int64)
-    best_s = np.full((nq, 0), -np.inf, dtype=np.float32)
-    best_r = np.full((nq, 0), -1, dtype=np.int64)
+    best = _TopK(nq, k)
     qt = np.ascontiguousarray(queries.T, dtype=np.float32)
     contiguous = len(rows) > 0 and int(rows[-1] - rows[0]) + 1 == len(rows)
     block_size = max(1024, min(_BLOCK, (1 << 24) // max(nq, 1)))
@@ -81,25 +80,45 @@ def brute_force(
         else:
             vecs = store.vectors.view[block]
         sims = (vecs.astype(np.float32, copy=False) @ qt).T  # (nq, m)
-        cand_s = np.concatenate([best_s, sims], axis=1)
-        cand_r = np.concatenate([best_r, np.broadcast_to(block, sims.shape)], axis=1)
-        if cand_s.shape[1] > k:
-            part = np.argpartition(-cand_s, k - 1, axis=1)[:, :k]
+        best.fold(sims, block)
+    return best.result()
+
+
+class _TopK:
+    """The best ``k`` (score, row) pairs of each query, folded in block by block."""
+
+    def __init__(self, nq: int, k: int) -> None:
+        self.k = k
+        self.scores = np.full((nq, 0), -np.inf, dtype=np.float32)
+        self.rows = np.full((nq, 0), -1, dtype=np.int64)
+
+    def fold(self, sims: np.ndarray, block: np.ndarray) -> None:
+        """Add a block's ``(nq, m)`` scores of the rows ``block``."""
+        cand_s = np.concatenate([self.scores, sims], axis=1)
+        cand_r = np.concatenate([self.rows, np.broadcast_to(block, sims.shape)], axis=1)
+        if cand_s.shape[1] > self.k:
+            part = np.argpartition(-cand_s, self.k - 1, axis=1)[:, : self.k]
             cand_s = np.take_along_axis(cand_s, part, axis=1)
             cand_r = np.take_along_axis(cand_r, part, axis=1)
-        best_s, best_r = cand_s, cand_r
-    order = np.lexsort((best_r, -best_s), axis=-1)
-    best_s = np.take_along_axis(best_s, order, axis=1)
-    best_r = np.take_along_axis(best_r, order, axis=1)
-    return [(best_s[j], best_r[j]) for j in range(nq)]
+        self.scores, self.rows = cand_s, cand_r
+
+    def result(self, *, drop_excluded: bool = False) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per query, best first (ties by row); ``drop_excluded`` drops ``-inf`` entries."""
+        order = np.lexsort((self.rows, -self.scores), axis=-1)
+        scores = np.take_along_axis(self.scores, order, axis=1)
+        rows = np.take_along_axis(self.rows, order, axis=1)
+        out = []
+        for s_row, r_row in zip(scores, rows, strict=True):
+            keep = np.isfinite(s_row) if drop_excluded else slice(None)
+            out.append((s_row[keep], r_row[keep]))
+        return out
 
 
 def _masked_scan(
     store: Store, queries: np.ndarray, k: int, mask: np.ndarray
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     nq = len(queries)
-    best_s = np.full((nq, 0), -np.inf, dtype=np.float32)
-    best_r = np.full((nq, 0), -1, dtype=np.int64)
+    best = _TopK(nq, k)
     qt = np.ascontiguousarray(queries.T, dtype=np.float32)
     n = len(mask)
     block_size = max(1024, min(_BLOCK, (1 << 24) // max(nq, 1)))
@@ -108,21 +127,8 @@ def _masked_scan(
         sims = (store.vectors.view[lo:hi].astype(np.float32, copy=False) @ qt).T
         sims[:, ~mask[lo:hi]] = -np.inf
         block = np.arange(lo, hi, dtype=np.int64)
-        cand_s = np.concatenate([best_s, sims], axis=1)
-        cand_r = np.concatenate([best_r, np.broadcast_to(block, sims.shape)], axis=1)
-        if cand_s.shape[1] > k:
-            part = np.argpartition(-cand_s, k - 1, axis=1)[:, :k]
-            cand_s = np.take_along_axis(cand_s, part, axis=1)
-            cand_r = np.take_along_axis(cand_r, part, axis=1)
-        best_s, best_r = cand_s, cand_r
-    order = np.lexsort((best_r, -best_s), axis=-1)
-    best_s = np.take_along_axis(best_s, order, axis=1)
-    best_r = np.take_along_axis(best_r, order, axis=1)
-    out = []
-    for j in range(nq):
-        keep = np.isfinite(best_s[j])
-        out.append((best_s[j][keep], best_r[j][keep]))
-    return out
+        best.fold(sims, block)
+    return best.result(drop_excluded=True)
 
 
 def merge(parts: list[tuple[np.ndarray, np.ndarray]], k: int) -> tuple[np.ndarray, np.ndarray]:
