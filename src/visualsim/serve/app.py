@@ -48,6 +48,7 @@ from ..errors import (
     VisualsimError,
 )
 from ..images import load_image
+from ..indexes.base import ReadWriteLock
 from . import _adapters as A
 
 logger = logging.getLogger("visualsim.serve")
@@ -77,7 +78,7 @@ class _Live:
     """One loaded catalogue, its lock and cached field descriptions."""
 
     rec: Any
-    lock: A.ReadWriteLock = field(default_factory=A.ReadWriteLock)
+    lock: ReadWriteLock = field(default_factory=ReadWriteLock)
     fields: dict[str, dict[str, Any]] | None = None
     generation: int = 0
 
