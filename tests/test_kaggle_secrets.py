@@ -364,8 +364,9 @@ def test_a_log_record_made_during_the_download_is_scrubbed(
             print(f"Authorization: Basic {BASIC}", file=sys.stderr)
             print(f"send: b'POST / HTTP/1.1\\r\\nAuthorization: Basic {BASIC}'")
 
-        # network-free: a stand-in client method that writes one local file
-        def dataset_download_files(self, dataset: str, path: str, **kwargs: Any) -> None:
+        def dataset_download_files(  # network-free: a stand-in that writes one local file
+            self, dataset: str, path: str, **kwargs: Any
+        ) -> None:
             Path(path, "a.txt").write_text("fine")
 
     caplog.set_level(logging.DEBUG)
