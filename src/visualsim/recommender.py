@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import itertools
 import logging
 import os
@@ -1254,19 +1255,26 @@ class _LiveView:
 
 
 def _hashing_image(entry: Entry, hashes: dict[Id, str]) -> Any:
-    """Return the entry's image for the loader, recording the SHA-256 of file/bytes inputs."""
+    """Return the entry's image for the loader, recording the SHA-256 of file/bytes inputs.
+
+    A file is read once: its bytes are hashed and handed to the loader as a
+    stream named after the path (so load errors still name the file).
+    """
     image = entry.image
     if isinstance(image, (bytes, bytearray, memoryview)):
         hashes[entry.id] = hashlib.sha256(image).hexdigest()
     elif isinstance(image, (str, os.PathLike)):
-        digest = hashlib.sha256()
         try:
             with open(image, "rb") as fh:
-                while block := fh.read(1 << 20):
-                    digest.update(block)
+                data = fh.read()
         except (OSError, ValueError):
             return image  # the loader reports it with the reason
-        hashes[entry.id] = digest.hexdigest()
+        if not data:
+            return image
+        hashes[entry.id] = hashlib.sha256(data).hexdigest()
+        stream = io.BytesIO(data)
+        stream.name = os.fspath(image)
+        return stream
     return image
 
 
