@@ -153,7 +153,6 @@ def save_catalog(rec: Recommender, path: Path, *, overwrite: bool) -> Path:
         new_state.path = path
         rec._catalog_state = new_state
         return path
-    assert state is not None or not incremental
     new_state = _write_all(rec, path, previous=state if incremental else None, old=old)
     rec._catalog_state = new_state
     return path
@@ -245,26 +244,24 @@ def _write_all(
                 index_dir = f"index-{tag}"
                 segments.index.save(folder / index_dir)
                 written.append(index_dir)
+
+        def part(kind: str, obj: Any) -> str | None:
+            """Save a fitted stage (reducer, transform) once; later saves keep its folder."""
+            if obj is None:
+                return None
+            kept = previous.manifest.get(f"{kind}_dir") if previous is not None else None
+            if kept:
+                keep.add(kept)
+                return str(kept)
+            name = f"{kind}-{tag}"
+            obj.save(folder / name)
+            written.append(name)
+            return name
+
         reducer = rec._get_reducer()
-        reducer_dir = None
-        if reducer is not None:
-            if previous is not None and previous.manifest.get("reducer_dir"):
-                reducer_dir = previous.manifest["reducer_dir"]
-                keep.add(reducer_dir)
-            else:
-                reducer_dir = f"reducer-{tag}"
-                reducer.save(folder / reducer_dir)
-                written.append(reducer_dir)
+        reducer_dir = part("reducer", reducer)
         transform = rec._transform_
-        transform_dir = None
-        if transform is not None:
-            if previous is not None and previous.manifest.get("transform_dir"):
-                transform_dir = previous.manifest["transform_dir"]
-                keep.add(transform_dir)
-            else:
-                transform_dir = f"transform-{tag}"
-                transform.save(folder / transform_dir)
-                written.append(transform_dir)
+        transform_dir = part("transform", transform)
         # checksums: reuse the old manifest's for files kept, hash what is new
         old_files: dict[str, str] = previous.manifest.get("files", {}) if previous else {}
         for name in sorted(keep):
@@ -454,13 +451,13 @@ def _load(
             rdir = P.safe_child(path, manifest.get("reducer_dir") or "reducer", kind="dir")
             reducer = PCAReducer.load(rdir)
         transform = _load_transform(path, manifest)
-        if transform is not None:
-            expected_in = int(getattr(transform, "n_features_in_", 0) or 0)
-        else:
-            expected_in = 0
-        expected = expected_in or (int(reducer.n_features_in_ or 0) if reducer is not None else dim)
-        if reducer is not None and transform is not None:
+        # what the extractor must give: the first stage's input
+        if reducer is not None:
             expected = int(reducer.n_features_in_ or 0)
+        elif transform is not None:
+            expected = int(getattr(transform, "n_features_in_", 0) or 0) or dim
+        else:
+            expected = dim
         if int(ext.dim) != expected:
             raise DimensionMismatch(
                 f"extractor gives {ext.dim}-d vectors but {str(path)!r} was built from "
@@ -789,8 +786,6 @@ def _load_transform(path: Path, manifest: Mapping[str, Any]) -> Any:
     spec = manifest.get("transform")
     if spec is None:
         return None
-    from .registry import Registry  # noqa: F401 - keeps the import light
-
     if not isinstance(spec, Mapping) or not isinstance(spec.get("class"), str):
         raise CatalogError(f"{path / MANIFEST}: field 'transform' must name a class")
     module, _, name = spec["class"].partition(":")

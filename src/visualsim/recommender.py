@@ -741,13 +741,7 @@ class Recommender:
             assert segments is not None
             old = [i for i in ids if i in store] if replace else []
             if old:
-                # validate the new rows first: a bad value must leave the old items in place
-                probe = Store(store.dim, store.dtype.name)
-                probe.declared = dict(store.declared)
-                probe.append(vectors[:0], [], [])
-                for m in metadata:
-                    for k, v in m.items():
-                        probe._coerce(k, v)
+                store.clean_metadata(metadata)  # a bad value must leave the old items in place
                 rows_old = store.kill(old)
                 segments.removed(store, rows_old, old)
             rows = store.append(vectors, ids, metadata, sources, hashes)
@@ -1139,8 +1133,6 @@ class Recommender:
         from .catalog import save_catalog
 
         with self._reading():
-            pass
-        with self._lock.read():
             return save_catalog(self, Path(path), overwrite=overwrite)
 
     @classmethod

@@ -290,6 +290,19 @@ class Store:
                 f"metadata field {name!r} is declared {kind} but got {value!r} ({exc})"
             ) from None
 
+    def clean_metadata(self, metadata: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """Return the metadata as stored (declared kinds applied), or raise ``ConfigError``.
+
+        Changes nothing, so a caller can check new rows before touching old ones.
+        """
+        out = []
+        for meta in metadata:
+            for name in meta:
+                if not isinstance(name, str):
+                    raise ConfigError(f"metadata keys must be strings, got {name!r}")
+            out.append({k: self._coerce(k, v) for k, v in meta.items()})
+        return out
+
     def _set_column_values(self, start: int, metas: Sequence[Mapping[str, Any]]) -> None:
         """Fill the columns for rows ``start..start+len(metas)`` (already padded)."""
         by_field: dict[str, list[tuple[int, Any]]] = {}
@@ -332,7 +345,7 @@ class Store:
                 f"id(s) {preview(repeated)} are already in the catalogue (or repeated); "
                 "use upsert() to replace an item"
             )
-        cleaned = [{k: self._coerce(k, v) for k, v in m.items()} for m in metadata]
+        cleaned = self.clean_metadata(metadata)
         start = self.n_rows
         self.vectors.append(np.asarray(vectors, dtype=self.dtype))
         self.alive.append(np.ones(n, dtype=bool))

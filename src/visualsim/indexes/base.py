@@ -28,7 +28,7 @@ import math
 import numbers
 import os
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, TypeAlias, TypeVar, runtime_checkable
 
@@ -61,6 +61,7 @@ _IDS_FILE = "ids.json"
 _LABELS_FILE = "labels.npy"
 
 _Self = TypeVar("_Self", bound="BaseIndex")
+_T = TypeVar("_T")
 
 
 INDEXES: Registry[type] = Registry(
@@ -464,10 +465,14 @@ class BaseIndex:
         if not len(self._ids):
             raise self._empty_error()
         q = check_vectors(queries, dim=self._dim, name="queries")
+        return self._when_ready(lambda: self._search_locked(q, k))
+
+    def _when_ready(self, read: Callable[[], _T]) -> _T:
+        """Run ``read`` under the read lock once the index is trained (training it if needed)."""
         while True:
             with self._lock.read():
                 if self._is_ready():
-                    return self._search_locked(q, k)
+                    return read()
             with self._lock.write():
                 if not self._is_ready():
                     self._prepare()
@@ -490,20 +495,18 @@ class BaseIndex:
         if not len(self._ids):
             raise self._empty_error()
         q = check_vectors(queries, dim=self._dim, name="queries")
-        while True:
-            with self._lock.read():
-                if self._is_ready():
-                    kk = min(k, len(self._ids))
-                    if not len(q):
-                        return np.empty((0, kk), np.float32), np.empty((0, kk), np.int64)
-                    if allowed is None:
-                        scores, labels = self._search(q, kk)
-                    else:
-                        scores, labels = self._search_allowed(q, kk, np.asarray(allowed, bool))
-                    return _sorted_padded(scores, labels, len(q), kk)
-            with self._lock.write():
-                if not self._is_ready():
-                    self._prepare()
+
+        def read() -> tuple[np.ndarray, np.ndarray]:
+            kk = min(k, len(self._ids))
+            if not len(q):
+                return np.empty((0, kk), np.float32), np.empty((0, kk), np.int64)
+            if allowed is None:
+                scores, labels = self._search(q, kk)
+            else:
+                scores, labels = self._search_allowed(q, kk, np.asarray(allowed, bool))
+            return _sorted_padded(scores, labels, len(q), kk)
+
+        return self._when_ready(read)
 
     def remove(self, ids: Sequence[Id]) -> None:
         """Remove the vectors stored under ``ids`` (repeats are ignored).
