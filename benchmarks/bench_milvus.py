@@ -7,7 +7,10 @@ Both sides hold the same clustered unit vectors with two metadata fields
 the Milvus engine in this process through ``MilvusIndex`` (filters translated
 to a Milvus expression). Both HNSW graphs use ``M=32, efConstruction=80,
 ef=64``. Recall is against exact numpy search; the filtered recall is against
-exact search over the matching items only.
+exact search over the matching items only. The FAISS side is built as a
+visualsim catalogue (``Recommender.add_vectors``), so its add and remove costs
+are the catalogue's (one item per call: an exact delta and tombstones); Milvus
+Lite's are ``MilvusIndex.add``/``remove`` of the whole batch.
 
 Usage::
 
@@ -32,7 +35,9 @@ from typing import Any
 import numpy as np
 from _common import machine_info, median, print_table, write_json
 from bench_indexes import clustered, recall_at
+from bench_live import FixedDim
 
+from visualsim import Recommender
 from visualsim.indexes import HNSWIndex
 from visualsim.indexes.milvus import MilvusIndex
 
@@ -75,7 +80,14 @@ def measure(
         client.flush(index.collection)  # seal the segments so the HNSW graph is built
         index.search(q[:1], k)  # and loaded
     else:
-        index.add(x, ids)
+        # visualsim's catalogue over FAISS HNSW: its index is searched raw below
+        # (labels are rows, here equal to the ids); add/remove go through the
+        # catalogue, as a shop's would (new rows in the exact delta, removals as
+        # tombstones: the raw HNSWIndex rebuilds its graph on a remove)
+        catalogue = Recommender(FixedDim(dim=x.shape[1]), index).add_vectors(x, ids, meta)
+        segments = catalogue._segments_
+        segments.flush(catalogue._store_)  # index every row (below the delta's size too)
+        index = segments.index
         index.search(q[:1], k)
     build, build_cpu = time.perf_counter() - t, time.process_time() - c
     print(f"  {name}: built in {build:.1f}s", flush=True)
@@ -113,10 +125,15 @@ def measure(
     if milvus:
         index.add(extra, new_ids, metadata=new_meta)
     else:
-        index.add(extra, new_ids)
+        for j, item in enumerate(new_ids):  # one item per call, as a daily feed adds them
+            catalogue.add_vectors(extra[j : j + 1], [item], [new_meta[j]])
     add_s = time.perf_counter() - t
     t = time.perf_counter()
-    index.remove(new_ids)
+    if milvus:
+        index.remove(new_ids)
+    else:
+        for item in new_ids:
+            catalogue.remove([item])
     remove_s = time.perf_counter() - t
     return {
         "index": name,
@@ -246,6 +263,10 @@ def main(argv: list[str] | None = None) -> int:
         "filter": WHERE,
         "filter_selectivity": len(rows) / n,
         "hnsw": HNSW,
+        "churn": {
+            "faiss hnsw": "visualsim catalogue: add_vectors/remove one item per call",
+            "milvus lite hnsw": "MilvusIndex.add/remove of the batch",
+        },
         "faiss_threads": args.threads,
         "results": results,
         "milvus_over_faiss": ratios,
