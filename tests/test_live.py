@@ -84,12 +84,24 @@ class LiveCatalogue(RuleBasedStateMachine):
         self.next_id = 0
         self.folder: Path | None = None
 
-    @initialize(index=st.sampled_from(["flat", "hnsw", "ivf"]), delta=st.sampled_from([2, 1000]))
-    def start(self, index: str, delta: int) -> None:
+    @initialize(
+        index=st.sampled_from(["flat", "hnsw", "ivf"]),
+        delta=st.sampled_from([2, 1000]),
+        partition_by=st.sampled_from([None, "category"]),
+        exact_small=st.booleans(),
+    )
+    def start(self, index: str, delta: int, partition_by: str | None, exact_small: bool) -> None:
         import tempfile
 
+        import visualsim.search as search
+
+        # off: even a handful of allowed rows go through the (partition) index
+        self.limits = (search.EXACT_LIMIT, search.EXACT_WORK)
+        if not exact_small:
+            search.EXACT_LIMIT, search.EXACT_WORK = 0, 0
+
         self.tmp = Path(tempfile.mkdtemp(prefix="live-sm-"))
-        self.rec = Recommender(VectorExtractor(), index)
+        self.rec = Recommender(VectorExtractor(), index, partition_by=partition_by)
         self.delta = delta
         self._add(5)
 
@@ -111,6 +123,12 @@ class LiveCatalogue(RuleBasedStateMachine):
         self._set_delta()
         for i, v, m in zip(ids, x, meta, strict=True):
             self.live[i] = (v, m)
+
+    def teardown(self) -> None:
+        import visualsim.search as search
+
+        if hasattr(self, "limits"):
+            search.EXACT_LIMIT, search.EXACT_WORK = self.limits
 
     @rule(n=st.integers(1, 6))
     def add(self, n: int) -> None:
@@ -140,6 +158,15 @@ class LiveCatalogue(RuleBasedStateMachine):
         v, m = self.live[item]
         self.live[item] = (v, {**m, "price": float(price)})
 
+    @precondition(lambda self: len(self.live) > 0)
+    @rule(data=st.data(), category=st.sampled_from([*CATS, "toys"]))
+    def move_category(self, data: st.DataObject, category: str) -> None:
+        # a sealed row whose partition value changes is found outside its old partition
+        item = data.draw(st.sampled_from(sorted(self.live, key=str)))
+        self.rec.update_metadata(item, {"category": category})
+        v, m = self.live[item]
+        self.live[item] = (v, {**m, "category": category})
+
     @rule()
     def compact(self) -> None:
         self.rec.compact()
@@ -161,6 +188,22 @@ class LiveCatalogue(RuleBasedStateMachine):
         _agree(self.rec, self.live, q, k, None, None)
         _agree(self.rec, self.live, q, k, "category == 'bags'", lambda m: m["category"] == "bags")
         _agree(self.rec, self.live, q, k, "price < 40", lambda m: m["price"] < 40)
+        _agree(
+            self.rec,
+            self.live,
+            q,
+            k,
+            "category in ['bags', 'toys'] and price < 60",
+            lambda m: m["category"] in ("bags", "toys") and m["price"] < 60,
+        )
+        _agree(
+            self.rec,
+            self.live,
+            q,
+            k,
+            "category == 'hats' or category == 'toys'",
+            lambda m: m["category"] in ("hats", "toys"),
+        )
         some = next(iter(self.live))
         got = self.rec.similar_to(some, k)
         assert some not in [r.id for r in got]
@@ -168,7 +211,7 @@ class LiveCatalogue(RuleBasedStateMachine):
 
 TestLiveCatalogue = LiveCatalogue.TestCase
 TestLiveCatalogue.settings = settings(
-    max_examples=20,
+    max_examples=int(os.environ.get("LIVE_EXAMPLES", "20")),
     stateful_step_count=15,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],

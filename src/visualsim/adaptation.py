@@ -757,6 +757,7 @@ def _with_transform(
         storage=rec.storage,
         image_root=rec.image_root,
         dtypes=rec.dtypes,
+        partition_by=getattr(rec, "partition_by", None),
     )
     new._transform_ = transform  # the lead's hook: applied to every stored vector and query
     new.add_vectors(vectors, ids, metadata)

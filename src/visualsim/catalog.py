@@ -58,7 +58,19 @@ FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 MAX_CHUNKS = 100_000
 
-_OURS = ("chunk-", "dead-", "overrides-", "failed-", "index-", "reducer-", "transform-")
+_OURS = (
+    "chunk-",
+    "dead-",
+    "overrides-",
+    "failed-",
+    "index-",
+    "partitions-",
+    "reducer-",
+    "transform-",
+)
+PARTITIONS_FORMAT = "visualsim-partitions"
+MAX_PARTITIONS = 65_536
+"""Partitions (distinct values of ``partition_by``) a catalogue may hold."""
 
 
 def json_safe(value: Any, *, where: str = "value") -> Any:
@@ -244,6 +256,17 @@ def _write_all(
                 index_dir = f"index-{tag}"
                 segments.index.save(folder / index_dir)
                 written.append(index_dir)
+        partitions_dir = None
+        parts = segments.partitions
+        if parts is not None and parts.usable and segments.indexed_upto:
+            kept = previous.manifest.get("partitions_dir") if previous is not None else None
+            if kept and not segments.dirty:
+                partitions_dir = str(kept)
+                keep.add(partitions_dir)
+            else:
+                partitions_dir = f"partitions-{tag}"
+                written.append(partitions_dir)
+                _save_partitions(parts, folder / partitions_dir, segments.indexed_upto)
 
         def part(kind: str, obj: Any) -> str | None:
             """Save a fitted stage (reducer, transform) once; later saves keep its folder."""
@@ -302,6 +325,8 @@ def _write_all(
             "overrides": over_name,
             "failed": failed_name,
             "index_dir": index_dir,
+            "partition_by": segments.partition_by,
+            "partitions_dir": partitions_dir,
             "files": files,
         }
         P.write_json_atomic(folder / MANIFEST, manifest)
@@ -345,7 +370,15 @@ def _referenced(manifest: Mapping[str, Any]) -> set[str]:
     for c in manifest.get("chunks") or []:
         if isinstance(c, Mapping):
             names.update(str(c.get(k)) for k in ("vectors", "ids", "metadata", "sources"))
-    for key in ("dead", "overrides", "failed", "index_dir", "reducer_dir", "transform_dir"):
+    for key in (
+        "dead",
+        "overrides",
+        "failed",
+        "index_dir",
+        "partitions_dir",
+        "reducer_dir",
+        "transform_dir",
+    ):
         if manifest.get(key):
             names.add(str(manifest[key]))
     return names
@@ -502,6 +535,17 @@ def _load(
             segments.rebuild(store)
             if segments.native and len(store):
                 segments.added(store, store.live_rows())
+        if index is None:
+            _load_partitions(path, manifest, store, segments)
+        else:
+            field_name = manifest.get("partition_by")
+            if isinstance(field_name, str) and not segments.exact and not segments.native:
+                from .search import Partitions
+
+                segments.partition_by = field_name
+                segments.partitions = Partitions(field_name, segments.index)
+                segments.partitions.add_rows(store, 0, segments.indexed_upto)
+        rec.partition_by = segments.partition_by
         segments.dirty = index is not None
         rec._segments_ = segments
         failed_name = manifest.get("failed")
@@ -517,6 +561,7 @@ def _load(
                 ]
         if verify and index is None and not segments.exact and not segments.native:
             _verify_index(where, store, segments)
+            _verify_partitions(where, store, segments)
         if extractor is not None:
             _check_runtime(rec, manifest["extractor"], ext, store)
     except (ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError) as exc:
@@ -803,6 +848,100 @@ def _load_transform(path: Path, manifest: Mapping[str, Any]) -> Any:
     return cls.load(tdir)
 
 
+def _save_partitions(parts: Any, folder: Path, upto: int) -> None:
+    """Write each partition's index and rows, then the partitions' manifest."""
+    folder.mkdir()
+    entries = []
+    for part in parts.order:
+        name = f"part-{part.number:06d}"
+        part.index.save(folder / name)
+        P.write_npy(folder / f"{name}.rows.npy", part.rows.view)
+        entries.append(
+            {"key": part.key, "dir": name, "rows": f"{name}.rows.npy", "count": len(part.rows.view)}
+        )
+    manifest = {
+        "format": PARTITIONS_FORMAT,
+        "format_version": 1,
+        "field": parts.field,
+        "rows": upto,
+        "parts": entries,
+    }
+    P.write_json_atomic(folder / MANIFEST, manifest)
+    P.fsync_dir(folder)
+
+
+def _load_partitions(path: Path, manifest: Mapping[str, Any], store: Store, segments: Any) -> None:
+    """Give ``segments`` the saved partitions (checked), or build them if none were saved."""
+    from .indexes.base import INDEXES, load_index
+    from .search import PARTITION_KINDS, Partitions
+
+    where = str(path / MANIFEST)
+    field_name = manifest.get("partition_by")
+    if field_name is None:
+        return
+    field_name = P.field_str(where, "partition_by", field_name)
+    segments.partition_by = field_name
+    if segments.exact or segments.native:
+        return
+    parts = Partitions(field_name, segments.index)
+    segments.partitions = parts
+    upto = segments.indexed_upto
+    pdir = manifest.get("partitions_dir")
+    if pdir is None:
+        parts.add_rows(store, 0, upto)  # saved without (or by an older version): build them
+        return
+    folder = P.safe_child(path, pdir, kind="dir")
+    pwhere = str(folder / MANIFEST)
+    saved = P.read_json(folder / MANIFEST)
+    if not isinstance(saved, Mapping) or saved.get("format") != PARTITIONS_FORMAT:
+        raise CatalogError(f"{pwhere}: not a visualsim partitions manifest")
+    P.field_int(pwhere, "format_version", saved.get("format_version"), minimum=1, maximum=1)
+    if saved.get("field") != field_name:
+        raise CatalogError(f"{pwhere}: partitions of {saved.get('field')!r}, not {field_name!r}")
+    P.field_int(pwhere, "rows", saved.get("rows"), minimum=upto, maximum=upto)
+    upto = int(upto)
+    entries = P.field_list(pwhere, "parts", saved.get("parts"))
+    if len(entries) > MAX_PARTITIONS:
+        raise CatalogError(f"{pwhere}: {len(entries)} partitions (at most {MAX_PARTITIONS})")
+    col = store.columns.get(field_name)
+    kind = col.kind if col is not None else None
+    if entries and kind not in PARTITION_KINDS:
+        raise CatalogError(f"{pwhere}: field {field_name!r} holds {kind} values, not partitions")
+    main_name = INDEXES.to_spec(segments.index)["name"]
+    part_of = np.full(upto, -1, dtype=np.int32)
+    for i, entry in enumerate(entries):
+        at = f"parts[{i}]"
+        if not isinstance(entry, Mapping):
+            raise CatalogError(f"{pwhere}: {at} must be an object")
+        key = entry.get("key")
+        ok_kind = {"str": str, "int": int, "bool": bool}[str(kind)]
+        if type(key) is not ok_kind or key in parts.parts:
+            raise CatalogError(f"{pwhere}: {at}.key {str(key)[:40]!r} is not a new {kind} value")
+        count = int(
+            P.field_int(pwhere, f"{at}.count", entry.get("count"), minimum=1, maximum=upto) or 0
+        )
+        rows = P.load_npy(
+            P.safe_child(folder, entry.get("rows")), dtypes=("int64",), shape=(count,)
+        )
+        if (
+            rows[0] < 0
+            or rows[-1] >= upto
+            or (count > 1 and not bool(np.all(rows[1:] > rows[:-1])))
+            or bool(np.any(part_of[rows] != -1))
+        ):
+            raise CatalogError(f"{pwhere}: {at}'s rows are not new increasing rows below {upto}")
+        index = load_index(P.safe_child(folder, entry.get("dir"), kind="dir"), verify=False)
+        if INDEXES.to_spec(index)["name"] != main_name or len(index) != count:
+            raise CatalogError(f"{pwhere}: {at}'s index is not a {main_name} of {count} rows")
+        if getattr(index, "dim", store.dim) != store.dim or index.ids != list(range(count)):
+            raise CatalogError(f"{pwhere}: {at}'s index does not hold its rows 0..{count - 1}")
+        part = parts.part(key, index)
+        part.rows.append(rows)
+        part_of[rows] = part.number
+    parts.part_of = _Grow.of(part_of, fill=-1)
+    parts.recompute_moved(store, upto)
+
+
 def _check_index(where: str, index: Any, layout: Mapping[str, Any], segments: Any) -> None:
     upto = layout["indexed_upto"]
     if segments.native:
@@ -845,6 +984,32 @@ def _verify_index(where: str, store: Store, segments: Any) -> None:
         raise CatalogError(
             f"{where}: the index does not find the stored vectors where the catalogue "
             "says they are; it belongs to other vectors (rebuild with index=...)"
+        )
+
+
+def _verify_partitions(where: str, store: Store, segments: Any) -> None:
+    """Check that each partition's index finds its own rows' vectors."""
+    parts = segments.partitions
+    if parts is None:
+        return
+    checked = ok = 0
+    for part in parts.order:
+        rows = part.rows.view
+        live = np.flatnonzero(store.alive.view[rows])
+        if not len(live):
+            continue
+        pick = live[np.linspace(0, len(live) - 1, num=min(4, len(live))).astype(int)]
+        q = store.vectors_f32(rows[pick])
+        norms = np.linalg.norm(q, axis=1, keepdims=True)
+        q = (q / np.where(norms == 0, 1, norms)).astype(np.float32)
+        scores, labels = part.index.search_labels(q, 1)
+        self_scores = np.einsum("ij,ij->i", q, q)
+        ok += int(((labels[:, 0] == pick) | (scores[:, 0] >= self_scores - 1e-3)).sum())
+        checked += len(pick)
+    if checked and ok < 0.75 * checked:
+        raise CatalogError(
+            f"{where}: the partitions' indexes do not find their stored vectors; "
+            "they belong to other vectors (rebuild with index=...)"
         )
 
 

@@ -324,6 +324,12 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"index type: {_index_names()} (default flat)",
     )
     p.add_argument(
+        "--partition-by",
+        metavar="FIELD",
+        help="keep one small index per value of this metadata field (e.g. category), so "
+        "filters on it are as fast as unfiltered queries (approximate indexes only)",
+    )
+    p.add_argument(
         "--weights",
         help="resnet50/keras weights: 'imagenet' (default), 'none', or a local weights file",
     )
@@ -711,6 +717,7 @@ def cmd_index(args: argparse.Namespace) -> int:
             storage=args.storage,
             image_root=image_root,
             dtypes=dtypes,
+            partition_by=args.partition_by,
         )
     except ConfigError as exc:
         raise UsageError(str(exc)) from None

@@ -481,6 +481,9 @@ def read_npy_header(path: PathLike) -> tuple[np.dtype[Any], tuple[int, ...], boo
         isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_COUNT for s in shape
     ):
         raise CatalogError(f"{name} has an invalid shape {str(shape)[:80]} in its header")
+    if math.prod(max(s, 1) for s in shape) * dtype.itemsize > 1 << 62:
+        # numpy refuses such a shape even when one axis is 0 (its size overflows)
+        raise CatalogError(f"{name} has an impossible shape {str(shape)[:80]} in its header")
     claimed = math.prod(shape) * dtype.itemsize
     real = st.st_size - offset
     if claimed != real:

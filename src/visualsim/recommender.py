@@ -123,6 +123,14 @@ class Recommender:
     dtypes
         Declared metadata field kinds, e.g. ``{"price": "float", "sku": "str"}``;
         other fields are inferred from their values.
+    partition_by
+        A metadata field (str, int or bool, e.g. ``"category"``) to keep one
+        small index per value of, besides the main one: a filter that pins
+        the field (``category == 'shoes' and price < 50``, ``category in
+        [...]``) then searches only those values' indexes, about as fast as
+        an unfiltered query. Costs a second index's build time and memory;
+        for approximate indexes only (exact and Milvus ones ignore it). See
+        :class:`~visualsim.search.Partitions`.
 
     Attributes
     ----------
@@ -162,6 +170,7 @@ class Recommender:
         storage: str = "float32",
         image_root: str | os.PathLike[str] | None = None,
         dtypes: Mapping[str, str] | None = None,
+        partition_by: str | None = None,
     ) -> None:
         from .reduction import STORAGE_DTYPES
 
@@ -173,6 +182,9 @@ class Recommender:
         self.storage = storage
         self.image_root = image_root
         self.dtypes = dict(dtypes or {})
+        if partition_by is not None and (not isinstance(partition_by, str) or not partition_by):
+            raise ConfigError(f"partition_by must be a field name, got {partition_by!r}")
+        self.partition_by = partition_by
         self.failed_: list[FailedInput] = []
         self.duplicates_: list[tuple[Id, Id, float]] = []
         self.adaptation_report_: Any = None
@@ -240,7 +252,7 @@ class Recommender:
         return vectors
 
     def _new_segments(self) -> Segments:
-        return Segments(_make_index(self.index))
+        return Segments(_make_index(self.index), partition_by=self.partition_by)
 
     def _get_store(self, dim: int) -> Store:
         if self._store_ is None:
@@ -804,10 +816,17 @@ class Recommender:
 
         Rewrites the stored rows densely and rebuilds the index over them
         (approximate indexes are retrained). The next :meth:`save` writes
-        the whole catalogue. Queries wait while it runs.
+        the whole catalogue. Queries wait while it runs. With nothing removed
+        and nothing to retrain (HNSW) it only indexes the newest items.
         """
         with self._lock.write():
             if self._store_ is None or self._segments_ is None:
+                return self
+            segments = self._segments_
+            moved = segments.partitions is not None and bool(segments.partitions.moved)
+            if not self._store_.n_dead and not moved and not segments.retrains():
+                segments.flush(self._store_)
+                self._version += 1
                 return self
             self._store_, _ = self._store_.compacted()
             self._segments_.rebuild(self._store_)
@@ -873,6 +892,7 @@ class Recommender:
             storage=self.storage,
             image_root=self.image_root,
             dtypes={**declared, **self.dtypes},
+            partition_by=self.partition_by,
         )
         new._reducer_ = self._reducer_
         new._transform_ = transform
@@ -1058,9 +1078,16 @@ class Recommender:
         if expr is None and func is None and not skip:
             return None
         assert self._segments_ is not None
-        mask = store.alive.view.copy()
         if expr is not None:
-            mask &= self._segments_.cached_mask(store, expr, self._version)
+            mask = self._segments_.cached_allowed(store, expr, self._version)
+            if func is None and not any(
+                _hashable(i) and store.rows.get(i) is not None and mask[store.rows[i]]
+                for i in skip
+            ):
+                return mask  # shared and read-only: the search never writes to it
+            mask = mask.copy()
+        else:
+            mask = store.alive.view.copy()
         if func is not None:
             rows = np.flatnonzero(mask)
             keep = np.fromiter((bool(func(store.metadata(int(r)))) for r in rows), bool, len(rows))
