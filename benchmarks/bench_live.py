@@ -4,8 +4,12 @@ For each size and backend: build a catalogue of clustered unit vectors with
 metadata ``{"category": 20 values, "price": 0..100}``, then measure, in one run,
 
 * ``query``: one unfiltered ``query_vector``, median over the queries;
-* ``eq 5%``: ``where="category == 'c3'"`` (5 % of the items), median;
+* ``eq 5%``: ``where="category == 'c3'"`` (5 % of the items), median; on an
+  approximate index through the ``partition_by="category"`` partitions, and
+  ``eq 5% no-part`` the same queries through the whole index with a selector;
 * ``range 1%``: ``where="price < 1.0"`` (1 %), median;
+* ``recall``: recall@10 of the unfiltered, ``eq`` and ``range`` queries against
+  exact search (over the matching items for the filtered ones);
 * ``cold``: the same two with a filter never seen before (no cached mask), median;
 * ``add``: one ``add_vectors`` call of one item, amortised over ``--adds`` calls;
 * ``remove``: one ``remove`` of one item, median over ``--removes`` calls;
@@ -16,8 +20,11 @@ metadata ``{"category": 20 values, "price": 0..100}``, then measure, in one run,
 
 Usage::
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_live.py --sizes 1000000x256 200000x2048 \\
-        --backends flat hnsw
+    python benchmarks/bench_live.py --sizes 1000000x256 200000x2048 --backends flat hnsw
+
+The build uses ``--build-threads`` FAISS threads (default 2); everything
+measured after it runs on one (a shared machine's spinning OpenMP threads
+measure the neighbours).
 
 Prints a table and writes ``benchmarks/results/live.json``.
 """
@@ -77,6 +84,18 @@ def clustered(n: int, dim: int, seed: int = 0) -> np.ndarray:
     return out
 
 
+def exact_top(x: np.ndarray, queries: np.ndarray, rows: np.ndarray | None) -> list[set[int]]:
+    """The exact top-10 ids (= rows) of each query, among ``rows`` (default all)."""
+    pool = x if rows is None else x[rows]
+    ids = np.arange(len(x)) if rows is None else rows
+    out = []
+    for lo in range(0, len(queries), 16):
+        sims = queries[lo : lo + 16] @ pool.T
+        top = np.argpartition(-sims, 9, axis=1)[:, :10]
+        out.extend(set(ids[t].tolist()) for t in top)
+    return out
+
+
 def ms(values: list[float]) -> float:
     return 1000 * statistics.median(values)
 
@@ -88,26 +107,55 @@ def bench(n: int, dim: int, backend: str, args: argparse.Namespace, work: Path) 
         {"category": f"c{int(c)}", "price": float(p)}
         for c, p in zip(rng.integers(0, 20, n), rng.uniform(0, 100, n), strict=True)
     ]
-    rec = Recommender(FixedDim(dim=dim), backend)
+    import faiss
+
+    exact = backend in ("flat", "sklearn")
+    part = None if exact else args.partition_by
+    rec = Recommender(FixedDim(dim=dim), backend, partition_by=part)
+    faiss.omp_set_num_threads(args.build_threads)
     t0 = time.perf_counter()
     rec.add_vectors(x, list(range(n)), meta)
     rec.compact()  # every item in the index (the sealed segment)
     build = time.perf_counter() - t0
+    faiss.omp_set_num_threads(1)
+    cats = np.array([m["category"] == "c3" for m in meta])
+    cheap = np.array([m["price"] < 1.0 for m in meta])
     del meta
     queries = clustered(args.queries, dim, seed=7)
+    truth = {
+        None: exact_top(x, queries, None),
+        "category == 'c3'": exact_top(x, queries, np.flatnonzero(cats)),
+        "price < 1.0": exact_top(x, queries, np.flatnonzero(cheap)),
+    }
+    del x
+    recall: dict[Any, float] = {}
 
     def timed(where: Any) -> list[float]:
         out = []
-        for q in queries:
+        found = 0
+        for j, q in enumerate(queries):
             t = time.perf_counter()
             hits = rec.query_vector(q, 10, where=where)
             out.append(time.perf_counter() - t)
             assert len(hits) == 10
+            found += len({h.id for h in hits} & truth[where][j])
+        recall[where] = found / (10 * len(queries))
         return out
 
     rec.query_vector(queries[0], 10)  # warm up
     q_plain = timed(None)
     q_eq = timed("category == 'c3'")
+    segments = rec._segments_
+    assert segments is not None
+    if segments.partitions is not None:
+        segments.use_partitions = False
+        q_eq_whole = timed("category == 'c3'")
+        recall["whole"] = recall["category == 'c3'"]
+        segments.use_partitions = True
+        q_eq = timed("category == 'c3'")
+    else:
+        q_eq_whole = q_eq
+        recall["whole"] = recall["category == 'c3'"]
     q_range = timed("price < 1.0")
     cold_eq, cold_range = [], []
     for j, q in enumerate(queries[: min(50, len(queries))]):
@@ -146,9 +194,15 @@ def bench(n: int, dim: int, backend: str, args: argparse.Namespace, work: Path) 
         "build s": round(build, 1),
         "query ms": round(ms(q_plain), 3),
         "eq 5% ms": round(ms(q_eq), 3),
+        "eq 5% no-part ms": round(ms(q_eq_whole), 3),
         "range 1% ms": round(ms(q_range), 3),
         "eq/query": round(ms(q_eq) / ms(q_plain), 2),
+        "no-part/query": round(ms(q_eq_whole) / ms(q_plain), 2),
         "range/query": round(ms(q_range) / ms(q_plain), 2),
+        "recall": round(recall[None], 3),
+        "eq recall": round(recall["category == 'c3'"], 3),
+        "no-part recall": round(recall["whole"], 3),
+        "range recall": round(recall["price < 1.0"], 3),
         "cold eq ms": round(ms(cold_eq), 3),
         "cold range ms": round(ms(cold_range), 3),
         "add ms": round(add_ms, 3),
@@ -227,7 +281,14 @@ def main() -> None:
     parser.add_argument("--ops", type=int, default=10_000)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "live.json"))
     parser.add_argument("--quick", action="store_true", help="20,000 x 64, for a smoke test")
+    parser.add_argument(
+        "--partition-by",
+        default="category",
+        help="partition approximate catalogues by this field ('' for none)",
+    )
+    parser.add_argument("--build-threads", type=int, default=2)
     args = parser.parse_args()
+    args.partition_by = args.partition_by or None
     if args.quick:
         args.sizes, args.queries, args.adds, args.removes, args.ops = (
             ["20000x64"],
