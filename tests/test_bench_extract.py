@@ -66,3 +66,38 @@ def test_openvino_mode_writes_rows_quality_and_starts(tmp_path: Path) -> None:
         s for s in report["first_start"] if s["spec"].endswith("int8") and s["phase"] == "warm"
     )
     assert warm["cache_hits"] == ["base", "int8"] and not warm["tensorflow_imported"]
+
+
+@pytest.mark.slow
+def test_latency_mode_writes_stage_rows(tmp_path: Path) -> None:
+    out = tmp_path / "extract-latency.json"
+    args = ["--latency", "--networks", "squeezenet", "--precisions", "f32,int8"]
+    args += ["--latency-n", "2", "--ov-batch", "2", "--images-dir", str(tmp_path / "jpg")]
+    args += ["--out", str(out)]
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), *args],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "| network" in done.stdout and "ONEDNN_MAX_CPU_ISA=None" in done.stdout
+    report = json.loads(out.read_text())
+    assert [(r["network"], r["precision"]) for r in report["rows"]] == [
+        ("squeezenet", "f32"),
+        ("squeezenet", "int8"),
+    ]
+    for row in report["rows"]:
+        assert set(row["stages"]) == {
+            "e2e",
+            "e2e_cpu",
+            "decode",
+            "resize",
+            "model",
+            "model_1thread",
+            "post",
+        }
+        assert row["one image ms (median)"] > 0 and row["batch 2 img/s"] > 0
+        assert row["compiled as"] in ("f32", "bf16", "f16")
+    assert report["onednn_max_cpu_isa"] is None

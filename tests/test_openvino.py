@@ -378,3 +378,119 @@ def test_build_before_any_image_waits_for_the_first_batch_to_calibrate(
     vectors = ext.extract(images)
     assert ext.get_config()["calibration"]["n"] == len(images)
     assert min_cosine(vectors, squeeze_ref) >= GUARDS["int8"]
+
+
+# -- the INT8 recipe, the auto policy --------------------------------------------------
+
+
+def test_new_int8_models_record_their_recipe(images: list[np.ndarray]) -> None:
+    ext = SqueezeNetExtractor(runtime="openvino", precision="int8", num_workers=0)
+    ext.extract(images)
+    record = ext.get_config()["calibration"]
+    assert record["recipe"] == ovx.INT8_RECIPE == "minmax"
+    rebuilt = extractor_from_config(extractor_spec(ext))
+    assert rebuilt.calibration_record == record  # the recipe survives a saved config
+
+
+def test_a_record_saved_before_recipes_finds_its_old_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, images: list[np.ndarray]
+) -> None:
+    """A catalogue saved with ``{"n", "sha256"}`` only: its model sits under the old key."""
+    import shutil
+
+    monkeypatch.setenv(ovx.CACHE_ENV, str(tmp_path))
+    ext = SqueezeNetExtractor(runtime="openvino", precision="int8", num_workers=0)
+    expected = ext.extract(images)
+    record = ext.get_config()["calibration"]
+    runner = ext._runner_
+    new_entry = runner._int8_entry(record["sha256"], "minmax")
+    old_entry = runner._int8_entry(record["sha256"], ovx.LEGACY_INT8_RECIPE)
+    assert old_entry == runner._entry("int8", calibration=record["sha256"])  # the old key
+    assert new_entry != old_entry and new_entry is not None and old_entry is not None
+    shutil.move(new_entry, old_entry)  # as if an older visualsim had written it
+    old_record = {"n": record["n"], "sha256": record["sha256"]}
+    loaded = SqueezeNetExtractor(runtime="openvino", precision="int8", calibration=old_record)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeMismatchWarning)
+        got = loaded.extract(images[:3])
+    assert loaded._runner_.cache_hits_ == ["base", "int8"]
+    assert loaded.get_config()["calibration"] == old_record  # still names the old recipe
+    np.testing.assert_allclose(got, expected[:3], atol=1e-5)
+
+
+def test_an_unknown_recipe_is_a_config_error() -> None:
+    record = {"n": 32, "sha256": "0" * 64, "recipe": "from-the-future"}
+    with pytest.raises(ConfigError, match="INT8 recipe 'from-the-future'"):
+        SqueezeNetExtractor(runtime="openvino", precision="int8", calibration=record)
+
+
+def test_the_recipe_sets_activation_ranges_by_min_and_max() -> None:
+    import nncf
+    from nncf.quantization.range_estimator import RangeEstimatorParametersSet
+
+    new = ovx._nncf_options(nncf, "minmax")
+    assert new["preset"] == nncf.QuantizationPreset.PERFORMANCE
+    ranges = new["advanced_parameters"].activations_range_estimator_params
+    assert ranges == RangeEstimatorParametersSet.MINMAX
+    assert ovx._nncf_options(nncf, ovx.LEGACY_INT8_RECIPE) == {
+        "preset": nncf.QuantizationPreset.PERFORMANCE
+    }
+
+
+def test_auto_takes_the_fastest_precision_measured_not_the_first_reported(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, images: list[np.ndarray]
+) -> None:
+    """A CPU that reports BF16 but runs it slower than FP32 (as OpenVINO 2026.4 on an
+    AVX 10.1 Xeon did) gets FP32; the decision, with the speeds, is cached."""
+    monkeypatch.setenv(ovx.CACHE_ENV, str(tmp_path))
+    monkeypatch.setattr(ovx, "supported_precisions", lambda: ("bf16", "f32"))
+    timed: list[list[str]] = []
+
+    def fake_speeds(self: Any, passing: Any, inputs: np.ndarray, rounds: int = 2) -> Any:
+        timed.append([p for p, _ in passing])
+        return {"bf16": 50.0, "f32": 80.0}
+
+    monkeypatch.setattr(ovx.OpenVINORunner, "_time_precisions", fake_speeds)
+    ext = SqueezeNetExtractor(runtime="openvino", precision="auto", num_workers=0)
+    ext.extract(images)
+    assert timed == [["bf16", "f32"]]  # both met the guard, both were timed
+    assert ext.precision_ == "f32"
+    assert ext._runner_.speed_ == {"bf16": 50.0, "f32": 80.0}
+    (decision,) = tmp_path.glob("auto-*/decision.json")
+    assert json.loads(decision.read_text())["speed"] == {"bf16": 50.0, "f32": 80.0}
+    again = SqueezeNetExtractor(runtime="openvino", precision="auto", num_workers=0)
+    again.extract(images)
+    assert again.precision_ == "f32" and timed == [["bf16", "f32"]]  # read, not re-timed
+
+
+def test_time_precisions_measures_each_candidate(images: list[np.ndarray]) -> None:
+    ext = SqueezeNetExtractor(runtime="openvino", precision="f32", num_workers=0)
+    ext.extract(images[:2])
+    runner = ext._runner_
+    inputs = np.stack([ext.load(image) for image in images[:4]])
+    speeds = runner._time_precisions([("bf16", runner._base), ("f32", runner._base)], inputs, 1)
+    assert set(speeds) == {"bf16", "f32"} and all(v > 0 for v in speeds.values())
+
+
+def test_one_image_is_decoded_on_the_calling_thread(
+    monkeypatch: pytest.MonkeyPatch, images: list[np.ndarray], squeeze_ref: np.ndarray
+) -> None:
+    """A query (one image) makes no decoding pool; two images still use one."""
+    from visualsim.extractors import base
+
+    made: list[int] = []
+    real_pool = base.ThreadPoolExecutor
+
+    def counting_pool(*args: Any, **kwargs: Any) -> Any:
+        made.append(1)
+        return real_pool(*args, **kwargs)
+
+    monkeypatch.setattr(base, "ThreadPoolExecutor", counting_pool)
+    ext = SqueezeNetExtractor(runtime="openvino", precision="f32", num_workers=2)
+    one = ext.extract_one(images[0])
+    assert made == []
+    assert min_cosine(one[None], squeeze_ref[:1]) >= GUARDS["f32"]
+    two = ext.extract(images[:2])
+    assert made == [1]
+    assert min_cosine(two, squeeze_ref[:2]) >= GUARDS["f32"]
+    assert ext.extract([images[0]], batch_size=1).shape == (1, 512)  # batch 1: the pool path

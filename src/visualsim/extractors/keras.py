@@ -46,9 +46,10 @@ def check_runtime(
 
     ``precision=None`` means ``"auto"`` with ``runtime="openvino"`` and
     ``"f32"`` otherwise. ``calibration`` may be images (kept by the caller) or
-    the ``{"n": ..., "sha256": ...}`` record a saved config holds.
+    the ``{"n": ..., "sha256": ..., "recipe": ...}`` record a saved config holds
+    (``"recipe"`` is missing from records saved before it was recorded).
     """
-    from .openvino import check_calibration_size, check_precision
+    from .openvino import _record_recipe, check_calibration_size, check_precision
 
     if runtime not in runtimes:
         raise ConfigError(f"runtime must be one of {', '.join(runtimes)}, got {runtime!r}")
@@ -74,6 +75,8 @@ def check_runtime(
                 f"got keys {sorted(calibration)}; pass a list of images to calibrate"
             )
         record = {"n": int(calibration["n"]), "sha256": str(calibration["sha256"])}
+        if "recipe" in calibration:  # records saved before recipes were recorded have none
+            record["recipe"] = _record_recipe(calibration)
     return runtime, resolved, record
 
 
