@@ -285,3 +285,23 @@ def test_an_interrupted_index_resumes_from_its_checkpoint(
     assert "indexed 24 images" in out
     assert sum(embedded) <= 24 - 8  # the two finished batches were not extracted again
     assert Recommender.load(root / "c").ids_ == [f"SKU-{i:03d}" for i in range(24)]
+
+
+def test_index_partitions_a_feed_by_a_field(
+    capsys: pytest.CaptureFixture[str], shop: tuple[Path, list[list[object]]]
+) -> None:
+    root, rows = shop
+    catalog = index(capsys, root, "--index", "hnsw", "--partition-by", "category")
+    manifest = json.loads((catalog / "manifest.json").read_text())
+    assert manifest["partition_by"] == "category" and manifest["partitions_dir"]
+    rec = Recommender.load(catalog)
+    parts = rec._segments_.partitions  # type: ignore[union-attr]
+    assert parts is not None and sorted(parts.parts) == sorted({str(r[2]) for r in rows})
+    query = root / "img" / "shoes" / "synthetic-000002.jpg"
+    code, out, err = cli(
+        capsys, "query", catalog, query, "--where", "category == 'shoes'", "--json"
+    )
+    assert code == 0, err
+    found = json.loads(out)["results"]
+    assert found and {r["metadata"]["category"] for r in found} == {"shoes"}
+    assert len(found) == sum(1 for r in rows if r[2] == "shoes")

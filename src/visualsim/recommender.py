@@ -437,13 +437,14 @@ class Recommender:
         Returns
         -------
         Recommender
-            ``self``, fitted.
+            ``self``, fitted: every item is in the index (later additions
+            collect in an exact delta until it is large enough to index).
         """
         with self._lock.write():
             self._reset()
             self._version += 1
         self.failed_ = []
-        return self.add(
+        self.add(
             images,
             ids,
             metadata,
@@ -452,6 +453,11 @@ class Recommender:
             progress=progress,
             checkpoint_dir=checkpoint_dir,
         )
+        with self._lock.write():  # a fresh catalogue is indexed whole (no exact delta left)
+            if self._store_ is not None and self._segments_ is not None:
+                self._segments_.flush(self._store_)
+                self._version += 1
+        return self
 
     def add(
         self,
