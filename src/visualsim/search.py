@@ -10,6 +10,9 @@ becomes a boolean row mask (one vectorised pass over typed columns, cached
 per catalogue version) and is pushed into the index as a selector, so an
 exact index returns exactly the top ``k`` allowed items at any selectivity
 and an approximate one falls back to exact scoring when it finds too few.
+Few allowed rows (:func:`exact_is_cheaper`) are scored exactly in place, and
+a catalogue with ``partition_by`` answers a filter that pins that field from
+small per-value indexes (:class:`Partitions`) instead of the whole graph.
 """
 
 from __future__ import annotations
