@@ -307,10 +307,13 @@ def create_app(
                 422,
                 "no image: send it as the multipart field 'image' or as the raw request body",
             )
-        flt = await run_in_threadpool(state.where_locked, live, where)
-        vector = await run_in_threadpool(state.extract, live, data, max_pixels)
 
-        def search() -> list[dict[str, Any]]:
+        def work() -> list[dict[str, Any]]:
+            # one thread hand-off per request: parse the filter, decode + extract (outside
+            # the lock, so a writer is not held up by a slow model), search, build the
+            # JSON; a bad filter is still refused before any image work
+            flt = state.where_locked(live, where)
+            vector = state.extract(live, data, max_pixels)
             with live.lock.read():
                 try:
                     results = live.rec.query_vector(vector, k, where=flt, min_score=min_score)
@@ -318,7 +321,7 @@ def create_app(
                     results = []
                 return state.results_json(live, results)
 
-        return JSONResponse({"results": await run_in_threadpool(search)})
+        return JSONResponse({"results": await run_in_threadpool(work)})
 
     # -- write endpoints (only with a key) -------------------------------------------
     if api_key is not None:
