@@ -3,11 +3,18 @@
 A catalogue of ``--n`` items (default 100,000; colour-histogram vectors added with
 ``add_vectors``, so no images need decoding to build it) is saved once to
 ``benchmarks/results/.cache/`` and served by ``python -m visualsim.serve`` in a
-subprocess on 127.0.0.1. Clients are threads with one keep-alive ``httpx.Client``
-each, at 1, 4 and 16 at once; ``/query`` uploads real JPEG product photos
-(400x400) that the server decodes and embeds with the catalogue's extractor.
-The in-process rows run the same work (``similar_to``; decode + extract +
-``query_vector``) from the same number of threads, in the benchmark's process.
+subprocess on 127.0.0.1. The HTTP client is a third process (this file run with
+``--client``, standard library only): N threads, each with one keep-alive
+``http.client.HTTPConnection``, at 1, 4 and 16 at once, so the client's own Python
+never shares a GIL with the in-process rows' process. ``/query`` uploads real JPEG
+product photos (400x400) that the server decodes and embeds with the catalogue's
+extractor. The in-process rows do the same work from the same number of threads in
+the benchmark's process while the server idles: ``similar_to`` + ``to_dict`` of
+each result; decode the same JPEG bytes + extract + ``query_vector`` + ``to_dict``.
+
+FAISS runs one OpenMP thread per search on both sides (``OMP_NUM_THREADS=1``
+unless already set; the server inherits it): a single 10-nearest search gains
+nothing from a second thread, and on a busy box the team's spin-wait costs more.
 
 Usage::
 
@@ -31,17 +38,95 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine_info, make_jpegs, print_table, write_json
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # before FAISS loads, here and in the server
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CATEGORIES = ("t-shirt", "trousers", "shoes", "bag", "hat")
+CLIENT_KIND = "http.client keep-alive (one HTTPConnection per client thread), in its own process"
+
+
+def client_main(spec: dict[str, Any]) -> dict[str, Any]:
+    """The HTTP client process: time ``requests`` calls from ``clients`` threads.
+
+    Standard library only, so it starts fast and its own work stays small. Every
+    thread connects (and sends one ``/health``) before the clock starts.
+    """
+    import http.client
+
+    port, op, clients, n = spec["port"], spec["endpoint"], spec["clients"], spec["requests"]
+    picks: list[str] = spec.get("picks", [])
+    photos = [Path(p).read_bytes() for p in spec.get("photos", [])]
+    lat: list[float] = []
+    errors = 0
+    lock = threading.Lock()
+    counter = iter(range(n))
+    ready = threading.Barrier(clients + 1)
+
+    def call(conn: http.client.HTTPConnection, i: int) -> bool:
+        if op == "similar":
+            conn.request("GET", f"/items/{picks[i % len(picks)]}/similar?k=10")
+        else:
+            body = photos[i % len(photos)]
+            conn.request("POST", "/query?k=10", body=body, headers={"content-type": "image/jpeg"})
+        r = conn.getresponse()
+        data = r.read()
+        return r.status == 200 and len(json.loads(data)["results"]) == 10
+
+    def worker() -> None:
+        nonlocal errors
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        conn.request("GET", "/health")
+        conn.getresponse().read()
+        ready.wait()
+        while True:
+            with lock:
+                i = next(counter, None)
+            if i is None:
+                break
+            t0 = time.perf_counter()
+            try:
+                ok = call(conn, i)
+            except Exception:
+                ok = False
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+            dt = time.perf_counter() - t0
+            with lock:
+                lat.append(dt)
+                errors += not ok
+        conn.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    ready.wait()
+    t0 = time.perf_counter()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    return {"latencies": lat, "wall_s": wall, "errors": errors}
+
+
+def run_client(spec: dict[str, Any]) -> dict[str, Any]:
+    """Run :func:`client_main` in a fresh process (this file with ``--client``)."""
+    out = subprocess.run(
+        [sys.executable, __file__, "--client"],
+        input=json.dumps(spec),
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        check=False,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"the client process failed: {out.stderr[-2000:]}")
+    res: dict[str, Any] = json.loads(out.stdout)
+    return res
 
 
 def build_catalogue(n: int, index: str, cache: Path) -> Path:
     """Save (once) an ``n``-item catalogue of random colour-histogram-like vectors."""
+    import numpy as np
+
     from visualsim import ColorHistogramExtractor, Recommender
 
     folder = cache / f"serve-{n}-{index}"
@@ -60,6 +145,8 @@ def build_catalogue(n: int, index: str, cache: Path) -> Path:
 
 
 def percentiles(lat: list[float]) -> dict[str, float]:
+    import numpy as np
+
     a = np.asarray(lat) * 1000
     return {
         "p50_ms": float(np.percentile(a, 50)),
@@ -68,14 +155,14 @@ def percentiles(lat: list[float]) -> dict[str, float]:
     }
 
 
-def drive(clients: int, requests: int, call: Callable[[int, int], bool]) -> dict[str, Any]:
+def drive(clients: int, requests: int, call: Callable[[int], bool]) -> dict[str, Any]:
     """Run ``requests`` calls from ``clients`` threads; latency per call and overall rate."""
     lat: list[float] = []
     errors = 0
     lock = threading.Lock()
     counter = iter(range(requests))
 
-    def worker(w: int) -> None:
+    def worker() -> None:
         nonlocal errors
         while True:
             with lock:
@@ -84,7 +171,7 @@ def drive(clients: int, requests: int, call: Callable[[int, int], bool]) -> dict
                 return
             t0 = time.perf_counter()
             try:
-                ok = call(i, w)
+                ok = call(i)
             except Exception:
                 ok = False
             dt = time.perf_counter() - t0
@@ -94,7 +181,7 @@ def drive(clients: int, requests: int, call: Callable[[int, int], bool]) -> dict
 
     t0 = time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
-        for f in [pool.submit(worker, w) for w in range(clients)]:
+        for f in [pool.submit(worker) for _ in range(clients)]:
             f.result()
     wall = time.perf_counter() - t0
     return {**percentiles(lat), "req_per_s": requests / wall, "errors": errors, "n": requests}
@@ -132,14 +219,15 @@ class Server:
         message = lines.get(timeout=600)
         self.port = int(json.loads(message)["port"])
         self.url = f"http://127.0.0.1:{self.port}"
-        import httpx
+        import urllib.request
 
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
             try:
-                if httpx.get(self.url + "/health", timeout=60).json().get("warm"):
-                    return
-            except (httpx.TransportError, ValueError):
+                with urllib.request.urlopen(self.url + "/health", timeout=60) as r:
+                    if json.loads(r.read()).get("warm"):
+                        return
+            except (OSError, ValueError):
                 pass
             time.sleep(0.5)
         raise RuntimeError("the server never became ready")
@@ -157,65 +245,72 @@ def main() -> None:
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--cache", type=Path, default=RESULTS / ".cache")
     parser.add_argument("--out", type=Path, default=RESULTS / "serve.json")
+    parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.client:  # the HTTP client process: a JSON spec on stdin, results on stdout
+        print(json.dumps(client_main(json.loads(sys.stdin.read()))))
+        return
 
-    import httpx
+    import numpy as np
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _common import machine_info, make_jpegs, print_table, write_json
 
     from visualsim import Recommender
     from visualsim.images import load_image
     from visualsim.serve.app import MAX_PIXELS
 
     folder = build_catalogue(args.n, args.index, args.cache)
-    photos = [p.read_bytes() for p in make_jpegs(args.cache / "photos", 32, size=(400, 400))]
+    photo_paths = [str(p) for p in make_jpegs(args.cache / "photos", 32, size=(400, 400))]
+    photos = [Path(p).read_bytes() for p in photo_paths]
     rng = np.random.default_rng(1)
     picks = [f"item-{int(i):06d}" for i in rng.integers(0, args.n, size=args.requests)]
 
     rec = Recommender.load(folder)
     ext = rec.extractor_
 
-    def similar_local(i: int, w: int = 0) -> bool:
-        return len(rec.similar_to(picks[i % len(picks)], 10)) == 10
+    # the same work as the server's handlers, results built into JSON-ready dicts
+    def similar_local(i: int) -> bool:
+        results = [r.to_dict() for r in rec.similar_to(picks[i % len(picks)], 10)]
+        return len(results) == 10
 
-    def query_local(i: int, w: int = 0) -> bool:
-        vec = ext.extract([load_image(photos[i % 32], max_pixels=MAX_PIXELS)])[0]
-        return len(rec.query_vector(vec, 10)) == 10
+    def query_local(i: int) -> bool:
+        pixels = load_image(photos[i % len(photos)], max_pixels=MAX_PIXELS)
+        vec = ext.extract([pixels], progress=False)[0]
+        results = [r.to_dict() for r in rec.query_vector(vec, 10)]
+        return len(results) == 10
 
-    for i in range(5):  # warm both paths
+    for i in range(10):  # warm both paths
         similar_local(i)
         query_local(i)
 
     rows: list[dict[str, Any]] = []
+    load_before = os.getloadavg()[0]
     server = Server(folder)
-    # one keep-alive client per concurrent caller, made and connected before any timing
-    pool = [httpx.Client(base_url=server.url, timeout=60) for _ in range(max(args.clients))]
-    for c in pool:
-        c.get("/health")
-
-    def similar_http(i: int, w: int = 0) -> bool:
-        r = pool[w].get(f"/items/{picks[i % len(picks)]}/similar", params={"k": 10})
-        return r.status_code == 200 and len(r.json()["results"]) == 10
-
-    def query_http(i: int, w: int = 0) -> bool:
-        r = pool[w].post(
-            "/query",
-            params={"k": 10},
-            content=photos[i % 32],
-            headers={"content-type": "image/jpeg"},
-        )
-        return r.status_code == 200 and len(r.json()["results"]) == 10
-
     try:
-        for i in range(10):
-            similar_http(i, i % len(pool))
-            query_http(i, i % len(pool))
-        for op, local, http in (
-            ("similar", similar_local, similar_http),
-            ("query", query_local, query_http),
-        ):
+        for op in ("similar", "query"):
+            spec = {"port": server.port, "endpoint": op, "clients": 4, "requests": 20}
+            spec.update(picks=picks, photos=photo_paths)
+            run_client(spec)  # warm the server's path
+        for op, local in (("similar", similar_local), ("query", query_local)):
             for clients in args.clients:
                 base = drive(clients, args.requests, local)
                 before = len(server.access)
-                served = drive(clients, args.requests, http)
+                spec = {
+                    "port": server.port,
+                    "endpoint": op,
+                    "clients": clients,
+                    "requests": args.requests,
+                    "picks": picks,
+                    "photos": photo_paths,
+                }
+                got = run_client(spec)
+                served = {
+                    **percentiles(got["latencies"]),
+                    "req_per_s": args.requests / got["wall_s"],
+                    "errors": got["errors"],
+                    "n": len(got["latencies"]),
+                }
                 time.sleep(0.5)  # let the last access-log lines arrive
                 inside = server.access[before:]
                 served["server_p50_ms"] = float(np.median(inside)) if inside else float("nan")
@@ -225,8 +320,6 @@ def main() -> None:
                 rows[-1]["rate_vs_in_process"] = served["req_per_s"] / base["req_per_s"]
                 print(f"  {op} x{clients}: done", flush=True)
     finally:
-        for c in pool:
-            c.close()
         rc = server.stop()
 
     columns = [
@@ -244,9 +337,11 @@ def main() -> None:
     ]
     table = print_table(rows, columns)
     info = machine_info()
+    info["loadavg_1m_before"] = load_before
     print(
-        f"CPU: {info['cpu']} ({info['cores']} cores, load {info['loadavg_1m']:.1f}); "
-        f"{args.n} items, index {args.index}; server exit code {rc}"
+        f"CPU: {info['cpu']} ({info['cores']} cores, load {load_before:.1f} before, "
+        f"{info['loadavg_1m']:.1f} after); {args.n} items, index {args.index}; "
+        f"client: {CLIENT_KIND}; server exit code {rc}"
     )
     write_json(
         args.out,
@@ -258,6 +353,12 @@ def main() -> None:
             "extractor": "color",
             "requests_per_cell": args.requests,
             "photo": "400x400 JPEG",
+            "client": CLIENT_KIND,
+            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+            "in_process_work": {
+                "similar": "similar_to(id, 10) + to_dict() of each result",
+                "query": "load_image(JPEG bytes) + extract + query_vector(v, 10) + to_dict()",
+            },
             "server_exit_code": rc,
             "rows": rows,
             "table": table,

@@ -38,4 +38,6 @@ def test_bench_serve_small_run_writes_rows_for_every_cell(tmp_path: Path) -> Non
     }
     assert all(r["errors"] == 0 and r["n"] == 8 for r in doc["rows"])
     assert doc["server_exit_code"] == 0
+    assert doc["client"].startswith("http.client keep-alive")
+    assert doc["omp_num_threads"] is not None
     assert "| endpoint |" in run.stdout
