@@ -18,7 +18,7 @@ nothing from a second thread, and on a busy box the team's spin-wait costs more.
 
 Usage::
 
-    python benchmarks/bench_serve.py [--n 100000] [--index hnsw] [--requests 200]
+    python benchmarks/bench_serve.py [--n 100000] [--index hnsw] [--requests 500]
 
 Prints a table and writes ``benchmarks/results/serve.json``.
 """
@@ -121,6 +121,29 @@ def run_client(spec: dict[str, Any]) -> dict[str, Any]:
         raise RuntimeError(f"the client process failed: {out.stderr[-2000:]}")
     res: dict[str, Any] = json.loads(out.stdout)
     return res
+
+
+def server_stack() -> dict[str, str]:
+    """What uvicorn picks in the server (``auto``): httptools and uvloop when installed."""
+    import importlib.metadata as md
+    import importlib.util
+
+    out = {"uvicorn": md.version("uvicorn")}
+    for name, fallback in (("httptools", "h11"), ("uvloop", "asyncio")):
+        found = importlib.util.find_spec(name) is not None
+        out["http" if name == "httptools" else "loop"] = (
+            f"{name} {md.version(name)}" if found else f"{fallback} {_version(fallback)}"
+        )
+    return out
+
+
+def _version(name: str) -> str:
+    import importlib.metadata as md
+
+    try:
+        return md.version(name)
+    except md.PackageNotFoundError:
+        return "(stdlib)"
 
 
 def build_catalogue(n: int, index: str, cache: Path) -> Path:
@@ -241,7 +264,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=100_000)
     parser.add_argument("--index", default="hnsw")
-    parser.add_argument("--requests", type=int, default=200, help="per (endpoint, clients)")
+    parser.add_argument("--requests", type=int, default=500, help="per (endpoint, clients)")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--cache", type=Path, default=RESULTS / ".cache")
     parser.add_argument("--out", type=Path, default=RESULTS / "serve.json")
@@ -341,7 +364,7 @@ def main() -> None:
     print(
         f"CPU: {info['cpu']} ({info['cores']} cores, load {load_before:.1f} before, "
         f"{info['loadavg_1m']:.1f} after); {args.n} items, index {args.index}; "
-        f"client: {CLIENT_KIND}; server exit code {rc}"
+        f"client: {CLIENT_KIND}; server: {server_stack()}; exit code {rc}"
     )
     write_json(
         args.out,
@@ -354,6 +377,7 @@ def main() -> None:
             "requests_per_cell": args.requests,
             "photo": "400x400 JPEG",
             "client": CLIENT_KIND,
+            "server_http": server_stack(),
             "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
             "in_process_work": {
                 "similar": "similar_to(id, 10) + to_dict() of each result",

@@ -40,4 +40,5 @@ def test_bench_serve_small_run_writes_rows_for_every_cell(tmp_path: Path) -> Non
     assert doc["server_exit_code"] == 0
     assert doc["client"].startswith("http.client keep-alive")
     assert doc["omp_num_threads"] is not None
+    assert doc["server_http"]["http"]
     assert "| endpoint |" in run.stdout
