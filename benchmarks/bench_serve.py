@@ -374,6 +374,7 @@ def main() -> None:
             "n_items": args.n,
             "index": args.index,
             "extractor": "color",
+            "dim": int(rec.dim),
             "requests_per_cell": args.requests,
             "photo": "400x400 JPEG",
             "client": CLIENT_KIND,
