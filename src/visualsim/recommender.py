@@ -1087,8 +1087,7 @@ class Recommender:
         if expr is not None:
             mask = self._segments_.cached_allowed(store, expr, self._version)
             if func is None and not any(
-                _hashable(i) and store.rows.get(i) is not None and mask[store.rows[i]]
-                for i in skip
+                _hashable(i) and store.rows.get(i) is not None and mask[store.rows[i]] for i in skip
             ):
                 return mask  # shared and read-only: the search never writes to it
             mask = mask.copy()
