@@ -505,32 +505,30 @@ class Segments:
         return isinstance(self.index, _TrainedIVF)
 
     # ----------------------------------------------------------------- filters
-    def cached_mask(self, store: Store, expr: Expr, version: int) -> np.ndarray:
-        """Return ``store.mask(expr)``, cached for this catalogue version."""
-        key = (str(expr), version)
+    def _cached(self, key: tuple[str, int], make: Any) -> np.ndarray:
+        """Return the mask cached under ``key``, or ``make()`` it (the last 64 are kept)."""
         mask = self._masks.get(key)
         if mask is None:
-            mask = store.mask(expr)
-            self._masks[key] = mask
+            mask = self._masks[key] = make()
             while len(self._masks) > 64:
                 self._masks.popitem(last=False)
         else:
             self._masks.move_to_end(key)
         return mask
 
+    def cached_mask(self, store: Store, expr: Expr, version: int) -> np.ndarray:
+        """Return ``store.mask(expr)``, cached for this catalogue version."""
+        return self._cached((str(expr), version), lambda: store.mask(expr))
+
     def cached_allowed(self, store: Store, expr: Expr, version: int) -> np.ndarray:
         """Return the live rows matching ``expr`` (read-only), cached for this version."""
-        key = (f"live & {expr}", version)
-        mask = self._masks.get(key)
-        if mask is None:
+
+        def make() -> np.ndarray:
             mask = store.alive.view & self.cached_mask(store, expr, version)
             mask.flags.writeable = False
-            self._masks[key] = mask
-            while len(self._masks) > 64:
-                self._masks.popitem(last=False)
-        else:
-            self._masks.move_to_end(key)
-        return mask
+            return mask
+
+        return self._cached((f"live & {expr}", version), make)
 
     def _facts(self, allowed: np.ndarray) -> tuple[int, np.ndarray]:
         """``(count, rows)`` of a mask, remembered for the cached ones (one pass a version)."""
