@@ -18,7 +18,10 @@ nothing from a second thread, and on a busy box the team's spin-wait costs more.
 
 Usage::
 
-    python benchmarks/bench_serve.py [--n 100000] [--index hnsw] [--requests 500]
+    python benchmarks/bench_serve.py [--n 100000] [--index hnsw] [--requests 500] [--workers 1]
+
+``--workers N`` serves with ``visualsim serve --workers N`` (N uvicorn worker
+processes on one socket); the in-process rows stay one process.
 
 Prints a table and writes ``benchmarks/results/serve.json``.
 """
@@ -211,9 +214,10 @@ def drive(clients: int, requests: int, call: Callable[[int], bool]) -> dict[str,
 
 
 class Server:
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, workers: int = 1) -> None:
+        command = [sys.executable, "-m", "visualsim.serve", str(folder), "--port", "0"]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "visualsim.serve", str(folder), "--port", "0"],
+            [*command, "--workers", str(workers)],
             stderr=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             text=True,
@@ -245,11 +249,16 @@ class Server:
         import urllib.request
 
         deadline = time.monotonic() + 600
+        warm: set[Any] = set()  # every worker answers warm (fresh connections reach each)
         while time.monotonic() < deadline:
             try:
                 with urllib.request.urlopen(self.url + "/health", timeout=60) as r:
-                    if json.loads(r.read()).get("warm"):
-                        return
+                    doc = json.loads(r.read())
+                    if doc.get("warm"):
+                        warm.add(doc.get("worker"))
+                        if len(warm) >= workers:
+                            return
+                        continue
             except (OSError, ValueError):
                 pass
             time.sleep(0.5)
@@ -268,6 +277,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--cache", type=Path, default=RESULTS / ".cache")
     parser.add_argument("--out", type=Path, default=RESULTS / "serve.json")
+    parser.add_argument("--workers", type=int, default=1, help="server worker processes")
     parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.client:  # the HTTP client process: a JSON spec on stdin, results on stdout
@@ -309,7 +319,7 @@ def main() -> None:
 
     rows: list[dict[str, Any]] = []
     load_before = os.getloadavg()[0]
-    server = Server(folder)
+    server = Server(folder, args.workers)
     try:
         for op in ("similar", "query"):
             spec = {"port": server.port, "endpoint": op, "clients": 4, "requests": 20}
@@ -363,7 +373,8 @@ def main() -> None:
     info["loadavg_1m_before"] = load_before
     print(
         f"CPU: {info['cpu']} ({info['cores']} cores, load {load_before:.1f} before, "
-        f"{info['loadavg_1m']:.1f} after); {args.n} items, index {args.index}; "
+        f"{info['loadavg_1m']:.1f} after); {args.n} items ({int(rec.dim)}-d), index "
+        f"{args.index}; server workers: {args.workers}; "
         f"client: {CLIENT_KIND}; server: {server_stack()}; exit code {rc}"
     )
     write_json(
@@ -379,6 +390,7 @@ def main() -> None:
             "photo": "400x400 JPEG",
             "client": CLIENT_KIND,
             "server_http": server_stack(),
+            "server_workers": args.workers,
             "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
             "in_process_work": {
                 "similar": "similar_to(id, 10) + to_dict() of each result",

@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -543,6 +544,80 @@ def test_save_then_reload_keeps_api_writes(tmp_path: Path, products: Any) -> Non
         assert c.post("/save", headers=AUTH).json() == {"status": "saved", "items": N - 1}
         assert c.post("/reload", headers=AUTH).json()["items"] == N - 1
     assert len(Recommender.load(folder)) == N - 1
+
+
+# -- several workers (the app side; a real 2-worker server is in test_serve_live.py) ----------
+def test_workers_refuse_writes_with_405_naming_the_option(tmp_path: Path, products: Any) -> None:
+    folder = make_rec(products).save(tmp_path / "cat")
+    app = create_app(folder, api_key=KEY, workers=2, reload_signal=tmp_path / "generation")
+    with TestClient(app) as c:
+        health = c.get("/health").json()
+        assert health["worker"] == os.getpid() and health["read_only"] is True
+        files = {"image": photo(products, 1)}
+        answers = [
+            c.post("/items", data={"id": "x"}, files=files, headers=AUTH),
+            c.put("/items/synthetic-000001", files=files, headers=AUTH),
+            c.delete("/items/synthetic-000001", headers=AUTH),
+            c.post("/save", headers=AUTH),
+        ]
+        for r in answers:
+            assert r.status_code == 405, r.text
+            assert "--workers 2" in r.json()["detail"]
+        assert answers[0].headers["allow"] == "GET"
+        assert c.get("/items/synthetic-000001").status_code == 200  # reads still answer
+        assert c.get("/health").json()["items"] == N  # nothing was written
+
+
+def test_a_reload_sent_to_one_app_reaches_another_on_the_same_signal_file(
+    tmp_path: Path, products: Any
+) -> None:
+    rec = make_rec(products)
+    folder = rec.save(tmp_path / "cat")
+    signal_file = tmp_path / "generation"
+
+    def app() -> FastAPI:
+        return create_app(folder, api_key=KEY, workers=2, reload_signal=signal_file)
+
+    with TestClient(app()) as one, TestClient(app()) as other:
+        rec.remove(["synthetic-000000"]).save(folder, overwrite=True)
+        assert one.post("/reload", headers=AUTH).json()["items"] == N - 1
+        assert signal_file.read_text(encoding="ascii").endswith(f"-{os.getpid()}")
+        for _ in range(600):  # the other app checks every RELOAD_POLL_S (bounded wait)
+            if other.get("/health").json()["items"] == N - 1:
+                break
+            time.sleep(0.05)
+        assert other.get("/health").json()["items"] == N - 1
+        assert other.get("/items/synthetic-000000").status_code == 404
+        assert one.get("/health").json()["items"] == N - 1  # its own announcement is not redone
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
+@pytest.mark.parametrize("workers", [0, -1, True, 1.5])
+def test_bad_workers_is_a_config_error(rec: Recommender, workers: Any) -> None:
+    from visualsim.errors import ConfigError
+    from visualsim.serve.server import run
+
+    with pytest.raises(ConfigError, match="workers"):
+        create_app(rec, workers=workers)
+    with pytest.raises(ConfigError, match="workers"):
+        run(rec, workers=workers)
+
+
+def test_workers_need_a_folder_and_the_key_by_variable_name(
+    rec: Recommender, tmp_path: Path
+) -> None:
+    from visualsim.errors import ConfigError
+    from visualsim.serve.server import WORKER_ENV, run, worker_app
+
+    with pytest.raises(ConfigError, match="catalogue folder"):
+        run(rec, workers=2)
+    folder = rec.save(tmp_path / "cat")
+    with pytest.raises(ConfigError, match="api_key_env") as err:
+        run(folder, workers=2, api_key=KEY)
+    assert KEY not in str(err.value)
+    os.environ.pop(WORKER_ENV, None)
+    with pytest.raises(ConfigError, match=WORKER_ENV):
+        worker_app()
 
 
 # -- images only from inside the root --------------------------------------------------------

@@ -28,6 +28,8 @@ def test_bench_serve_small_run_writes_rows_for_every_cell(tmp_path: Path) -> Non
         str(tmp_path / "cache"),
         "--out",
         str(out),
+        "--workers",
+        "2",
     ]
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-2000:]
@@ -38,6 +40,7 @@ def test_bench_serve_small_run_writes_rows_for_every_cell(tmp_path: Path) -> Non
     }
     assert all(r["errors"] == 0 and r["n"] == 8 for r in doc["rows"])
     assert doc["server_exit_code"] == 0
+    assert doc["server_workers"] == 2
     assert doc["client"].startswith("http.client keep-alive")
     assert doc["omp_num_threads"] is not None
     assert doc["server_http"]["http"]

@@ -373,3 +373,85 @@ def test_health_answers_while_a_query_extracts(catalogue: tuple[Path, list[Path]
         server.should_exit = True
         thread.join(30)
         sock.close()
+
+
+# -- several worker processes -------------------------------------------------------------
+def _children(pid: int) -> set[int]:
+    """Process ids whose parent is ``pid`` (Linux /proc)."""
+    out = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rpartition(")")[2].split()[1]) == pid:
+                out.add(int(entry.name))
+    return out
+
+
+def _workers_answering(url: str, want_items: int, workers: set[int], deadline: float) -> bool:
+    """Fresh connections until every worker in ``workers`` answers with ``want_items``."""
+    seen: dict[int, int] = {}
+    while time.monotonic() < deadline:
+        body = httpx.get(url + "/health", timeout=10).json()  # a new connection each time
+        seen[body["worker"]] = body["items"]
+        if set(seen) == workers and all(n == want_items for n in seen.values()):
+            return True
+        if body["items"] != want_items:
+            seen.clear()  # a worker still on the old catalogue: start the round again
+        time.sleep(0.02)
+    return False
+
+
+def test_two_workers_share_one_socket_and_all_follow_a_reload(
+    catalogue: tuple[Path, list[Path]], tmp_path: Path
+) -> None:
+    folder = tmp_path / "cat"
+    rec = Recommender.load(catalogue[0])
+    rec.save(folder)
+    srv = Server(folder, "--workers", "2", "--api-key-env", "VS_TEST_KEY")
+    try:
+        workers = _children(srv.proc.pid)
+        deadline = time.monotonic() + 60
+        pids: set[int] = set()
+        while len(pids) < 2 and time.monotonic() < deadline:
+            pids.add(httpx.get(srv.url + "/health", timeout=10).json()["worker"])
+        assert len(pids) == 2 and pids <= workers  # two processes answer on the one port
+
+        photo = catalogue[1][5].read_bytes()
+        first = httpx.post(srv.url + "/query?k=3", content=photo, timeout=30)
+        assert first.status_code == 200
+        assert first.json()["results"][0]["id"] == "synthetic-000005"
+
+        # writes cannot stay consistent across independent copies: refused, naming --workers
+        refused = httpx.delete(srv.url + "/items/synthetic-000001", headers=AUTH)
+        assert refused.status_code == 405 and "--workers" in refused.json()["detail"]
+        assert httpx.post(srv.url + "/reload").status_code == 401
+
+        # a new catalogue on disk; one POST /reload reaches every worker
+        seven = "synthetic-000007"
+        rec.add_vectors(rec.vector_of(seven)[None], ["new-arrival"], [rec.metadata_of(seven)])
+        rec.remove(["synthetic-000005"])
+        rec.save(folder, overwrite=True)
+        reloaded = httpx.post(srv.url + "/reload", headers=AUTH, timeout=60)
+        assert reloaded.status_code == 200 and reloaded.json()["items"] == N
+        assert _workers_answering(srv.url, N, pids, time.monotonic() + 60)
+        for _ in range(6):  # several connections, every one on the new catalogue
+            with httpx.Client(base_url=srv.url, timeout=30) as c:
+                assert c.get("/items/new-arrival").status_code == 200
+                assert c.get("/items/synthetic-000005").status_code == 404
+                top = c.post("/query?k=3", content=photo).json()["results"]
+                assert "synthetic-000005" not in [r["id"] for r in top]
+    finally:
+        rc = srv.stop()
+    assert rc == 0
+    messages = [json.loads(line).get("message", "") for line in srv.log]
+    assert "stopped" in messages
+    assert sum("a reload sent to another worker" in m for m in messages) == 1
+    assert all(KEY not in line for line in srv.log)
+    # no worker (nor multiprocessing's resource tracker) outlives the supervisor
+    deadline = time.monotonic() + 30
+    while any(Path(f"/proc/{pid}").exists() for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()]

@@ -11,6 +11,7 @@ routed without one, and with one they need ``Authorization: Bearer <key>``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -60,6 +61,9 @@ MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 MAX_PIXELS = 50_000_000
 """Default pixel limit of an uploaded image (width x height); more is refused (422)."""
 
+RELOAD_POLL_S = 0.2
+"""How often (seconds) an app with a ``reload_signal`` file checks it for a new reload."""
+
 MULTIPART_SLACK = 64 * 1024
 """Bytes a multipart body may carry beyond the image itself (headers, id, metadata)."""
 
@@ -97,6 +101,9 @@ def create_app(
     max_pixels: int = MAX_PIXELS,
     warm: bool = True,
     title: str = "visualsim",
+    workers: int = 1,
+    reload_signal: str | os.PathLike[str] | None = None,
+    mmap: bool = False,
 ) -> FastAPI:
     """Return an ASGI app serving a catalogue.
 
@@ -125,6 +132,23 @@ def create_app(
         request does not pay for building the model.
     title
         The OpenAPI title.
+    workers
+        How many server processes run this same app on one socket (what
+        ``visualsim serve --workers N`` passes). With more than one, each holds
+        its own copy of the catalogue, so the item writes and ``POST /save``
+        answer 405 naming ``--workers`` (change the catalogue on disk and
+        ``POST /reload`` instead), and ``/health`` reports the answering
+        worker's process id as ``worker``.
+    reload_signal
+        A file the worker processes share (``visualsim serve --workers`` makes
+        one in a private temporary folder). A successful ``POST /reload``
+        replaces it atomically with a new generation token; every app checks
+        it (one ``stat``) every :data:`RELOAD_POLL_S` seconds and, when the
+        token changed, loads the catalogue on disk off the event loop and swaps
+        it in, so a reload sent to any worker reaches them all.
+    mmap
+        Memory-map the catalogue's stored vectors (shared, read-only, through
+        the page cache between worker processes) instead of reading them in.
 
     Returns
     -------
@@ -148,6 +172,8 @@ def create_app(
         raise ConfigError(f"max_upload_bytes must be a positive integer, got {max_upload_bytes!r}")
     if isinstance(max_k, bool) or int(max_k) < 1:
         raise ConfigError(f"max_k must be a positive integer, got {max_k!r}")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"workers must be a positive integer, got {workers!r}")
     if api_key is not None and (not isinstance(api_key, str) or len(api_key) < 8):
         raise ConfigError("api_key must be a string of at least 8 characters (it was not shown)")
     max_upload_bytes, max_k = int(max_upload_bytes), int(max_k)
@@ -155,7 +181,7 @@ def create_app(
     catalog_path: Path | None = None
     if isinstance(recommender_or_path, (str, os.PathLike)):
         catalog_path = Path(recommender_or_path)
-        rec = _load(catalog_path, None)
+        rec = _load(catalog_path, None, mmap=mmap)
     else:
         rec = recommender_or_path
     state = _State(
@@ -164,15 +190,27 @@ def create_app(
         image_root=None if image_root is None else Path(image_root),
         api_key=api_key,
         warm=warm,
+        mmap=mmap,
+        signal_file=None if reload_signal is None else Path(reload_signal),
     )
+    state.seen_token = state.read_token()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if warm:
             await run_in_threadpool(state.warm_up, state.live)
         logger.info("serving %d items (read-only: %s)", len(state.live.rec), api_key is None)
-        yield
-        logger.info("shutting down")
+        watcher = None
+        if state.signal_file is not None:
+            watcher = asyncio.create_task(_follow_reloads(state))
+        try:
+            yield
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
+            logger.info("shutting down")
 
     app = FastAPI(
         title=title,
@@ -213,16 +251,17 @@ def create_app(
     async def health() -> JSONResponse:
         live = state.live
         rec = live.rec
-        return JSONResponse(
-            {
-                "status": "ok",
-                "items": len(rec),
-                "dim": _safe_dim(rec),
-                "read_only": api_key is None,
-                "warm": state.is_warm(live),
-                "version": __version__,
-            }
-        )
+        doc: dict[str, Any] = {
+            "status": "ok",
+            "items": len(rec),
+            "dim": _safe_dim(rec),
+            "read_only": api_key is None or workers > 1,
+            "warm": state.is_warm(live),
+            "version": __version__,
+        }
+        if workers > 1:
+            doc["worker"] = os.getpid()
+        return JSONResponse(doc)
 
     @app.get("/fields", summary="The catalogue's metadata fields, for building filters")
     def fields() -> JSONResponse:
@@ -339,7 +378,11 @@ def create_app(
                 )
 
         auth = [Depends(authorised)]
+        if workers > 1:
+            _refuse_writes(app, workers)
         item_form = _upload_openapi(("image", "id", "metadata"), required=("image", "id"))
+
+    if api_key is not None and workers == 1:
 
         @app.post(
             "/items",
@@ -436,6 +479,8 @@ def create_app(
                 live.changed()
                 return JSONResponse({"id": A.json_id(key), "removed": True, "items": len(live.rec)})
 
+    if api_key is not None:
+
         @app.post("/reload", dependencies=auth, summary="Swap in the catalogue on disk")
         async def reload() -> JSONResponse:
             if state.catalog_path is None:
@@ -444,13 +489,11 @@ def create_app(
                     "this app was given a recommender, not a catalogue folder: nothing to reload",
                 )
             async with state.reload_lock:
-                old = state.live
-                rec = await run_in_threadpool(_load, state.catalog_path, old.rec)
-                new = _Live(rec)
-                if warm:
-                    await run_in_threadpool(state.warm_up, new)
-                state.live = new  # requests already running finish on the old catalogue
-            return JSONResponse({"status": "reloaded", "items": len(rec)})
+                n = await _swap_in(state)
+                await run_in_threadpool(state.announce)  # the other workers follow
+            return JSONResponse({"status": "reloaded", "items": n})
+
+    if api_key is not None and workers == 1:
 
         @app.post("/save", dependencies=auth, summary="Write the catalogue back to its folder")
         def save() -> JSONResponse:
@@ -472,9 +515,31 @@ class _State:
     image_root: Path | None
     api_key: str | None
     warm: bool
+    mmap: bool = False
+    signal_file: Path | None = None
+    seen_token: str | None = None
     reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _warm_lock: threading.Lock = field(default_factory=threading.Lock)
     _warmed: set[int] = field(default_factory=set)
+
+    def read_token(self) -> str | None:
+        """The reload generation in the shared signal file (None: none yet, or no file)."""
+        if self.signal_file is None:
+            return None
+        try:
+            return self.signal_file.read_text(encoding="ascii").strip() or None
+        except (OSError, ValueError):
+            return None
+
+    def announce(self) -> None:
+        """Record a new reload generation for the other workers (atomic replace)."""
+        if self.signal_file is None:
+            return
+        token = f"{time.time_ns()}-{os.getpid()}"
+        tmp = self.signal_file.with_name(f".{self.signal_file.name}.{os.getpid()}.tmp")
+        tmp.write_text(token, encoding="ascii")
+        os.replace(tmp, self.signal_file)
+        self.seen_token = token
 
     def root(self, live: _Live) -> Path | None:
         return A.image_root_of(live.rec, self.image_root)
@@ -541,7 +606,77 @@ class _State:
         return out
 
 
-def _load(path: Path, current: Any) -> Any:
+async def _swap_in(state: _State) -> int:
+    """Load the catalogue on disk off the event loop, warm it, swap it in; return its size.
+
+    Requests already running finish on the old catalogue, so none is dropped.
+    """
+    assert state.catalog_path is not None
+    old = state.live
+    rec = await run_in_threadpool(_load, state.catalog_path, old.rec, mmap=state.mmap)
+    new = _Live(rec)
+    if state.warm:
+        await run_in_threadpool(state.warm_up, new)
+    state.live = new
+    return len(rec)
+
+
+async def _follow_reloads(state: _State) -> None:
+    """Swap in the catalogue on disk whenever another worker records a new reload generation.
+
+    Checks the signal file's identity with one ``stat`` every :data:`RELOAD_POLL_S`
+    seconds; reads it only when that changed.
+    """
+    assert state.signal_file is not None
+    last: tuple[int, int, int] | None = None
+    while True:
+        await asyncio.sleep(RELOAD_POLL_S)
+        try:
+            st = os.stat(state.signal_file)
+        except OSError:
+            continue
+        ident = (st.st_ino, st.st_mtime_ns, st.st_size)
+        if ident == last:
+            continue
+        last = ident
+        token = state.read_token()
+        if token is None or token == state.seen_token:
+            continue
+        async with state.reload_lock:
+            if token == state.seen_token:
+                continue
+            state.seen_token = token  # a catalogue that fails to load is not retried
+            try:
+                n = await _swap_in(state)
+            except Exception as exc:  # keep serving the old catalogue
+                detail = str(exc) if isinstance(exc, VisualsimError) else type(exc).__name__
+                logger.error("reload from another worker failed: %s", _scrub(detail, state))
+                continue
+            logger.info("reloaded %d items (a reload sent to another worker)", n)
+
+
+def _refuse_writes(app: FastAPI, workers: int) -> None:
+    """405 for the item writes and /save: worker processes hold independent copies."""
+    detail = (
+        f"this server runs {workers} worker processes (--workers {workers}), each with its "
+        "own copy of the catalogue, so it takes no writes; change the catalogue on disk and "
+        "POST /reload (every worker follows), or run one worker (--workers 1) to write"
+    )
+
+    def refuse(allow: str) -> Callable[[], Awaitable[JSONResponse]]:
+        async def endpoint() -> JSONResponse:
+            raise HTTPException(405, detail, headers={"Allow": allow})
+
+        return endpoint
+
+    app.add_api_route("/items", refuse("GET"), methods=["POST"], include_in_schema=False)
+    app.add_api_route(
+        "/items/{item_id:path}", refuse("GET"), methods=["PUT", "DELETE"], include_in_schema=False
+    )
+    app.add_api_route("/save", refuse(""), methods=["POST"], include_in_schema=False)
+
+
+def _load(path: Path, current: Any, *, mmap: bool = False) -> Any:
     """Load the catalogue at ``path``, reusing ``current``'s extractor when it is the same one."""
     from ..recommender import Recommender
 
@@ -557,10 +692,10 @@ def _load(path: Path, current: Any) -> Any:
             extractor = None
     if extractor is not None:
         try:
-            return Recommender.load(path, extractor=extractor)
+            return Recommender.load(path, extractor=extractor, mmap=mmap)
         except ConfigError:  # the catalogue's own check says it is not the same extractor
             pass
-    return Recommender.load(path)
+    return Recommender.load(path, mmap=mmap)
 
 
 def _safe_dim(rec: Any) -> int | None:
@@ -783,4 +918,4 @@ class AccessLogMiddleware:
                 )
 
 
-__all__ = ["MAX_PIXELS", "MAX_UPLOAD_BYTES", "AccessLogMiddleware", "create_app"]
+__all__ = ["MAX_PIXELS", "MAX_UPLOAD_BYTES", "RELOAD_POLL_S", "AccessLogMiddleware", "create_app"]

@@ -4,6 +4,14 @@ Logs are JSON lines on stderr (one per request on ``visualsim.serve.access``);
 SIGTERM and SIGINT stop accepting connections, let running requests finish,
 then exit 0. The API key is read from an environment variable and never
 printed or logged.
+
+With ``workers=N > 1`` uvicorn's own supervisor runs N worker processes on one
+listening socket. Each builds the app with :func:`worker_app` (an app factory)
+from the options in the environment variable :data:`WORKER_ENV` (no secret in
+it: the API key travels as the *name* of its environment variable, which the
+workers inherit), loads the catalogue itself (memory-mapped vectors) and
+refuses writes (405); ``POST /reload`` reaches every worker through a signal
+file in a private temporary folder the supervisor creates and removes.
 """
 
 from __future__ import annotations
@@ -12,9 +20,11 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,6 +33,9 @@ from typing import Any
 from ..errors import ConfigError
 
 logger = logging.getLogger("visualsim.serve")
+
+WORKER_ENV = "VISUALSIM_SERVE_WORKER"
+"""Environment variable carrying a worker's options (JSON, never a secret) to its process."""
 
 
 class JsonLogFormatter(logging.Formatter):
@@ -85,6 +98,8 @@ def run(
     image_root: str | os.PathLike[str] | None = None,
     max_upload_bytes: int | None = None,
     graceful_timeout: int = 10,
+    workers: int = 1,
+    api_key_env: str | None = None,
 ) -> None:
     """Serve a catalogue until SIGTERM/SIGINT.
 
@@ -96,24 +111,123 @@ def run(
         Where to listen; ``port=0`` picks a free port (logged as ``listening``).
     api_key
         Enables the write endpoints (see :func:`~visualsim.serve.create_app`).
+        With ``workers > 1`` pass ``api_key_env`` instead.
     image_root
         Folder the item images are served from.
     max_upload_bytes
         Upload limit; default 20 MiB.
     graceful_timeout
         Seconds running requests get to finish after SIGTERM.
+    workers
+        Worker processes on the one socket (uvicorn's supervisor restarts any
+        that dies). With more than one, ``catalog`` must be a folder, each
+        worker loads it (vectors memory-mapped, so shared through the page
+        cache), the item writes and ``/save`` answer 405, and ``POST /reload``
+        sent to any worker reaches all of them within about
+        :data:`~visualsim.serve.app.RELOAD_POLL_S` seconds plus their load time.
+    api_key_env
+        Name of the environment variable holding the API key (read by every
+        worker; the key itself is never put in argv or a file). Used when
+        ``api_key`` is None.
+
+    Raises
+    ------
+    ConfigError
+        For a bad ``workers``, ``workers > 1`` without a catalogue folder or
+        with ``api_key`` given as a value, an unset ``api_key_env``, or an
+        address that cannot be bound.
     """
     import uvicorn
 
     from .app import MAX_UPLOAD_BYTES, create_app
 
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"workers must be a positive integer, got {workers!r}")
+    if api_key is None and api_key_env is not None:
+        api_key = api_key_from_env(api_key_env)
     configure_logging()
-    app = create_app(
+    reload_dir: str | None = None
+    if workers == 1:
+        app: Any = create_app(
+            catalog,
+            api_key=api_key,
+            image_root=image_root,
+            max_upload_bytes=max_upload_bytes or MAX_UPLOAD_BYTES,
+        )
+    else:
+        if not isinstance(catalog, (str, os.PathLike)) or not Path(catalog).is_dir():
+            raise ConfigError(
+                f"workers={workers} needs a catalogue folder (each worker process loads it), "
+                f"not {type(catalog).__name__}"
+            )
+        if api_key is not None and api_key_env is None:
+            raise ConfigError(
+                f"workers={workers}: pass the API key as api_key_env=NAME (the name of an "
+                "environment variable), so it reaches the workers without argv or a file"
+            )
+        reload_dir = tempfile.mkdtemp(prefix="visualsim-serve-")  # mode 0700
+        options = {
+            "catalog": str(Path(catalog).resolve()),
+            "api_key_env": api_key_env,
+            "image_root": None if image_root is None else str(Path(image_root).resolve()),
+            "max_upload_bytes": max_upload_bytes or MAX_UPLOAD_BYTES,
+            "workers": workers,
+            "reload_signal": str(Path(reload_dir) / "generation"),
+        }
+        app = "visualsim.serve.server:worker_app"
+        previous_env = os.environ.get(WORKER_ENV)
+        os.environ[WORKER_ENV] = json.dumps(options)  # the spawned workers inherit it
+    try:
+        _serve(uvicorn, app, host, port, graceful_timeout, workers)
+    finally:
+        if reload_dir is not None:
+            if previous_env is None:
+                os.environ.pop(WORKER_ENV, None)
+            else:
+                os.environ[WORKER_ENV] = previous_env
+            shutil.rmtree(reload_dir, ignore_errors=True)
+    logger.info("stopped")
+
+
+def worker_app() -> Any:
+    """The app factory each worker process calls (options from :data:`WORKER_ENV`).
+
+    Returns
+    -------
+    fastapi.FastAPI
+        The app for this worker.
+
+    Raises
+    ------
+    ConfigError
+        When :data:`WORKER_ENV` is missing or not the JSON that :func:`run` writes.
+    """
+    from .app import create_app
+
+    raw = os.environ.get(WORKER_ENV)
+    try:
+        options = json.loads(raw or "")
+        catalog = options["catalog"]
+    except (ValueError, KeyError, TypeError):
+        raise ConfigError(
+            f"the environment variable {WORKER_ENV} is missing or malformed; worker_app is "
+            "started by visualsim.serve.run(..., workers=N), not by hand"
+        ) from None
+    configure_logging()
+    return create_app(
         catalog,
-        api_key=api_key,
-        image_root=image_root,
-        max_upload_bytes=max_upload_bytes or MAX_UPLOAD_BYTES,
+        api_key=api_key_from_env(options.get("api_key_env")),
+        image_root=options.get("image_root"),
+        max_upload_bytes=int(options["max_upload_bytes"]),
+        workers=int(options["workers"]),
+        reload_signal=options["reload_signal"],
+        mmap=True,
     )
+
+
+def _serve(
+    uvicorn: Any, app: Any, host: str, port: int, graceful_timeout: int, workers: int
+) -> None:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -134,9 +248,30 @@ def run(
         access_log=False,
         timeout_graceful_shutdown=graceful_timeout,
         server_header=False,
+        factory=workers > 1,
+        workers=workers,
+        # a worker loads and warms the catalogue before it serves: give it time to answer
+        timeout_worker_healthcheck=60,
     )
+    logger.info(
+        json.dumps(
+            {
+                "event": "listening",
+                "url": f"http://{host}:{bound}",
+                "port": bound,
+                "workers": workers,
+            }
+        )
+    )
+    if workers > 1:
+        from uvicorn.supervisors import Multiprocess
+
+        try:
+            Multiprocess(config, sockets=[sock]).run()  # handles SIGTERM/SIGINT itself
+        finally:
+            sock.close()
+        return
     server = uvicorn.Server(config)
-    logger.info(json.dumps({"event": "listening", "url": f"http://{host}:{bound}", "port": bound}))
     # uvicorn re-raises the stop signal after its graceful shutdown; these handlers take
     # it, so a SIGTERM'd server exits 0 once the running requests have finished
     stopped_by: list[int] = []
@@ -150,7 +285,6 @@ def run(
         sock.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    logger.info("stopped")
 
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
@@ -170,6 +304,14 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument(
         "--max-upload-mb", type=float, default=20.0, help="upload limit in MiB (default 20)"
     )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="worker processes on one socket (default 1); with N > 1 the item writes and "
+        "/save answer 405, and POST /reload reaches every worker",
+    )
     return p
 
 
@@ -180,13 +322,19 @@ def serve_from_args(args: argparse.Namespace) -> None:
             f"catalogue {str(args.catalog)!r} is not a folder; write one with "
             "`visualsim index IMAGES -o CATALOG`"
         )
+    workers = getattr(args, "workers", 1)
+    if workers < 1:
+        raise ConfigError(f"--workers must be 1 or more, got {workers}")
+    key = api_key_from_env(args.api_key_env)  # checked here, so a missing one fails at once
     run(
         args.catalog,
         host=args.host,
         port=args.port,
-        api_key=api_key_from_env(args.api_key_env),
+        api_key=key if workers == 1 else None,
+        api_key_env=args.api_key_env,
         image_root=args.image_root,
         max_upload_bytes=max(1, int(args.max_upload_mb * 1024 * 1024)),
+        workers=workers,
     )
 
 
@@ -203,4 +351,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["JsonLogFormatter", "api_key_from_env", "build_parser", "main", "run"]
+__all__ = [
+    "WORKER_ENV",
+    "JsonLogFormatter",
+    "api_key_from_env",
+    "build_parser",
+    "main",
+    "run",
+    "worker_app",
+]
