@@ -1312,13 +1312,20 @@ def atomic_dir(
         raise
 
 
-def folder_identity(path: PathLike) -> tuple[int, int] | None:
-    """Return ``(st_dev, st_ino)`` of the folder at ``path`` (not following a link), or ``None``."""
+def folder_identity(path: PathLike) -> tuple[int, int, int, int] | None:
+    """Return ``(st_dev, st_ino, st_ctime_ns, st_mtime_ns)`` of the folder at ``path`` (not
+    following a link), or ``None``.
+
+    The times matter: a folder removed after a swap frees its inode number, and the
+    file system may hand it to the next folder written, so ``(st_dev, st_ino)`` alone
+    can say "same folder" across two swaps (seen under load, with a writer swapping
+    several times during one read).
+    """
     try:
         st = os.lstat(path)
     except OSError:
         return None
-    return (st.st_dev, st.st_ino)
+    return (st.st_dev, st.st_ino, st.st_ctime_ns, st.st_mtime_ns)
 
 
 def read_consistent(path: PathLike, read: Callable[[Path], T], *, attempts: int = 20) -> T:
