@@ -80,9 +80,12 @@ def clustered(n: int, d: int, *, seed: int = 0) -> np.ndarray:
 
 def brute_force(x: np.ndarray, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Top-k cosine scores and row numbers by numpy, ties in row order."""
+    # in float64 throughout: a float32 norm of a tiny vector (1.7e-21, found by
+    # Hypothesis) squares into subnormals and loses digits the indexes keep
+    x, q = x.astype(np.float64), q.astype(np.float64)
     xn = x / np.linalg.norm(x, axis=1, keepdims=True)
     qn = q / np.linalg.norm(q, axis=1, keepdims=True)
-    sims = qn.astype(np.float64) @ xn.astype(np.float64).T
+    sims = qn @ xn.T
     order = np.argsort(-sims, axis=1, kind="stable")[:, :k]
     return np.take_along_axis(sims, order, axis=1), order
 
