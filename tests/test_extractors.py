@@ -46,25 +46,35 @@ def assert_unit_rows(v: np.ndarray) -> None:
 def test_color_extractor_shape_dtype_norm() -> None:
     ext = ColorHistogramExtractor()
     v = ext.extract([solid(RED), solid(GREEN), solid(BLUE)])
-    assert v.shape == (3, ext.dim) == (3, 16 * 4 * 4 + 6)  # hue x sat x value + grey levels
+    # hue x sat x value + grey levels, then an 8x8 layout of 3 channels + its constant
+    assert v.shape == (3, ext.dim) == (3, 16 * 4 * 4 + 6 + 3 * 8 * 8 + 1)
     assert_unit_rows(v)
+    histogram = ColorHistogramExtractor(layout=0)
+    assert histogram.extract([solid(RED)]).shape == (1, histogram.dim) == (1, 16 * 4 * 4 + 6)
 
 
-def test_color_extractor_puts_same_colours_together() -> None:
-    ext = ColorHistogramExtractor()
+@pytest.mark.parametrize("layout", [0, 8])
+def test_color_extractor_puts_same_colours_together(layout: int) -> None:
+    ext = ColorHistogramExtractor(layout=layout)
     v = ext.extract([solid(RED), solid(RED, shade=15), solid(BLUE), solid(BLUE, shade=-15)])
     sims = v @ v.T
-    assert sims[0, 1] > 0.9 and sims[2, 3] > 0.9
-    assert sims[0, 2] < 0.1
+    # soft bins: a shade 15 levels off shares most, not all, of its cells
+    assert sims[0, 1] > 0.8 and sims[2, 3] > 0.8
+    # two flat images share their (empty) layout: only its share of the cosine is common
+    assert sims[0, 2] < (ext.layout_weight if layout else 0.0) + 0.1
 
 
 def test_color_extractor_ignores_white_background() -> None:
     product = np.full((64, 64, 3), 255, np.uint8)
     product[20:44, 20:44] = RED
-    v = ColorHistogramExtractor().extract([product, solid(RED)])
+    v = ColorHistogramExtractor(layout=0).extract([product, solid(RED)])
     assert float(v[0] @ v[1]) > 0.85  # only anti-aliased edge pixels differ
-    v_bg = ColorHistogramExtractor(ignore_background=False).extract([product, solid(RED)])
+    v_bg = ColorHistogramExtractor(layout=0, ignore_background=False).extract([product, solid(RED)])
     assert float(v_bg[0] @ v_bg[1]) < 0.6
+    # the layout sees the whole frame: a square on white is not a red frame
+    ext = ColorHistogramExtractor()
+    v_layout = ext.extract([product, solid(RED)])
+    assert 0.5 < float(v_layout[0] @ v_layout[1]) < 1 - ext.layout_weight + 0.05
 
 
 def test_all_white_product_still_gets_a_vector() -> None:
@@ -116,7 +126,7 @@ def test_extract_streams_a_generator_without_materialising_it() -> None:
 
 def test_extract_empty_input_gives_empty_matrix() -> None:
     v = ColorHistogramExtractor().extract([])
-    assert v.shape == (0, 16 * 4 * 4 + 6) and v.dtype == np.float32
+    assert v.shape == (0, 16 * 4 * 4 + 6 + 3 * 8 * 8 + 1) and v.dtype == np.float32
 
 
 def test_on_error_raise_names_the_bad_input(tmp_path: Path) -> None:
@@ -190,7 +200,7 @@ def test_config_round_trip_rebuilds_equal_extractor() -> None:
 
 
 def test_make_extractor_by_name_and_unknown_name() -> None:
-    assert make_extractor("color", bins=(4, 2, 2), grey_bins=0).dim == 16
+    assert make_extractor("color", bins=(4, 2, 2), grey_bins=0, layout=0).dim == 16
     with pytest.raises(ConfigError, match="unknown extractor 'nope'"):
         make_extractor("nope")
 

@@ -373,10 +373,13 @@ def _progress_bar(total: int | None, enabled: bool, desc: str) -> Any:
     import sys
 
     from tqdm.auto import tqdm
+    from tqdm.autonotebook import tqdm as plain_or_notebook
 
     # Off a terminal (a log file, CI) every refresh is a new line: refresh once a
     # minute, so a log shows progress without repeating the last line at the end.
-    interactive = getattr(sys.stderr, "isatty", lambda: False)() or tqdm.__module__ != "tqdm.std"
+    # (tqdm.auto's class always lives in tqdm.asyncio; autonotebook's tells a notebook.)
+    in_notebook = plain_or_notebook.__module__ != "tqdm.std"
+    interactive = getattr(sys.stderr, "isatty", lambda: False)() or in_notebook
     return tqdm(
         total=total,
         desc=desc,
