@@ -207,7 +207,7 @@ def test_adapt_recommender_returns_an_adapted_catalogue_and_a_report(tmp_path: P
     ids = [f"item-{i}" for i in range(len(x))]
     meta = [{"category": f"c{lab}"} for lab in y]
     meta[0] = {}  # an unlabelled item is kept, just not trained on
-    extractor = ColorHistogramExtractor(bins=(2, 2, 2), grey_bins=24)  # a 32-d extractor
+    extractor = ColorHistogramExtractor(bins=(2, 2, 2), grey_bins=24, layout=0)  # a 32-d extractor
     rec = Recommender(extractor=extractor, index="flat").add_vectors(
         x / np.linalg.norm(x, axis=1, keepdims=True), ids, meta
     )
@@ -238,7 +238,7 @@ def test_visualsim_adapt_writes_an_adapted_catalogue(
     from visualsim.cli import main
 
     x, y = clustered(n_labels=5, per=30, seed=7)
-    extractor = ColorHistogramExtractor(bins=(2, 2, 2), grey_bins=24)
+    extractor = ColorHistogramExtractor(bins=(2, 2, 2), grey_bins=24, layout=0)
     rec = Recommender(extractor=extractor, index="flat").add_vectors(
         x, [f"i{i}" for i in range(len(x))], [{"kind": f"k{lab}"} for lab in y]
     )

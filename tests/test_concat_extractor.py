@@ -104,7 +104,7 @@ IMAGES = [
 
 def _parts() -> tuple[ColorHistogramExtractor, GreyGradientExtractor]:
     return ColorHistogramExtractor(
-        bins=(8, 2, 2), grey_bins=0, num_workers=0
+        bins=(8, 2, 2), grey_bins=0, layout=0, num_workers=0
     ), GreyGradientExtractor()
 
 
@@ -208,7 +208,7 @@ def test_make_extractor_accepts_part_specs() -> None:
     concat = make_extractor(
         "concat",
         extractors=[
-            {"name": "color", "config": {"bins": [4, 2, 2], "grey_bins": 0}},
+            {"name": "color", "config": {"bins": [4, 2, 2], "grey_bins": 0, "layout": 0}},
             {"name": "test-grey-gradient"},
         ],
         weights=[1, 2],
@@ -221,7 +221,7 @@ def test_concat_of_concat_round_trips() -> None:
     colour, shape = _parts()
     inner = ConcatExtractor([colour, shape], weights=[1, 3])
     outer = ConcatExtractor(
-        [inner, ColorHistogramExtractor(bins=(2, 2, 2), grey_bins=0)], weights=[1, 1]
+        [inner, ColorHistogramExtractor(bins=(2, 2, 2), grey_bins=0, layout=0)], weights=[1, 1]
     )
     rebuilt = extractor_from_config(json.loads(json.dumps(extractor_spec(outer))))
     vectors = outer.extract(IMAGES)

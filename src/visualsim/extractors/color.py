@@ -1,4 +1,4 @@
-"""A joint HSV colour histogram: the cheap colour baseline, numpy and Pillow only."""
+"""Colour: a joint HSV histogram and a coarse colour layout, numpy and Pillow only."""
 
 from __future__ import annotations
 
@@ -20,25 +20,50 @@ GREY_SATURATION = 48
 """Pixels with HSV saturation below this (0-255) are achromatic: binned by lightness, not hue."""
 GREY_VALUE = 48
 """Pixels darker than this (HSV value, 0-255) are achromatic too: their hue is noise."""
-DUPLICATE_THRESHOLD = 0.999
-"""The cosine from which two colour vectors count as the same image (``find_duplicates``,
-``add(duplicates=...)``). Colour alone cannot tell apart two products of the same colours,
-and re-encoding moves a histogram: its measured precision is low (``docs/quality.md``)."""
+DEFAULT_LAYOUT = 8
+"""Side of the grid of the colour layout in a default extractor (8 x 8 cells)."""
+DEFAULT_LAYOUT_WEIGHT = 0.25
+"""Share of the squared norm (so of a cosine) given to the layout in a default extractor."""
+MAX_LAYOUT = 64
+"""Largest ``layout`` grid side accepted (``3 * 64**2 + 1`` layout components)."""
+LAYOUT_FLAT = 0.02
+"""The layout's constant component: two flat (featureless) images compare equal by it,
+and it is negligible next to any real structure."""
+DUPLICATE_THRESHOLD = 0.97
+"""The cosine from which two default colour vectors count as the same image
+(``find_duplicates``, ``add(duplicates=...)``): precision 0.96 at recall 0.70 on re-uploads
+of grey and coloured products, measured in ``docs/quality.md``. Extractors without a
+layout (``layout=0``) cannot tell apart two products of the same colours: see
+:data:`HISTOGRAM_DUPLICATE_THRESHOLD`."""
+HISTOGRAM_DUPLICATE_THRESHOLD = 0.999
+"""The threshold for a histogram-only extractor (``layout=0``); its precision is low
+(0.41 in ``docs/quality.md``): it suits exact re-uploads only."""
 _LEGACY_KEYS = frozenset({"bins", "size", "ignore_background", "sqrt"})
 
 
 @register_extractor("color")
 class ColorHistogramExtractor(BaseExtractor):
-    """Describe an image by the distribution of its colours.
+    """Describe an image by the distribution of its colours, and where they lie.
 
-    A joint histogram over hue, saturation and value (``bins`` cells per
-    channel) of the image's coloured pixels, followed by ``grey_bins``
-    lightness levels for its achromatic ones (saturation below
-    :data:`GREY_SATURATION`, or darker than :data:`GREY_VALUE`), whose hue is
-    noise: so black, grey and white products land in different cells instead
-    of being spread over meaningless hues. It is computed on a small copy of
-    the image. It ignores shape
-    entirely, which is the point: mix it with a CNN in a
+    Two parts, each a unit vector, weighted so that a cosine between two images
+    is ``(1 - layout_weight) * histogram cosine + layout_weight * layout cosine``:
+
+    - A joint histogram over hue, saturation and value (``bins`` cells per
+      channel) of the image's coloured pixels, followed by ``grey_bins``
+      lightness levels for its achromatic ones (saturation below
+      :data:`GREY_SATURATION`, or darker than :data:`GREY_VALUE`), whose hue is
+      noise: so black, grey and white products land in different cells instead
+      of being spread over meaningless hues.
+    - A colour layout: the image averaged over a ``layout x layout`` grid, in
+      an opponent colour space (lightness, red-green, yellow-blue), each channel
+      minus its mean. Two products of the same colours in different shapes or
+      arrangements differ here, a re-upload of the same photo does not: it is
+      what makes the duplicate check (:data:`DUPLICATE_THRESHOLD`) precise, and
+      it brings in the coarse shape that a histogram ignores.
+
+    Both are computed on a small copy of the image. ``layout=0`` is the pure
+    histogram: colour and nothing else, the choice when
+    "same colour, any shape" is the point; mix either with a CNN in a
     :class:`~visualsim.extractors.concat.ConcatExtractor` to trade "same
     colour" against "same shape".
 
@@ -50,17 +75,32 @@ class ColorHistogramExtractor(BaseExtractor):
     grey_bins
         Lightness levels for achromatic pixels (each pixel is split between
         the two nearest levels, so a shade on a boundary does not flip cells).
-        ``dim`` is ``bins[0] * bins[1] * bins[2] + grey_bins``. ``0`` is the
-        layout of visualsim 0.1 (every pixel binned by hue), which a catalogue
-        saved then keeps.
+        ``0`` is the layout of visualsim 0.1 (every pixel binned by hue), which a
+        catalogue saved then keeps.
+    layout
+        Side of the layout grid, 0 to :data:`MAX_LAYOUT`; ``0`` leaves the
+        layout out. It adds ``3 * layout**2 + 1`` components (the last a small
+        constant, so that two flat images compare equal).
+    layout_weight
+        The layout's share of a cosine, in ``[0, 1)`` (ignored when ``layout``
+        is 0). ``0.25`` keeps colour the main thing compared.
+    soft_bins
+        Split each pixel's weight between the 8 nearest hue x saturation x
+        value cells (linear in each, hue wrapping round) instead of counting it
+        in one: a colour on a cell boundary, or moved a little by JPEG
+        re-encoding, no longer flips cells. It lifts the recall of duplicate
+        checks at :data:`DUPLICATE_THRESHOLD` from 0.70 to 0.94
+        (``docs/quality.md``). ``False`` is the hard binning of earlier releases,
+        which catalogues saved by them keep.
     size
         Side of the square the image is shrunk to first, 4 to :data:`MAX_SIZE`;
         histograms barely change past a few hundred pixels, and time grows
         with ``size²``.
     ignore_background
         Leave out near-white, unsaturated pixels (the studio background of
-        product shots) so the product's own colour dominates. When fewer than
-        2% of pixels remain (a white product) the whole image is used.
+        product shots) from the histogram, so the product's own colour
+        dominates. When fewer than 2% of pixels remain (a white product) the
+        whole image is used. The layout always sees the whole image.
     sqrt
         Take the square root of the normalised histogram (Hellinger kernel), so
         cosine similarity becomes the Bhattacharyya coefficient, which compares
@@ -70,18 +110,28 @@ class ColorHistogramExtractor(BaseExtractor):
 
     Notes
     -----
-    Duplicate threshold: :data:`DUPLICATE_THRESHOLD` (``find_duplicates(min_score=0.999)``,
-    ``visualsim duplicates --min-score 0.999``). Colour alone confuses
-    different products of the same colours; ``docs/quality.md`` gives its
-    measured precision and recall, and those of SqueezeNet.
+    ``dim`` is ``bins[0] * bins[1] * bins[2] + grey_bins``, plus
+    ``3 * layout**2 + 1`` with a layout: 455 by default.
+
+    Duplicate threshold: :data:`DUPLICATE_THRESHOLD` (``find_duplicates(min_score=0.97)``,
+    ``visualsim duplicates --min-score 0.97``); for ``layout=0``,
+    :data:`HISTOGRAM_DUPLICATE_THRESHOLD`. ``docs/quality.md`` gives the
+    measured precision and recall of each, and those of SqueezeNet.
+
+    A config saved before ``layout`` existed (it has ``grey_bins`` but no
+    ``layout``) rebuilds ``layout=0``, and one saved before ``grey_bins``
+    existed rebuilds ``grey_bins=0`` too, so a saved catalogue's stored vectors
+    and its new queries stay comparable.
 
     Examples
     --------
     >>> import numpy as np
-    >>> ext = ColorHistogramExtractor(bins=(8, 3, 3))
+    >>> ext = ColorHistogramExtractor(bins=(8, 3, 3), layout=0)
     >>> red = np.zeros((32, 32, 3), np.uint8); red[..., 0] = 220
     >>> ext.extract([red]).shape
     (1, 78)
+    >>> ColorHistogramExtractor().dim
+    455
     """
 
     default_batch_size = 256
@@ -91,6 +141,9 @@ class ColorHistogramExtractor(BaseExtractor):
         *,
         bins: Sequence[int] = (16, 4, 4),
         grey_bins: int = DEFAULT_GREY_BINS,
+        layout: int = DEFAULT_LAYOUT,
+        layout_weight: float = DEFAULT_LAYOUT_WEIGHT,
+        soft_bins: bool = True,
         size: int = 96,
         ignore_background: bool = True,
         sqrt: bool = True,
@@ -110,9 +163,11 @@ class ColorHistogramExtractor(BaseExtractor):
         try:
             grey = _as_int(grey_bins)
             side = _as_int(size)
+            grid = _as_int(layout)
         except (TypeError, ValueError):
             raise ConfigError(
-                f"grey_bins and size must be integers, got grey_bins={grey_bins!r}, size={size!r}"
+                "grey_bins, layout and size must be integers, got "
+                f"grey_bins={grey_bins!r}, layout={layout!r}, size={size!r}"
             ) from None
         if not 0 <= grey <= 256:
             raise ConfigError(f"grey_bins must be an integer in [0, 256], got {grey_bins!r}")
@@ -121,8 +176,17 @@ class ColorHistogramExtractor(BaseExtractor):
                 f"size must be an integer from 4 to {MAX_SIZE} pixels, got {size!r}; histograms "
                 "barely change past a few hundred pixels (the default is 96)"
             )
+        if not 0 <= grid <= min(MAX_LAYOUT, side):
+            raise ConfigError(
+                f"layout must be an integer from 0 to {min(MAX_LAYOUT, side)} (grid cells per "
+                f"side, at most size={side}), got {layout!r}"
+            )
+        weight = _as_weight(layout_weight)
         self.bins: tuple[int, int, int] = (parsed[0], parsed[1], parsed[2])
         self.grey_bins = grey
+        self.layout = grid
+        self.layout_weight = weight
+        self.soft_bins = bool(soft_bins)
         self.size = side
         self.ignore_background = bool(ignore_background)
         self.sqrt = bool(sqrt)
@@ -131,19 +195,27 @@ class ColorHistogramExtractor(BaseExtractor):
     def from_config(cls, config: Mapping[str, Any]) -> ColorHistogramExtractor:
         """Rebuild from :meth:`get_config` output.
 
-        A complete config written before ``grey_bins`` existed (it has ``bins``,
-        ``size``, ``ignore_background`` and ``sqrt`` but no ``grey_bins``)
-        rebuilds the old layout, ``grey_bins=0``, so a saved catalogue's stored
-        vectors and its new queries stay comparable.
+        A complete config written before ``layout`` existed (it has ``bins``,
+        ``size``, ``ignore_background`` and ``sqrt`` but no ``layout``) rebuilds
+        ``layout=0``, and one written before ``grey_bins`` existed rebuilds
+        ``grey_bins=0`` too, so a saved catalogue's stored vectors and its new
+        queries stay comparable.
         """
         config = dict(config)
-        if "grey_bins" not in config and config.keys() >= _LEGACY_KEYS:
-            config["grey_bins"] = 0
+        if config.keys() >= _LEGACY_KEYS:
+            config.setdefault("grey_bins", 0)
+        if config.keys() >= _LEGACY_KEYS | {"grey_bins"}:
+            config.setdefault("layout", 0)
+            config.setdefault("soft_bins", False)
         return cls(**config)
 
     @property
     def dim(self) -> int:
-        """``bins[0] * bins[1] * bins[2] + grey_bins``."""
+        """Histogram cells + grey levels (+ ``3 * layout**2 + 1`` with a layout)."""
+        return self._n_histogram + (3 * self.layout**2 + 1 if self.layout else 0)
+
+    @property
+    def _n_histogram(self) -> int:
         return self.bins[0] * self.bins[1] * self.bins[2] + self.grey_bins
 
     def get_config(self) -> dict[str, Any]:
@@ -151,6 +223,9 @@ class ColorHistogramExtractor(BaseExtractor):
         return {
             "bins": list(self.bins),
             "grey_bins": self.grey_bins,
+            "layout": self.layout,
+            "layout_weight": self.layout_weight,
+            "soft_bins": self.soft_bins,
             "size": self.size,
             "ignore_background": self.ignore_background,
             "sqrt": self.sqrt,
@@ -164,6 +239,19 @@ class ColorHistogramExtractor(BaseExtractor):
 
     def _prepare(self, image: np.ndarray) -> np.ndarray:
         small = resize_image(image, self.size, "stretch")
+        hist = self._histogram(small)
+        if not self.layout:
+            return hist
+        norm = float(np.linalg.norm(hist))
+        if norm > 0:
+            hist = hist / norm
+        layout = _colour_layout(small, self.layout)
+        w = self.layout_weight
+        return np.concatenate(
+            [hist * np.float32(np.sqrt(1.0 - w)), layout * np.float32(np.sqrt(w))]
+        )
+
+    def _histogram(self, small: np.ndarray) -> np.ndarray:
         hsv = np.asarray(Image.fromarray(small).convert("HSV"), dtype=np.uint16)
         h, s, v = hsv[..., 0].ravel(), hsv[..., 1].ravel(), hsv[..., 2].ravel()
         if self.ignore_background:
@@ -173,21 +261,58 @@ class ColorHistogramExtractor(BaseExtractor):
         hb, sb, vb = self.bins
         n_colour = hb * sb * vb
         if self.grey_bins == 0:
-            cells = (h * hb >> 8) * (sb * vb) + (s * sb >> 8) * vb + (v * vb >> 8)
-            hist = np.bincount(cells, minlength=self.dim).astype(np.float32)
+            if self.soft_bins:
+                hist = _soft_cells(h, s, v, self.bins, 0)
+            else:
+                cells = (h * hb >> 8) * (sb * vb) + (s * sb >> 8) * vb + (v * vb >> 8)
+                hist = np.bincount(cells, minlength=n_colour).astype(np.float32)
         else:
             grey = (s < GREY_SATURATION) | (v < GREY_VALUE)
             colour = ~grey
             hc, sc, vc = h[colour], s[colour], v[colour]
-            sat = (sc - GREY_SATURATION) * sb // (256 - GREY_SATURATION)
-            cells = (hc * hb >> 8) * (sb * vb) + sat * vb + (vc * vb >> 8)
-            hist = np.bincount(cells, minlength=n_colour).astype(np.float32)
+            if self.soft_bins:
+                hist = _soft_cells(hc, sc, vc, self.bins, GREY_SATURATION)
+            else:
+                sat = (sc - GREY_SATURATION) * sb // (256 - GREY_SATURATION)
+                cells = (hc * hb >> 8) * (sb * vb) + sat * vb + (vc * vb >> 8)
+                hist = np.bincount(cells, minlength=n_colour).astype(np.float32)
             hist = np.concatenate([hist, _soft_levels(v[grey], self.grey_bins)])
         hist /= max(float(hist.sum()), 1.0)
         return np.sqrt(hist) if self.sqrt else hist
 
     def _embed(self, batch: np.ndarray) -> np.ndarray:
         return batch.astype(np.float32, copy=False)
+
+
+def _colour_layout(small: np.ndarray, grid: int) -> np.ndarray:
+    """``small`` averaged over ``grid x grid`` cells in an opponent colour space, each
+    channel minus its mean, plus :data:`LAYOUT_FLAT`, as a unit vector.
+
+    Cells are exact area averages (``np.add.reduceat`` over the cell bounds), so
+    a photo and its resized re-upload land on the same values.
+    """
+    rgb = small.astype(np.float32) * np.float32(1.0 / 255.0)
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    opponent = np.stack([(r + g + b) / 3.0, r - g, (r + g) / 2.0 - b], axis=-1)
+    rows = np.linspace(0, small.shape[0], grid + 1).astype(np.intp)[:-1]
+    cols = np.linspace(0, small.shape[1], grid + 1).astype(np.intp)[:-1]
+    sums = np.add.reduceat(np.add.reduceat(opponent, rows, axis=0), cols, axis=1)
+    counts = np.outer(
+        np.diff(np.append(rows, small.shape[0])), np.diff(np.append(cols, small.shape[1]))
+    )
+    cells = sums / counts[..., None].astype(np.float32)
+    cells -= cells.mean(axis=(0, 1), keepdims=True)
+    vector = np.append(cells.ravel(), np.float32(LAYOUT_FLAT)).astype(np.float32)
+    return vector / np.float32(np.linalg.norm(vector))
+
+
+def _as_weight(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ConfigError(f"layout_weight must be a number in [0, 1), got {value!r}")
+    weight = float(value)
+    if not 0.0 <= weight < 1.0:
+        raise ConfigError(f"layout_weight must be a number in [0, 1), got {value!r}")
+    return weight
 
 
 def _as_int(value: Any) -> int:
@@ -197,6 +322,40 @@ def _as_int(value: Any) -> int:
     if isinstance(value, float) and number != value:
         raise ValueError(value)
     return number
+
+
+def _soft_cells(
+    h: np.ndarray, s: np.ndarray, v: np.ndarray, bins: tuple[int, int, int], s_floor: int
+) -> np.ndarray:
+    """Joint HSV histogram with each pixel split over its 8 nearest cell centres.
+
+    Hue (0-255) wraps round; saturation runs from ``s_floor`` to 255 and value
+    from 0 to 255, each clamped at its end cells. Returns ``float32`` counts of
+    length ``bins[0] * bins[1] * bins[2]`` that sum to the number of pixels.
+    """
+    hb, sb, vb = bins
+    n = hb * sb * vb
+    if h.size == 0:
+        return np.zeros(n, dtype=np.float32)
+    ph = (h.astype(np.float32) + 0.5) * (hb / 256.0) - 0.5
+    ps = (s.astype(np.float32) - s_floor + 0.5) * (sb / (256.0 - s_floor)) - 0.5
+    pv = (v.astype(np.float32) + 0.5) * (vb / 256.0) - 0.5
+    ps = np.clip(ps, 0.0, sb - 1.0)
+    pv = np.clip(pv, 0.0, vb - 1.0)
+    h0, s0, v0 = np.floor(ph), np.floor(ps), np.floor(pv)
+    fh, fs, fv = ph - h0, ps - s0, pv - v0
+    hi = (h0.astype(np.intp) % hb, (h0.astype(np.intp) + 1) % hb)
+    si = (s0.astype(np.intp), np.minimum(s0.astype(np.intp) + 1, sb - 1))
+    vi = (v0.astype(np.intp), np.minimum(v0.astype(np.intp) + 1, vb - 1))
+    wh, ws, wv = (1.0 - fh, fh), (1.0 - fs, fs), (1.0 - fv, fv)
+    hist = np.zeros(n, dtype=np.float64)
+    for a in (0, 1):
+        for b in (0, 1):
+            base = hi[a] * (sb * vb) + si[b] * vb
+            wab = wh[a] * ws[b]
+            for c in (0, 1):
+                hist += np.bincount(base + vi[c], weights=wab * wv[c], minlength=n)
+    return hist.astype(np.float32)
 
 
 def _soft_levels(values: np.ndarray, n: int) -> np.ndarray:
