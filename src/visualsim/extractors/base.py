@@ -394,7 +394,7 @@ def make_extractor(name: str, **params: Any) -> Any:
 
     Examples
     --------
-    >>> make_extractor("color", bins=(4, 2, 2), grey_bins=2).dim
+    >>> make_extractor("color", bins=(4, 2, 2), grey_bins=2, layout=0).dim
     18
     """
     return EXTRACTORS.build(name, params)

@@ -69,8 +69,8 @@ class ConcatExtractor(BaseExtractor):
     --------
     >>> import numpy as np
     >>> from visualsim.extractors.color import ColorHistogramExtractor
-    >>> fine = ColorHistogramExtractor(bins=(8, 2, 2))
-    >>> coarse = ColorHistogramExtractor(bins=(2, 2, 2))
+    >>> fine = ColorHistogramExtractor(bins=(8, 2, 2), layout=0)
+    >>> coarse = ColorHistogramExtractor(bins=(2, 2, 2), layout=0)
     >>> both = ConcatExtractor([fine, coarse], weights=[3, 1])
     >>> red = np.zeros((32, 32, 3), np.uint8); red[..., 0] = 220
     >>> v = both.extract([red])
