@@ -324,6 +324,24 @@ def _as_int(value: Any) -> int:
     return number
 
 
+def _linear_split(
+    pos: np.ndarray, n: int, *, wrap: bool = False
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """The two cells each fractional position ``pos`` (cell-centre units) falls between,
+    and their weights: ``((low, high), (1 - frac, frac))``.
+
+    ``wrap`` makes cell ``n - 1`` neighbour cell 0 (hue); otherwise positions are
+    clamped to ``[0, n - 1]``, so the end cells take all of a pixel beyond them.
+    """
+    if not wrap:
+        pos = np.clip(pos, 0.0, n - 1.0)
+    lo = np.floor(pos).astype(np.intp)
+    frac = pos - lo  # float64 weights (the grey levels' since they exist: saved vectors)
+    if wrap:
+        return (lo % n, (lo + 1) % n), (1.0 - frac, frac)
+    return (lo, np.minimum(lo + 1, n - 1)), (1.0 - frac, frac)
+
+
 def _soft_cells(
     h: np.ndarray, s: np.ndarray, v: np.ndarray, bins: tuple[int, int, int], s_floor: int
 ) -> np.ndarray:
@@ -337,17 +355,11 @@ def _soft_cells(
     n = hb * sb * vb
     if h.size == 0:
         return np.zeros(n, dtype=np.float32)
-    ph = (h.astype(np.float32) + 0.5) * (hb / 256.0) - 0.5
-    ps = (s.astype(np.float32) - s_floor + 0.5) * (sb / (256.0 - s_floor)) - 0.5
-    pv = (v.astype(np.float32) + 0.5) * (vb / 256.0) - 0.5
-    ps = np.clip(ps, 0.0, sb - 1.0)
-    pv = np.clip(pv, 0.0, vb - 1.0)
-    h0, s0, v0 = np.floor(ph), np.floor(ps), np.floor(pv)
-    fh, fs, fv = ph - h0, ps - s0, pv - v0
-    hi = (h0.astype(np.intp) % hb, (h0.astype(np.intp) + 1) % hb)
-    si = (s0.astype(np.intp), np.minimum(s0.astype(np.intp) + 1, sb - 1))
-    vi = (v0.astype(np.intp), np.minimum(v0.astype(np.intp) + 1, vb - 1))
-    wh, ws, wv = (1.0 - fh, fh), (1.0 - fs, fs), (1.0 - fv, fv)
+    hi, wh = _linear_split((h.astype(np.float32) + 0.5) * (hb / 256.0) - 0.5, hb, wrap=True)
+    si, ws = _linear_split(
+        (s.astype(np.float32) - s_floor + 0.5) * (sb / (256.0 - s_floor)) - 0.5, sb
+    )
+    vi, wv = _linear_split((v.astype(np.float32) + 0.5) * (vb / 256.0) - 0.5, vb)
     hist = np.zeros(n, dtype=np.float64)
     for a in (0, 1):
         for b in (0, 1):
@@ -366,10 +378,9 @@ def _soft_levels(values: np.ndarray, n: int) -> np.ndarray:
     """
     if values.size == 0:
         return np.zeros(n, dtype=np.float32)
-    pos = np.clip((values.astype(np.float32) + 0.5) * (n / 256.0) - 0.5, 0.0, n - 1.0)
-    low = np.floor(pos).astype(np.intp)
-    frac = pos - low
-    high = np.minimum(low + 1, n - 1)
-    hist = np.bincount(low, weights=1.0 - frac, minlength=n)
-    hist += np.bincount(high, weights=frac, minlength=n)
+    (low, high), (w_low, w_high) = _linear_split(
+        (values.astype(np.float32) + 0.5) * (n / 256.0) - 0.5, n
+    )
+    hist = np.bincount(low, weights=w_low, minlength=n)
+    hist += np.bincount(high, weights=w_high, minlength=n)
     return hist.astype(np.float32)

@@ -50,6 +50,8 @@ from ..errors import (
 )
 from ..images import load_image
 from ..indexes.base import ReadWriteLock
+from ..persistence import write_bytes_atomic
+from ..validation import check_positive_int
 from . import _adapters as A
 
 logger = logging.getLogger("visualsim.serve")
@@ -172,8 +174,7 @@ def create_app(
         raise ConfigError(f"max_upload_bytes must be a positive integer, got {max_upload_bytes!r}")
     if isinstance(max_k, bool) or int(max_k) < 1:
         raise ConfigError(f"max_k must be a positive integer, got {max_k!r}")
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ConfigError(f"workers must be a positive integer, got {workers!r}")
+    workers = check_positive_int("workers", workers)
     if api_key is not None and (not isinstance(api_key, str) or len(api_key) < 8):
         raise ConfigError("api_key must be a string of at least 8 characters (it was not shown)")
     max_upload_bytes, max_k = int(max_upload_bytes), int(max_k)
@@ -536,9 +537,7 @@ class _State:
         if self.signal_file is None:
             return
         token = f"{time.time_ns()}-{os.getpid()}"
-        tmp = self.signal_file.with_name(f".{self.signal_file.name}.{os.getpid()}.tmp")
-        tmp.write_text(token, encoding="ascii")
-        os.replace(tmp, self.signal_file)
+        write_bytes_atomic(self.signal_file, token.encode("ascii"))
         self.seen_token = token
 
     def root(self, live: _Live) -> Path | None:

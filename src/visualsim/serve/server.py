@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..validation import check_positive_int
 
 logger = logging.getLogger("visualsim.serve")
 
@@ -141,8 +142,7 @@ def run(
 
     from .app import MAX_UPLOAD_BYTES, create_app
 
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ConfigError(f"workers must be a positive integer, got {workers!r}")
+    workers = check_positive_int("workers", workers)
     if api_key is None and api_key_env is not None:
         api_key = api_key_from_env(api_key_env)
     configure_logging()
@@ -322,15 +322,11 @@ def serve_from_args(args: argparse.Namespace) -> None:
             f"catalogue {str(args.catalog)!r} is not a folder; write one with "
             "`visualsim index IMAGES -o CATALOG`"
         )
-    workers = getattr(args, "workers", 1)
-    if workers < 1:
-        raise ConfigError(f"--workers must be 1 or more, got {workers}")
-    key = api_key_from_env(args.api_key_env)  # checked here, so a missing one fails at once
-    run(
+    workers = check_positive_int("--workers", getattr(args, "workers", 1))
+    run(  # reads the key from --api-key-env before anything else: a missing one fails at once
         args.catalog,
         host=args.host,
         port=args.port,
-        api_key=key if workers == 1 else None,
         api_key_env=args.api_key_env,
         image_root=args.image_root,
         max_upload_bytes=max(1, int(args.max_upload_mb * 1024 * 1024)),
