@@ -579,13 +579,20 @@ def test_a_reload_sent_to_one_app_reaches_another_on_the_same_signal_file(
         return create_app(folder, api_key=KEY, workers=2, reload_signal=signal_file)
 
     with TestClient(app()) as one, TestClient(app()) as other:
+        assert one.get("/health").json()["reload"] is None  # no reload yet
         rec.remove(["synthetic-000000"]).save(folder, overwrite=True)
-        assert one.post("/reload", headers=AUTH).json()["items"] == N - 1
-        assert signal_file.read_text(encoding="ascii").endswith(f"-{os.getpid()}")
+        answer = one.post("/reload", headers=AUTH).json()
+        assert answer["items"] == N - 1
+        token = signal_file.read_text(encoding="ascii")
+        assert token.endswith(f"-{os.getpid()}") and answer["reload"] == token
+        assert one.get("/health").json()["reload"] == token
         for _ in range(600):  # the other app checks every RELOAD_POLL_S (bounded wait)
-            if other.get("/health").json()["items"] == N - 1:
+            if other.get("/health").json()["reload"] == token:
                 break
             time.sleep(0.05)
+        assert other.get("/health").json() | {"worker": 0} == one.get("/health").json() | {
+            "worker": 0
+        }
         assert other.get("/health").json()["items"] == N - 1
         assert other.get("/items/synthetic-000000").status_code == 404
         assert one.get("/health").json()["items"] == N - 1  # its own announcement is not redone

@@ -390,15 +390,16 @@ def _children(pid: int) -> set[int]:
     return out
 
 
-def _workers_answering(url: str, want_items: int, workers: set[int], deadline: float) -> bool:
-    """Fresh connections until every worker in ``workers`` answers with ``want_items``."""
-    seen: dict[int, int] = {}
+def _workers_answering(url: str, want: dict[str, Any], workers: set[int], deadline: float) -> bool:
+    """Fresh connections until every worker in ``workers`` reports ``want`` in ``/health``."""
+    seen: set[int] = set()
     while time.monotonic() < deadline:
         body = httpx.get(url + "/health", timeout=10).json()  # a new connection each time
-        seen[body["worker"]] = body["items"]
-        if set(seen) == workers and all(n == want_items for n in seen.values()):
-            return True
-        if body["items"] != want_items:
+        if all(body.get(key) == value for key, value in want.items()):
+            seen.add(body["worker"])
+            if seen == workers:
+                return True
+        else:
             seen.clear()  # a worker still on the old catalogue: start the round again
         time.sleep(0.02)
     return False
@@ -434,9 +435,14 @@ def test_two_workers_share_one_socket_and_all_follow_a_reload(
         rec.add_vectors(rec.vector_of(seven)[None], ["new-arrival"], [rec.metadata_of(seven)])
         rec.remove(["synthetic-000005"])
         rec.save(folder, overwrite=True)
+        assert _workers_answering(srv.url, {"reload": None}, pids, time.monotonic() + 60)
         reloaded = httpx.post(srv.url + "/reload", headers=AUTH, timeout=60)
         assert reloaded.status_code == 200 and reloaded.json()["items"] == N
-        assert _workers_answering(srv.url, N, pids, time.monotonic() + 60)
+        token = reloaded.json()["reload"]
+        assert isinstance(token, str) and token  # what every worker reports once it follows
+        # (same size as before: one added, one removed, so only the token tells them apart)
+        want = {"items": N, "reload": token}
+        assert _workers_answering(srv.url, want, pids, time.monotonic() + 60)
         for _ in range(6):  # several connections, every one on the new catalogue
             with httpx.Client(base_url=srv.url, timeout=30) as c:
                 assert c.get("/items/new-arrival").status_code == 200

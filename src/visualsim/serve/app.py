@@ -147,7 +147,10 @@ def create_app(
         replaces it atomically with a new generation token; every app checks
         it (one ``stat``) every :data:`RELOAD_POLL_S` seconds and, when the
         token changed, loads the catalogue on disk off the event loop and swaps
-        it in, so a reload sent to any worker reaches them all.
+        it in, so a reload sent to any worker reaches them all. ``POST /reload``
+        answers with the new token as ``reload``, and ``/health`` reports the
+        token of the catalogue the answering worker serves (``null`` before the
+        first reload), so a client can wait until every worker has it.
     mmap
         Memory-map the catalogue's stored vectors (shared, read-only, through
         the page cache between worker processes) instead of reading them in.
@@ -194,7 +197,7 @@ def create_app(
         mmap=mmap,
         signal_file=None if reload_signal is None else Path(reload_signal),
     )
-    state.seen_token = state.read_token()
+    state.seen_token = state.loaded_token = state.read_token()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -262,6 +265,8 @@ def create_app(
         }
         if workers > 1:
             doc["worker"] = os.getpid()
+        if state.signal_file is not None:
+            doc["reload"] = state.loaded_token
         return JSONResponse(doc)
 
     @app.get("/fields", summary="The catalogue's metadata fields, for building filters")
@@ -492,7 +497,10 @@ def create_app(
             async with state.reload_lock:
                 n = await _swap_in(state)
                 await run_in_threadpool(state.announce)  # the other workers follow
-            return JSONResponse({"status": "reloaded", "items": n})
+            doc: dict[str, Any] = {"status": "reloaded", "items": n}
+            if state.signal_file is not None:
+                doc["reload"] = state.loaded_token
+            return JSONResponse(doc)
 
     if api_key is not None and workers == 1:
 
@@ -519,6 +527,7 @@ class _State:
     mmap: bool = False
     signal_file: Path | None = None
     seen_token: str | None = None
+    loaded_token: str | None = None
     reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _warm_lock: threading.Lock = field(default_factory=threading.Lock)
     _warmed: set[int] = field(default_factory=set)
@@ -538,7 +547,7 @@ class _State:
             return
         token = f"{time.time_ns()}-{os.getpid()}"
         write_bytes_atomic(self.signal_file, token.encode("ascii"))
-        self.seen_token = token
+        self.seen_token = self.loaded_token = token
 
     def root(self, live: _Live) -> Path | None:
         return A.image_root_of(live.rec, self.image_root)
@@ -651,6 +660,7 @@ async def _follow_reloads(state: _State) -> None:
                 detail = str(exc) if isinstance(exc, VisualsimError) else type(exc).__name__
                 logger.error("reload from another worker failed: %s", _scrub(detail, state))
                 continue
+            state.loaded_token = token
             logger.info("reloaded %d items (a reload sent to another worker)", n)
 
 
