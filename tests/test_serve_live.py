@@ -375,6 +375,78 @@ def test_health_answers_while_a_query_extracts(catalogue: tuple[Path, list[Path]
         sock.close()
 
 
+class CountingExtractor(ColorHistogramExtractor):
+    """Colour histograms that record which threads extract and how many at once."""
+
+    def __init__(self, gate: int) -> None:
+        super().__init__()
+        self.lock = threading.Lock()
+        self.running = 0
+        self.peak = 0
+        self.threads: set[str] = set()
+        self.gate: threading.Barrier | None = None
+        self.group = gate
+
+    def _embed(self, batch: np.ndarray) -> np.ndarray:
+        with self.lock:
+            self.running += 1
+            self.peak = max(self.peak, self.running)
+            self.threads.add(threading.current_thread().name)
+            gate = self.gate
+        try:
+            if gate is not None:
+                gate.wait()  # passes only when `group` extractions run at once
+            return super()._embed(batch)
+        finally:
+            with self.lock:
+                self.running -= 1
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_extraction_runs_on_the_apps_own_pool_of_threads(
+    catalogue: tuple[Path, list[Path]], threads: int
+) -> None:
+    ext = CountingExtractor(threads)
+    rec = Recommender(ext).fit([str(p) for p in catalogue[1]], progress=False)
+    app = create_app(rec, threads=threads)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    photos = [p.read_bytes() for p in catalogue[1][:4]]
+    try:
+        for _ in range(600):
+            if server.started:
+                break
+            time.sleep(0.05)
+        assert server.started
+        with ext.lock:
+            ext.peak, ext.threads = 0, set()
+            # with 3 threads, every group of 3 must overlap to pass the barrier (bounded)
+            ext.gate = threading.Barrier(threads, timeout=60) if threads > 1 else None
+        requests = 4 * threads  # whole groups, more than the pool holds at once
+
+        def one(i: int) -> httpx.Response:
+            return httpx.post(url + "/query?k=3", content=photos[i % 4], timeout=120)
+
+        with ThreadPoolExecutor(requests) as pool:
+            answers = list(pool.map(one, range(requests)))
+        assert [r.status_code for r in answers] == [200] * requests
+        assert all(len(r.json()["results"]) == 3 for r in answers)
+        assert ext.peak == threads  # never more than the pool, and the pool is used in full
+        assert ext.threads and all(name.startswith("visualsim") for name in ext.threads)
+        assert len(ext.threads) <= threads
+    finally:
+        if ext.gate is not None:
+            ext.gate.abort()
+        server.should_exit = True
+        thread.join(30)
+        sock.close()
+
+
 # -- several worker processes -------------------------------------------------------------
 def _children(pid: int) -> set[int]:
     """Process ids whose parent is ``pid`` (Linux /proc)."""
@@ -411,7 +483,7 @@ def test_two_workers_share_one_socket_and_all_follow_a_reload(
     folder = tmp_path / "cat"
     rec = Recommender.load(catalogue[0])
     rec.save(folder)
-    srv = Server(folder, "--workers", "2", "--api-key-env", "VS_TEST_KEY")
+    srv = Server(folder, "--workers", "2", "--threads", "3", "--api-key-env", "VS_TEST_KEY")
     try:
         workers = _children(srv.proc.pid)
         deadline = time.monotonic() + 60
@@ -455,6 +527,7 @@ def test_two_workers_share_one_socket_and_all_follow_a_reload(
     messages = [json.loads(line).get("message", "") for line in srv.log]
     assert "stopped" in messages
     assert sum("a reload sent to another worker" in m for m in messages) == 1
+    assert sum("threads: 3)" in m for m in messages) == 2  # --threads reached both workers
     assert all(KEY not in line for line in srv.log)
     # no worker (nor multiprocessing's resource tracker) outlives the supervisor
     deadline = time.monotonic() + 30

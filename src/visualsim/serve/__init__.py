@@ -18,13 +18,14 @@ _LAZY = {
     "create_app": "app",
     "AccessLogMiddleware": "app",
     "MAX_UPLOAD_BYTES": "app",
+    "default_threads": "app",
     "run": "server",
 }
 
-__all__ = ["MAX_UPLOAD_BYTES", "AccessLogMiddleware", "create_app", "run"]
+__all__ = ["MAX_UPLOAD_BYTES", "AccessLogMiddleware", "create_app", "default_threads", "run"]
 
 __getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .app import MAX_UPLOAD_BYTES, AccessLogMiddleware, create_app
+    from .app import MAX_UPLOAD_BYTES, AccessLogMiddleware, create_app, default_threads
     from .server import run

@@ -22,12 +22,13 @@ import secrets
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from fastapi import Depends, FastAPI, Query, Request
@@ -69,6 +70,7 @@ RELOAD_POLL_S = 0.2
 MULTIPART_SLACK = 64 * 1024
 """Bytes a multipart body may carry beyond the image itself (headers, id, metadata)."""
 
+T = TypeVar("T")
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -93,6 +95,30 @@ class _Live:
         self.generation += 1
 
 
+def default_threads() -> int:
+    """Threads an app gives the model and search work by default.
+
+    The CPUs this process may run on (its affinity mask, else ``os.cpu_count()``),
+    at least 2: the work is CPU-bound, and more threads than cores only trade
+    each request's latency for a little overlap.
+
+    Returns
+    -------
+    int
+        The thread count, at least 2.
+
+    Examples
+    --------
+    >>> default_threads() >= 2
+    True
+    """
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return max(2, cpus)
+
+
 def create_app(
     recommender_or_path: Any,
     *,
@@ -106,6 +132,7 @@ def create_app(
     workers: int = 1,
     reload_signal: str | os.PathLike[str] | None = None,
     mmap: bool = False,
+    threads: int | None = None,
 ) -> FastAPI:
     """Return an ASGI app serving a catalogue.
 
@@ -154,6 +181,12 @@ def create_app(
     mmap
         Memory-map the catalogue's stored vectors (shared, read-only, through
         the page cache between worker processes) instead of reading them in.
+    threads
+        Threads for the model and search work of ``/query``, ``/items/{id}/similar``
+        and the item writes: the app's own pool, so 16 clients queue for a few
+        threads instead of running 16 extractions at once on a 2-core box.
+        Default :func:`default_threads` (the CPUs this process may use, at
+        least 2). Other endpoints use Starlette's thread pool.
 
     Returns
     -------
@@ -178,6 +211,7 @@ def create_app(
     if isinstance(max_k, bool) or int(max_k) < 1:
         raise ConfigError(f"max_k must be a positive integer, got {max_k!r}")
     workers = check_positive_int("workers", workers)
+    threads = default_threads() if threads is None else check_positive_int("threads", threads)
     if api_key is not None and (not isinstance(api_key, str) or len(api_key) < 8):
         raise ConfigError("api_key must be a string of at least 8 characters (it was not shown)")
     max_upload_bytes, max_k = int(max_upload_bytes), int(max_k)
@@ -195,6 +229,7 @@ def create_app(
         api_key=api_key,
         warm=warm,
         mmap=mmap,
+        threads=threads,
         signal_file=None if reload_signal is None else Path(reload_signal),
     )
     state.seen_token = state.loaded_token = state.read_token()
@@ -203,7 +238,12 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if warm:
             await run_in_threadpool(state.warm_up, state.live)
-        logger.info("serving %d items (read-only: %s)", len(state.live.rec), api_key is None)
+        logger.info(
+            "serving %d items (read-only: %s, threads: %d)",
+            len(state.live.rec),
+            api_key is None,
+            threads,
+        )
         watcher = None
         if state.signal_file is not None:
             watcher = asyncio.create_task(_follow_reloads(state))
@@ -214,6 +254,7 @@ def create_app(
                 watcher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await watcher
+            await run_in_threadpool(state.close_pool)
             logger.info("shutting down")
 
     app = FastAPI(
@@ -291,21 +332,23 @@ def create_app(
             )
 
     @app.get("/items/{item_id:path}/similar", summary="Items that look like a catalogue item")
-    def similar(
+    async def similar(
         item_id: str,
         k: int = k_query,
         where: str | None = where_query,
         min_score: float | None = min_score_query,
     ) -> JSONResponse:
         live = state.live
-        with live.lock.read():
-            rec = live.rec
-            key = A.resolve_id(rec, item_id)
-            flt = state.where(live, where)
-            results = rec.similar_to(key, k, where=flt, min_score=min_score)
-            return JSONResponse(
-                {"id": A.json_id(key), "results": state.results_json(live, results)}
-            )
+
+        def work() -> dict[str, Any]:
+            with live.lock.read():
+                rec = live.rec
+                key = A.resolve_id(rec, item_id)
+                flt = state.where(live, where)
+                results = rec.similar_to(key, k, where=flt, min_score=min_score)
+                return {"id": A.json_id(key), "results": state.results_json(live, results)}
+
+        return JSONResponse(await state.compute(work))
 
     @app.get("/items/{item_id:path}/image", summary="A catalogue item's image")
     def item_image(item_id: str) -> Response:
@@ -366,7 +409,7 @@ def create_app(
                     results = []
                 return state.results_json(live, results)
 
-        return JSONResponse({"results": await run_in_threadpool(work)})
+        return JSONResponse({"results": await state.compute(work)})
 
     # -- write endpoints (only with a key) -------------------------------------------
     if api_key is not None:
@@ -411,7 +454,7 @@ def create_app(
                 raise DuplicateIdError(
                     f"item {raw_id!r} already exists; PUT /items/{{id}} replaces it"
                 )
-            vector = await run_in_threadpool(state.extract, live, data, max_pixels)
+            vector = await state.compute(lambda: state.extract(live, data, max_pixels))
 
             def write() -> int:
                 with live.lock.write():
@@ -447,7 +490,8 @@ def create_app(
                 raise HTTPException(422, "send an 'image', a 'metadata' JSON object, or both")
             vector = None
             if isinstance(data, bytes):
-                vector = await run_in_threadpool(state.extract, live, data, max_pixels)
+                image = data
+                vector = await state.compute(lambda: state.extract(live, image, max_pixels))
 
             def write() -> tuple[Any, bool, int]:
                 with live.lock.write():
@@ -530,6 +574,9 @@ class _State:
     loaded_token: str | None = None
     reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _warm_lock: threading.Lock = field(default_factory=threading.Lock)
+    threads: int = 2
+    _pool: ThreadPoolExecutor | None = None
+    _pool_lock: threading.Lock = field(default_factory=threading.Lock)
     _warmed: set[int] = field(default_factory=set)
 
     def read_token(self) -> str | None:
@@ -548,6 +595,22 @@ class _State:
         token = f"{time.time_ns()}-{os.getpid()}"
         write_bytes_atomic(self.signal_file, token.encode("ascii"))
         self.seen_token = self.loaded_token = token
+
+    async def compute(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` (decode, extract, search, JSON) in the app's own bounded pool."""
+        pool = self._pool
+        if pool is None:
+            with self._pool_lock:
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="visualsim")
+                pool = self._pool
+        return await asyncio.get_running_loop().run_in_executor(pool, fn)
+
+    def close_pool(self) -> None:
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
 
     def root(self, live: _Live) -> Path | None:
         return A.image_root_of(live.rec, self.image_root)
@@ -927,4 +990,11 @@ class AccessLogMiddleware:
                 )
 
 
-__all__ = ["MAX_PIXELS", "MAX_UPLOAD_BYTES", "RELOAD_POLL_S", "AccessLogMiddleware", "create_app"]
+__all__ = [
+    "MAX_PIXELS",
+    "MAX_UPLOAD_BYTES",
+    "RELOAD_POLL_S",
+    "AccessLogMiddleware",
+    "create_app",
+    "default_threads",
+]

@@ -101,6 +101,7 @@ def run(
     graceful_timeout: int = 10,
     workers: int = 1,
     api_key_env: str | None = None,
+    threads: int | None = None,
 ) -> None:
     """Serve a catalogue until SIGTERM/SIGINT.
 
@@ -130,6 +131,9 @@ def run(
         Name of the environment variable holding the API key (read by every
         worker; the key itself is never put in argv or a file). Used when
         ``api_key`` is None.
+    threads
+        Threads per worker for the model and search work (default
+        :func:`~visualsim.serve.app.default_threads`).
 
     Raises
     ------
@@ -143,6 +147,8 @@ def run(
     from .app import MAX_UPLOAD_BYTES, create_app
 
     workers = check_positive_int("workers", workers)
+    if threads is not None:
+        threads = check_positive_int("threads", threads)
     if api_key is None and api_key_env is not None:
         api_key = api_key_from_env(api_key_env)
     configure_logging()
@@ -153,6 +159,7 @@ def run(
             api_key=api_key,
             image_root=image_root,
             max_upload_bytes=max_upload_bytes or MAX_UPLOAD_BYTES,
+            threads=threads,
         )
     else:
         if not isinstance(catalog, (str, os.PathLike)) or not Path(catalog).is_dir():
@@ -173,6 +180,7 @@ def run(
             "max_upload_bytes": max_upload_bytes or MAX_UPLOAD_BYTES,
             "workers": workers,
             "reload_signal": str(Path(reload_dir) / "generation"),
+            "threads": threads,
         }
         app = "visualsim.serve.server:worker_app"
         previous_env = os.environ.get(WORKER_ENV)
@@ -222,6 +230,7 @@ def worker_app() -> Any:
         workers=int(options["workers"]),
         reload_signal=options["reload_signal"],
         mmap=True,
+        threads=options.get("threads"),
     )
 
 
@@ -312,6 +321,13 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         help="worker processes on one socket (default 1); with N > 1 the item writes and "
         "/save answer 405, and POST /reload reaches every worker",
     )
+    p.add_argument(
+        "--threads",
+        type=int,
+        metavar="T",
+        help="threads per worker for decoding, extraction and search (default: the CPUs "
+        "this process may use, at least 2)",
+    )
     return p
 
 
@@ -323,6 +339,7 @@ def serve_from_args(args: argparse.Namespace) -> None:
             "`visualsim index IMAGES -o CATALOG`"
         )
     workers = check_positive_int("--workers", getattr(args, "workers", 1))
+    threads = getattr(args, "threads", None)
     run(  # reads the key from --api-key-env before anything else: a missing one fails at once
         args.catalog,
         host=args.host,
@@ -331,6 +348,7 @@ def serve_from_args(args: argparse.Namespace) -> None:
         image_root=args.image_root,
         max_upload_bytes=max(1, int(args.max_upload_mb * 1024 * 1024)),
         workers=workers,
+        threads=None if threads is None else check_positive_int("--threads", threads),
     )
 
 
