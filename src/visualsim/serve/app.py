@@ -337,18 +337,19 @@ def create_app(
         k: int = k_query,
         where: str | None = where_query,
         min_score: float | None = min_score_query,
-    ) -> JSONResponse:
+    ) -> Response:
         live = state.live
 
-        def work() -> dict[str, Any]:
+        def work() -> bytes:
             with live.lock.read():
                 rec = live.rec
                 key = A.resolve_id(rec, item_id)
                 flt = state.where(live, where)
                 results = rec.similar_to(key, k, where=flt, min_score=min_score)
-                return {"id": A.json_id(key), "results": state.results_json(live, results)}
+                found = state.results_json(live, results)
+            return _json_bytes({"id": A.json_id(key), "results": found})
 
-        return JSONResponse(await state.compute(work))
+        return _json_response(await state.compute(work))
 
     @app.get("/items/{item_id:path}/image", summary="A catalogue item's image")
     def item_image(item_id: str) -> Response:
@@ -386,7 +387,7 @@ def create_app(
         k: int = k_query,
         where: str | None = where_query,
         min_score: float | None = min_score_query,
-    ) -> JSONResponse:
+    ) -> Response:
         live = state.live
         parts = await _read_upload(request, max_upload_bytes)
         data = parts.get("image")
@@ -396,7 +397,7 @@ def create_app(
                 "no image: send it as the multipart field 'image' or as the raw request body",
             )
 
-        def work() -> list[dict[str, Any]]:
+        def work() -> bytes:
             # one thread hand-off per request: parse the filter, decode + extract (outside
             # the lock, so a writer is not held up by a slow model), search, build the
             # JSON; a bad filter is still refused before any image work
@@ -407,9 +408,10 @@ def create_app(
                     results = live.rec.query_vector(vector, k, where=flt, min_score=min_score)
                 except NotFittedError:
                     results = []
-                return state.results_json(live, results)
+                found = state.results_json(live, results)
+            return _json_bytes({"results": found})  # rendered here, off the event loop
 
-        return JSONResponse({"results": await state.compute(work)})
+        return _json_response(await state.compute(work))
 
     # -- write endpoints (only with a key) -------------------------------------------
     if api_key is not None:
@@ -830,6 +832,17 @@ async def _read_upload(request: Request, limit: int, *, raw_ok: bool = True) -> 
             out[name] = data
     await form.close()
     return out
+
+
+def _json_bytes(doc: Any) -> bytes:
+    """``doc`` rendered exactly as :class:`JSONResponse` renders it."""
+    return json.dumps(
+        doc, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")
+    ).encode("utf-8")
+
+
+def _json_response(body: bytes) -> Response:
+    return Response(body, media_type="application/json")
 
 
 def _metadata_field(raw: Any) -> dict[str, Any]:
