@@ -116,6 +116,100 @@ def client_main(spec: dict[str, Any]) -> dict[str, Any]:
     return {"latencies": lat, "wall_s": wall, "errors": errors}
 
 
+def bare_main(folder: str, port: int) -> None:
+    """The reference server (``--bare-server``): the same work behind a bare ASGI app.
+
+    No framework, no middleware, no access log, no validation: the request body is
+    read, the work runs on a ``ThreadPoolExecutor`` as large as visualsim's default
+    pool, the result dicts go out as JSON. Served by the same uvicorn (httptools,
+    uvloop) on its own socket, it is the floor an HTTP server in Python on this
+    machine starts from: what it costs over in-process is the HTTP round trip, the
+    upload and the thread hand-off, not visualsim's app.
+    """
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    import uvicorn
+
+    from visualsim import Recommender
+    from visualsim.images import load_image
+    from visualsim.serve.app import MAX_PIXELS, default_threads
+
+    rec = Recommender.load(folder)
+    ext = rec.extractor_
+    pool = ThreadPoolExecutor(default_threads())
+
+    def similar(key: str) -> bytes:
+        return json.dumps({"results": [r.to_dict() for r in rec.similar_to(key, 10)]}).encode()
+
+    def query(data: bytes) -> bytes:
+        vec = ext.extract([load_image(data, max_pixels=MAX_PIXELS)], progress=False)[0]
+        return json.dumps({"results": [r.to_dict() for r in rec.query_vector(vec, 10)]}).encode()
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        path: str = scope["path"]
+        loop = asyncio.get_running_loop()
+        if path == "/health":
+            body = b'{"status": "ok", "warm": true}'
+        elif path.endswith("/similar"):
+            body = await loop.run_in_executor(pool, similar, path.split("/")[2])
+        else:
+            chunks = []
+            while True:
+                message = await receive()
+                chunks.append(message.get("body", b""))
+                if not message.get("more_body"):
+                    break
+            body = await loop.run_in_executor(pool, query, b"".join(chunks))
+        headers = [(b"content-type", b"application/json")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    import numpy as np
+
+    rec.query_vector(ext.extract([np.full((96, 96, 3), 200, np.uint8)], progress=False)[0], 1)
+    uvicorn.run(app, host="127.0.0.1", port=port, log_config=None, access_log=False)
+
+
+class BareServer:
+    """``bare_main`` in a subprocess on a free loopback port."""
+
+    def __init__(self, folder: Path) -> None:
+        import socket
+        import urllib.request
+
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, "--bare-server", str(folder), "--port", str(self.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=5):
+                    return
+            except OSError:
+                if self.proc.poll() is not None:
+                    raise RuntimeError("the bare reference server exited") from None
+                time.sleep(0.3)
+        raise RuntimeError("the bare reference server never became ready")
+
+    def stop(self) -> int:
+        self.proc.terminate()
+        return self.proc.wait(timeout=60)
+
+
 def run_client(spec: dict[str, Any]) -> dict[str, Any]:
     """Run :func:`client_main` in a fresh process (this file with ``--client``)."""
     out = subprocess.run(
@@ -304,10 +398,20 @@ def main() -> None:
     parser.add_argument(
         "--rounds", type=int, default=5, help="in-process and HTTP alternate this many times"
     )
+    parser.add_argument(
+        "--no-bare",
+        action="store_true",
+        help="skip the bare-ASGI reference server (the same work with no framework)",
+    )
     parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--bare-server", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.client:  # the HTTP client process: a JSON spec on stdin, results on stdout
         print(json.dumps(client_main(json.loads(sys.stdin.read()))))
+        return
+    if args.bare_server:  # the reference server process
+        bare_main(args.bare_server, args.port)
         return
 
     import numpy as np
@@ -346,11 +450,14 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     load_before = os.getloadavg()[0]
     server = Server(folder, args.workers)
+    bare = None if args.no_bare else BareServer(folder)
+    bare_rc = None
     try:
         for op in ("similar", "query"):
-            spec = {"port": server.port, "endpoint": op, "clients": 4, "requests": 20}
-            spec.update(picks=picks, photos=photo_paths)
-            run_client(spec)  # warm the server's path
+            for port in (server.port, *([] if bare is None else [bare.port])):
+                spec = {"port": port, "endpoint": op, "clients": 4, "requests": 20}
+                spec.update(picks=picks, photos=photo_paths)
+                run_client(spec)  # warm the server's path
         for op, local in (("similar", similar_local), ("query", query_local)):
             for clients in args.clients:
                 # in-process and HTTP alternate in rounds, so both sides see the same
@@ -358,6 +465,7 @@ def main() -> None:
                 # from one minute to the next, more than the HTTP cost being measured
                 base_parts: list[dict[str, Any]] = []
                 http_parts: list[dict[str, Any]] = []
+                bare_parts: list[dict[str, Any]] = []
                 before = len(server.access)
                 rounds_n = min(args.rounds, args.requests)
                 sizes = [
@@ -377,6 +485,8 @@ def main() -> None:
                         "photos": photo_paths,
                     }
                     http_parts.append(run_client(spec))
+                    if bare is not None:
+                        bare_parts.append(run_client({**spec, "port": bare.port}))
                 base, served = summarise(base_parts), summarise(http_parts)
                 time.sleep(0.5)  # let the last access-log lines arrive
                 inside = server.access[before:]
@@ -385,14 +495,22 @@ def main() -> None:
                     float(np.median(h["latencies"]) / np.median(b["latencies"]))
                     for b, h in zip(base_parts, http_parts, strict=True)
                 ]
-                for where, res in (("in-process", base), ("http", served)):
-                    rows.append({"endpoint": op, "clients": clients, "where": where, **res})
-                rows[-1]["p50_vs_in_process"] = served["p50_ms"] / base["p50_ms"]
-                rows[-1]["rate_vs_in_process"] = served["req_per_s"] / base["req_per_s"]
+                sides = [("in-process", base)]
+                if bare_parts:
+                    sides.append(("bare-asgi", summarise(bare_parts)))
+                sides.append(("http", served))
+                for where, res in sides:
+                    row = {"endpoint": op, "clients": clients, "where": where, **res}
+                    if where != "in-process":
+                        row["p50_vs_in_process"] = res["p50_ms"] / base["p50_ms"]
+                        row["rate_vs_in_process"] = res["req_per_s"] / base["req_per_s"]
+                    rows.append(row)
                 rows[-1]["p50_ratio_by_round"] = [round(x, 3) for x in rounds]
                 print(f"  {op} x{clients}: done", flush=True)
     finally:
         rc = server.stop()
+        if bare is not None:
+            bare_rc = bare.stop()
 
     columns = [
         "endpoint",
@@ -437,6 +555,11 @@ def main() -> None:
                 "query": "load_image(JPEG bytes) + extract + query_vector(v, 10) + to_dict()",
             },
             "server_exit_code": rc,
+            "bare_asgi_reference": None
+            if args.no_bare
+            else "the same work in a bare ASGI app (no framework, middleware or log) on the "
+            "same uvicorn, a ThreadPoolExecutor of default_threads() threads",
+            "bare_exit_code": bare_rc,
             "rows": rows,
             "table": table,
         },

@@ -36,12 +36,16 @@ def test_bench_serve_small_run_writes_rows_for_every_cell(tmp_path: Path) -> Non
     doc = json.loads(out.read_text())
     cells = {(r["endpoint"], r["clients"], r["where"]) for r in doc["rows"]}
     assert cells == {
-        (e, c, w) for e in ("similar", "query") for c in (1, 2) for w in ("in-process", "http")
+        (e, c, w)
+        for e in ("similar", "query")
+        for c in (1, 2)
+        for w in ("in-process", "bare-asgi", "http")
     }
     assert all(r["errors"] == 0 and r["n"] == 8 for r in doc["rows"])
     assert doc["rounds_per_cell"] == 5  # the two sides alternate
     assert all(len(r["p50_ratio_by_round"]) == 5 for r in doc["rows"] if r["where"] == "http")
     assert doc["server_exit_code"] == 0
+    assert doc["bare_asgi_reference"] and doc["bare_exit_code"] is not None
     assert doc["server_workers"] == 2
     assert doc["client"].startswith("http.client keep-alive")
     assert doc["omp_num_threads"] is not None
