@@ -115,8 +115,16 @@ def wait_images_loaded(pg: Any, count: int) -> None:
     )
 
 
+def wait_settled(pg: Any) -> None:
+    """Until the latest search has answered (the grid is busy from request to answer)."""
+    pg.wait_for_function(
+        "() => document.querySelector('#results').getAttribute('aria-busy') === 'false'"
+    )
+
+
 def upload(pg: Any, path: Path) -> None:
     pg.set_input_files("#photo", str(path))
+    wait_settled(pg)
     pg.wait_for_function(
         "() => /\\d+ results?/.test(document.querySelector('#status').textContent)"
     )
@@ -163,6 +171,9 @@ def test_click_a_result_to_see_its_similar_items(page: Any, site: tuple[str, lis
         "id => document.querySelector('#query-label').textContent === 'Similar to ' + id",
         arg=second,
     )
+    # the label changes at once, the grid only when the answer arrives: until then it
+    # still shows the photo's results, which include `second`
+    wait_settled(page)
     wait_images_loaded(page, 6)
     assert second not in result_ids(page)
     assert page.evaluate("document.querySelector('#query-image').naturalWidth") > 0

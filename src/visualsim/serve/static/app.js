@@ -163,6 +163,7 @@
     const where = whereString();
     if (where) params.set("where", where);
     status("Searching…");
+    $("results").setAttribute("aria-busy", "true");
     try {
       let body;
       if (state.query.kind === "photo") {
@@ -175,6 +176,9 @@
       if (seq === state.seq) showResults(body.results);
     } catch (err) {
       if (seq === state.seq) { $("results").replaceChildren(); status(err.message, true); }
+    } finally {
+      // the grid holds the last query's results until this one's arrive
+      if (seq === state.seq) $("results").setAttribute("aria-busy", "false");
     }
   }
 
