@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -341,38 +342,49 @@ class BlockingExtractor(ColorHistogramExtractor):
         return super()._embed(batch)
 
 
-def test_health_answers_while_a_query_extracts(catalogue: tuple[Path, list[Path]]) -> None:
-    ext = BlockingExtractor()
-    rec = Recommender(ext).fit([str(p) for p in catalogue[1]], progress=False)
-    app = create_app(rec)
+@contextlib.contextmanager
+def uvicorn_in_thread(app: Any) -> Iterator[str]:
+    """Serve ``app`` with uvicorn in a thread on a free loopback port; yield its URL."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
-    url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(300):
+        for _ in range(600):
             if server.started:
                 break
             time.sleep(0.05)
-        ext.blocking = True
-        with ThreadPoolExecutor(1) as pool:
-            pending = pool.submit(
-                httpx.post, url + "/query?k=3", content=catalogue[1][0].read_bytes(), timeout=60
-            )
-            assert ext.entered.wait(30)
-            health = httpx.get(url + "/health", timeout=10)  # the loop is free
-            assert health.status_code == 200
-            assert not pending.done()
-            ext.release.set()
-            assert pending.result().status_code == 200
+        assert server.started, "uvicorn never started"
+        yield f"http://127.0.0.1:{port}"
     finally:
-        ext.release.set()
         server.should_exit = True
         thread.join(30)
         sock.close()
+
+
+def test_health_answers_while_a_query_extracts(catalogue: tuple[Path, list[Path]]) -> None:
+    ext = BlockingExtractor()
+    rec = Recommender(ext).fit([str(p) for p in catalogue[1]], progress=False)
+    try:
+        with uvicorn_in_thread(create_app(rec)) as url:
+            ext.blocking = True
+            with ThreadPoolExecutor(1) as pool:
+                pending = pool.submit(
+                    httpx.post,
+                    url + "/query?k=3",
+                    content=catalogue[1][0].read_bytes(),
+                    timeout=60,
+                )
+                assert ext.entered.wait(30)
+                health = httpx.get(url + "/health", timeout=10)  # the loop is free
+                assert health.status_code == 200
+                assert not pending.done()
+                ext.release.set()
+                assert pending.result().status_code == 200
+    finally:
+        ext.release.set()
 
 
 class CountingExtractor(ColorHistogramExtractor):
@@ -408,43 +420,28 @@ def test_extraction_runs_on_the_apps_own_pool_of_threads(
 ) -> None:
     ext = CountingExtractor(threads)
     rec = Recommender(ext).fit([str(p) for p in catalogue[1]], progress=False)
-    app = create_app(rec, threads=threads)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
     photos = [p.read_bytes() for p in catalogue[1][:4]]
     try:
-        for _ in range(600):
-            if server.started:
-                break
-            time.sleep(0.05)
-        assert server.started
-        with ext.lock:
-            ext.peak, ext.threads = 0, set()
-            # with 3 threads, every group of 3 must overlap to pass the barrier (bounded)
-            ext.gate = threading.Barrier(threads, timeout=60) if threads > 1 else None
-        requests = 4 * threads  # whole groups, more than the pool holds at once
+        with uvicorn_in_thread(create_app(rec, threads=threads)) as url:
+            with ext.lock:
+                ext.peak, ext.threads = 0, set()
+                # with 3 threads, every group of 3 must overlap to pass the barrier (bounded)
+                ext.gate = threading.Barrier(threads, timeout=60) if threads > 1 else None
+            requests = 4 * threads  # whole groups, more than the pool holds at once
 
-        def one(i: int) -> httpx.Response:
-            return httpx.post(url + "/query?k=3", content=photos[i % 4], timeout=120)
+            def one(i: int) -> httpx.Response:
+                return httpx.post(url + "/query?k=3", content=photos[i % 4], timeout=120)
 
-        with ThreadPoolExecutor(requests) as pool:
-            answers = list(pool.map(one, range(requests)))
-        assert [r.status_code for r in answers] == [200] * requests
-        assert all(len(r.json()["results"]) == 3 for r in answers)
-        assert ext.peak == threads  # never more than the pool, and the pool is used in full
-        assert ext.threads and all(name.startswith("visualsim") for name in ext.threads)
-        assert len(ext.threads) <= threads
+            with ThreadPoolExecutor(requests) as pool:
+                answers = list(pool.map(one, range(requests)))
     finally:
         if ext.gate is not None:
             ext.gate.abort()
-        server.should_exit = True
-        thread.join(30)
-        sock.close()
+    assert [r.status_code for r in answers] == [200] * requests
+    assert all(len(r.json()["results"]) == 3 for r in answers)
+    assert ext.peak == threads  # never more than the pool, and the pool is used in full
+    assert ext.threads and all(name.startswith("visualsim") for name in ext.threads)
+    assert len(ext.threads) <= threads
 
 
 # -- several worker processes -------------------------------------------------------------
