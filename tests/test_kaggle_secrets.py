@@ -229,12 +229,19 @@ CHILD = textwrap.dedent(
 )
 
 
-def _closed_port() -> str:
+@pytest.fixture
+def refused_url() -> Iterator[str]:
+    """A loopback port that refuses connections for the whole test.
+
+    The socket stays bound but never listens, so connecting is refused and no
+    other process can start listening on the port meanwhile (a port closed
+    right after picking it could be taken by anything the suite runs).
+    """
     import socket
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{sock.getsockname()[1]}"
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
 
 
 def _files_text(root: Path, home: Path) -> list[str]:
@@ -246,13 +253,13 @@ def _files_text(root: Path, home: Path) -> list[str]:
 
 
 def test_real_client_against_a_hostile_server_leaks_the_key_nowhere(
-    fake_kaggle: str, home: Path, tmp_path: Path
+    fake_kaggle: str, refused_url: str, home: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "downloads"
     env = {
         **os.environ,
         "ENDPOINT": fake_kaggle,
-        "REFUSED": _closed_port(),
+        "REFUSED": refused_url,
         "SCENARIOS": json.dumps([*SCENARIOS, "ok"]),
         "OUT": str(out),
         "LOG_FILE": str(tmp_path / "child.log"),
