@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -129,6 +130,8 @@ class LiveCatalogue(RuleBasedStateMachine):
 
         if hasattr(self, "limits"):
             search.EXACT_LIMIT, search.EXACT_WORK = self.limits
+        if hasattr(self, "tmp"):  # one folder per example: leave none behind in /tmp
+            shutil.rmtree(self.tmp, ignore_errors=True)
 
     @rule(n=st.integers(1, 6))
     def add(self, n: int) -> None:
