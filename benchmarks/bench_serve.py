@@ -116,6 +116,20 @@ def client_main(spec: dict[str, Any]) -> dict[str, Any]:
     return {"latencies": lat, "wall_s": wall, "errors": errors}
 
 
+def similar_work(rec: Any, key: str) -> list[dict[str, Any]]:
+    """What ``/items/{id}/similar`` does, in-process: search, then JSON-ready dicts."""
+    return [r.to_dict() for r in rec.similar_to(key, 10)]
+
+
+def query_work(rec: Any, data: bytes) -> list[dict[str, Any]]:
+    """What ``/query`` does, in-process: decode the bytes, extract, search, dicts."""
+    from visualsim.images import load_image
+    from visualsim.serve.app import MAX_PIXELS
+
+    vec = rec.extractor_.extract([load_image(data, max_pixels=MAX_PIXELS)], progress=False)[0]
+    return [r.to_dict() for r in rec.query_vector(vec, 10)]
+
+
 def bare_main(folder: str, port: int) -> None:
     """The reference server (``--bare-server``): the same work behind a bare ASGI app.
 
@@ -132,19 +146,16 @@ def bare_main(folder: str, port: int) -> None:
     import uvicorn
 
     from visualsim import Recommender
-    from visualsim.images import load_image
-    from visualsim.serve.app import MAX_PIXELS, default_threads
+    from visualsim.serve.app import default_threads
 
     rec = Recommender.load(folder)
-    ext = rec.extractor_
     pool = ThreadPoolExecutor(default_threads())
 
     def similar(key: str) -> bytes:
-        return json.dumps({"results": [r.to_dict() for r in rec.similar_to(key, 10)]}).encode()
+        return json.dumps({"results": similar_work(rec, key)}).encode()
 
     def query(data: bytes) -> bytes:
-        vec = ext.extract([load_image(data, max_pixels=MAX_PIXELS)], progress=False)[0]
-        return json.dumps({"results": [r.to_dict() for r in rec.query_vector(vec, 10)]}).encode()
+        return json.dumps({"results": query_work(rec, data)}).encode()
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -175,7 +186,8 @@ def bare_main(folder: str, port: int) -> None:
 
     import numpy as np
 
-    rec.query_vector(ext.extract([np.full((96, 96, 3), 200, np.uint8)], progress=False)[0], 1)
+    warm = np.full((96, 96, 3), 200, np.uint8)
+    rec.query_vector(rec.extractor_.extract([warm], progress=False)[0], 1)
     uvicorn.run(app, host="127.0.0.1", port=port, log_config=None, access_log=False)
 
 
@@ -420,8 +432,6 @@ def main() -> None:
     from _common import machine_info, make_jpegs, print_table, write_json
 
     from visualsim import Recommender
-    from visualsim.images import load_image
-    from visualsim.serve.app import MAX_PIXELS
 
     folder = build_catalogue(args.n, args.index, args.cache)
     photo_paths = [str(p) for p in make_jpegs(args.cache / "photos", 32, size=(400, 400))]
@@ -430,18 +440,13 @@ def main() -> None:
     picks = [f"item-{int(i):06d}" for i in rng.integers(0, args.n, size=args.requests)]
 
     rec = Recommender.load(folder)
-    ext = rec.extractor_
 
     # the same work as the server's handlers, results built into JSON-ready dicts
     def similar_local(i: int) -> bool:
-        results = [r.to_dict() for r in rec.similar_to(picks[i % len(picks)], 10)]
-        return len(results) == 10
+        return len(similar_work(rec, picks[i % len(picks)])) == 10
 
     def query_local(i: int) -> bool:
-        pixels = load_image(photos[i % len(photos)], max_pixels=MAX_PIXELS)
-        vec = ext.extract([pixels], progress=False)[0]
-        results = [r.to_dict() for r in rec.query_vector(vec, 10)]
-        return len(results) == 10
+        return len(query_work(rec, photos[i % len(photos)])) == 10
 
     for i in range(10):  # warm both paths
         similar_local(i)

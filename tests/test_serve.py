@@ -599,15 +599,21 @@ def test_a_reload_sent_to_one_app_reaches_another_on_the_same_signal_file(
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
 
 
-@pytest.mark.parametrize("threads", [0, -2, True, 2.5, "4"])
-def test_bad_threads_is_a_config_error(rec: Recommender, threads: Any) -> None:
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("threads", v) for v in (0, -2, True, 2.5, "4")]
+    + [("workers", v) for v in (0, -1, True, 1.5)],
+)
+def test_bad_threads_or_workers_is_a_config_error(
+    rec: Recommender, option: str, value: Any
+) -> None:
     from visualsim.errors import ConfigError
     from visualsim.serve.server import run
 
-    with pytest.raises(ConfigError, match="threads"):
-        create_app(rec, threads=threads)
-    with pytest.raises(ConfigError, match="threads"):
-        run(rec, threads=threads)
+    with pytest.raises(ConfigError, match=option):
+        create_app(rec, **{option: value})
+    with pytest.raises(ConfigError, match=option):
+        run(rec, **{option: value})
 
 
 def test_default_threads_follow_the_cpus_this_process_may_use(
@@ -619,17 +625,6 @@ def test_default_threads_follow_the_cpus_this_process_may_use(
     assert default_threads() == 5
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
     assert default_threads() == 2  # never fewer than two
-
-
-@pytest.mark.parametrize("workers", [0, -1, True, 1.5])
-def test_bad_workers_is_a_config_error(rec: Recommender, workers: Any) -> None:
-    from visualsim.errors import ConfigError
-    from visualsim.serve.server import run
-
-    with pytest.raises(ConfigError, match="workers"):
-        create_app(rec, workers=workers)
-    with pytest.raises(ConfigError, match="workers"):
-        run(rec, workers=workers)
 
 
 def test_workers_need_a_folder_and_the_key_by_variable_name(

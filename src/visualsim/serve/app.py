@@ -306,9 +306,7 @@ def create_app(
         }
         if workers > 1:
             doc["worker"] = os.getpid()
-        if state.signal_file is not None:
-            doc["reload"] = state.loaded_token
-        return JSONResponse(doc)
+        return JSONResponse(doc | state.reload_info())
 
     @app.get("/fields", summary="The catalogue's metadata fields, for building filters")
     def fields() -> JSONResponse:
@@ -337,19 +335,19 @@ def create_app(
         k: int = k_query,
         where: str | None = where_query,
         min_score: float | None = min_score_query,
-    ) -> Response:
+    ) -> JSONResponse:
         live = state.live
 
-        def work() -> bytes:
+        def work() -> JSONResponse:  # the JSON is rendered here too, off the event loop
             with live.lock.read():
                 rec = live.rec
                 key = A.resolve_id(rec, item_id)
                 flt = state.where(live, where)
                 results = rec.similar_to(key, k, where=flt, min_score=min_score)
                 found = state.results_json(live, results)
-            return _json_bytes({"id": A.json_id(key), "results": found})
+            return JSONResponse({"id": A.json_id(key), "results": found})
 
-        return _json_response(await state.compute(work))
+        return await state.compute(work)
 
     @app.get("/items/{item_id:path}/image", summary="A catalogue item's image")
     def item_image(item_id: str) -> Response:
@@ -387,7 +385,7 @@ def create_app(
         k: int = k_query,
         where: str | None = where_query,
         min_score: float | None = min_score_query,
-    ) -> Response:
+    ) -> JSONResponse:
         live = state.live
         parts = await _read_upload(request, max_upload_bytes)
         data = parts.get("image")
@@ -397,7 +395,7 @@ def create_app(
                 "no image: send it as the multipart field 'image' or as the raw request body",
             )
 
-        def work() -> bytes:
+        def work() -> JSONResponse:
             # one thread hand-off per request: parse the filter, decode + extract (outside
             # the lock, so a writer is not held up by a slow model), search, build the
             # JSON; a bad filter is still refused before any image work
@@ -409,9 +407,9 @@ def create_app(
                 except NotFittedError:
                     results = []
                 found = state.results_json(live, results)
-            return _json_bytes({"results": found})  # rendered here, off the event loop
+            return JSONResponse({"results": found})  # rendered here, off the event loop
 
-        return _json_response(await state.compute(work))
+        return await state.compute(work)
 
     # -- write endpoints (only with a key) -------------------------------------------
     if api_key is not None:
@@ -456,7 +454,7 @@ def create_app(
                 raise DuplicateIdError(
                     f"item {raw_id!r} already exists; PUT /items/{{id}} replaces it"
                 )
-            vector = await state.compute(lambda: state.extract(live, data, max_pixels))
+            vector = await state.compute(state.extract, live, data, max_pixels)
 
             def write() -> int:
                 with live.lock.write():
@@ -492,8 +490,7 @@ def create_app(
                 raise HTTPException(422, "send an 'image', a 'metadata' JSON object, or both")
             vector = None
             if isinstance(data, bytes):
-                image = data
-                vector = await state.compute(lambda: state.extract(live, image, max_pixels))
+                vector = await state.compute(state.extract, live, data, max_pixels)
 
             def write() -> tuple[Any, bool, int]:
                 with live.lock.write():
@@ -543,10 +540,7 @@ def create_app(
             async with state.reload_lock:
                 n = await _swap_in(state)
                 await run_in_threadpool(state.announce)  # the other workers follow
-            doc: dict[str, Any] = {"status": "reloaded", "items": n}
-            if state.signal_file is not None:
-                doc["reload"] = state.loaded_token
-            return JSONResponse(doc)
+            return JSONResponse({"status": "reloaded", "items": n} | state.reload_info())
 
     if api_key is not None and workers == 1:
 
@@ -598,21 +592,25 @@ class _State:
         write_bytes_atomic(self.signal_file, token.encode("ascii"))
         self.seen_token = self.loaded_token = token
 
-    async def compute(self, fn: Callable[[], T]) -> T:
-        """Run ``fn`` (decode, extract, search, JSON) in the app's own bounded pool."""
+    async def compute(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(*args)`` (decode, extract, search, JSON) in the app's own bounded pool."""
         pool = self._pool
         if pool is None:
             with self._pool_lock:
                 if self._pool is None:
                     self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="visualsim")
                 pool = self._pool
-        return await asyncio.get_running_loop().run_in_executor(pool, fn)
+        return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
 
     def close_pool(self) -> None:
         with self._pool_lock:
             pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=True)
+
+    def reload_info(self) -> dict[str, Any]:
+        """``{"reload": token}`` of the catalogue served, for apps that share a signal file."""
+        return {} if self.signal_file is None else {"reload": self.loaded_token}
 
     def root(self, live: _Live) -> Path | None:
         return A.image_root_of(live.rec, self.image_root)
@@ -832,17 +830,6 @@ async def _read_upload(request: Request, limit: int, *, raw_ok: bool = True) -> 
             out[name] = data
     await form.close()
     return out
-
-
-def _json_bytes(doc: Any) -> bytes:
-    """``doc`` rendered exactly as :class:`JSONResponse` renders it."""
-    return json.dumps(
-        doc, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")
-    ).encode("utf-8")
-
-
-def _json_response(body: bytes) -> Response:
-    return Response(body, media_type="application/json")
 
 
 def _metadata_field(raw: Any) -> dict[str, Any]:
