@@ -55,6 +55,9 @@ _LAZY: dict[str, str] = {
     "ResNet50Extractor": "extractors.keras",
     "SqueezeNetExtractor": "extractors.squeezenet",
     "ConcatExtractor": "extractors.concat",
+    "SilhouetteExtractor": "extractors.shape",
+    "product_extractor": "extractors.auto",
+    "auto_extractor": "extractors.auto",
     "CalibrationError": "extractors.openvino",
     "RuntimeMismatchWarning": "extractors.openvino",
     "check_runtime_compatible": "extractors.openvino",
@@ -156,6 +159,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         precision_at_k,
         recall_at_k,
     )
+    from .extractors.auto import auto_extractor, product_extractor
     from .extractors.base import (
         BaseExtractor,
         ExtractedBatch,
@@ -172,6 +176,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         RuntimeMismatchWarning,
         check_runtime_compatible,
     )
+    from .extractors.shape import SilhouetteExtractor
     from .extractors.squeezenet import SqueezeNetExtractor
     from .feeds import ProductFeed
     from .images import ImageLike, load_image, resize_image

@@ -127,19 +127,12 @@ def find_crop_box(
     if h < 8 or w < 8:
         return None
     step = max(1, -(-max(h, w) // _SAMPLE_SIDE))
-    small = image[::step, ::step].astype(np.int16)
+    small = image[::step, ::step]
     sh, sw = small.shape[:2]
-    border = np.concatenate([small[0], small[-1], small[:, 0], small[:, -1]])
-    background = np.median(border, axis=0).astype(np.int16)
-    near = np.abs(border - background).max(axis=1) <= tolerance
-    white = bool(background.min() >= NEAR_WHITE)
-    if white:
-        near |= border.min(axis=1) >= NEAR_WHITE
-    if near.mean() < MIN_UNIFORM_BORDER:
+    found = _foreground(small, tolerance)
+    if found is None:
         return None
-    diff = np.abs(small - background).max(axis=2) > tolerance
-    if white:
-        diff &= small.min(axis=2) < NEAR_WHITE
+    diff, background = found
     # a row/column belongs to the product when more than a speck of it differs
     rows = np.flatnonzero(diff.sum(axis=1) > max(1, sw // 200))
     cols = np.flatnonzero(diff.sum(axis=0) > max(1, sh // 200))
@@ -154,6 +147,59 @@ def find_crop_box(
         return None
     r, g, b = (int(c) for c in background)
     return CropBox(top, bottom, left, right, (r, g, b))
+
+
+def foreground_mask(image: np.ndarray, *, tolerance: int = DEFAULT_TOLERANCE) -> np.ndarray | None:
+    """Return where the product is: ``True`` on pixels that differ from a uniform background.
+
+    The background is the border's colour, as for :func:`find_crop_box`: near-white
+    (every channel at least :data:`NEAR_WHITE` counts as background then), or any
+    uniform colour.
+
+    Parameters
+    ----------
+    image
+        ``(H, W, 3)`` RGB ``uint8``.
+    tolerance
+        Per-channel difference from the background colour below which a pixel
+        is background.
+
+    Returns
+    -------
+    numpy.ndarray or None
+        ``(H, W)`` bool; ``None`` when the border is not one uniform colour (a
+        photo with a scene behind the product), where no background can be told.
+
+    Examples
+    --------
+    >>> canvas = np.full((40, 40, 3), 255, np.uint8)
+    >>> canvas[10:20, 5:15] = (0, 0, 200)
+    >>> int(foreground_mask(canvas).sum())
+    100
+    """
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ConfigError(
+            f"foreground_mask needs an (H, W, 3) uint8 RGB image, got {image.dtype} {image.shape}"
+        )
+    found = _foreground(image, tolerance)
+    return None if found is None else found[0]
+
+
+def _foreground(image: np.ndarray, tolerance: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(mask, background colour)`` of an RGB ``uint8`` image, or ``None`` (no uniform border)."""
+    small = image.astype(np.int16)
+    border = np.concatenate([small[0], small[-1], small[:, 0], small[:, -1]])
+    background = np.median(border, axis=0).astype(np.int16)
+    near = np.abs(border - background).max(axis=1) <= tolerance
+    white = bool(background.min() >= NEAR_WHITE)
+    if white:
+        near |= border.min(axis=1) >= NEAR_WHITE
+    if near.mean() < MIN_UNIFORM_BORDER:
+        return None
+    diff = np.abs(small - background).max(axis=2) > tolerance
+    if white:
+        diff &= small.min(axis=2) < NEAR_WHITE
+    return diff, background
 
 
 def auto_crop(
@@ -199,4 +245,5 @@ __all__ = [
     "auto_crop",
     "check_crop",
     "find_crop_box",
+    "foreground_mask",
 ]

@@ -2,7 +2,9 @@
 
 Built-in: :class:`ColorHistogramExtractor` (numpy only), :class:`KerasExtractor`
 and :class:`ResNet50Extractor` (keras.applications), :class:`SqueezeNetExtractor`
-(ImageNet-pretrained, offline), :class:`ConcatExtractor` (weighted mix).
+(ImageNet-pretrained, offline), :class:`SilhouetteExtractor` (the product's
+outline), :class:`ConcatExtractor` (weighted mix); :func:`product_extractor` (the
+best offline mix) and :func:`auto_extractor` (the best that runs here).
 Heavy backends are imported only when used.
 """
 
@@ -27,6 +29,9 @@ _LAZY = {
     "ResNet50Extractor": "keras",
     "SqueezeNetExtractor": "squeezenet",
     "ConcatExtractor": "concat",
+    "SilhouetteExtractor": "shape",
+    "product_extractor": "auto",
+    "auto_extractor": "auto",
 }
 
 __all__ = [

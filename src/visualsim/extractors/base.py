@@ -41,6 +41,7 @@ EXTRACTORS: Registry[type] = Registry(
         "resnet50": "visualsim.extractors.keras:ResNet50Extractor",
         "squeezenet": "visualsim.extractors.squeezenet:SqueezeNetExtractor",
         "concat": "visualsim.extractors.concat:ConcatExtractor",
+        "silhouette": "visualsim.extractors.shape:SilhouetteExtractor",
     },
 )
 register_extractor = EXTRACTORS.register

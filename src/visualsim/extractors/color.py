@@ -38,6 +38,8 @@ layout (``layout=0``) cannot tell apart two products of the same colours: see
 HISTOGRAM_DUPLICATE_THRESHOLD = 0.999
 """The threshold for a histogram-only extractor (``layout=0``); its precision is low
 (0.41 in ``docs/quality.md``): it suits exact re-uploads only."""
+CENTRE_MAX = 10.0
+"""Largest ``centre`` accepted (a spread of ten image sides weighs every pixel alike)."""
 _LEGACY_KEYS = frozenset({"bins", "size", "ignore_background", "sqrt"})
 
 
@@ -92,6 +94,19 @@ class ColorHistogramExtractor(BaseExtractor):
         checks at :data:`DUPLICATE_THRESHOLD` from 0.70 to 0.94
         (``docs/quality.md``). ``False`` is the hard binning of earlier releases,
         which catalogues saved by them keep.
+    grey_saturation, grey_value
+        Below these HSV saturation and value levels (0-255) a pixel is
+        achromatic and binned by lightness; default :data:`GREY_SATURATION`
+        and :data:`GREY_VALUE`. The product mix
+        (:func:`~visualsim.extractors.auto.product_extractor`) uses 32 and 40,
+        measured on real catalogue photos (``docs/quality.md``): dark navy and
+        muted colours keep their hue.
+    centre
+        Weigh each pixel by a Gaussian around the image centre, of this spread
+        (a fraction of the side), so the product — centred in a catalogue
+        photo — counts more than what lies at the edges (a model's head and
+        shoes, props). ``None`` (default) weighs every pixel alike; the
+        product mix uses ``0.25``.
     size
         Side of the square the image is shrunk to first, 4 to :data:`MAX_SIZE`;
         histograms barely change past a few hundred pixels, and time grows
@@ -144,6 +159,9 @@ class ColorHistogramExtractor(BaseExtractor):
         layout: int = DEFAULT_LAYOUT,
         layout_weight: float = DEFAULT_LAYOUT_WEIGHT,
         soft_bins: bool = True,
+        grey_saturation: int = GREY_SATURATION,
+        grey_value: int = GREY_VALUE,
+        centre: float | None = None,
         size: int = 96,
         ignore_background: bool = True,
         sqrt: bool = True,
@@ -169,6 +187,20 @@ class ColorHistogramExtractor(BaseExtractor):
                 "grey_bins, layout and size must be integers, got "
                 f"grey_bins={grey_bins!r}, layout={layout!r}, size={size!r}"
             ) from None
+        try:
+            grey_s = _as_int(grey_saturation)
+            grey_v = _as_int(grey_value)
+        except (TypeError, ValueError):
+            raise ConfigError(
+                "grey_saturation and grey_value must be integers in [0, 255], got "
+                f"{grey_saturation!r} and {grey_value!r}"
+            ) from None
+        if not (0 <= grey_s <= 255 and 0 <= grey_v <= 255):
+            raise ConfigError(
+                "grey_saturation and grey_value must be integers in [0, 255], got "
+                f"{grey_saturation!r} and {grey_value!r}"
+            )
+        self.centre = _as_centre(centre)
         if not 0 <= grey <= 256:
             raise ConfigError(f"grey_bins must be an integer in [0, 256], got {grey_bins!r}")
         if not 4 <= side <= MAX_SIZE:
@@ -187,6 +219,8 @@ class ColorHistogramExtractor(BaseExtractor):
         self.layout = grid
         self.layout_weight = weight
         self.soft_bins = bool(soft_bins)
+        self.grey_saturation = grey_s
+        self.grey_value = grey_v
         self.size = side
         self.ignore_background = bool(ignore_background)
         self.sqrt = bool(sqrt)
@@ -226,6 +260,9 @@ class ColorHistogramExtractor(BaseExtractor):
             "layout": self.layout,
             "layout_weight": self.layout_weight,
             "soft_bins": self.soft_bins,
+            "grey_saturation": self.grey_saturation,
+            "grey_value": self.grey_value,
+            "centre": self.centre,
             "size": self.size,
             "ignore_background": self.ignore_background,
             "sqrt": self.sqrt,
@@ -254,30 +291,35 @@ class ColorHistogramExtractor(BaseExtractor):
     def _histogram(self, small: np.ndarray) -> np.ndarray:
         hsv = np.asarray(Image.fromarray(small).convert("HSV"), dtype=np.uint16)
         h, s, v = hsv[..., 0].ravel(), hsv[..., 1].ravel(), hsv[..., 2].ravel()
+        weight = None if self.centre is None else _centre_weights(small.shape[:2], self.centre)
         if self.ignore_background:
             product = ~((s < 26) & (v > 235))
             if product.mean() >= 0.02:
                 h, s, v = h[product], s[product], v[product]
+                weight = None if weight is None else weight[product]
         hb, sb, vb = self.bins
         n_colour = hb * sb * vb
         if self.grey_bins == 0:
             if self.soft_bins:
-                hist = _soft_cells(h, s, v, self.bins, 0)
+                hist = _soft_cells(h, s, v, self.bins, 0, weight)
             else:
                 cells = (h * hb >> 8) * (sb * vb) + (s * sb >> 8) * vb + (v * vb >> 8)
-                hist = np.bincount(cells, minlength=n_colour).astype(np.float32)
+                hist = np.bincount(cells, weight, minlength=n_colour).astype(np.float32)
         else:
-            grey = (s < GREY_SATURATION) | (v < GREY_VALUE)
+            s_floor = self.grey_saturation
+            grey = (s < s_floor) | (v < self.grey_value)
             colour = ~grey
             hc, sc, vc = h[colour], s[colour], v[colour]
+            wc = None if weight is None else weight[colour]
+            wg = None if weight is None else weight[grey]
             if self.soft_bins:
-                hist = _soft_cells(hc, sc, vc, self.bins, GREY_SATURATION)
+                hist = _soft_cells(hc, sc, vc, self.bins, s_floor, wc)
             else:
-                sat = (sc - GREY_SATURATION) * sb // (256 - GREY_SATURATION)
+                sat = (sc - s_floor) * sb // (256 - s_floor)
                 cells = (hc * hb >> 8) * (sb * vb) + sat * vb + (vc * vb >> 8)
-                hist = np.bincount(cells, minlength=n_colour).astype(np.float32)
-            hist = np.concatenate([hist, _soft_levels(v[grey], self.grey_bins)])
-        hist /= max(float(hist.sum()), 1.0)
+                hist = np.bincount(cells, wc, minlength=n_colour).astype(np.float32)
+            hist = np.concatenate([hist, _soft_levels(v[grey], self.grey_bins, wg)])
+        hist /= max(float(hist.sum()), 1e-12 if weight is not None else 1.0)
         return np.sqrt(hist) if self.sqrt else hist
 
     def _embed(self, batch: np.ndarray) -> np.ndarray:
@@ -304,6 +346,28 @@ def _colour_layout(small: np.ndarray, grid: int) -> np.ndarray:
     cells -= cells.mean(axis=(0, 1), keepdims=True)
     vector = np.append(cells.ravel(), np.float32(LAYOUT_FLAT)).astype(np.float32)
     return vector / np.float32(np.linalg.norm(vector))
+
+
+def _as_centre(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ConfigError(f"centre must be None or a number in (0, {CENTRE_MAX:g}], got {value!r}")
+    spread = float(value)
+    if not 0.0 < spread <= CENTRE_MAX:
+        raise ConfigError(f"centre must be None or a number in (0, {CENTRE_MAX:g}], got {value!r}")
+    return spread
+
+
+def _centre_weights(shape: tuple[int, ...], spread: float) -> np.ndarray:
+    """Per-pixel weights (raveled, float64) of a Gaussian around the centre of ``shape``.
+
+    ``spread`` is the standard deviation as a fraction of each side.
+    """
+    h, w = shape[0], shape[1]
+    ys = ((np.arange(h) + 0.5) / h - 0.5) / spread
+    xs = ((np.arange(w) + 0.5) / w - 0.5) / spread
+    return np.exp(-0.5 * (ys[:, None] ** 2 + xs[None, :] ** 2)).ravel()
 
 
 def _as_weight(value: Any) -> float:
@@ -343,7 +407,12 @@ def _linear_split(
 
 
 def _soft_cells(
-    h: np.ndarray, s: np.ndarray, v: np.ndarray, bins: tuple[int, int, int], s_floor: int
+    h: np.ndarray,
+    s: np.ndarray,
+    v: np.ndarray,
+    bins: tuple[int, int, int],
+    s_floor: int,
+    weight: np.ndarray | None = None,
 ) -> np.ndarray:
     """Joint HSV histogram with each pixel split over its 8 nearest cell centres.
 
@@ -365,22 +434,27 @@ def _soft_cells(
         for b in (0, 1):
             base = hi[a] * (sb * vb) + si[b] * vb
             wab = wh[a] * ws[b]
+            if weight is not None:
+                wab = wab * weight
             for c in (0, 1):
                 hist += np.bincount(base + vi[c], weights=wab * wv[c], minlength=n)
     return hist.astype(np.float32)
 
 
-def _soft_levels(values: np.ndarray, n: int) -> np.ndarray:
+def _soft_levels(values: np.ndarray, n: int, weight: np.ndarray | None = None) -> np.ndarray:
     """Histogram of lightness ``values`` (0-255) over ``n`` levels, linearly interpolated.
 
     Each pixel splits its weight between the two nearest level centres, so a
     shade on a level boundary (black at 30 vs 34) does not flip between cells.
+    ``weight`` (one per value) scales each pixel's share.
     """
     if values.size == 0:
         return np.zeros(n, dtype=np.float32)
     (low, high), (w_low, w_high) = _linear_split(
         (values.astype(np.float32) + 0.5) * (n / 256.0) - 0.5, n
     )
+    if weight is not None:
+        w_low, w_high = w_low * weight, w_high * weight
     hist = np.bincount(low, weights=w_low, minlength=n)
     hist += np.bincount(high, weights=w_high, minlength=n)
     return hist.astype(np.float32)
