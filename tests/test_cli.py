@@ -519,3 +519,35 @@ def _extractor_args(argv: list[str]) -> list[str]:
         return ["resnet50"]
     values = [argv[i + 1] for i, t in enumerate(argv[:-1]) if t == "--extractor"]
     return values or ["?"]
+
+
+def test_index_without_extractor_runs_offline_and_says_which_it_chose(
+    capsys: pytest.CaptureFixture[str],
+    shop: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "no-keras-cache"))
+    monkeypatch.delenv("VISUALSIM_WEIGHTS", raising=False)
+    code, out, err = cli(capsys, "index", shop / "images", "-o", tmp_path / "c", "-q")
+    assert code == 0, err
+    assert "indexed 40 images" in out and "(concat, 1031-d" in out
+    said = [line for line in out.splitlines() if line.startswith("extractor (auto): ")]
+    assert len(said) == 1 and "SqueezeNet" in said[0] and "silhouette" in said[0]
+    spec = json.loads((tmp_path / "c" / "manifest.json").read_text())["extractor"]
+    assert [p["name"] for p in spec["config"]["extractors"]] == [
+        "squeezenet",
+        "color",
+        "silhouette",
+    ]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("--extractor-config", "{}"), ("--weights", "none"), ("--runtime", "openvino")],
+)
+def test_auto_extractor_refuses_options_it_would_ignore(
+    capsys: pytest.CaptureFixture[str], shop: Path, tmp_path: Path, args: tuple[str, ...]
+) -> None:
+    code, _, err = cli(capsys, "index", shop / "images", "-o", tmp_path / "c", *args)
+    assert code == 2 and "--extractor auto picks its own settings" in one_line(err)

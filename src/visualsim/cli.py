@@ -186,7 +186,9 @@ def build_extractor(
     Parameters
     ----------
     spec
-        A registered name (``"color"``), or parts joined by ``+`` with optional
+        ``"auto"`` (:func:`~visualsim.extractors.auto.auto_extractor`: ResNet50
+        where its weights are on disk, else the offline product mix), a
+        registered name (``"color"``), or parts joined by ``+`` with optional
         weights (``"squeezenet+color:4:1"``, a ConcatExtractor).
     config
         JSON: the constructor options of a single extractor (``{"bins": [8, 4, 4]}``);
@@ -204,6 +206,15 @@ def build_extractor(
     """
     from .extractors.base import extractor_from_config, make_extractor
 
+    if spec == "auto":
+        if config is not None or weights is not None or runtime is not None or precision:
+            raise UsageError(
+                "--extractor auto picks its own settings; name the extractor to set "
+                "--extractor-config/--weights/--runtime/--precision (e.g. --extractor squeezenet)"
+            )
+        from .extractors.auto import auto_extractor
+
+        return auto_extractor()[0]
     options: Any = {}
     if config is not None:
         try:
@@ -305,10 +316,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, required=True, help="catalogue folder to write")
     p.add_argument(
         "--extractor",
-        default="resnet50",
+        default="auto",
         metavar="SPEC",
-        help=f"a registered name ({extractors}; default resnet50), or parts joined by '+' "
-        "with optional weights, e.g. squeezenet+color:4:1",
+        help=f"auto (default: resnet50 where its ImageNet weights are on disk, else the offline "
+        f"product mix squeezenet+color+silhouette), a registered name ({extractors}), or parts "
+        "joined by '+' with optional weights, e.g. squeezenet+color:4:1",
     )
     p.add_argument(
         "--extractor-config",
@@ -708,6 +720,11 @@ def cmd_index(args: argparse.Namespace) -> int:
         runtime=args.runtime,
         precision=args.precision,
     )
+    chosen = None
+    if args.extractor == "auto":
+        from .extractors.auto import auto_extractor
+
+        chosen = auto_extractor()[1]
     dataset, image_root, dtypes = _read_source(args, {})
     try:
         rec = Recommender(
@@ -741,6 +758,8 @@ def cmd_index(args: argparse.Namespace) -> int:
         f"indexed {len(rec)} images into {args.output} "
         f"({extractor.name}, {rec.dim}-d, index {args.index})"
     )
+    if chosen is not None:
+        print(f"extractor (auto): {chosen}")
     if args.runtime is not None or args.precision is not None:  # the default says nothing new
         _print_runtime(extractor)
     _print_failed(rec.failed_)

