@@ -204,8 +204,10 @@ def _foreground(image: np.ndarray, tolerance: int) -> tuple[np.ndarray, np.ndarr
         channel = image[..., c]
         diff |= (channel < low[c]) | (channel > high[c])
     if white:
-        diff &= (image[..., 0] < NEAR_WHITE) | (image[..., 1] < NEAR_WHITE) | (
-            image[..., 2] < NEAR_WHITE
+        diff &= (
+            (image[..., 0] < NEAR_WHITE)
+            | (image[..., 1] < NEAR_WHITE)
+            | (image[..., 2] < NEAR_WHITE)
         )
     return diff, background
 
