@@ -26,7 +26,14 @@ import test_indexes as contract
 from visualsim import CatalogError, ConfigError, InvalidVectorsError, NotFittedError
 from visualsim.filters import And, Compare, FilterError, InList, Not, Or, parse_filter
 from visualsim.indexes import load_index, make_index
-from visualsim.indexes.milvus import MilvusError, MilvusIndex, redact_uri, to_milvus_expr
+from visualsim.indexes.milvus import (
+    MILVUS_URI_ENV,
+    MilvusError,
+    MilvusIndex,
+    milvus_connection,
+    redact_uri,
+    to_milvus_expr,
+)
 
 _names = itertools.count()
 
@@ -50,6 +57,8 @@ def as_contract_backend(db: str, monkeypatch: pytest.MonkeyPatch) -> str:
     """Register a Milvus factory under the name "milvus" in the shared contract tests."""
     monkeypatch.setitem(contract.ALL, "milvus", lambda: new_index(db))
     monkeypatch.setitem(contract.EXACT, "milvus", lambda: new_index(db))
+    # the shared database lies away from the saved folders: the caller names it on load
+    monkeypatch.setenv(MILVUS_URI_ENV, db)
     return "milvus"
 
 
@@ -458,8 +467,14 @@ def test_the_token_never_leaks(tmp_path: Path, monkeypatch, caplog, capsys) -> N
     index.save(tmp_path / "saved")  # nothing was created: saving needs no connection
     saved = [p.read_bytes() for p in (tmp_path / "saved").rglob("*") if p.is_file()]
     assert saved and not [b for b in saved if SECRET.encode() in b]
-    with pytest.raises(MilvusError, match="cannot connect") as err:  # load reconnects
+    with pytest.raises(CatalogError, match="milvus_uri") as err:  # the file names no server
         load_index(tmp_path / "saved")
+    seen.append(_everything(err.value))
+    with (
+        milvus_connection(uri="http://127.0.0.1:1", token_env="VS_TEST_MILVUS_TOKEN"),
+        pytest.raises(MilvusError, match="cannot connect") as err,
+    ):
+        load_index(tmp_path / "saved")  # the caller does: load reconnects
     seen.append(_everything(err.value))
     out = capsys.readouterr()
     seen += [out.out, out.err, caplog.text]

@@ -1179,6 +1179,8 @@ class Recommender:
         mmap: bool = False,
         verify: bool = True,
         allow_mismatch: bool = False,
+        milvus_uri: str | os.PathLike[str] | None = None,
+        milvus_token_env: str | None = None,
     ) -> Recommender:
         """Read a catalogue written by :meth:`save`.
 
@@ -1201,25 +1203,41 @@ class Recommender:
             Check every file's checksum and that the index agrees with the vectors.
         allow_mismatch
             Accept an ``extractor`` whose config differs from the saved one (warns).
+        milvus_uri, milvus_token_env
+            Where a Milvus catalogue connects and the name of the environment
+            variable holding its token. A catalogue never chooses these itself:
+            one that records a server or a ``token_env`` is refused unless they
+            are given here (or by :func:`~visualsim.indexes.milvus.milvus_connection`
+            or ``VISUALSIM_MILVUS_URI``/``VISUALSIM_MILVUS_TOKEN_ENV``), and then
+            these replace the recorded ones. Default: the Milvus Lite database
+            saved beside the catalogue, no token.
 
         Raises
         ------
         CatalogError
-            Naming the file and the problem (missing, tampered, inconsistent).
+            Naming the file and the problem (missing, tampered, inconsistent,
+            a Milvus server or token it may not choose).
         FormatVersionError
             For a catalogue from a newer visualsim.
         """
         from .catalog import load_catalog
+        from .indexes.milvus import loading_saved
 
-        rec: Recommender = load_catalog(
-            cls,
-            Path(path),
-            index=index,
-            extractor=extractor,
-            mmap=mmap,
-            verify=verify,
-            allow_mismatch=allow_mismatch,
+        scope = (
+            loading_saved(str(path), uri=milvus_uri, token_env=milvus_token_env)
+            if index is None  # a given index is the caller's, not the file's
+            else contextlib.nullcontext()
         )
+        with scope:
+            rec: Recommender = load_catalog(
+                cls,
+                Path(path),
+                index=index,
+                extractor=extractor,
+                mmap=mmap,
+                verify=verify,
+                allow_mismatch=allow_mismatch,
+            )
         return rec
 
 

@@ -401,6 +401,65 @@ def make_extractor(name: str, **params: Any) -> Any:
     return EXTRACTORS.build(name, params)
 
 
+def saved_weights_config(
+    config: Any,
+    key: str,
+    *,
+    name: str,
+    cls_name: str,
+    default: str,
+    allowed: tuple[str, ...] = (),
+    trusted: bool = False,
+) -> dict[str, Any]:
+    """Return ``config`` as a dict, refusing a weights file it names unless ``trusted``.
+
+    A config read from a file (a catalogue's manifest, a shard folder) is the
+    file author's data, so it may not choose which local file this process
+    opens as weights: ``config[key]`` must be ``None`` or one of ``allowed``
+    (names such as ``"imagenet"``, not paths). Nothing is opened or looked up
+    to decide, so the answer says nothing about which files exist.
+
+    Parameters
+    ----------
+    config
+        The extractor config (a mapping).
+    key
+        The config field naming the weights (``"weights_path"``, ``"weights"``).
+    name, cls_name
+        The extractor's registered name and class name, for the message.
+    default
+        Where the weights come from instead, for the message.
+    allowed
+        Values of ``config[key]`` that name no file.
+    trusted
+        Accept any value (``from_config(config, trust_weights_path=True)``,
+        for a config the caller wrote).
+
+    Raises
+    ------
+    ConfigError
+        ``config`` is not a mapping, or names a weights file and ``trusted``
+        is false.
+    """
+    if not isinstance(config, dict):
+        try:
+            config = dict(config)
+        except (TypeError, ValueError):
+            raise ConfigError(
+                f"{cls_name} config must be a mapping, got {type(config).__name__}"
+            ) from None
+    value = config.get(key)
+    if trusted or value is None or (isinstance(value, str) and value in allowed):
+        return config
+    shown = repr(value)[:200]
+    raise ConfigError(
+        f"the {name} extractor config sets {key}={shown}: a saved config may not choose the "
+        f"weights file this process reads (a crafted file is an attack); {default}. To use "
+        f"another copy, pass extractor={cls_name}({key}=...) to Recommender.load, or call "
+        f"{cls_name}.from_config(config, trust_weights_path=True) for a config you wrote yourself"
+    )
+
+
 def extractor_from_config(spec: Mapping[str, Any]) -> Any:
     """Rebuild an extractor from ``{"name": ..., "config": {...}}`` (a manifest entry)."""
     return EXTRACTORS.from_spec(spec)
@@ -421,4 +480,5 @@ __all__ = [
     "l2_normalize",
     "make_extractor",
     "register_extractor",
+    "saved_weights_config",
 ]

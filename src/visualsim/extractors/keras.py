@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+from typing_extensions import Self
 
 from ..errors import ConfigError, WeightsUnavailableError
 from ..images import RESIZE_MODES, resize_image
-from .base import BaseExtractor, register_extractor
+from .base import BaseExtractor, register_extractor, saved_weights_config
 
 WEIGHTS_ENV = "VISUALSIM_WEIGHTS"
 """Environment variable naming a local weights file used instead of downloading
@@ -226,7 +227,9 @@ class KerasExtractor(BaseExtractor):
         local weights file (Keras's no-top ``.h5`` or a ``.weights.h5`` saved
         with ``model.save_weights``), or ``None`` for a deterministic random
         initialisation seeded by ``seed`` (same compute, for tests and
-        benchmarks; the vectors carry no meaning).
+        benchmarks; the vectors carry no meaning). Only code chooses a file:
+        :meth:`from_config` refuses a config (a catalogue's manifest) that
+        names one, unless told to trust it.
     pooling
         How the last feature map becomes a vector: ``"avg"`` (global average,
         the usual choice), ``"max"`` (global max: small distinctive details
@@ -340,6 +343,39 @@ class KerasExtractor(BaseExtractor):
     def dim(self) -> int:
         """Channels of the backbone's last feature map (2048 for ResNet50)."""
         return BACKBONES[self.backbone].dim
+
+    @classmethod
+    def from_config(cls, config: Any, *, trust_weights_path: bool = False) -> Self:
+        """Rebuild an extractor from :meth:`get_config` output.
+
+        A config read from a file (a catalogue's manifest, a shard folder) is
+        the file author's data, so it may not choose which local file this
+        process opens as weights: ``weights`` must be ``"imagenet"`` or
+        ``None``, and a path is refused (before anything is opened or looked
+        up) unless ``trust_weights_path=True`` (say so only for a config you
+        wrote). To load a catalogue made with a weights file, pass the
+        extractor in code instead: ``Recommender.load(path,
+        extractor=ResNet50Extractor(weights="/path/to/file.h5"))``.
+
+        Raises
+        ------
+        ConfigError
+            If ``config`` is not a mapping, or names a weights file and
+            ``trust_weights_path`` is false.
+        """
+        config = saved_weights_config(
+            config,
+            "weights",
+            name=str(getattr(cls, "name", cls.__name__)),
+            cls_name=cls.__name__,
+            default=(
+                f"the weights are 'imagenet' (Keras's cache, or the file in {WEIGHTS_ENV}) "
+                "or None (random)"
+            ),
+            allowed=("imagenet",),
+            trusted=trust_weights_path,
+        )
+        return cls(**config)
 
     def get_config(self) -> dict[str, Any]:
         """Return the constructor arguments as JSON-safe values."""

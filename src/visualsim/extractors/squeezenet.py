@@ -24,7 +24,7 @@ from typing_extensions import Self
 from ..errors import ConfigError, WeightsUnavailableError
 from ..images import RESIZE_MODES, resize_image
 from ..safe_unpickle import PickleFormatError, UnsafePickleError, unpickle_arrays
-from .base import BaseExtractor, register_extractor
+from .base import BaseExtractor, register_extractor, saved_weights_config
 from .keras import _import_keras, calibration_batch, check_runtime, openvino_config
 
 RUNTIMES = ("keras", "openvino")
@@ -223,24 +223,14 @@ class SqueezeNetExtractor(BaseExtractor):
             If ``config`` is not a mapping, or names a ``weights_path`` and
             ``trust_weights_path`` is false.
         """
-        if not isinstance(config, dict):
-            try:
-                config = dict(config)
-            except (TypeError, ValueError):
-                raise ConfigError(
-                    f"SqueezeNet extractor config must be a mapping, got {type(config).__name__}"
-                ) from None
-        path = config.get("weights_path")
-        if path is not None and not trust_weights_path:
-            shown = repr(path)[:200]
-            raise ConfigError(
-                f"the squeezenet extractor config sets weights_path={shown}: a saved config may "
-                "not choose the weights file this process reads (a crafted file is an attack); "
-                "the weights come from the installed ndf package. To use another copy, pass "
-                "extractor=SqueezeNetExtractor(weights_path=...) to Recommender.load, or call "
-                "SqueezeNetExtractor.from_config(config, trust_weights_path=True) for a config "
-                "you wrote yourself"
-            )
+        config = saved_weights_config(
+            config,
+            "weights_path",
+            name="squeezenet",
+            cls_name="SqueezeNetExtractor",
+            default="the weights come from the installed ndf package",
+            trusted=trust_weights_path,
+        )
         return cls(**config)
 
     def get_config(self) -> dict[str, Any]:

@@ -23,6 +23,18 @@ Credentials come from the environment variable named by ``token_env`` when the
 client connects; they are never stored in the index, its config, a saved
 folder, a log line or an error message.
 
+A saved folder is data, never instructions: loaded from a file (a catalogue, a
+saved index), the index connects where the *caller* says, never where the
+file says. A server URI or a ``token_env`` recorded in the file is refused
+unless the caller names the connection itself, with
+``Recommender.load(path, milvus_uri=..., milvus_token_env=...)``,
+:func:`milvus_connection` around the load, or the environment variables
+:data:`MILVUS_URI_ENV` and :data:`MILVUS_TOKEN_ENV_ENV` (for ``visualsim
+serve``, ``info``, ``similar``, ...); the caller's connection then replaces the
+file's. A Milvus Lite database named by the file must be a real folder
+``NAME.db`` inside or beside the saved folder (or beside its catalogue), and a
+load never creates it.
+
 Milvus Lite paths: a relative ``.db`` path is resolved against the current
 directory when the index is made (as ``open`` does). A saved index records the
 database's path relative to the saved folder, so a catalogue folder and its
@@ -36,6 +48,7 @@ pymilvus is imported only when an index connects, so ``import visualsim`` stays 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import hashlib
 import json
 import logging
@@ -52,10 +65,11 @@ from urllib.parse import urlsplit, urlunsplit
 import numpy as np
 from numpy.typing import ArrayLike
 
+from .. import persistence as P
 from ..errors import CatalogError, ConfigError, InvalidVectorsError, VisualsimError
 from ..ids import Id, check_ids, short_repr
 from ..ids import preview as _preview
-from .base import BaseIndex, check_k, check_vectors, register_index
+from .base import MANIFEST_NAME, BaseIndex, check_k, check_vectors, register_index
 
 logger = logging.getLogger(__name__)
 
@@ -109,6 +123,27 @@ _TMP_DIRS = (  # temporary folders a save writes into before renaming them into 
     re.compile(r"^\.(?P<name>.+)\.tmp-[0-9a-f]{8,}$"),
 )
 _CONSISTENCY = ("Strong", "Bounded", "Session", "Eventually")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+MILVUS_URI_ENV = "VISUALSIM_MILVUS_URI"
+"""Environment variable: the Milvus URI that catalogues and indexes loaded from files connect to.
+
+The operator's choice (``VISUALSIM_MILVUS_URI=http://milvus:19530 visualsim serve
+shop``); a saved file never chooses a server itself."""
+
+MILVUS_TOKEN_ENV_ENV = "VISUALSIM_MILVUS_TOKEN_ENV"
+"""Environment variable: the NAME of the variable holding the token for loaded catalogues."""
+
+_LITE_LEVELS = 2
+"""How far up a saved folder may name its Milvus Lite database: ``../../shop.db`` is
+beside the catalogue that holds the index folder."""
+
+_GRANT: contextvars.ContextVar[tuple[str | None, str | None] | None] = contextvars.ContextVar(
+    "visualsim_milvus_grant", default=None
+)
+_SAVED: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "visualsim_milvus_saved", default=None
+)
 
 
 class MilvusError(VisualsimError, RuntimeError):
@@ -334,6 +369,129 @@ def _check_uri(uri: Any) -> str:
     return text
 
 
+def _check_token_env(token_env: Any, name: str = "token_env") -> str | None:
+    if token_env is not None and (not isinstance(token_env, str) or not _ENV_NAME.match(token_env)):
+        raise ConfigError(
+            f"{name} must be the NAME of an environment variable holding the token "
+            "(e.g. 'MILVUS_TOKEN'), not the token itself"
+        )
+    return token_env
+
+
+@contextlib.contextmanager
+def milvus_connection(
+    uri: str | os.PathLike[str] | None = None, *, token_env: str | None = None
+) -> Iterator[None]:
+    """Say where Milvus indexes loaded from files in this block connect, and with which token.
+
+    A saved catalogue or index never chooses a server or a secret: loaded in
+    this block (by ``Recommender.load``, :func:`~visualsim.indexes.load_index`,
+    ...), a :class:`MilvusIndex` connects to ``uri`` with the token in the
+    environment variable ``token_env``, whatever its file recorded. Outside
+    any block, :data:`MILVUS_URI_ENV` and :data:`MILVUS_TOKEN_ENV_ENV` say it.
+
+    Parameters
+    ----------
+    uri
+        A Milvus Lite path (``.db``) or a server URI; ``None``: the file's
+        Milvus Lite database beside it, and no server.
+    token_env
+        Name of the environment variable holding the token; ``None``: no token.
+
+    Raises
+    ------
+    ConfigError
+        ``uri`` is not a Milvus URI, or ``token_env`` is not a variable name.
+
+    Examples
+    --------
+    >>> with milvus_connection(uri="http://milvus:19530", token_env="MILVUS_TOKEN"):
+    ...     pass  # Recommender.load("shop") here connects there
+    """
+    if uri is not None:
+        _check_uri(uri)
+    grant = (None if uri is None else os.fspath(uri), _check_token_env(token_env))
+    reset = _GRANT.set(grant)
+    try:
+        yield
+    finally:
+        _GRANT.reset(reset)
+
+
+@contextlib.contextmanager
+def loading_saved(
+    where: str, *, uri: str | os.PathLike[str] | None = None, token_env: str | None = None
+) -> Iterator[None]:
+    """Treat every :class:`MilvusIndex` made in this block as built from the saved file ``where``.
+
+    What ``Recommender.load`` wraps a catalogue's load in: the index's URI
+    and ``token_env`` come from the caller (``uri``/``token_env`` here,
+    else :func:`milvus_connection`, else the environment), never from the file.
+
+    Raises
+    ------
+    ConfigError
+        ``uri`` or ``token_env`` is malformed.
+    """
+    with contextlib.ExitStack() as stack:
+        if uri is not None or token_env is not None:
+            stack.enter_context(milvus_connection(uri, token_env=token_env))
+        reset = _SAVED.set(where)
+        try:
+            yield
+        finally:
+            _SAVED.reset(reset)
+
+
+def _caller_grant() -> tuple[str | None, str | None]:
+    """The caller's ``(uri, token_env)``: from :func:`milvus_connection`, else the environment."""
+    grant = _GRANT.get()
+    if grant is not None:
+        return grant
+    uri = os.environ.get(MILVUS_URI_ENV) or None
+    token_env = os.environ.get(MILVUS_TOKEN_ENV_ENV) or None
+    if uri is not None:
+        try:
+            _check_uri(uri)
+        except ConfigError as exc:
+            raise ConfigError(f"environment variable {MILVUS_URI_ENV}: {exc}") from None
+    return uri, _check_token_env(token_env, f"environment variable {MILVUS_TOKEN_ENV_ENV}")
+
+
+_HOW = (
+    "pass it yourself: Recommender.load(path, milvus_uri=..., milvus_token_env=...), "
+    f"visualsim.indexes.milvus.milvus_connection(...) around the load, or {MILVUS_URI_ENV} "
+    f"and {MILVUS_TOKEN_ENV_ENV} in the environment"
+)
+
+
+def _saved_lite_db(directory: Path, rel: Any) -> Path:
+    """Return the Milvus Lite database a saved index folder names (``state.lite_path``), checked.
+
+    Only ``NAME.db`` inside or beside ``directory``, or beside the catalogue
+    holding it (``../../NAME.db``), a real folder or not there yet; never a
+    path elsewhere, absolute, or through a symbolic link.
+    """
+    field = f"{directory / MANIFEST_NAME}: field 'state.lite_path'"
+    parts = rel.replace(os.sep, "/").split("/") if isinstance(rel, str) else []
+    ups = 0
+    while ups < len(parts) and parts[ups] == "..":
+        ups += 1
+    if ups > _LITE_LEVELS or len(parts) != ups + 1 or not parts[-1].endswith(".db"):
+        raise CatalogError(
+            f"{field} is {short_repr(rel)}; a saved index may name only a Milvus Lite "
+            "database NAME.db inside or beside its folder or its catalogue (e.g. "
+            f"'../../shop.db'), never another place. To use another database, {_HOW}"
+        )
+    home = directory.resolve()
+    for _ in range(ups):
+        home = home.parent
+    try:
+        return P.safe_child(home, parts[-1], kind="dir", must_exist=False)
+    except CatalogError as exc:
+        raise CatalogError(f"{field}: {exc}") from None
+
+
 def _final_location(directory: Path) -> Path:
     """Where ``directory`` ends up once the temporary folders it sits in are renamed."""
     parts = list(directory.resolve().parts)
@@ -432,13 +590,7 @@ class MilvusIndex(BaseIndex):
             raise ConfigError(
                 f"index_type must be one of {', '.join(INDEX_TYPES)}, got {short_repr(index_type)}"
             )
-        if token_env is not None and (
-            not isinstance(token_env, str) or not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", token_env)
-        ):
-            raise ConfigError(
-                "token_env must be the NAME of an environment variable holding the token "
-                "(e.g. 'MILVUS_TOKEN'), not the token itself"
-            )
+        _check_token_env(token_env)
         if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral):
             raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
         if batch_size < 1:
@@ -489,6 +641,43 @@ class MilvusIndex(BaseIndex):
         self._client: Any = None
         self._client_lock: threading.Lock = threading.Lock()
         self._created: bool = False
+        self._from_file: bool = False  # uri/token_env came from a saved file
+        self._lite_checked: bool = True  # False: a file's Lite path not yet checked
+        self._caller_uri: bool = False  # the caller named the connection at load
+        saved = _SAVED.get()
+        if saved is not None:
+            self._adopt_caller_connection(saved)
+
+    def _adopt_caller_connection(self, where: str) -> None:
+        """Replace the file's connection by the caller's, or refuse it (never read the file's).
+
+        A server URI or a ``token_env`` from a file is refused unless the caller
+        names a connection; the caller's URI (and its ``token_env``, or none)
+        then replaces the file's. A Lite path is kept but not opened until the
+        saved folder's ``lite_path`` has been checked (:meth:`_load_state`).
+        """
+        self._from_file = True
+        uri, token_env = _caller_grant()
+        if uri is not None:
+            raw = _check_uri(uri)
+            self._raw_uri, self.uri = raw, redact_uri(raw)
+            self.token_env = token_env
+            self._caller_uri = True
+            return
+        if not self.is_lite:
+            raise CatalogError(
+                f"{where}: field 'uri' of the saved Milvus index names the server "
+                f"{short_repr(self.uri)}; a saved catalogue does not choose where to connect (nor "
+                f"which secret to send there). To connect to your Milvus server, {_HOW}"
+            )
+        if self.token_env is not None and token_env is None:
+            raise CatalogError(
+                f"{where}: field 'token_env' of the saved Milvus index names the environment "
+                f"variable {self.token_env!r}; a saved catalogue does not choose which secret "
+                f"is read. To use a token, {_HOW}"
+            )
+        self.token_env = token_env if self.token_env is not None else None
+        self._lite_checked = False
 
     # ----------------------------------------------------------------- config
 
@@ -712,12 +901,21 @@ class MilvusIndex(BaseIndex):
         return state
 
     def _load_state(self, directory: Path, state: Mapping[str, Any]) -> None:
-        if "lite_path" in state:
-            self.uri = str((directory / str(state["lite_path"])).resolve())
-            self._raw_uri = self.uri
-        elif "uri" in state:
-            self.uri = _check_uri(str(state["uri"]))
-            self._raw_uri = self.uri
+        if not self._from_file:  # loaded outside Recommender.load: apply the same rule
+            self._adopt_caller_connection(str(directory / MANIFEST_NAME))
+        if not self._caller_uri:  # the file may only name a Lite database near itself
+            if "lite_path" not in state:
+                try:
+                    shown = redact_uri(str(state.get("uri", self.uri)))[:200]
+                except ValueError:  # not even a URL
+                    shown = "?"
+                raise CatalogError(
+                    f"{directory / MANIFEST_NAME}: field 'state.uri' names the Milvus server "
+                    f"{shown!r} and there is no 'state.lite_path'; a saved index does not "
+                    f"choose where to connect. To connect to your Milvus server, {_HOW}"
+                )
+            self.uri = self._raw_uri = str(_saved_lite_db(directory, state["lite_path"]))
+            self._lite_checked = True
         if state.get("collection") != self.collection:
             raise CatalogError(
                 f"{directory}: saved collection {state.get('collection')!r} differs from the "
@@ -737,6 +935,8 @@ class MilvusIndex(BaseIndex):
                 "uses is missing; keep the .db beside the catalogue folder and move them "
                 "together, or rebuild with Recommender.load(path, index=...)"
             )
+        if self.is_lite and not self._created and not Path(self.uri).exists():
+            return  # nothing there to collide with; a load creates no database
         client = self._connect()
         exists = self._call("has_collection", client.has_collection, self.collection)
         if not self._created:
@@ -1026,6 +1226,12 @@ class MilvusIndex(BaseIndex):
         with self._client_lock:
             if self._client is not None:
                 return self._client
+            if not self._lite_checked:
+                raise CatalogError(
+                    f"the Milvus Lite database {self.uri!r} comes from a saved config whose "
+                    "folder was not checked, so it is not opened (nor created); to use a "
+                    f"database, {_HOW}"
+                )
             try:
                 from pymilvus import MilvusClient
             except ImportError as exc:
@@ -1209,9 +1415,13 @@ __all__ = [
     "INDEX_TYPES",
     "MAX_TOPK",
     "SEARCH_PARAMS",
+    "MILVUS_TOKEN_ENV_ENV",
+    "MILVUS_URI_ENV",
     "MilvusError",
     "MilvusIndex",
     "is_lite_uri",
+    "loading_saved",
+    "milvus_connection",
     "redact_uri",
     "to_milvus_expr",
 ]

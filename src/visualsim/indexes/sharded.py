@@ -39,7 +39,8 @@ class ShardedIndex(BaseIndex):
     n_shards
         How many shards.
     shard
-        Registered index name used for every shard (``"flat"``, ``"hnsw"``, ...).
+        Registered index name used for every shard (``"flat"``, ``"hnsw"``, ...;
+        not ``"milvus"``: a Milvus collection shards itself).
     shard_params
         Keyword configuration of each shard (JSON-safe), e.g. ``{"M": 16}``.
     parallel
@@ -62,6 +63,12 @@ class ShardedIndex(BaseIndex):
             raise ConfigError(f"shard must be a registered index name, got {shard!r}")
         if shard == "sharded":
             raise ConfigError("shards of a ShardedIndex cannot themselves be sharded")
+        if shard == "milvus":  # its shards would share one collection (and a saved config
+            # would choose their server when a rebuild makes new ones): Milvus shards itself
+            raise ConfigError(
+                "shard='milvus' is refused: a Milvus collection is one index that Milvus "
+                "shards on the server; use MilvusIndex directly"
+            )
         if shard_params is not None and not isinstance(shard_params, Mapping):
             raise ConfigError(f"shard_params must be a mapping, got {shard_params!r}")
         super().__init__(dim=dim)
