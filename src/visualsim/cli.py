@@ -206,15 +206,6 @@ def build_extractor(
     """
     from .extractors.base import extractor_from_config, make_extractor
 
-    if spec == "auto":
-        if config is not None or weights is not None or runtime is not None or precision:
-            raise UsageError(
-                "--extractor auto picks its own settings; name the extractor to set "
-                "--extractor-config/--weights/--runtime/--precision (e.g. --extractor squeezenet)"
-            )
-        from .extractors.auto import auto_extractor
-
-        return auto_extractor()[0]
     options: Any = {}
     if config is not None:
         try:
@@ -232,6 +223,15 @@ def build_extractor(
             return extractor_from_config(options)
         except ConfigError as exc:
             raise UsageError(f"--extractor-config: {exc}") from None
+    if spec == "auto":
+        if config is not None or weights is not None or runtime is not None or precision:
+            raise UsageError(
+                "--extractor auto picks its own settings; name the extractor to set "
+                "--extractor-config/--weights/--runtime/--precision (e.g. --extractor squeezenet)"
+            )
+        from .extractors.auto import auto_extractor
+
+        return auto_extractor()[0]
     names, mix = parse_extractor_spec(spec)
     if len(names) == 1:
         per_part = [dict(options)]
@@ -721,7 +721,7 @@ def cmd_index(args: argparse.Namespace) -> int:
         precision=args.precision,
     )
     chosen = None
-    if args.extractor == "auto":
+    if args.extractor == "auto" and args.extractor_config is None:
         from .extractors.auto import auto_extractor
 
         chosen = auto_extractor()[1]
