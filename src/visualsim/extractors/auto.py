@@ -18,9 +18,11 @@ from typing import Any
 PRODUCT_WEIGHTS = (13.0, 3.0, 4.0)
 """Shares of the cosine in :func:`product_extractor`: SqueezeNet, colour, silhouette.
 
-Chosen on the development split of real catalogue photos (a grid of colour share
-0.10-0.25 and silhouette share 0.05-0.20): colour 0.15 and silhouette 0.20 give
-the best type+colour precision that keeps type precision at SqueezeNet's own."""
+Chosen on the development split of real catalogue photos
+(``benchmarks/explore_real.py``: colour share 0.10-0.25, silhouette 0.0-0.3): colour
+0.15 and silhouette 0.20 beat SqueezeNet + colour 4:1 on type, type+colour and
+subCategory at once; more colour trades type for type+colour, more silhouette
+changes nothing."""
 PRODUCT_COLOUR: dict[str, Any] = {
     "layout": 0,
     "grey_saturation": 32,
