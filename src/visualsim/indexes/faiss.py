@@ -124,6 +124,15 @@ def _read(
     FAISS holds must be exactly ``labels`` (the stored labels), and an HNSW
     graph or IVF quantizer must be consistent, so no search can index out of
     range.
+
+    FAISS is also told not to rebuild an IVF-PQ index's precomputed table
+    (``IO_FLAG_SKIP_PRECOMPUTE_TABLE``). That table is never written: FAISS
+    recomputes it on read at ``nlist * m * 2**nbits`` floats, a size the file
+    does not grow with, and since 1.15 refuses the read when that size passes
+    the vector limit above, so a sound, searched IVF-PQ catalogue of a few
+    thousand 2048-d items could not be loaded back. Scoring by inner product
+    FAISS never uses the table (it builds one for L2 only), so skipping it
+    changes no result, and nothing is allocated from those header fields.
     """
     faiss = _faiss()
     path = P.safe_child(directory, name)
@@ -135,7 +144,7 @@ def _read(
         faiss.set_deserialization_vector_byte_limit(8 * size + (1 << 20))
         faiss.set_deserialization_loop_limit(size + (1 << 16))
         try:
-            index = faiss.read_index(str(path))
+            index = faiss.read_index(str(path), faiss.IO_FLAG_SKIP_PRECOMPUTE_TABLE)
         except (RuntimeError, MemoryError) as exc:
             raise CatalogError(
                 f"cannot read FAISS index {path}: {str(exc)[:300]}; the file is damaged"
