@@ -647,6 +647,35 @@ def _check_runtime(rec: Recommender, saved: Any, extractor: Any, store: Store) -
     check_runtime_compatible(saved, extractor, paths, stored)
 
 
+_CHUNK_FILES = ("vectors", "ids", "metadata", "sources")
+"""The files a chunk names; all but ``sources`` (absent in format 1) are required."""
+
+
+def _chunk_file(where: str, i: int, chunk: Mapping[str, Any], key: str) -> str | None:
+    """Return the file name ``chunk[key]`` (``None`` for absent ``sources``), or refuse it.
+
+    The one rule for a chunk's file names, used by the layout check and the
+    reader alike: present means a file to read (a string here; what names a
+    file inside the folder, never ``""``, is :func:`visualsim.persistence.safe_child`'s
+    rule, applied when it is opened), absent is allowed for ``sources`` only.
+
+    Raises
+    ------
+    CatalogError
+        Naming ``chunks[i].key``: missing or not a string.
+    """
+    if key not in chunk:
+        if key == "sources":
+            return None
+        raise CatalogError(f"{where}: chunks[{i}].{key} is missing; a chunk names its {key} file")
+    name = chunk[key]
+    if not isinstance(name, str):
+        raise CatalogError(
+            f"{where}: chunks[{i}].{key} must be a file name, got {type(name).__name__}"
+        )
+    return name
+
+
 def _check_layout(where: str, manifest: Mapping[str, Any]) -> dict[str, Any]:
     dim = P.field_int(where, "dim", manifest.get("dim"), minimum=1, maximum=1 << 16)
     storage = manifest.get("storage", "float32")
@@ -670,9 +699,8 @@ def _check_layout(where: str, manifest: Mapping[str, Any]) -> dict[str, Any]:
             raise CatalogError(
                 f"{where}: chunks[{i}] covers rows {start}..{stop}, expected to start at {expect}"
             )
-        for key in ("vectors", "ids", "metadata", "sources"):
-            if key in c and not isinstance(c[key], str):
-                raise CatalogError(f"{where}: chunks[{i}].{key} must be a file name")
+        for key in _CHUNK_FILES:
+            _chunk_file(where, i, c, key)
         expect = stop
     if expect != rows:
         raise CatalogError(f"{where}: the chunks hold {expect} rows but 'rows' says {rows}")
@@ -724,7 +752,7 @@ def _read_store(
     metas: list[dict[str, Any]] = []
     sources: list[str | None] = []
     hashes: list[str | None] = []
-    for c in chunks:
+    for i, c in enumerate(chunks):
         n = c["stop"] - c["start"]
         vec_parts.append(
             P.load_npy(
@@ -743,7 +771,7 @@ def _read_store(
         if len(rows) != n:
             raise CatalogError(f"{path / c['metadata']}: expected {n} lines, found {len(rows)}")
         metas.extend(rows)
-        if c.get("sources"):
+        if _chunk_file(where, i, c, "sources") is not None:
             src = P.read_json(P.safe_child(path, c["sources"]))
             s_list = src.get("sources") if isinstance(src, Mapping) else None
             h_list = src.get("sha256") if isinstance(src, Mapping) else None
