@@ -58,6 +58,25 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {line} (see: {self.prog} --help)\n")
 
 
+class _Once(argparse.Action):
+    """An option that takes one value: given twice, a usage error naming both values
+    (argparse alone would keep the last one silently)."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        previous = getattr(namespace, self.dest, None)
+        if previous is not None and previous != self.default:
+            parser.error(
+                f"{option_string} given twice ({previous!r}, then {values!r}); it takes one value"
+            )
+        setattr(namespace, self.dest, values)
+
+
 def _one_line(message: str) -> str:
     """One printable line: whitespace runs become one space, control characters escapes."""
     text = " ".join(message.split(" "))
@@ -408,13 +427,24 @@ def build_parser() -> argparse.ArgumentParser:
             action="append",
             default=[],
             metavar="FILTER",
-            help="only items whose metadata match: KEY=VALUE (VALUE a|b for any of); repeat, "
-            "all must match",
+            help="only items whose metadata match, in the filter language: FIELD OP VALUE "
+            "(OP one of == != < <= > >=), FIELD in [V, ...], FIELD not in [...], a bare "
+            "true/false field (in_stock), joined by and, or, not and parentheses; text in "
+            "quotes, a field with odd characters in `backticks`; e.g. \"category == 'shoes' "
+            'and price < 50". Or the short KEY=VALUE (VALUE a|b for any of). Repeat: all '
+            "must match (docs/filters.md)",
         )
         p.add_argument("--min-score", type=_finite_float, default=None, help="drop weaker results")
         p.add_argument("--json", action="store_true", help="print JSON")
         p.add_argument("--plot", type=Path, help="also write a PNG of the results")
-        p.add_argument("--label", help="metadata key shown beside each result and in the plot")
+        p.add_argument(
+            "--label",
+            action="append",
+            default=[],
+            metavar="KEY",
+            help="metadata key shown beside each result; repeat for several (the plot labels "
+            "its images with the first)",
+        )
 
     p = sub.add_parser("info", help="describe a catalogue")
     p.add_argument("catalog", type=Path)
@@ -425,7 +455,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="leave-one-out retrieval quality against a label")
     p.add_argument("catalog", type=Path)
-    p.add_argument("--label", required=True, help="metadata key holding the label")
+    p.add_argument(
+        "--label", required=True, action=_Once, help="metadata key holding the label (one)"
+    )
     p.add_argument(
         "-k", type=_positive_int, nargs="+", default=[1, 5, 10], help="cut-offs (default 1 5 10)"
     )
@@ -440,7 +472,12 @@ def build_parser() -> argparse.ArgumentParser:
         "adapt", help="learn a projection for a catalogue from a label; report held-out quality"
     )
     p.add_argument("catalog", type=Path)
-    p.add_argument("--label", required=True, help="metadata field to learn (category, product id)")
+    p.add_argument(
+        "--label",
+        required=True,
+        action=_Once,
+        help="metadata field to learn (category, product id)",
+    )
     p.add_argument("-o", "--output", type=Path, required=True, help="adapted catalogue to write")
     p.add_argument(
         "--holdout",
@@ -755,7 +792,7 @@ def cmd_index(args: argparse.Namespace) -> int:
         return EXIT_DATA
     rec.save(args.output, overwrite=args.overwrite)
     print(
-        f"indexed {len(rec)} images into {args.output} "
+        f"indexed {_count(len(rec), 'image')} into {args.output} "
         f"({extractor.name}, {rec.dim}-d, index {args.index})"
     )
     if chosen is not None:
@@ -834,7 +871,7 @@ def _read_source(
         check_files=True,
     )
     if feed.issues:
-        print(f"{len(feed.issues)} rows of {source} were skipped:", file=sys.stderr)
+        print(f"{_count(len(feed.issues), 'row')} of {source} skipped:", file=sys.stderr)
         for issue in feed.issues[:20]:
             print(f"  line {issue.line} ({issue.id}): {issue.problem}", file=sys.stderr)
         if len(feed.issues) > 20:
@@ -852,7 +889,7 @@ def cmd_add(args: argparse.Namespace) -> int:
     present = [item.id for item in items if item.id in rec]
     if present:
         raise UsageError(
-            f"{len(present)} ids are already in the catalogue ({', '.join(map(repr, present[:5]))}"
+            f"{_count(len(present), 'id')} already in the catalogue ({', '.join(map(repr, present[:5]))}"
             f"{', ...' if len(present) > 5 else ''}); `visualsim sync` updates them"
         )
     before = len(rec)
@@ -866,7 +903,7 @@ def cmd_add(args: argparse.Namespace) -> int:
     added = len(rec) - before
     if added:
         _save_in_place(rec, args.catalog)
-    print(f"added {added} items to {args.catalog} ({len(rec)} now)")
+    print(f"added {_count(added, 'item')} to {args.catalog} ({len(rec)} now)")
     _print_failed(rec.failed_)
     return EXIT_OK if added or not rec.failed_ else EXIT_DATA
 
@@ -889,7 +926,7 @@ def _ids_to_remove(args: argparse.Namespace, rec: Any) -> list[Any]:
             unknown.append(text)
     if unknown:
         raise UsageError(
-            f"{len(unknown)} ids are not in the catalogue {str(args.catalog)!r} "
+            f"{_count(len(unknown), 'id')} not in the catalogue {str(args.catalog)!r} "
             f"({', '.join(map(repr, unknown[:5]))}{', ...' if len(unknown) > 5 else ''}); "
             "nothing was removed"
         )
@@ -901,7 +938,7 @@ def cmd_remove(args: argparse.Namespace) -> int:
     ids = _ids_to_remove(args, rec)
     rec.remove(ids)
     _save_in_place(rec, args.catalog)
-    print(f"removed {len(ids)} items from {args.catalog} ({len(rec)} left)")
+    print(f"removed {_count(len(ids), 'item')} from {args.catalog} ({len(rec)} left)")
     return EXIT_OK
 
 
@@ -970,6 +1007,11 @@ def cmd_sync(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _count(n: int, noun: str) -> str:
+    """``"1 item"``, ``"2 items"``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def _present(metadata: Mapping[str, Any]) -> dict[str, Any]:
     """Metadata without its empty fields (a missing value and ``None`` are the same)."""
     return {k: v for k, v in metadata.items() if v is not None}
@@ -1011,9 +1053,7 @@ def _report(
     else:
         print(header)
         for r in results:
-            extra = ""
-            if args.label and args.label in r.metadata:
-                extra = f"  {args.label}={r.metadata[args.label]}"
+            extra = "".join(f"  {key}={r.metadata[key]}" for key in args.label if key in r.metadata)
             print(f"{r.rank:>3}. {_score(r.score):.4f}  {r.id}{extra}")
         if not results:
             print("  (no results)")
@@ -1021,7 +1061,10 @@ def _report(
         from .plotting import plot_recommendations, save_figure
 
         fig = plot_recommendations(
-            query_image, results, label_key=args.label, query_label=str(query_name)
+            query_image,
+            results,
+            label_key=args.label[0] if args.label else None,
+            query_label=str(query_name),
         )
         save_figure(fig, args.plot)
         if not args.json:
@@ -1127,7 +1170,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluation import evaluate
 
     rec = _load(args.catalog)
-    report = evaluate(rec, args.label, k=tuple(args.k))
+    report = evaluate(rec, args.label, k=tuple(args.k), progress=_progress(args))
     if args.json:
         _print_json(report.to_dict())
     else:
@@ -1143,7 +1186,7 @@ def cmd_duplicates(args: argparse.Namespace) -> int:
     else:
         for a, b, s in pairs:
             print(f"{_score(s):.4f}  {a}  {b}")
-        print(f"{len(pairs)} pairs with score >= {args.min_score}")
+        print(f"{_count(len(pairs), 'pair')} with score >= {args.min_score}")
     return EXIT_OK
 
 

@@ -765,11 +765,9 @@ def _as_vectors(embeddings: ArrayLike) -> np.ndarray:
 
 
 def _chunks(n: int, size: int, progress: bool) -> Iterator[slice]:
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
+    from .extractors.base import _progress_bar
 
-        bar = tqdm(total=n, desc="evaluate", unit="query", dynamic_ncols=True)
+    bar = _progress_bar(n, progress, desc="evaluate", unit="query")
     try:
         for start in range(0, n, size):
             stop = min(start + size, n)
