@@ -189,6 +189,7 @@ class Recommender:
         self.failed_: list[FailedInput] = []
         self.duplicates_: list[tuple[Id, Id, float]] = []
         self.adaptation_report_: Any = None
+        self.warm_ = False
         self._lock = ReadWriteLock()
         self._extractor_: Any = None
         self._reducer_: Any = None
@@ -910,6 +911,46 @@ class Recommender:
         return new
 
     # -- queries ------------------------------------------------------------------------
+    def warm_up(self) -> Recommender:
+        """Build the extractor's model and run one extraction and one search now.
+
+        The first :meth:`query` otherwise pays for building the model (a
+        CNN's graph, its weights read from disk): seconds, against
+        milliseconds for the next one. Call this once when an app starts (or
+        load with ``Recommender.load(path, warm=True)``) so the first customer
+        does not wait. It embeds a small generated image and, when the
+        catalogue holds items, searches for its one nearest item; nothing is
+        stored. Calling it again does the same small work again.
+        ``visualsim serve`` calls it at start-up.
+
+        Returns
+        -------
+        Recommender
+            ``self``, with :attr:`warm_` set to ``True``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from visualsim import ColorHistogramExtractor, Recommender
+        >>> ext = ColorHistogramExtractor()
+        >>> rec = Recommender(ext).add_vectors(np.eye(2, ext.dim), ["a", "b"])
+        >>> rec.warm_
+        False
+        >>> rec.warm_up().warm_
+        True
+        """
+        import time
+
+        t0 = time.perf_counter()
+        image = np.full((96, 96, 3), 200, dtype=np.uint8)
+        image[24:72, 24:72] = (180, 40, 40)  # not blank: some extractors skip background
+        vector = self._get_extractor().extract([image], progress=False)
+        if len(self):
+            self.query_vector(vector[0], 1)
+        self.warm_ = True
+        logger.info("warmed up in %.0f ms", 1000 * (time.perf_counter() - t0))
+        return self
+
     def query(
         self,
         image: Any,
@@ -1181,6 +1222,7 @@ class Recommender:
         allow_mismatch: bool = False,
         milvus_uri: str | os.PathLike[str] | None = None,
         milvus_token_env: str | None = None,
+        warm: bool = False,
     ) -> Recommender:
         """Read a catalogue written by :meth:`save`.
 
@@ -1211,6 +1253,9 @@ class Recommender:
             or ``VISUALSIM_MILVUS_URI``/``VISUALSIM_MILVUS_TOKEN_ENV``), and then
             these replace the recorded ones. Default: the Milvus Lite database
             saved beside the catalogue, no token.
+        warm
+            Also call :meth:`warm_up`, so the first query does not pay for
+            building the model.
 
         Raises
         ------
@@ -1238,6 +1283,8 @@ class Recommender:
                 verify=verify,
                 allow_mismatch=allow_mismatch,
             )
+        if warm:
+            rec.warm_up()
         return rec
 
 

@@ -624,13 +624,7 @@ class _State:
             if id(live) in self._warmed:
                 return
             t0 = time.perf_counter()
-            rec = live.rec
-            image = np.full((96, 96, 3), 200, dtype=np.uint8)
-            image[24:72, 24:72] = (180, 40, 40)
-            vector = rec.extractor_.extract([image], progress=False)
-            if len(rec):
-                with live.lock.read():
-                    rec.query_vector(vector[0], 1)
+            live.rec.warm_up()  # the model outside the app's lock; its search takes the rec's
             self._warmed.add(id(live))
             logger.info("model warmed in %.0f ms", 1000 * (time.perf_counter() - t0))
 
