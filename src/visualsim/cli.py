@@ -791,6 +791,7 @@ def cmd_index(args: argparse.Namespace) -> int:
             print(f"  {f.id}: {f.reason}", file=sys.stderr)
         return EXIT_DATA
     rec.save(args.output, overwrite=args.overwrite)
+    _warn_unservable(rec, "pass --root FOLDER holding them all")
     print(
         f"indexed {_count(len(rec), 'image')} into {args.output} "
         f"({extractor.name}, {rec.dim}-d, index {args.index})"
@@ -876,7 +877,10 @@ def _read_source(
             print(f"  line {issue.line} ({issue.id}): {issue.problem}", file=sys.stderr)
         if len(feed.issues) > 20:
             print(f"  ... and {len(feed.issues) - 20} more", file=sys.stderr)
-    return feed, feed.root, declared
+    # a feed of absolute paths (or of ../ paths) implies the folder that holds its
+    # images; --root, when given, is the user's choice and wins
+    root = feed.root if args.root is not None else (feed.implied_root() or feed.root)
+    return feed, root, declared
 
 
 def _save_in_place(rec: Any, catalog: Path) -> None:
@@ -889,8 +893,9 @@ def cmd_add(args: argparse.Namespace) -> int:
     present = [item.id for item in items if item.id in rec]
     if present:
         raise UsageError(
-            f"{_count(len(present), 'id')} already in the catalogue ({', '.join(map(repr, present[:5]))}"
-            f"{', ...' if len(present) > 5 else ''}); `visualsim sync` updates them"
+            f"{_count(len(present), 'id')} already in the catalogue "
+            f"({', '.join(map(repr, present[:5]))}{', ...' if len(present) > 5 else ''}); "
+            "`visualsim sync` updates them"
         )
     before = len(rec)
     rec.add(
@@ -903,6 +908,7 @@ def cmd_add(args: argparse.Namespace) -> int:
     added = len(rec) - before
     if added:
         _save_in_place(rec, args.catalog)
+        _warn_unservable(rec, _SERVE_FIX)
     print(f"added {_count(added, 'item')} to {args.catalog} ({len(rec)} now)")
     _print_failed(rec.failed_)
     return EXIT_OK if added or not rec.failed_ else EXIT_DATA
@@ -1002,6 +1008,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     counts["failed"] = len(failures)
     if counts["added"] or counts["updated"] or counts["removed"]:
         _save_in_place(rec, args.catalog)
+        _warn_unservable(rec, _SERVE_FIX)
     print(f"sync {args.catalog} from {args.images}: " + _tally(counts))
     _print_failed(failures)
     return EXIT_OK
@@ -1010,6 +1017,18 @@ def cmd_sync(args: argparse.Namespace) -> int:
 def _count(n: int, noun: str) -> str:
     """``"1 item"``, ``"2 items"``."""
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+_SERVE_FIX = "serve with --image-root FOLDER holding them all, or move them under the root"
+
+
+def _warn_unservable(rec: Any, fix: str) -> None:
+    """Warn (stderr) when stored image paths lie outside the catalogue's image root."""
+    from .serve._adapters import outside_warning
+
+    line = outside_warning(rec, rec.image_root_, fix)
+    if line is not None:
+        print(f"warning: {line}", file=sys.stderr)
 
 
 def _present(metadata: Mapping[str, Any]) -> dict[str, Any]:

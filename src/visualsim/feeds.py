@@ -164,6 +164,51 @@ class ProductFeed(CsvDataset):
         except ValueError:
             return os.fspath(path)
 
+    def implied_root(self) -> Path | None:
+        """Return the folder the feed's images imply as their image root.
+
+        :attr:`root` when every image lies inside it (the usual feed, of paths
+        relative to its folder); else the deepest folder that holds them all (a
+        feed of absolute paths such as ``/data/photos/a.jpg`` implies
+        ``/data/photos``); ``None`` when only the filesystem's root holds them
+        all. ``visualsim index`` stores image paths relative to this folder, so
+        ``visualsim serve`` finds them there.
+
+        Returns
+        -------
+        Path or None
+            A resolved folder, or ``None``.
+
+        Examples
+        --------
+        >>> import tempfile, pathlib
+        >>> folder = pathlib.Path(tempfile.mkdtemp()).resolve()
+        >>> photos = folder / "photos" / "shoes"
+        >>> photos.mkdir(parents=True)
+        >>> _ = (photos / "a.jpg").write_bytes(b"x")
+        >>> feed_dir = folder / "feeds"
+        >>> feed_dir.mkdir()
+        >>> _ = (feed_dir / "p.csv").write_text(f"id,image\\nA1,{photos / 'a.jpg'}\\n")
+        >>> ProductFeed(feed_dir / "p.csv").implied_root() == folder / "photos" / "shoes"
+        True
+        """
+        root = self.root.resolve()
+        parents: set[str] = set()
+        outside = False
+        for index in range(len(self)):
+            path = Path(self._item_image(index)).resolve()
+            outside = outside or root not in path.parents
+            parents.add(os.fspath(path.parent))
+        if not outside:
+            return self.root
+        if len(parents) == 1:
+            return Path(next(iter(parents)))
+        try:
+            common = Path(os.path.commonpath(sorted(parents)))
+        except ValueError:  # paths on different drives
+            return None
+        return None if common == Path(common.anchor) else common
+
     def _describe(self) -> str:
         return f"{self.source!r}, id_column={self.id_column!r}, image_column={self.image_column!r}"
 

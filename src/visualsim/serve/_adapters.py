@@ -158,6 +158,53 @@ def image_root_of(rec: Any, configured: str | os.PathLike[str] | None) -> Path |
     return Path(root) if root is not None else None
 
 
+def images_outside(rec: Any, root: str | os.PathLike[str] | None) -> tuple[list[Any], int]:
+    """Return ``(ids, n)``: the items whose recorded image lies outside ``root``, of ``n``
+    items that record an image at all.
+
+    ``GET /items/{id}/image`` answers 404 for those ids, so ``visualsim index``/``add``/
+    ``sync`` and ``visualsim serve`` warn about them. Decided from the paths' text
+    (an absolute path not under ``root``, a relative one climbing out with ``..``;
+    every path when ``root`` is ``None``): nothing is opened, so it is quick on a big
+    catalogue. A missing file is not counted (that is another problem).
+    """
+    base = None if root is None else os.path.normpath(os.path.abspath(os.fspath(root)))
+    outside: list[Any] = []
+    n = 0
+    for item_id in rec.ids_:
+        src = source_of(rec, item_id)
+        if src is None:
+            continue
+        n += 1
+        if base is None:
+            outside.append(item_id)
+            continue
+        path = os.path.normpath(os.path.join(base, src))  # an absolute src replaces base
+        if path != base and not path.startswith(base.rstrip(os.sep) + os.sep):
+            outside.append(item_id)
+    return outside, n
+
+
+def outside_warning(rec: Any, root: str | os.PathLike[str] | None, fix: str) -> str | None:
+    """One line saying how many items' images cannot be served from ``root``, or ``None``.
+
+    ``fix`` ends the line with what to do about it.
+    """
+    ids, n = images_outside(rec, root)
+    if not ids:
+        return None
+    example = source_of(rec, ids[0])
+    where = (
+        "no image root is recorded"
+        if root is None
+        else f"the image root is {str(root)!r} and their paths lie outside it"
+    )
+    return (
+        f"{len(ids)} of {n} items' images cannot be served: {where} (e.g. {example!r}), "
+        f"so GET /items/{{id}}/image answers 404 for them; {fix}"
+    )
+
+
 def source_of(rec: Any, item_id: Id) -> str | None:
     """The item's image path as stored (relative to the image root, or absolute), or None."""
     if hasattr(rec, "source_of"):

@@ -233,6 +233,13 @@ def create_app(
         signal_file=None if reload_signal is None else Path(reload_signal),
     )
     state.seen_token = state.loaded_token = state.read_token()
+    unservable = A.outside_warning(
+        rec,
+        state.root(state.live),
+        "serve with --image-root (image_root=) FOLDER holding them, or re-index with --root",
+    )
+    if unservable is not None:
+        logger.warning("%s", unservable)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
