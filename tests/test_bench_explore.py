@@ -1,0 +1,78 @@
+"""explore_real.py helpers and bench_default_speed.py (benchmarks/), on generated photos."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+
+from test_bench_real import _make_dataset
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _load(name: str) -> ModuleType:
+    if str(BENCHMARKS) not in sys.path:
+        sys.path.insert(0, str(BENCHMARKS))
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def explore() -> ModuleType:
+    return _load("explore_real")
+
+
+def test_whitening_is_unit_rows_of_at_most_the_asked_dimension(explore: ModuleType) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 12)).astype(np.float32)
+    w = explore.whiten(x, dim=8)
+    assert w.shape == (40, 8)
+    np.testing.assert_allclose(np.linalg.norm(w, axis=1), 1.0, rtol=1e-5)
+    # whitened (shrink 1) components are uncorrelated with equal variance
+    full = explore.whiten(x, dim=8, shrink=1.0)
+    assert np.isfinite(full).all()
+
+
+def test_database_augmentation_pulls_a_row_towards_its_neighbours(explore: ModuleType) -> None:
+    x = np.array([[1, 0], [0.9, 0.1], [0.8, 0.2], [0, 1]], dtype=np.float32)
+    out = explore.database_augment(x, k=2)
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, rtol=1e-5)
+    assert out[0] @ x[1] / np.linalg.norm(x[1]) > x[0] @ x[1] / np.linalg.norm(x[1])
+
+
+def test_colour_within_type_ranks_only_the_query_type(explore: ModuleType, tmp_path: Path) -> None:
+    bench = _load("bench_real")
+    data = bench.load_data(_make_dataset(tmp_path / "d", per_pair=6))
+    colours = sorted(set(data.labels["baseColour"]))
+    # a perfect colour part: one-hot of the true colour
+    perfect = np.eye(len(colours), dtype=np.float32)[
+        [colours.index(c) for c in data.labels["baseColour"]]
+    ]
+    # 18 photos a type, 5 others of the same colour: a perfect colour part finds all 5
+    assert explore.colour_within_type(perfect, data) == pytest.approx(0.5)
+    rng = np.random.default_rng(1)
+    noise = rng.normal(size=perfect.shape).astype(np.float32)
+    assert explore.colour_within_type(noise, data) < 0.45
+
+
+def test_default_speed_quick_run_writes_its_table(tmp_path: Path) -> None:
+    speed = _load("bench_default_speed")
+    out = tmp_path / "speed.json"
+    assert speed.main(["--quick", "--generated", "--n", "8", "--out", str(out)]) == 0
+    payload = json.loads(out.read_text())
+    names = [r["config"] for r in payload["results"]]
+    assert names == ["squeezenet+colour 4:1", "squeezenet", "default (product_extractor)"]
+    assert payload["results"][0]["ratio"] == 1.0
+    assert all(r["img/s"] > 0 for r in payload["results"])
