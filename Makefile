@@ -5,7 +5,7 @@ BIN     = $(VENV)/bin
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export KERAS_BACKEND ?= tensorflow
 
-.PHONY: demo test test-browser lint typecheck pytest docs bench clean
+.PHONY: demo test test-browser lint typecheck pytest docs bench dist clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,15 @@ docs: | $(BIN)/python
 	$(BIN)/python -c "import mkdocs, material, mkdocstrings_handlers.python" 2>/dev/null \
 		|| $(BIN)/python -m pip install --quiet -e ".[docs]"
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
+# an sdist and a wheel in dist/: `python -m build` builds the sdist, then the wheel from
+# it; `build` is installed only when missing, and its backend (setuptools) comes from the
+# package index pip is configured with (a local one works offline).
+# tests/test_dist.py installs the wheel in a fresh venv and runs it.
+dist: | $(BIN)/python
+	$(BIN)/python -c "import build" 2>/dev/null || $(BIN)/python -m pip install --quiet build
+	rm -rf dist
+	$(BIN)/python -m build --outdir dist .
 
 bench: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/bench_indexes.py --quick
