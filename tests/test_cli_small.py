@@ -58,6 +58,19 @@ def test_one_removed_item_is_singular(catalog: Path, capsys: pytest.CaptureFixtu
     assert code == 0 and out.startswith("removed 2 items from ")
 
 
+def test_one_failed_image_is_singular(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from PIL import Image
+
+    (tmp_path / "imgs").mkdir()
+    Image.new("RGB", (16, 16), (200, 0, 0)).save(tmp_path / "imgs" / "red.png")
+    (tmp_path / "imgs" / "broken.jpg").write_bytes(b"not an image")
+    code, out, err = cli(
+        capsys, "index", tmp_path / "imgs", "-o", tmp_path / "c", "--extractor", "color", "-q"
+    )
+    assert code == 0 and out.startswith("indexed 1 image into ")
+    assert "1 could not be read and was skipped:" in err
+
+
 def test_where_help_describes_the_filter_language() -> None:
     sub = next(a for a in build_parser()._actions if a.dest == "command")
     helptext = next(a.help for a in sub.choices["query"]._actions if a.dest == "where")  # type: ignore[attr-defined]

@@ -1047,7 +1047,8 @@ class _Missing:
 
 def _print_failed(failed: Sequence[Any]) -> None:
     if failed:
-        print(f"{len(failed)} could not be read and were skipped:", file=sys.stderr)
+        were = "was" if len(failed) == 1 else "were"
+        print(f"{len(failed)} could not be read and {were} skipped:", file=sys.stderr)
         for f in failed:
             print(f"  {f.id}: {f.reason}", file=sys.stderr)
 
