@@ -125,8 +125,10 @@ def load_image(
         ``(H, W, 1)``, ``(H, W, 3)`` or ``(H, W, 4)`` with dtype ``uint8``,
         ``uint16``, ``bool`` or float in ``[0, 1]``.
     max_pixels
-        Refuse images with more than this many pixels (decompression bombs).
-        ``None`` disables the check.
+        Refuse images with more than this many pixels (decompression bombs),
+        counted from the header at the scale they would be decoded (a JPEG
+        reduced by ``draft_size`` counts at its reduced size). ``None``
+        disables the check.
     draft_size
         A hint ``(width, height)``: JPEGs may be decoded at a reduced scale
         that is still at least this large, which is several times faster for
@@ -147,7 +149,9 @@ def load_image(
     ImageLoadError
         For a missing file, a directory, a path the system refuses (too long,
         unreadable), empty, truncated or non-image data, an image over
-        ``max_pixels`` or ``max_bytes``, a closed PIL image, an array of the
+        ``max_pixels`` or ``max_bytes`` (refused from the header before any
+        pixel is decoded; the error's ``too_large`` attribute is then the
+        ``(width, height)`` it would decode at), a closed PIL image, an array of the
         wrong shape or dtype, or NaN. Nothing else escapes for a bad input, so
         ``on_error="skip"`` can always skip it.
 
@@ -274,14 +278,22 @@ def _from_stream(
         raise ImageLoadError(source, f"could not decode ({type(exc).__name__}: {exc})") from exc
 
 
+def _too_large(source: Any, reason: str, size: tuple[int, int]) -> ImageLoadError:
+    """An :class:`ImageLoadError` marked ``too_large = (width, height)`` (refused unread)."""
+    exc = ImageLoadError(source, reason)
+    exc.too_large = size  # type: ignore[attr-defined]
+    return exc
+
+
 def _check_pixels(source: Any, width: int, height: int, max_pixels: int | None) -> None:
     if width <= 0 or height <= 0:
         raise ImageLoadError(source, f"the image has zero size ({width}x{height})")
     if max_pixels is not None and width * height > max_pixels:
-        raise ImageLoadError(
+        raise _too_large(
             source,
             f"{width}x{height} = {width * height:,} pixels is over the limit of {max_pixels:,} "
             "(a possible decompression bomb); raise max_pixels if the image is trusted",
+            (width, height),
         )
 
 
@@ -291,12 +303,13 @@ def _check_bytes(source: Any, img: Image.Image, max_bytes: int | None) -> None:
     per_pixel = decode_bytes_per_pixel(img.mode)
     needed = img.width * img.height * per_pixel
     if needed > max_bytes:
-        raise ImageLoadError(
+        raise _too_large(
             source,
             f"{img.width}x{img.height} {img.mode} would take about {needed / 2**20:,.0f} MiB to "
             f"decode ({per_pixel} bytes a pixel), over the limit of {max_bytes / 2**20:,.0f} "
             f"MiB; pass max_bytes= or set visualsim.images.MAX_IMAGE_BYTES (or "
             f"{MAX_IMAGE_BYTES_ENV}) if the image is trusted",
+            (img.width, img.height),
         )
 
 
@@ -308,11 +321,11 @@ def _from_pil(
     draft_size: tuple[int, int] | None,
     max_bytes: int | None = None,
 ) -> np.ndarray:
-    _check_pixels(source, img.width, img.height, max_pixels)
-    if getattr(img, "n_frames", 1) > 1:
-        img.seek(0)
     if draft_size is not None and img.format == "JPEG":
         img.draft("RGB", (max(1, draft_size[0]), max(1, draft_size[1])))
+    _check_pixels(source, img.width, img.height, max_pixels)  # at the draft scale
+    if getattr(img, "n_frames", 1) > 1:
+        img.seek(0)
     _check_bytes(source, img, max_bytes)  # from the header (and draft scale): nothing decoded
     img.load()
     img = ImageOps.exif_transpose(img) or img

@@ -21,6 +21,7 @@ import re
 import secrets
 import threading
 import time
+import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -38,6 +39,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
+from starlette.requests import ClientDisconnect
 
 from .. import __version__
 from ..errors import (
@@ -49,7 +51,7 @@ from ..errors import (
     UnknownIdError,
     VisualsimError,
 )
-from ..images import load_image
+from ..images import decode_bytes_per_pixel, load_image
 from ..indexes.base import ReadWriteLock
 from ..persistence import write_bytes_atomic
 from ..validation import check_positive_int
@@ -61,8 +63,21 @@ access_logger = logging.getLogger("visualsim.serve.access")
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 """Default upload limit (20 MiB): larger bodies get 413 before they are read in full."""
 
-MAX_PIXELS = 50_000_000
-"""Default pixel limit of an uploaded image (width x height); more is refused (422)."""
+MAX_PIXELS = 4_000_000
+"""Default pixel budget of an uploaded image (width x height, 4 megapixels).
+
+Counted from the image's header at the scale it would be decoded (a JPEG is
+decoded reduced towards the model's input size, draft mode, so a 48 MP phone
+JPEG counts as about 1 MP for a 224 px model); more is refused (422) before
+any pixel is decoded. The decoding memory is bounded to what an RGBA image of
+this many pixels takes, so one upload costs a bounded amount of memory and time.
+"""
+
+MAX_JSON_DEPTH = 32
+"""Deepest nesting of arrays and objects accepted in a client's JSON (more: 400)."""
+
+FRAME_POLICY = "frame-ancestors 'none'"
+"""The Content-Security-Policy every answer carries (the page adds it to its own): no framing."""
 
 RELOAD_POLL_S = 0.2
 """How often (seconds) an app with a ``reload_signal`` file checks it for a new reload."""
@@ -155,7 +170,13 @@ def create_app(
     max_k
         Largest ``k`` a query may ask for (bigger: 422).
     max_pixels
-        Largest uploaded image in pixels (more: 422, a likely decompression bomb).
+        Pixel budget of an uploaded image (default :data:`MAX_PIXELS`, 4 MP:
+        a model looks at a few hundred pixels a side). Checked from the
+        image's header at the scale it would be decoded (JPEGs are decoded in
+        draft mode, reduced towards the extractor's input size) before any
+        pixel is decoded; more is refused with 422 naming the limit. The
+        decoding memory is bounded by what an RGBA image of ``max_pixels``
+        takes (a 16-bit or palette image gets fewer pixels).
     warm
         Run one extraction and one search at start-up, so the first real
         request does not pay for building the model.
@@ -215,6 +236,7 @@ def create_app(
     if api_key is not None and (not isinstance(api_key, str) or len(api_key) < 8):
         raise ConfigError("api_key must be a string of at least 8 characters (it was not shown)")
     max_upload_bytes, max_k = int(max_upload_bytes), int(max_k)
+    max_pixels = check_positive_int("max_pixels", max_pixels)
 
     catalog_path: Path | None = None
     if isinstance(recommender_or_path, (str, os.PathLike)):
@@ -231,6 +253,7 @@ def create_app(
         mmap=mmap,
         threads=threads,
         signal_file=None if reload_signal is None else Path(reload_signal),
+        max_pixels=max_pixels,
     )
     state.seen_token = state.loaded_token = state.read_token()
     unservable = A.outside_warning(
@@ -269,15 +292,21 @@ def create_app(
         version=__version__,
         description="Visually similar catalogue items, and search by photo.",
         lifespan=lifespan,
+        # FastAPI's /docs loads Swagger UI from a CDN with no integrity check: /docs is
+        # this package's own reference page instead (below), with no third-party script
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.visualsim = state
     app.state.max_upload_bytes = max_upload_bytes
+    app.add_middleware(ItemPathMiddleware)
     app.add_middleware(AccessLogMiddleware)
     _install_error_handlers(app, state)
 
     static_dir = Path(str(resources.files("visualsim.serve") / "static"))
     app.mount("/static", StaticFiles(directory=static_dir), name="static")
     page = (static_dir / "index.html").read_text(encoding="utf-8")
+    reference = (static_dir / "docs.html").read_text(encoding="utf-8")
 
     k_query = Query(10, ge=1, le=max_k, description=f"how many results, 1 to {max_k}")
     where_query = Query(
@@ -294,7 +323,19 @@ def create_app(
             page,
             headers={
                 "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; "
-                "style-src 'self'; script-src 'self'; object-src 'none'; base-uri 'none'",
+                "style-src 'self'; script-src 'self'; object-src 'none'; base-uri 'none'; "
+                + FRAME_POLICY,
+                "Cache-Control": "no-cache",
+            },
+        )
+
+    @app.get("/docs", include_in_schema=False)
+    async def api_reference() -> HTMLResponse:
+        return HTMLResponse(
+            reference,
+            headers={
+                "Content-Security-Policy": "default-src 'self'; style-src 'self'; "
+                "script-src 'self'; object-src 'none'; base-uri 'none'; " + FRAME_POLICY,
                 "Cache-Control": "no-cache",
             },
         )
@@ -336,13 +377,14 @@ def create_app(
                 {"items": items, "total": len(rec), "offset": offset, "limit": limit}
             )
 
-    @app.get("/items/{item_id:path}/similar", summary="Items that look like a catalogue item")
+    @app.get("/items/{item_id}/similar", summary="Items that look like a catalogue item")
     async def similar(
         item_id: str,
         k: int = k_query,
         where: str | None = where_query,
         min_score: float | None = min_score_query,
     ) -> JSONResponse:
+        item_id = _path_id(item_id)
         live = state.live
 
         def work() -> JSONResponse:  # the JSON is rendered here too, off the event loop
@@ -356,8 +398,9 @@ def create_app(
 
         return await state.compute(work)
 
-    @app.get("/items/{item_id:path}/image", summary="A catalogue item's image")
+    @app.get("/items/{item_id}/image", summary="A catalogue item's image")
     def item_image(item_id: str) -> Response:
+        item_id = _path_id(item_id)
         live = state.live
         with live.lock.read():
             key = A.resolve_id(live.rec, item_id)
@@ -375,8 +418,9 @@ def create_app(
             filename=None,
         )
 
-    @app.get("/items/{item_id:path}", summary="A catalogue item's metadata")
+    @app.get("/items/{item_id}", summary="A catalogue item's metadata")
     def get_item(item_id: str) -> JSONResponse:
+        item_id = _path_id(item_id)
         live = state.live
         with live.lock.read():
             key = A.resolve_id(live.rec, item_id)
@@ -473,19 +517,17 @@ def create_app(
             return JSONResponse({"id": A.json_id(item_id), "items": n}, status_code=201)
 
         @app.put(
-            "/items/{item_id:path}",
+            "/items/{item_id}",
             dependencies=auth,
             summary="Insert or replace an item",
             openapi_extra=_upload_openapi(("image", "metadata"), required=()),
         )
         async def put_item(item_id: str, request: Request) -> JSONResponse:
+            item_id = _path_id(item_id)
             live = state.live
             if request.headers.get("content-type", "").startswith("application/json"):
                 body = await _read_limited(request, max_upload_bytes)
-                try:
-                    doc = json.loads(body)
-                except ValueError as exc:
-                    raise HTTPException(422, f"the JSON body is not valid JSON: {exc}") from None
+                doc = parse_json(body, "the JSON body")
                 if not isinstance(doc, dict) or "metadata" not in doc:
                     raise HTTPException(422, 'a JSON body must be {"metadata": {...}}')
                 parts: dict[str, Any] = {"metadata": json.dumps(doc["metadata"])}
@@ -526,8 +568,9 @@ def create_app(
                 status_code=200 if replaced else 201,
             )
 
-        @app.delete("/items/{item_id:path}", dependencies=auth, summary="Remove an item")
+        @app.delete("/items/{item_id}", dependencies=auth, summary="Remove an item")
         def delete_item(item_id: str) -> JSONResponse:
+            item_id = _path_id(item_id)
             live = state.live
             with live.lock.write():
                 key = A.resolve_id(live.rec, item_id)
@@ -578,6 +621,7 @@ class _State:
     reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _warm_lock: threading.Lock = field(default_factory=threading.Lock)
     threads: int = 2
+    max_pixels: int = MAX_PIXELS
     _pool: ThreadPoolExecutor | None = None
     _pool_lock: threading.Lock = field(default_factory=threading.Lock)
     _warmed: set[int] = field(default_factory=set)
@@ -638,7 +682,15 @@ class _State:
     def extract(self, live: _Live, data: bytes, max_pixels: int) -> np.ndarray:
         if not self.is_warm(live) and self.warm:
             self.warm_up(live)
-        pixels = load_image(data, max_pixels=max_pixels)
+        # refused from its header, before decoding, over the pixel budget (JPEGs counted
+        # at the reduced scale draft mode decodes them at) or the memory that budget allows
+        ext = live.rec.extractor_
+        pixels = load_image(
+            data,
+            max_pixels=max_pixels,
+            draft_size=_draft_size(ext),
+            max_bytes=max_pixels * decode_bytes_per_pixel("RGBA"),
+        )
         vector: np.ndarray = live.rec.extractor_.extract([pixels], progress=False)[0]
         return vector
 
@@ -744,7 +796,7 @@ def _refuse_writes(app: FastAPI, workers: int) -> None:
 
     app.add_api_route("/items", refuse("GET"), methods=["POST"], include_in_schema=False)
     app.add_api_route(
-        "/items/{item_id:path}", refuse("GET"), methods=["PUT", "DELETE"], include_in_schema=False
+        "/items/{item_id}", refuse("GET"), methods=["PUT", "DELETE"], include_in_schema=False
     )
     app.add_api_route("/save", refuse(""), methods=["POST"], include_in_schema=False)
 
@@ -833,15 +885,97 @@ async def _read_upload(request: Request, limit: int, *, raw_ok: bool = True) -> 
     return out
 
 
+def _draft_size(extractor: Any) -> tuple[int, int] | None:
+    """The decode size the extractor asks for (JPEG draft mode), as its own loading does."""
+    draft_of = getattr(extractor, "_draft_size", None)
+    draft = draft_of() if callable(draft_of) else None
+    if draft is None:
+        return None
+    if getattr(extractor, "crop", None) is not None:
+        from ..extractors.base import CROP_DRAFT_FACTOR
+
+        return (draft[0] * CROP_DRAFT_FACTOR, draft[1] * CROP_DRAFT_FACTOR)
+    return (int(draft[0]), int(draft[1]))
+
+
+def _too_large_message(size: tuple[int, int], max_pixels: int) -> str:
+    w, h = size
+    if w * h > max_pixels:
+        what = f"{w}x{h} = {w * h:,} pixels as decoded, over this server's limit of {max_pixels:,}"
+    else:
+        what = (
+            f"{w}x{h} in a colour mode that takes more memory to decode than this server "
+            f"allows one upload (its limit is {max_pixels:,} RGB(A) pixels)"
+        )
+    return (
+        f"the uploaded image is {what}: refused from its header, before decoding, as a "
+        "possible decompression bomb; send a smaller image (the model looks at a few "
+        "hundred pixels a side)"
+    )
+
+
+def parse_json(raw: str | bytes, what: str, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """Parse a client's JSON, refusing nesting deeper than ``max_depth`` (400).
+
+    The one parser for JSON a client sends (the ``PUT`` body, the multipart
+    ``metadata`` field): a document nested too deep for the parser (a
+    ``RecursionError``) or deeper than ``max_depth`` is a 400 naming the limit,
+    never a 500, and nothing deeper reaches the code that stores and serves it.
+
+    Parameters
+    ----------
+    raw
+        The JSON text (bytes are decoded as UTF-8).
+    what
+        The part of the request it came from, for the error message.
+    max_depth
+        Deepest nesting of arrays and objects accepted.
+
+    Returns
+    -------
+    Any
+        The parsed document.
+
+    Raises
+    ------
+    starlette.exceptions.HTTPException
+        400 for a document nested too deep, 422 for one that is not JSON.
+
+    Examples
+    --------
+    >>> parse_json('{"a": [1, 2]}', "the body")
+    {'a': [1, 2]}
+    """
+    too_deep = HTTPException(
+        400, f"{what} is nested deeper than {max_depth} levels of arrays and objects"
+    )
+    try:
+        doc = json.loads(raw)
+    except RecursionError:
+        raise too_deep from None
+    except ValueError as exc:
+        raise HTTPException(422, f"{what} is not valid JSON: {exc}") from None
+    stack: list[tuple[Any, int]] = [(doc, 1)] if isinstance(doc, (dict, list)) else []
+    while stack:  # iterative: a deep document cannot overflow this check either
+        node, depth = stack.pop()
+        children = node.values() if isinstance(node, dict) else node
+        if depth > max_depth:
+            raise too_deep
+        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
+    return doc
+
+
+def _path_id(segment: str) -> str:
+    """The item id in a path segment :class:`ItemPathMiddleware` left percent-encoded."""
+    return urllib.parse.unquote(segment)
+
+
 def _metadata_field(raw: Any) -> dict[str, Any]:
     if raw is None:
         return {}
     if isinstance(raw, bytes):
         raw = raw.decode("utf-8", errors="replace")
-    try:
-        meta = json.loads(raw)
-    except ValueError as exc:
-        raise HTTPException(422, f"the 'metadata' field is not valid JSON: {exc}") from None
+    meta = parse_json(raw, "the 'metadata' field")
     if not isinstance(meta, dict):
         raise HTTPException(422, "the 'metadata' field must be a JSON object, e.g. {\"price\": 10}")
     return {str(k): v for k, v in meta.items()}
@@ -901,6 +1035,9 @@ def _install_error_handlers(app: FastAPI, state: _State) -> None:
     async def visualsim_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, VisualsimError)
         if isinstance(exc, ImageLoadError):
+            size = getattr(exc, "too_large", None)
+            if size is not None:
+                return reply(422, _too_large_message(size, state.max_pixels))
             return reply(422, f"the uploaded image cannot be read: {exc.reason}")
         return reply(_status_of(exc), str(exc))
 
@@ -923,6 +1060,16 @@ def _install_error_handlers(app: FastAPI, state: _State) -> None:
             problems.append(f"{loc}: {err.get('msg', 'invalid')}")
         return reply(422, "invalid request: " + "; ".join(problems))
 
+    async def went_away(request: Request, exc: Exception) -> Response:
+        # the client closed the connection before sending its whole body: nobody reads
+        # the answer, and nothing went wrong on the server; one line, no traceback
+        logger.info(
+            "client went away before sending the whole request body (%s %s); nothing done",
+            request.method,
+            request.url.path,
+        )
+        return Response(status_code=499)
+
     async def crashed(request: Request, exc: Exception) -> JSONResponse:
         logger.exception("unhandled error on %s %s", request.method, request.url.path)
         return JSONResponse(
@@ -933,12 +1080,74 @@ def _install_error_handlers(app: FastAPI, state: _State) -> None:
     app.add_exception_handler(HTTPException, http_error)
     app.add_exception_handler(UploadTooLarge, too_large)
     app.add_exception_handler(RequestValidationError, invalid)
+    app.add_exception_handler(ClientDisconnect, went_away)
     app.add_exception_handler(Exception, crashed)
 
 
 def _size(state: _State, request: Request) -> str:
     limit = getattr(request.app.state, "max_upload_bytes", None)
     return f"{limit} bytes" if limit else "this server"
+
+
+# -- item paths -----------------------------------------------------------------------------
+_ITEM_TAILS = frozenset({"similar", "image"})
+
+
+class ItemPathMiddleware:
+    """Route ``/items/{id}...`` on the raw, still percent-encoded path: ids hold any character.
+
+    ASGI servers decode the path before routing, so ``GET /items/s1%2Fimage`` would
+    reach item ``s1``'s image route, and an id with a newline matched no route. This
+    splits the *raw* path after ``/items/`` on its literal slashes: a last segment
+    ``similar`` or ``image`` names that route, and the segments before it are the id
+    (an id's own ``/`` must be sent as ``%2F``; literal slashes between id segments
+    are kept as ``/`` for old links). It rewrites ``scope["path"]`` so the id is one
+    segment, still percent-encoded, which the endpoints decode exactly once.
+    Without a ``raw_path`` in the scope, the decoded path's segments are used.
+    """
+
+    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]]) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            rewritten = _item_route_path(scope)
+            if rewritten is not None:
+                scope = dict(scope, path=rewritten)
+        await self.app(scope, receive, send)
+
+
+def _item_route_path(scope: Scope) -> str | None:
+    """``scope["path"]`` with an item id encoded into one segment, or None to leave it."""
+    path: str = scope.get("path", "")
+    root: str = scope.get("root_path", "")
+    route = path[len(root) :] if root and path.startswith(root) else path
+    if not route.startswith("/items/"):
+        return None
+    segments = _raw_route_segments(scope, root, route)
+    if segments is None:  # no usable raw path: the decoded segments, each re-encoded
+        segments = [urllib.parse.quote(seg, safe="") for seg in route.split("/")[2:]]
+    tail = ""
+    if len(segments) > 1 and segments[-1] in _ITEM_TAILS:
+        tail = "/" + segments.pop()
+    prefix = path[: len(path) - len(route)]
+    return prefix + "/items/" + "%2F".join(segments) + tail
+
+
+def _raw_route_segments(scope: Scope, root: str, route: str) -> list[str] | None:
+    """The raw segments after ``/items/``, when the raw path decodes to ``route``."""
+    raw = scope.get("raw_path")
+    if not isinstance(raw, (bytes, bytearray)):
+        return None
+    try:
+        text = bytes(raw).decode("ascii")
+    except UnicodeDecodeError:
+        return None
+    parts = text.split("/")
+    raw_route = "/" + "/".join(parts[root.count("/") + 1 :])  # without the mount prefix
+    if not raw_route.startswith("/") or urllib.parse.unquote(raw_route) != route:
+        return None
+    return raw_route.split("/")[2:]
 
 
 # -- access log -----------------------------------------------------------------------------
@@ -966,6 +1175,10 @@ class AccessLogMiddleware:
                 status = int(message["status"])
                 headers = list(message.get("headers", []))
                 headers.append((b"x-content-type-options", b"nosniff"))
+                # no page or answer of this app may be framed by another site (clickjacking)
+                headers.append((b"x-frame-options", b"DENY"))
+                if not any(k.lower() == b"content-security-policy" for k, _ in headers):
+                    headers.append((b"content-security-policy", FRAME_POLICY.encode("ascii")))
                 message["headers"] = headers
             elif message["type"] == "http.response.body":
                 sent += len(message.get("body", b""))
@@ -996,6 +1209,7 @@ __all__ = [
     "MAX_UPLOAD_BYTES",
     "RELOAD_POLL_S",
     "AccessLogMiddleware",
+    "ItemPathMiddleware",
     "create_app",
     "default_threads",
 ]

@@ -102,6 +102,7 @@ def run(
     workers: int = 1,
     api_key_env: str | None = None,
     threads: int | None = None,
+    max_pixels: int | None = None,
 ) -> None:
     """Serve a catalogue until SIGTERM/SIGINT.
 
@@ -134,6 +135,10 @@ def run(
     threads
         Threads per worker for the model and search work (default
         :func:`~visualsim.serve.app.default_threads`).
+    max_pixels
+        Pixel budget of an uploaded image (default
+        :data:`~visualsim.serve.app.MAX_PIXELS`, 4 megapixels), checked from its
+        header before decoding.
 
     Raises
     ------
@@ -144,8 +149,9 @@ def run(
     """
     import uvicorn
 
-    from .app import MAX_UPLOAD_BYTES, create_app
+    from .app import MAX_PIXELS, MAX_UPLOAD_BYTES, create_app
 
+    max_pixels = MAX_PIXELS if max_pixels is None else check_positive_int("max_pixels", max_pixels)
     workers = check_positive_int("workers", workers)
     if threads is not None:
         threads = check_positive_int("threads", threads)
@@ -160,6 +166,7 @@ def run(
             image_root=image_root,
             max_upload_bytes=max_upload_bytes or MAX_UPLOAD_BYTES,
             threads=threads,
+            max_pixels=max_pixels,
         )
     else:
         if not isinstance(catalog, (str, os.PathLike)) or not Path(catalog).is_dir():
@@ -181,6 +188,7 @@ def run(
             "workers": workers,
             "reload_signal": str(Path(reload_dir) / "generation"),
             "threads": threads,
+            "max_pixels": max_pixels,
         }
         app = "visualsim.serve.server:worker_app"
         previous_env = os.environ.get(WORKER_ENV)
@@ -210,7 +218,7 @@ def worker_app() -> Any:
     ConfigError
         When :data:`WORKER_ENV` is missing or not the JSON that :func:`run` writes.
     """
-    from .app import create_app
+    from .app import MAX_PIXELS, create_app
 
     raw = os.environ.get(WORKER_ENV)
     try:
@@ -231,6 +239,7 @@ def worker_app() -> Any:
         reload_signal=options["reload_signal"],
         mmap=True,
         threads=options.get("threads"),
+        max_pixels=int(options.get("max_pixels") or MAX_PIXELS),
     )
 
 
@@ -328,6 +337,14 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         help="threads per worker for decoding, extraction and search (default: the CPUs "
         "this process may use, at least 2)",
     )
+    p.add_argument(
+        "--max-megapixels",
+        type=float,
+        default=4.0,
+        metavar="MP",
+        help="largest uploaded image in megapixels, checked from its header before decoding "
+        "(JPEGs count at the reduced scale they are decoded at for the model; default 4)",
+    )
     return p
 
 
@@ -340,6 +357,9 @@ def serve_from_args(args: argparse.Namespace) -> None:
         )
     workers = check_positive_int("--workers", getattr(args, "workers", 1))
     threads = getattr(args, "threads", None)
+    megapixels = float(getattr(args, "max_megapixels", 4.0))
+    if not megapixels > 0 or megapixels == float("inf"):
+        raise ConfigError(f"--max-megapixels must be a positive number, got {megapixels!r}")
     run(  # reads the key from --api-key-env before anything else: a missing one fails at once
         args.catalog,
         host=args.host,
@@ -349,6 +369,7 @@ def serve_from_args(args: argparse.Namespace) -> None:
         max_upload_bytes=max(1, int(args.max_upload_mb * 1024 * 1024)),
         workers=workers,
         threads=None if threads is None else check_positive_int("--threads", threads),
+        max_pixels=max(1, int(megapixels * 1_000_000)),
     )
 
 
