@@ -47,13 +47,11 @@ docs: | $(BIN)/python
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
 # an sdist and a wheel in dist/: `python -m build` builds the sdist, then the wheel from
-# it; `build` is installed only when missing, and its backend (setuptools) comes from the
-# package index pip is configured with (a local one works offline).
-# tests/test_dist.py installs the wheel in a fresh venv and runs it.
-dist: | $(BIN)/python
-	$(BIN)/python -c "import build" 2>/dev/null || $(BIN)/python -m pip install --quiet build
+# it, offline, with the build backend (setuptools>=77) the dev extra installs in .venv.
+# tests/test_dist.py does the same, installs the wheel in a fresh venv and runs it.
+dist: $(VENV)/.installed-dev
 	rm -rf dist
-	$(BIN)/python -m build --outdir dist .
+	$(BIN)/python -m build --no-isolation --outdir dist .
 
 bench: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/bench_indexes.py --quick
