@@ -216,9 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     fusion_rows = [
         {
-            **row(
-                "squeezenet+colour 4:1 (before)", concat_vectors([avg, colour_default], [4, 1])
-            ),
+            **row("squeezenet+colour 4:1 (before)", concat_vectors([avg, colour_default], [4, 1])),
             "colour": 0.2,
             "silhouette": 0.0,
         },
