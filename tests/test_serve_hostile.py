@@ -12,6 +12,7 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -276,3 +277,41 @@ def test_no_answer_may_be_framed_and_docs_load_no_third_party_script() -> None:
         assert c.get("/static/docs.js").status_code == 200
         assert c.get("/redoc").status_code == 404
         assert "/items/{item_id}" in c.get("/openapi.json").json()["paths"]
+
+
+# -- 6. bounded wait for the model -----------------------------------------------------------
+class BlockingExtractor(ColorHistogramExtractor):
+    """Colour histograms that wait for a signal: a stand-in for a slow model."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def _embed(self, batch: np.ndarray) -> np.ndarray:
+        self.entered.set()
+        assert self.release.wait(30), "never released"
+        return super()._embed(batch)
+
+
+def test_a_request_that_waits_too_long_for_the_model_is_503_with_retry_after() -> None:
+    ext = BlockingExtractor()
+    rec = Recommender(ext).add_vectors(np.eye(2, ext.dim), ["a", "b"])
+    photo = image_bytes((32, 32), "PNG", "RGB")
+    app = create_app(rec, warm=False, threads=1, queue_timeout=0.3)
+    with live_client(app) as c, ThreadPoolExecutor(1) as pool:
+        first = pool.submit(c.post, "/query?k=1", content=photo)
+        try:
+            assert ext.entered.wait(10), "the first query never reached the model"
+            t0 = time.monotonic()
+            r = c.post("/query?k=1", content=photo, timeout=5)
+            assert r.status_code == 503 and time.monotonic() - t0 < 4
+            assert int(r.headers["retry-after"]) >= 1
+            assert "busy" in r.json()["detail"]
+            assert c.get("/health").status_code == 200  # not behind the model
+        finally:
+            ext.release.set()
+        assert first.result(10).status_code == 200
+        assert c.post("/query?k=1", content=photo).status_code == 200  # the slot came back
+    with pytest.raises(Exception, match="queue_timeout"):
+        create_app(rec, warm=False, queue_timeout=0)

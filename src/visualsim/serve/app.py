@@ -79,6 +79,9 @@ MAX_JSON_DEPTH = 32
 FRAME_POLICY = "frame-ancestors 'none'"
 """The Content-Security-Policy every answer carries (the page adds it to its own): no framing."""
 
+QUEUE_TIMEOUT_S = 10.0
+"""Default seconds a request waits for a model thread before it is answered 503."""
+
 RELOAD_POLL_S = 0.2
 """How often (seconds) an app with a ``reload_signal`` file checks it for a new reload."""
 
@@ -148,6 +151,7 @@ def create_app(
     reload_signal: str | os.PathLike[str] | None = None,
     mmap: bool = False,
     threads: int | None = None,
+    queue_timeout: float = QUEUE_TIMEOUT_S,
 ) -> FastAPI:
     """Return an ASGI app serving a catalogue.
 
@@ -208,6 +212,10 @@ def create_app(
         threads instead of running 16 extractions at once on a 2-core box.
         Default :func:`default_threads` (the CPUs this process may use, at
         least 2). Other endpoints use Starlette's thread pool.
+    queue_timeout
+        Seconds a request waits for one of those ``threads`` when all are busy
+        (default :data:`QUEUE_TIMEOUT_S`); after that it is answered 503 with
+        ``Retry-After``, so a burst of uploads cannot pile up unbounded waits.
 
     Returns
     -------
@@ -233,6 +241,14 @@ def create_app(
         raise ConfigError(f"max_k must be a positive integer, got {max_k!r}")
     workers = check_positive_int("workers", workers)
     threads = default_threads() if threads is None else check_positive_int("threads", threads)
+    if (
+        isinstance(queue_timeout, bool)
+        or not isinstance(queue_timeout, (int, float))
+        or not 0 < queue_timeout < math.inf
+    ):
+        raise ConfigError(
+            f"queue_timeout must be a positive number of seconds, got {queue_timeout!r}"
+        )
     if api_key is not None and (not isinstance(api_key, str) or len(api_key) < 8):
         raise ConfigError("api_key must be a string of at least 8 characters (it was not shown)")
     max_upload_bytes, max_k = int(max_upload_bytes), int(max_k)
@@ -254,6 +270,7 @@ def create_app(
         threads=threads,
         signal_file=None if reload_signal is None else Path(reload_signal),
         max_pixels=max_pixels,
+        queue_timeout=float(queue_timeout),
     )
     state.seen_token = state.loaded_token = state.read_token()
     unservable = A.outside_warning(
@@ -622,6 +639,8 @@ class _State:
     _warm_lock: threading.Lock = field(default_factory=threading.Lock)
     threads: int = 2
     max_pixels: int = MAX_PIXELS
+    queue_timeout: float = 10.0
+    _slots: tuple[Any, asyncio.Semaphore] | None = None
     _pool: ThreadPoolExecutor | None = None
     _pool_lock: threading.Lock = field(default_factory=threading.Lock)
     _warmed: set[int] = field(default_factory=set)
@@ -644,14 +663,34 @@ class _State:
         self.seen_token = self.loaded_token = token
 
     async def compute(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run ``fn(*args)`` (decode, extract, search, JSON) in the app's own bounded pool."""
+        """Run ``fn(*args)`` (decode, extract, search, JSON) in the app's own bounded pool.
+
+        At most ``threads`` calls run at once; another waits up to ``queue_timeout``
+        seconds for a free thread, then gets 503 with ``Retry-After``.
+        """
         pool = self._pool
         if pool is None:
             with self._pool_lock:
                 if self._pool is None:
                     self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="visualsim")
                 pool = self._pool
-        return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
+        loop = asyncio.get_running_loop()
+        if self._slots is None or self._slots[0] is not loop:  # one semaphore per event loop
+            self._slots = (loop, asyncio.Semaphore(self.threads))
+        slots = self._slots[1]
+        try:
+            await asyncio.wait_for(slots.acquire(), self.queue_timeout)
+        except asyncio.TimeoutError:
+            raise HTTPException(
+                503,
+                f"the server is busy: all {self.threads} model threads stayed taken for "
+                f"{self.queue_timeout:g} s; try again shortly",
+                headers={"Retry-After": str(max(1, math.ceil(self.queue_timeout / 2)))},
+            ) from None
+        try:
+            return await loop.run_in_executor(pool, fn, *args)
+        finally:
+            slots.release()
 
     def close_pool(self) -> None:
         with self._pool_lock:
@@ -1207,6 +1246,7 @@ class AccessLogMiddleware:
 __all__ = [
     "MAX_PIXELS",
     "MAX_UPLOAD_BYTES",
+    "QUEUE_TIMEOUT_S",
     "RELOAD_POLL_S",
     "AccessLogMiddleware",
     "ItemPathMiddleware",

@@ -103,6 +103,7 @@ def run(
     api_key_env: str | None = None,
     threads: int | None = None,
     max_pixels: int | None = None,
+    queue_timeout: float | None = None,
 ) -> None:
     """Serve a catalogue until SIGTERM/SIGINT.
 
@@ -139,6 +140,9 @@ def run(
         Pixel budget of an uploaded image (default
         :data:`~visualsim.serve.app.MAX_PIXELS`, 4 megapixels), checked from its
         header before decoding.
+    queue_timeout
+        Seconds a request waits for a model thread before 503 with ``Retry-After``
+        (default :data:`~visualsim.serve.app.QUEUE_TIMEOUT_S`).
 
     Raises
     ------
@@ -149,7 +153,7 @@ def run(
     """
     import uvicorn
 
-    from .app import MAX_PIXELS, MAX_UPLOAD_BYTES, create_app
+    from .app import MAX_PIXELS, MAX_UPLOAD_BYTES, QUEUE_TIMEOUT_S, create_app
 
     max_pixels = MAX_PIXELS if max_pixels is None else check_positive_int("max_pixels", max_pixels)
     workers = check_positive_int("workers", workers)
@@ -167,6 +171,7 @@ def run(
             max_upload_bytes=max_upload_bytes or MAX_UPLOAD_BYTES,
             threads=threads,
             max_pixels=max_pixels,
+            queue_timeout=QUEUE_TIMEOUT_S if queue_timeout is None else queue_timeout,
         )
     else:
         if not isinstance(catalog, (str, os.PathLike)) or not Path(catalog).is_dir():
@@ -189,6 +194,7 @@ def run(
             "reload_signal": str(Path(reload_dir) / "generation"),
             "threads": threads,
             "max_pixels": max_pixels,
+            "queue_timeout": queue_timeout,
         }
         app = "visualsim.serve.server:worker_app"
         previous_env = os.environ.get(WORKER_ENV)
@@ -218,7 +224,7 @@ def worker_app() -> Any:
     ConfigError
         When :data:`WORKER_ENV` is missing or not the JSON that :func:`run` writes.
     """
-    from .app import MAX_PIXELS, create_app
+    from .app import MAX_PIXELS, QUEUE_TIMEOUT_S, create_app
 
     raw = os.environ.get(WORKER_ENV)
     try:
@@ -240,6 +246,7 @@ def worker_app() -> Any:
         mmap=True,
         threads=options.get("threads"),
         max_pixels=int(options.get("max_pixels") or MAX_PIXELS),
+        queue_timeout=float(options.get("queue_timeout") or QUEUE_TIMEOUT_S),
     )
 
 
@@ -345,6 +352,14 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         help="largest uploaded image in megapixels, checked from its header before decoding "
         "(JPEGs count at the reduced scale they are decoded at for the model; default 4)",
     )
+    p.add_argument(
+        "--queue-timeout",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="seconds a request waits for a model thread when all are busy before it is "
+        "answered 503 with Retry-After (default 10)",
+    )
     return p
 
 
@@ -370,6 +385,7 @@ def serve_from_args(args: argparse.Namespace) -> None:
         workers=workers,
         threads=None if threads is None else check_positive_int("--threads", threads),
         max_pixels=max(1, int(megapixels * 1_000_000)),
+        queue_timeout=float(getattr(args, "queue_timeout", 10.0)),
     )
 
 
