@@ -34,8 +34,8 @@ from visualsim import (
 )
 
 
-@register_extractor("silhouette")
-class SilhouetteExtractor(BaseExtractor):
+@register_extractor("outline")
+class OutlineExtractor(BaseExtractor):
     """A product's outline: a tiny greyscale thumbnail, darkness above the white background.
 
     Colour-blind by construction, so it complements ``ColorHistogramExtractor``.
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
     products = SyntheticProducts(args.n, seed=0, size=96)
 
     # Shape against colour: leave-one-out Recall@1 by category and by colour.
-    for extractor in (SilhouetteExtractor(), ColorHistogramExtractor()):
+    for extractor in (OutlineExtractor(), ColorHistogramExtractor()):
         rec = Recommender(extractor, "flat").fit(products, progress=False)
         by_category = evaluate(rec, "category", k=1)["recall@1"]
         by_color = evaluate(rec, "color", k=1)["recall@1"]
@@ -89,8 +89,8 @@ def main(argv: list[str] | None = None) -> None:
         )
 
     # Save a catalogue built with the custom extractor.
-    rec = Recommender(SilhouetteExtractor(side=16), "flat").fit(products, progress=False)
-    catalog = rec.save(args.out / "silhouette.catalog", overwrite=True)
+    rec = Recommender(OutlineExtractor(side=16), "flat").fit(products, progress=False)
+    catalog = rec.save(args.out / "outline.catalog", overwrite=True)
     manifest = json.loads((catalog / "manifest.json").read_text())
     print(f"saved {catalog}; manifest extractor entry: {json.dumps(manifest['extractor'])}")
 
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     same = [r.id for r in loaded.query(query, k=5)] == [r.id for r in rec.query(query, k=5)]
     print(f"reloaded: {loaded}; extractor {loaded.extractor_!r}; same top 5: {same}")
 
-    # In a process that never imported SilhouetteExtractor, load says what to do.
+    # In a process that never imported OutlineExtractor, load says what to do.
     code = "import sys; from visualsim import Recommender; Recommender.load(sys.argv[1])"
     child = subprocess.run(
         [sys.executable, "-c", code, str(catalog)], capture_output=True, text=True, check=False

@@ -71,14 +71,14 @@ def test_custom_extractor_saves_and_reloads_through_the_registry(tmp_path: Path)
     out = tmp_path / "out"
     stdout = run_example("custom_extractor.py", out, "-n", "150")
 
-    manifest = json.loads((out / "silhouette.catalog" / "manifest.json").read_text())
+    manifest = json.loads((out / "outline.catalog" / "manifest.json").read_text())
     assert manifest["extractor"] == {
-        "name": "silhouette",
+        "name": "outline",
         "config": {"side": 16, "batch_size": None, "num_workers": None},
     }
     assert "same top 5: True" in stdout
-    assert "Register your own class with visualsim.register_extractor('silhouette')" in stdout
-    recall = re.search(r"silhouette: recall@1 by category ([\d.]+)", stdout)
+    assert "Register your own class with visualsim.register_extractor('outline')" in stdout
+    recall = re.search(r"outline: recall@1 by category ([\d.]+)", stdout)
     assert recall is not None and float(recall.group(1)) > 0.5
 
 

@@ -250,6 +250,26 @@ def test_registering_a_taken_name_needs_overwrite() -> None:
             pass
 
 
+def test_a_built_in_name_not_yet_imported_is_not_taken_silently() -> None:
+    from visualsim.registry import Registry
+
+    reg: Registry[type] = Registry(
+        "extractor", builtins={"silhouette": "visualsim.extractors.shape:SilhouetteExtractor"}
+    )
+
+    class Mine(ColorHistogramExtractor):
+        pass
+
+    with pytest.raises(ConfigError, match="built-in"):
+        reg.add("silhouette", Mine)
+    from visualsim.extractors.shape import SilhouetteExtractor
+
+    reg.add("silhouette", SilhouetteExtractor)  # the built-in itself registers
+    assert reg.get("silhouette") is SilhouetteExtractor
+    reg.add("silhouette", Mine, overwrite=True)
+    assert reg.get("silhouette") is Mine
+
+
 # -- Keras backbones (no download: weights=None or a local file) -------------------
 
 

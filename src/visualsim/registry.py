@@ -56,6 +56,15 @@ class Registry(Generic[T]):
                 f"{self.kind} name {name!r} is already registered to "
                 f"{existing.__module__}.{existing.__qualname__}; pass overwrite=True to replace it"
             )
+        builtin = self._lazy.get(name)
+        here = f"{getattr(cls, '__module__', '')}:{getattr(cls, '__qualname__', '')}"
+        if existing is None and builtin is not None and builtin != here and not overwrite:
+            # a built-in not imported yet: taking its name would save catalogues that
+            # every other process rebuilds with the built-in class
+            raise ConfigError(
+                f"{self.kind} name {name!r} is a built-in ({builtin.replace(':', '.')}); "
+                "choose another name, or pass overwrite=True to replace it"
+            )
         if overwrite:
             self._lazy.pop(name, None)
         setattr(cls, "name", name)  # noqa: B010 - T is any class
