@@ -10,18 +10,25 @@ extractor stays frozen, so training is seconds to minutes on a CPU, and
 :meth:`ProjectionAdapter.transform` is plain numpy: queries and new arrivals
 go through it without TensorFlow.
 
+Several label fields can be learned at once (``{"articleType": ...,
+"baseColour": ...}``): each on its own segment of the learned vector, with its
+own proxies, so a projection taught the product type does not throw away the
+colour; the learned similarity is the segments' cosines, weighted.
+
 The learned similarity can be blended with the original one,
 ``cos = mix * cos_adapted + (1 - mix) * cos_original``, by concatenating the
 two unit vectors scaled by ``sqrt(mix)`` and ``sqrt(1 - mix)``. With
-``mix=None`` the adapter picks ``mix`` on a validation split of its own
-training data, held out the way it will be used: new items of known labels
-(``validation="items"``) or labels it never saw (``validation="labels"``,
-where a projection trained on other classes often hurts, and a small ``mix``
-or none at all is the honest answer).
+``mix=None`` (the default) a guard picks ``mix`` (and the fields' weights) on
+validation splits of its own training data that hold out whole labels *and*
+new items of the kept labels (``validation="both"``): every candidate is
+scored on both parts and on every label field, and the best one that loses on
+no part and no field beyond noise, and wins beyond it, is kept; where
+adaptation does not help, that is ``mix=0``, the original vectors.
 
 :func:`adapt_recommender` does all of it for a fitted recommender and reports
-before/after metrics on a held-out split it never trained on
-(:func:`visualsim.evaluation.holdout_split`).
+before/after metrics, per label field and on seen and unseen labels, on a
+held-out split it never trained on (:func:`combined_split`, built from
+:func:`visualsim.evaluation.holdout_split`).
 
 Examples
 --------
@@ -54,24 +61,50 @@ from .evaluation import (
     HOLDOUT_MODES,
     EvaluationReport,
     HoldoutSplit,
+    _encode_labels,
+    _exact_neighbours,
     evaluate_embeddings,
     evaluate_holdout,
     holdout_split,
+    precision_at_k,
 )
+from .validation import check_bool, check_choice
 
 logger = logging.getLogger(__name__)
 
 FORMAT_TAG = "visualsim-adapter"
-FORMAT_VERSION = 1
-MIX_GRID: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 0.9, 1.0)
+FORMAT_VERSION = 2
+"""Version 2 adds the label fields and their segment weights; version-1 adapters still load."""
+ADAPT_HOLDOUTS: tuple[str, ...] = ("both", *HOLDOUT_MODES)
+"""How a split holds out: ``"both"`` (whole labels, and new items of the kept labels),
+``"items"`` or ``"labels"`` (see :func:`~visualsim.evaluation.holdout_split`)."""
+COMBINES: tuple[str, ...] = ("split", "sum", "joint")
+"""How several label fields are learned: each on its own segment of the learned vector
+(``"split"``), all on one vector with the losses summed (``"sum"``), or one proxy per
+combination of values (``"joint"``)."""
+FIRST_WEIGHT_GRID: tuple[float, ...] = (1.0, 0.8, 0.65, 0.5)
+"""With ``combine="split"`` and ``mix=None``: the first field's shares of the learned
+similarity tried on the validation split (the other fields share the rest equally)."""
+DEFAULT_FIRST_WEIGHT = 0.65
+"""The first field's share when ``mix`` is fixed and ``weights`` is not given."""
+MIX_GRID: tuple[float, ...] = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)
 """The ``mix`` values tried on the validation split when ``mix=None``."""
 MIN_GAIN = 0.005
 """With ``mix=None`` the projection is used only if it beats the original vectors on the
-validation split by at least this much Precision@10; smaller gains are noise."""
+validation split by at least this much mean Precision@10 (and by more than noise,
+:data:`NOISE_SE`); it is also the least loss on one part or field that counts as a loss."""
+NOISE_SE = 1.0
+"""Noise, in standard errors of the per-query difference from the original vectors: a
+candidate is refused when on some part (seen or unseen labels) and field its mean
+Precision@10 is below the original vectors' by more than this (and than :data:`MIN_GAIN`),
+or when its mean over parts and fields is not above theirs by as much."""
+MIN_PART_QUERIES = 5
+"""A part (seen or unseen labels) of a field with fewer scorable queries is not judged."""
 MAX_VALIDATION_ITEMS = 10_000
 """At most this many validation items are scored per ``mix`` tried (exact kNN)."""
 _ARRAYS_MLP = ("mean", "w1", "b1", "w2", "b2")
 _ARRAYS_LINEAR = ("mean", "w", "b")
+_DEFAULT_FIELD = "label"
 
 
 def _check_int(name: str, value: Any, lo: int, hi: int) -> int:
@@ -91,13 +124,159 @@ def _check_float(name: str, value: Any, lo: float, hi: float, *, open_lo: bool =
     return float(value)
 
 
+def combined_split(
+    labels: Sequence[Any] | np.ndarray,
+    *,
+    test_size: float = 0.2,
+    label_size: float | None = None,
+    groups: Sequence[Any] | np.ndarray | None = None,
+    seed: int = 0,
+) -> HoldoutSplit:
+    """Hold out whole labels *and* new items of the kept labels, seeded.
+
+    A ``label_size`` share of the distinct labels goes to ``test`` with all
+    their items (labels never seen in training), then a ``test_size`` share of
+    the items of every kept label (new products of known labels); both are
+    :func:`~visualsim.evaluation.holdout_split` draws. With fewer than four
+    labels of two or more items, holding a label out would leave too little to
+    learn from, and only items are held out (``by="items"``).
+
+    Parameters
+    ----------
+    labels
+        One label per row (``None``/NaN: unlabelled, in neither part).
+    test_size
+        Share of the kept labels' items held out, in ``(0, 1)``.
+    label_size
+        Share of the labels held out whole, in ``(0, 1)``; default ``test_size``.
+    groups
+        Optional product ids: a product's photos stay on one side of the items
+        draw.
+    seed
+        Seed of both draws.
+
+    Returns
+    -------
+    HoldoutSplit
+        ``by="both"``; ``test_labels`` are the labels held out whole. A test
+        row's label is unseen exactly when it is in ``test_labels``.
+
+    Raises
+    ------
+    ConfigError
+        A bad ``test_size`` or ``label_size``, or ``groups`` of another length.
+
+    Examples
+    --------
+    >>> labels = [c for c in "abcdefgh" for _ in range(10)]
+    >>> split = combined_split(labels, test_size=0.25, seed=0)
+    >>> split.by, len(split.test_labels), split.train.size + split.test.size
+    ('both', 2, 80)
+    """
+    values = list(labels)
+    codes, _ = _encode_labels(values, len(values))
+    counts = np.bincount(codes[codes >= 0]) if (codes >= 0).any() else np.zeros(0, np.int64)
+    if int((counts >= 2).sum()) < 4:
+        return holdout_split(values, by="items", test_size=test_size, groups=groups, seed=seed)
+    share = test_size if label_size is None else label_size
+    whole = holdout_split(values, by="labels", test_size=share, seed=seed)
+    in_whole = np.zeros(len(values), dtype=bool)
+    in_whole[whole.test] = True
+    kept = [None if in_whole[i] else v for i, v in enumerate(values)]
+    items = holdout_split(kept, by="items", test_size=test_size, groups=groups, seed=seed + 1)
+    return HoldoutSplit(
+        train=items.train,
+        test=np.union1d(whole.test, items.test),
+        by="both",
+        seed=int(seed),
+        test_labels=whole.test_labels,
+    )
+
+
+def _split(
+    labels: Sequence[Any] | np.ndarray,
+    by: str,
+    *,
+    test_size: float,
+    label_size: float | None = None,
+    groups: Sequence[Any] | np.ndarray | None = None,
+    seed: int,
+) -> HoldoutSplit:
+    if by == "both":
+        return combined_split(
+            labels, test_size=test_size, label_size=label_size, groups=groups, seed=seed
+        )
+    if by == "labels" and label_size is not None:
+        test_size = label_size
+    return holdout_split(labels, by=by, test_size=test_size, groups=groups, seed=seed)
+
+
+def _seen_mask(codes: np.ndarray, split: HoldoutSplit) -> np.ndarray:
+    """For each ``split.test`` row: whether its label also labels a training row."""
+    trained = np.unique(codes[split.train])
+    return np.isin(codes[split.test], trained)
+
+
+def _label_columns(
+    labels: Sequence[Any] | np.ndarray | Mapping[str, Sequence[Any] | np.ndarray], n: int
+) -> tuple[tuple[str, ...], list[list[Any]]]:
+    """``(field names, one list of labels per field)`` from one labelling or a field mapping."""
+    if isinstance(labels, Mapping):
+        if not labels:
+            raise ConfigError("labels is an empty mapping; give at least one label field")
+        names: list[str] = []
+        columns: list[list[Any]] = []
+        for name, column in labels.items():
+            if not isinstance(name, str) or not name:
+                raise ConfigError(f"label field names must be non-empty strings, got {name!r}")
+            if isinstance(column, (str, bytes)):
+                raise ConfigError(f"labels[{name!r}] must hold one label per row, not a string")
+            values = list(column)
+            if len(values) != n:
+                raise ConfigError(f"labels[{name!r}] has {len(values)} entries for {n} vectors")
+            names.append(name)
+            columns.append(values)
+        return tuple(names), columns
+    if isinstance(labels, (str, bytes)):
+        raise ConfigError("labels must hold one label per row (or map field names to those)")
+    values = list(labels)
+    if len(values) != n:
+        raise ConfigError(f"labels has {len(values)} entries for {n} vectors")
+    return (_DEFAULT_FIELD,), [values]
+
+
+def _compact(codes: np.ndarray) -> np.ndarray:
+    """Renumber the codes present to ``0 .. m-1`` (``-1`` stays: unlabelled)."""
+    out = np.full(codes.shape, -1, dtype=np.int64)
+    known = codes >= 0
+    if known.any():
+        _, out[known] = np.unique(codes[known], return_inverse=True)
+    return out
+
+
+def _compact_columns(codes: np.ndarray) -> np.ndarray:
+    """:func:`_compact` every column of a ``(n, fields)`` code matrix."""
+    return np.stack([_compact(codes[:, j]) for j in range(codes.shape[1])], axis=1)
+
+
+def _joint(codes: np.ndarray) -> np.ndarray:
+    """One code per combination of the columns' codes (``-1`` where any is missing)."""
+    out = np.full(len(codes), -1, dtype=np.int64)
+    known = (codes >= 0).all(axis=1)
+    if known.any():
+        _, inverse = np.unique(codes[known], axis=0, return_inverse=True)
+        out[known] = inverse.reshape(-1)
+    return out
+
+
 class ProjectionAdapter:
     """A learned projection of frozen vectors, trained with the Proxy-Anchor loss.
 
     Parameters
     ----------
     dim
-        Length of the learned vectors.
+        Length of the learned vectors (of each field's segment, with
+        ``combine="split"`` and several fields).
     hidden
         Width of the MLP's hidden layer (ReLU); ``0`` learns a linear map.
     epochs
@@ -120,12 +299,49 @@ class ProjectionAdapter:
         ``[0, 1]``; the rest is the original cosine. ``None`` picks it from
         :data:`MIX_GRID` on a validation split (see ``validation``).
     validation
-        With ``mix=None``: ``"items"`` holds out new items of known labels,
-        ``"labels"`` holds out whole labels; the projection is trained on the
-        rest, and the ``mix`` with the best validation Precision@10 is kept
-        (``0``, the original vectors, unless it wins by :data:`MIN_GAIN`).
+        With ``mix=None``, what the validation splits hold out of the training
+        vectors (by the first label field): ``"both"`` (default) whole labels
+        *and* new items of the kept labels (:func:`combined_split`),
+        ``"items"`` only new items, ``"labels"`` only whole labels. The
+        projection is trained on the rest; every candidate ``mix`` (and, with
+        several fields and no ``weights``, every split of the weights) is
+        scored on each part (labels trained on; labels never seen, ranked among
+        all held-out items and among themselves) and for each label field and
+        their combination; the candidate with the best mean Precision@10 that
+        loses on no part and field beyond noise and wins beyond it
+        (:data:`NOISE_SE`, :data:`MIN_GAIN`) is kept, else ``mix=0``: the
+        original vectors.
     validation_size
-        Share of the training vectors held out for that.
+        Share of the kept labels' items held out for that. Half, by default:
+        the unseen labels' items are then ranked among about three times as
+        many items of trained labels, as in a catalogue, where the learned
+        clusters of the trained labels are the distractors that hurt a new
+        kind of product.
+    validation_labels
+        Share of the labels held out whole for that.
+    folds
+        With ``mix=None``: how many validation splits (seeded ``seed``,
+        ``seed + 1``, ...) to train on and score; their queries are pooled, so
+        the choice rests on more held-out labels than one split holds.
+    combine
+        With several label fields: ``"split"`` (default) learns each field on
+        its own segment of the learned vector, with its own proxies, so
+        learning the colour does not blur the types a projection never saw;
+        the learned similarity is the segments' cosines weighted by
+        ``weights``. ``"sum"`` learns all fields on one vector, the losses
+        summed; ``"joint"`` one proxy per combination of values (both measured
+        to lose more on labels never trained on).
+    weights
+        With ``combine="split"``: each field's share of the learned
+        similarity (normalised to sum to 1). ``None``: chosen with ``mix`` on
+        the validation split (:data:`FIRST_WEIGHT_GRID`), or, with a fixed
+        ``mix``, :data:`DEFAULT_FIRST_WEIGHT` for the first field and the
+        rest shared equally.
+    refit
+        With ``mix=None`` and a ``mix`` above 0 chosen: train again on all the
+        training vectors (the validation splits included) and keep that
+        projection (default); ``False`` keeps the first split's projection,
+        which saw less.
     seed
         Seeds the initialisation, the batches and the validation split.
 
@@ -133,15 +349,27 @@ class ProjectionAdapter:
     ----------
     n_features_in_ : int
         Length of the input vectors.
+    fields_ : tuple of str
+        The label fields learned (``("label",)`` for a plain sequence of labels).
     mix_ : float
         The ``mix`` in use.
+    weights_ : tuple of float
+        Share of each segment of the learned vector in the learned similarity
+        (one segment, ``(1.0,)``, unless ``combine="split"`` with several fields).
     validation_ : dict
-        ``{"by", "n_train", "n_validation", "precision@10": {mix: value}}``
-        when ``mix`` was chosen on validation, else ``{}``.
+        How ``mix`` was chosen (when ``mix=None``, else ``{}``): ``"by"``,
+        ``"folds"`` (per split: ``"n_train"``, ``"n_validation"``,
+        ``"held_out_labels"``, ``"queries"`` scorable per part and field),
+        ``"n_validation"`` (all splits), ``"precision@10"`` (``{candidate: mean
+        over parts and fields}``, pooled), ``"parts"`` (``{candidate: {part:
+        {field: precision@10}}}``), ``"refused"`` (``{candidate: why}`` for one
+        that lost somewhere), ``"chosen"`` and ``"refit"``. A candidate is
+        ``"mix"`` (``"0.5"``), or ``"mix|first field's weight"`` (``"0.5|0.65"``)
+        when the weights are chosen too.
     history_ : list of float
         Mean training loss per epoch.
     n_labels_ : int
-        Distinct labels trained on.
+        Distinct labels of the first field trained on.
     fit_seconds_ : float
         Wall-clock training time.
     """
@@ -159,8 +387,13 @@ class ProjectionAdapter:
         alpha: float = 32.0,
         margin: float = 0.1,
         mix: float | None = None,
-        validation: str = "items",
-        validation_size: float = 0.15,
+        validation: str = "both",
+        validation_size: float = 0.5,
+        validation_labels: float = 0.2,
+        folds: int = 3,
+        combine: str = "split",
+        weights: Sequence[float] | None = None,
+        refit: bool = True,
         seed: int = 0,
     ) -> None:
         self.dim_out = _check_int("dim", dim, 1, 65_536)
@@ -173,17 +406,22 @@ class ProjectionAdapter:
         self.alpha = _check_float("alpha", alpha, 0.0, 1000.0, open_lo=True)
         self.margin = _check_float("margin", margin, 0.0, 1.0)
         self.mix = None if mix is None else _check_float("mix", mix, 0.0, 1.0)
-        if validation not in HOLDOUT_MODES:
-            raise ConfigError(
-                f"validation must be one of {', '.join(HOLDOUT_MODES)}, got {validation!r}"
-            )
-        self.validation = validation
+        self.validation = check_choice("validation", validation, ADAPT_HOLDOUTS)
         self.validation_size = _check_float(
             "validation_size", validation_size, 0.0, 0.5, open_lo=True
         )
+        self.validation_labels = _check_float(
+            "validation_labels", validation_labels, 0.0, 0.5, open_lo=True
+        )
+        self.folds = _check_int("folds", folds, 1, 100)
+        self.combine = check_choice("combine", combine, COMBINES)
+        self.weights = None if weights is None else _check_weights(weights)
+        self.refit = check_bool("refit", refit)
         self.seed = _check_int("seed", seed, 0, 2**32 - 1)
         self.n_features_in_: int | None = None
+        self.fields_: tuple[str, ...] = ()
         self.mix_: float | None = None
+        self.weights_: tuple[float, ...] = (1.0,)
         self.arrays_: dict[str, np.ndarray] = {}
         self.validation_: dict[str, Any] = {}
         self.history_: list[float] = []
@@ -206,6 +444,11 @@ class ProjectionAdapter:
             "mix": self.mix,
             "validation": self.validation,
             "validation_size": self.validation_size,
+            "validation_labels": self.validation_labels,
+            "folds": self.folds,
+            "combine": self.combine,
+            "weights": None if self.weights is None else list(self.weights),
+            "refit": self.refit,
             "seed": self.seed,
         }
 
@@ -233,14 +476,19 @@ class ProjectionAdapter:
         """Length of :meth:`transform`'s vectors (depends on the ``mix`` in use)."""
         if self.mix_ is None or self.n_features_in_ is None:
             raise NotFittedError("ProjectionAdapter is not fitted; call fit(vectors, labels)")
+        learned = self.dim_out * sum(w > 0 for w in self.weights_)
         if self.mix_ == 1.0:
-            return self.dim_out
+            return learned
         if self.mix_ == 0.0:
             return self.n_features_in_
-        return self.dim_out + self.n_features_in_
+        return learned + self.n_features_in_
 
     # ------------------------------------------------------------------ fitting
-    def fit(self, vectors: ArrayLike, labels: Sequence[Any] | np.ndarray) -> ProjectionAdapter:
+    def fit(
+        self,
+        vectors: ArrayLike,
+        labels: Sequence[Any] | np.ndarray | Mapping[str, Sequence[Any] | np.ndarray],
+    ) -> ProjectionAdapter:
         """Learn the projection from labelled vectors; return ``self``.
 
         Parameters
@@ -248,100 +496,272 @@ class ProjectionAdapter:
         vectors
             ``(n, d)`` finite vectors (re-normalised to unit length).
         labels
-            One label per row; ``None``/NaN rows are left out.
+            One label per row, or a mapping ``field name -> one label per
+            row`` to learn several fields at once (``{"articleType": [...],
+            "baseColour": [...]}``; see ``combine``). Rows whose first field
+            is ``None``/NaN are left out; a missing value of a later field only
+            leaves the row out of that field's loss.
 
         Raises
         ------
         InvalidVectorsError
             Not a non-empty 2-d finite array.
         ConfigError
-            Labels of another length, fewer than two labels with at least two
-            items each, or (with ``mix=None``) too little data to hold out a
-            validation split.
+            Labels of another length, fewer than two labels (of the first
+            field) with at least two items each, or (with ``mix=None``) too
+            little data to hold out a validation split.
         """
         x = _unit_rows(vectors, "vectors")
-        values = list(labels)
-        if len(values) != len(x):
-            raise ConfigError(f"labels has {len(values)} entries for {len(x)} vectors")
-        keep = np.array([not _missing(v) for v in values], dtype=bool)
+        names, columns = _label_columns(labels, len(x))
+        codes = np.stack([_encode_labels(col, len(x))[0] for col in columns], axis=1)
+        keep = codes[:, 0] >= 0
         x = x[keep]
-        y = [
-            v.item() if isinstance(v, np.generic) else v
-            for v, k in zip(values, keep, strict=True)
-            if k
-        ]
-        try:
-            names, codes = np.unique(np.asarray(y, dtype=object).astype(str), return_inverse=True)
-        except TypeError:
-            raise ConfigError("labels must be str, int or other plain values") from None
-        counts = np.bincount(codes, minlength=len(names))
+        codes = _compact_columns(codes[keep])
+        n_first = int(codes[:, 0].max()) + 1 if len(codes) else 0
+        counts = np.bincount(codes[:, 0], minlength=n_first)
         if int((counts >= 2).sum()) < 2:
             raise ConfigError(
                 f"adaptation needs at least two labels with two or more items each; got "
-                f"{len(names)} label(s) over {len(x)} labelled vectors"
+                f"{n_first} label(s) of {names[0]!r} over {len(x)} labelled vectors"
             )
         start = time.perf_counter()
         self.n_features_in_ = int(x.shape[1])
+        self.fields_ = names
         self.validation_ = {}
-        if self.mix is None:
-            split = holdout_split(
-                codes,
-                by=self.validation,
-                test_size=self.validation_size,
-                seed=self.seed,
+        folds: list[dict[str, Any]] = []
+        targets, segments = self._targets(codes)
+        n_segments = max(segments) + 1
+        if self.weights is not None and n_segments > 1 and len(self.weights) != n_segments:
+            raise ConfigError(
+                f"weights has {len(self.weights)} entries for {n_segments} label fields"
             )
-            if split.test.size < 4 or split.train.size < 4:
+        choices = self._candidates(n_segments)
+        if self.mix is None:
+            splits = [
+                _split(
+                    codes[:, 0],
+                    self.validation,
+                    test_size=self.validation_size,
+                    label_size=self.validation_labels,
+                    seed=self.seed + f,
+                )
+                for f in range(self.folds)
+            ]
+            if min(min(sp.test.size, sp.train.size) for sp in splits) < 4:
                 raise ConfigError(
                     f"too few labelled vectors ({len(x)}) to hold out a validation split; "
                     "pass mix=1.0 (or another fixed mix) to train on them all"
                 )
-            self._train(x[split.train], codes[split.train])
-            self.mix_ = self._choose_mix(x, codes, split)
+            scored = []
+            first: tuple[dict[str, np.ndarray], list[float]] = ({}, [])
+            for f, split in enumerate(splits):
+                self._train(x[split.train], _compact_columns(targets[split.train]), segments)
+                if f == 0:
+                    first = (self.arrays_, self.history_)
+                per_query, queries = self._score_mixes(x, codes, split, choices)
+                scored.append(per_query)
+                folds.append(
+                    {
+                        "n_train": int(split.train.size),
+                        "n_validation": int(split.test.size),
+                        "held_out_labels": len(split.test_labels),
+                        "queries": queries,
+                    }
+                )
+            chosen, record = self._choose_mix(scored, choices)
+            self.mix_, self.weights_ = choices[chosen]
+            refit = self.refit and self.mix_ > 0.0
+            if refit:
+                self._train(x, targets, segments)
+            else:
+                self.arrays_, self.history_ = first
+            self.validation_ = {
+                "by": splits[0].by,
+                "folds": folds,
+                "n_validation": sum(fold["n_validation"] for fold in folds),
+                **record,
+                "chosen": chosen,
+                "refit": refit,
+            }
         else:
-            self._train(x, codes)
-            self.mix_ = self.mix
-        self.n_labels_ = len(names)
+            self._train(x, targets, segments)
+            self.mix_, self.weights_ = self.mix, self._default_weights(n_segments)
+        self.n_labels_ = n_first
         self.fit_seconds_ = time.perf_counter() - start
         logger.info(
-            "adapter trained on %d vectors, %d labels in %.1f s; mix=%.2f",
+            "adapter trained on %d vectors, %d labels (%s) in %.1f s; mix=%.2f",
             len(x),
-            len(names),
+            n_first,
+            "+".join(names),
             self.fit_seconds_,
             self.mix_,
         )
         return self
 
-    def _choose_mix(self, x: np.ndarray, codes: np.ndarray, split: HoldoutSplit) -> float:
+    def _targets(self, codes: np.ndarray) -> tuple[np.ndarray, list[int]]:
+        """The label columns the loss learns, and the output segment each one trains."""
+        if codes.shape[1] == 1:
+            return codes, [0]
+        if self.combine == "joint":
+            return _joint(codes)[:, np.newaxis], [0]
+        if self.combine == "sum":
+            return codes, [0] * codes.shape[1]
+        return codes, list(range(codes.shape[1]))
+
+    def _default_weights(self, n_segments: int) -> tuple[float, ...]:
+        if n_segments == 1:
+            return (1.0,)
+        if self.weights is not None:
+            return self.weights
+        return _first_weighted(DEFAULT_FIRST_WEIGHT, n_segments)
+
+    def _candidates(self, n_segments: int) -> dict[str, tuple[float, tuple[float, ...]]]:
+        """What the guard tries: ``{key: (mix, segment weights)}``, the original vectors first."""
+        if n_segments == 1 or self.weights is not None:
+            weights = self._default_weights(n_segments)
+            return {str(m): (m, weights) for m in MIX_GRID}
+        out = {"0.0": (0.0, _first_weighted(1.0, n_segments))}
+        for m in MIX_GRID[1:]:
+            for w in FIRST_WEIGHT_GRID:
+                out[f"{m}|{w}"] = (m, _first_weighted(w, n_segments))
+        return out
+
+    def _criteria(self, codes: np.ndarray) -> dict[str, np.ndarray]:
+        """What the guard scores: every field, and with several fields their combination."""
+        out = {name: codes[:, j] for j, name in enumerate(self.fields_)}
+        if len(self.fields_) > 1:
+            out["+".join(self.fields_)] = _joint(codes)
+        return out
+
+    def _score_mixes(
+        self,
+        x: np.ndarray,
+        codes: np.ndarray,
+        split: HoldoutSplit,
+        choices: Mapping[str, tuple[float, tuple[float, ...]]],
+    ) -> tuple[dict[str, dict[tuple[str, str], np.ndarray]], dict[str, dict[str, int]]]:
+        """Per-query Precision@10 of every candidate ``(mix, weights)`` on one validation split.
+
+        Returns ``{candidate: {(part, criterion): per-query values}}`` and the number
+        of scorable queries per part and criterion (criteria as :meth:`_criteria`).
+        Every held-out item is a query, ranked among all the held-out items, as in a
+        catalogue: part ``"seen"`` holds the queries of labels (of the first field)
+        trained on, part ``"unseen"`` those of labels held out whole. Part
+        ``"unseen_alone"`` ranks the latter among themselves only (the held-out-classes
+        protocol): a projection can push the trained labels away from the new ones,
+        which helps ``"unseen"`` while it blurs the new labels into each other.
+        Training items are never candidates: the projection has drawn them tight onto
+        their proxies, away from every item it did not train on, so they would be easy
+        distractors and flatter it.
+        """
         test = split.test
         if test.size > MAX_VALIDATION_ITEMS:
             rng = np.random.default_rng(self.seed)
             test = np.sort(rng.choice(test, MAX_VALIDATION_ITEMS, replace=False))
+        seen = np.isin(codes[test, 0], np.unique(codes[split.train, 0]))
+        unseen = np.flatnonzero(~seen)
+        criteria = {name: c[test] for name, c in self._criteria(codes).items()}
+        pools = {"": (np.arange(len(test)), {"seen": seen, "unseen": ~seen})}
+        if unseen.size >= 2:
+            pools["alone"] = (unseen, {"unseen_alone": np.ones(unseen.size, dtype=bool)})
         original = x[test]
-        learned = self._project(original)
-        scores: dict[float, float] = {}
-        for mix in MIX_GRID:
-            blended = _blend(learned, original, mix)
-            scores[mix] = evaluate_embeddings(blended, codes[test], k=10)["precision@10"]
-        # ties (to 4 decimals) go to the smaller mix: change the vectors no more than helps
-        best = max(MIX_GRID, key=lambda m: (round(scores[m], 4), -m))
-        if scores[best] - scores[0.0] < MIN_GAIN:
-            best = 0.0  # within validation noise: keep the original vectors
-        self.validation_ = {
-            "by": split.by,
-            "n_train": int(split.train.size),
-            "n_validation": int(test.size),
-            "precision@10": {str(m): round(v, 6) for m, v in scores.items()},
-        }
-        return best
+        segments = self._segments(original)
+        per_query: dict[str, dict[tuple[str, str], np.ndarray]] = {key: {} for key in choices}
+        queries: dict[str, dict[str, int]] = {}
+        for key, (mix, weights) in choices.items():
+            blended = _blend(_weigh(segments, weights), original, mix)
+            for rows, parts in pools.values():
+                neighbours = _exact_neighbours(blended[rows], np.arange(rows.size), 10, 1024, False)
+                valid = neighbours >= 0
+                for name, column in criteria.items():
+                    c = column[rows]
+                    counts = np.bincount(c[c >= 0], minlength=int(c.max()) + 1)
+                    scorable = (c >= 0) & (counts[np.maximum(c, 0)] >= 2)
+                    rel = valid & (c[np.where(valid, neighbours, 0)] == c[:, np.newaxis])
+                    precision = precision_at_k(rel, 10, reduce="none")
+                    for part, mask in parts.items():
+                        asked = mask & scorable
+                        queries.setdefault(part, {})[name] = int(asked.sum())
+                        per_query[key][(part, name)] = precision[asked]
+        return per_query, queries
 
-    def _train(self, x: np.ndarray, codes: np.ndarray) -> None:
+    def _choose_mix(
+        self,
+        folds: list[dict[str, dict[tuple[str, str], np.ndarray]]],
+        choices: Mapping[str, tuple[float, tuple[float, ...]]],
+    ) -> tuple[str, dict[str, Any]]:
+        """The best candidate that loses on no part and criterion, pooled over the folds.
+
+        The first candidate is the original vectors (``mix=0``), the baseline.
+        """
+        order = list(choices)
+        baseline = order[0]
+        keys = sorted({key for fold in folds for key in fold[baseline]})
+        none = np.zeros(0)
+        pooled = {
+            c: {
+                key: np.concatenate([fold[c].get(key, none) for fold in folds])
+                for key in keys
+                if sum(fold[c].get(key, none).size for fold in folds) >= MIN_PART_QUERIES
+            }
+            for c in order
+        }
+        base = pooled[baseline]
+        means = {
+            c: {key: float(v.mean()) for key, v in cells.items()} for c, cells in pooled.items()
+        }
+        scores = {
+            c: float(np.mean(list(cell.values()))) if cell else 0.0 for c, cell in means.items()
+        }
+        refused: dict[str, str] = {}
+        for c in order[1:]:
+            errors = []
+            for key, values in pooled[c].items():
+                diff = values - base[key]
+                se = float(diff.std(ddof=1) / math.sqrt(diff.size)) if diff.size > 1 else 0.0
+                errors.append(se)
+                tolerance = max(MIN_GAIN, NOISE_SE * se)
+                if diff.mean() < -tolerance:
+                    refused[c] = (
+                        f"{key[1]} on {key[0]} labels: {diff.mean():+.4f} (noise {tolerance:.4f})"
+                    )
+                    break
+            else:
+                # the mean over cells must win beyond noise too (its standard error is at
+                # most the cells' mean one, the cells sharing their queries)
+                needed = max(MIN_GAIN, NOISE_SE * (float(np.mean(errors)) if errors else 0.0))
+                if scores[c] - scores[baseline] < needed:
+                    refused[c] = f"gains {scores[c] - scores[baseline]:+.4f} (noise {needed:.4f})"
+        allowed = [c for c in order if c not in refused]
+        # ties (to 4 decimals) go to the smaller mix, then to the first field's larger
+        # share: change the vectors no more than helps
+        best = max(allowed, key=lambda c: (round(scores[c], 4), -choices[c][0], choices[c][1][0]))
+        nested: dict[str, dict[str, dict[str, float]]] = {}
+        for c, cell in means.items():
+            for (part, name), value in cell.items():
+                nested.setdefault(c, {}).setdefault(part, {})[name] = round(value, 6)
+        record = {
+            "precision@10": {c: round(v, 6) for c, v in scores.items()},
+            "parts": nested,
+            "refused": refused,
+        }
+        return best, record
+
+    def _train(self, x: np.ndarray, targets: np.ndarray, segments: Sequence[int]) -> None:
+        """Fit the projection: one Proxy-Anchor loss per column of ``targets``, summed.
+
+        The projection's output is ``max(segments) + 1`` segments of ``dim`` values;
+        column ``j`` of ``targets`` is learned on segment ``segments[j]``.
+        """
         import os
 
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         import tensorflow as tf
 
         n, d = x.shape
-        n_labels = int(codes.max()) + 1
+        sizes = [max(int(targets[:, j].max()) + 1, 1) for j in range(targets.shape[1])]
+        k = self.dim_out
+        width = k * (max(segments) + 1)
         rng = np.random.default_rng(self.seed)
         tf.random.set_seed(self.seed)
         mean = x.mean(axis=0).astype(np.float32)
@@ -349,18 +769,19 @@ class ProjectionAdapter:
             shapes = {
                 "w1": (d, self.hidden, math.sqrt(2.0 / d)),
                 "b1": (self.hidden, 0, 0.0),
-                "w2": (self.hidden, self.dim_out, math.sqrt(1.0 / self.hidden)),
-                "b2": (self.dim_out, 0, 0.0),
+                "w2": (self.hidden, width, math.sqrt(1.0 / self.hidden)),
+                "b2": (width, 0, 0.0),
             }
         else:
-            shapes = {"w": (d, self.dim_out, math.sqrt(1.0 / d)), "b": (self.dim_out, 0, 0.0)}
+            shapes = {"w": (d, width, math.sqrt(1.0 / d)), "b": (width, 0, 0.0)}
         variables = {}
         for name, (a, b, std) in shapes.items():
             init = rng.normal(0.0, std, size=(a, b)) if b else np.zeros(a)
             variables[name] = tf.Variable(init.astype(np.float32), name=name)
-        proxies = tf.Variable(
-            rng.normal(0.0, 1.0, size=(n_labels, self.dim_out)).astype(np.float32)
-        )
+        proxies = [
+            tf.Variable(rng.normal(0.0, 1.0, size=(size, self.dim_out)).astype(np.float32))
+            for size in sizes
+        ]
         mean_t = tf.constant(mean)
         trainable = list(variables.values())
         opt = tf.keras.optimizers.AdamW(self.learning_rate, weight_decay=self.weight_decay)
@@ -375,26 +796,37 @@ class ProjectionAdapter:
                 z = tf.matmul(h, variables["w2"]) + variables["b2"]
             else:
                 z = tf.matmul(c, variables["w"]) + variables["b"]
-            return tf.nn.l2_normalize(z, axis=1)
+            return z
+
+        def proxy_anchor(z: Any, labels: Any, proxy: Any, size: int) -> Any:
+            sim = tf.matmul(z, tf.nn.l2_normalize(proxy, axis=1), transpose_b=True)
+            pos = tf.one_hot(labels, size)  # an unlabelled row (-1) is all zeros
+            labelled = tf.cast(labels >= 0, tf.float32)[:, tf.newaxis]
+            pos_term = tf.reduce_sum(tf.exp(-alpha * (sim - margin)) * pos, axis=0)
+            neg = (1.0 - pos) * labelled
+            neg_term = tf.reduce_sum(tf.exp(alpha * (sim + margin)) * neg, axis=0)
+            with_pos = tf.reduce_sum(tf.cast(tf.reduce_sum(pos, axis=0) > 0, tf.float32))
+            loss = tf.reduce_sum(tf.math.log1p(pos_term)) / tf.maximum(with_pos, 1.0)
+            return loss + tf.reduce_sum(tf.math.log1p(neg_term)) / float(size)
 
         @tf.function(reduce_retracing=True)
         def step(batch: Any, labels: Any) -> Any:
             with tf.GradientTape() as tape:
                 z = project(batch)
-                sim = tf.matmul(z, tf.nn.l2_normalize(proxies, axis=1), transpose_b=True)
-                pos = tf.one_hot(labels, n_labels)
-                pos_term = tf.reduce_sum(tf.exp(-alpha * (sim - margin)) * pos, axis=0)
-                neg_term = tf.reduce_sum(tf.exp(alpha * (sim + margin)) * (1.0 - pos), axis=0)
-                with_pos = tf.reduce_sum(tf.cast(tf.reduce_sum(pos, axis=0) > 0, tf.float32))
-                loss = tf.reduce_sum(tf.math.log1p(pos_term)) / tf.maximum(with_pos, 1.0)
-                loss += tf.reduce_sum(tf.math.log1p(neg_term)) / float(n_labels)
-            grads = tape.gradient(loss, [*trainable, proxies])
-            opt.apply_gradients(zip(grads[:-1], trainable, strict=True))
-            opt_proxy.apply_gradients([(grads[-1], proxies)])
+                losses = []
+                for j, (proxy, size) in enumerate(zip(proxies, sizes, strict=True)):
+                    part = z[:, segments[j] * k : (segments[j] + 1) * k]
+                    losses.append(
+                        proxy_anchor(tf.nn.l2_normalize(part, axis=1), labels[:, j], proxy, size)
+                    )
+                loss = tf.add_n(losses)
+            grads = tape.gradient(loss, [*trainable, *proxies])
+            opt.apply_gradients(zip(grads[: len(trainable)], trainable, strict=True))
+            opt_proxy.apply_gradients(zip(grads[len(trainable) :], proxies, strict=True))
             return loss
 
         xs = x.astype(np.float32)
-        ys = codes.astype(np.int32)
+        ys = targets.astype(np.int32)
         self.history_ = []
         size = min(self.batch_size, n)
         per_epoch = max(1, n // size)
@@ -410,7 +842,8 @@ class ProjectionAdapter:
         self.arrays_ = {"mean": mean, **{k: v.numpy() for k, v in variables.items()}}
 
     # --------------------------------------------------------------- transform
-    def _project(self, x: np.ndarray) -> np.ndarray:
+    def _segments(self, x: np.ndarray) -> list[np.ndarray]:
+        """The projection of ``x``: one unit vector per output segment."""
         a = self.arrays_
         c = x - a["mean"]
         if "w1" in a:
@@ -418,7 +851,14 @@ class ProjectionAdapter:
             z = h @ a["w2"] + a["b2"]
         else:
             z = c @ a["w"] + a["b"]
-        return _normalize(z.astype(np.float32))
+        k = self.dim_out
+        return [
+            _normalize(z[:, s * k : (s + 1) * k].astype(np.float32)) for s in range(z.shape[1] // k)
+        ]
+
+    def _project(self, x: np.ndarray) -> np.ndarray:
+        """The learned unit vectors of ``x`` (segments weighted by ``weights_``)."""
+        return _weigh(self._segments(x), self.weights_)
 
     def transform(self, vectors: ArrayLike) -> np.ndarray:
         """Return the adapted unit vectors, ``(n, dim)`` float32 (numpy only).
@@ -476,6 +916,8 @@ class ProjectionAdapter:
                 "n_features_in": self.n_features_in_,
                 "mix": self.mix_,
                 "n_labels": self.n_labels_,
+                "fields": list(self.fields_),
+                "weights": list(self.weights_),
                 "validation": self.validation_,
                 "history": self.history_,
             },
@@ -485,6 +927,9 @@ class ProjectionAdapter:
     @classmethod
     def load(cls, directory: str | Path, *, verify: bool = True) -> ProjectionAdapter:
         """Return the adapter saved in ``directory`` by :meth:`save`.
+
+        Reads this version's format and version 1 (one label field, saved
+        before ``combine`` and ``fields`` existed).
 
         Raises
         ------
@@ -513,7 +958,14 @@ class ProjectionAdapter:
             or 0
         )
         mix = P.field_float(where, "mix", manifest["mix"], minimum=0.0, maximum=1.0)
-        h, k = adapter.hidden, adapter.dim_out
+        weights: tuple[float, ...] = (1.0,)
+        if "weights" in manifest:  # version 2
+            listed = P.field_list(where, "weights", manifest["weights"], max_len=1000)
+            try:
+                weights = _check_weights(listed)
+            except ConfigError as exc:
+                raise CatalogError(f"{where}: field 'weights' is invalid: {exc}") from None
+        h, k = adapter.hidden, adapter.dim_out * len(weights)
         if h:
             shapes = {"mean": (d,), "w1": (d, h), "b1": (h,), "w2": (h, k), "b2": (k,)}
         else:
@@ -527,6 +979,7 @@ class ProjectionAdapter:
         adapter.arrays_ = arrays
         adapter.n_features_in_ = d
         adapter.mix_ = mix
+        adapter.weights_ = weights
         validation = manifest.get("validation")
         adapter.validation_ = dict(validation) if isinstance(validation, Mapping) else {}
         history = manifest.get("history")
@@ -534,6 +987,11 @@ class ProjectionAdapter:
             adapter.history_ = [float(v) for v in history if isinstance(v, (int, float))]
         n_labels = manifest.get("n_labels")
         adapter.n_labels_ = int(n_labels) if isinstance(n_labels, int) else 0
+        if "fields" in manifest:  # version 2
+            names = P.field_list(where, "fields", manifest["fields"], max_len=1000)
+            if not all(isinstance(name, str) and name for name in names):
+                raise CatalogError(f"{where}: field 'fields' must list label field names")
+            adapter.fields_ = tuple(names)
         return adapter
 
 
@@ -541,6 +999,37 @@ def _missing(value: Any) -> bool:
     if value is None:
         return True
     return isinstance(value, (float, np.floating)) and math.isnan(value)
+
+
+def _check_weights(weights: Any) -> tuple[float, ...]:
+    """``weights`` as floats >= 0 summing to 1 (normalised), or a :class:`ConfigError`."""
+    if isinstance(weights, (str, bytes, Mapping)) or not isinstance(weights, Sequence):
+        raise ConfigError(f"weights must be a list of numbers >= 0, got {weights!r}")
+    values = [_check_float("weights", w, 0.0, 1e6) for w in weights]
+    total = sum(values)
+    if not values or total <= 0:
+        raise ConfigError(f"weights needs a positive number among its entries, got {weights!r}")
+    return tuple(v / total for v in values)
+
+
+def _first_weighted(first: float, n: int) -> tuple[float, ...]:
+    """Segment weights: ``first`` for the first, the rest shared equally (``n >= 2``)."""
+    if n == 1:
+        return (1.0,)
+    return (first, *([(1.0 - first) / (n - 1)] * (n - 1)))
+
+
+def _weigh(segments: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:
+    """Unit segments, each scaled by the root of its weight and concatenated (those of
+    weight 0 left out): a unit vector whose cosine is the weighted sum of the segments'
+    cosines."""
+    used = [(seg, w) for seg, w in zip(segments, weights, strict=True) if w > 0]
+    if len(used) == 1:
+        return used[0][0]
+    return np.ascontiguousarray(
+        np.concatenate([seg * np.float32(math.sqrt(w)) for seg, w in used], axis=1),
+        dtype=np.float32,
+    )
 
 
 def _normalize(x: np.ndarray) -> np.ndarray:
@@ -585,18 +1074,29 @@ class AdaptationReport:
     Attributes
     ----------
     label
-        The metadata field the adapter learned.
+        The label fields the adapter learned, joined with ``+``
+        (``"articleType+baseColour"``; one field: its name).
     split
-        The held-out split (``by="items"`` or ``"labels"``, seed, counts).
+        The held-out split (``by="both"``, ``"items"`` or ``"labels"``, seed,
+        counts, the labels held out whole).
     before, after
-        Leave-one-out quality over the held-out items only, with the original
-        and with the adapted vectors.
+        Leave-one-out quality over all the held-out items, by the first label
+        field, with the original and with the adapted vectors.
     mix
         The blend of learned and original similarity in use.
     fit_seconds
         Training time.
     validation
         How ``mix`` was chosen (:attr:`ProjectionAdapter.validation_`).
+    fields
+        The label fields learned, in order.
+    breakdown
+        ``{criterion: {part: {"n_queries", "before", "after"}}}``: per label
+        field (and, with several, their combination ``"a+b"``), Precision@K /
+        Recall@K / mAP@K of the original and the adapted vectors, over
+        ``"all"`` held-out queries, those whose first-field label was
+        ``"seen"`` in training, and those whose label was ``"unseen"``. The
+        candidates are always all the held-out items.
     """
 
     label: str
@@ -606,39 +1106,128 @@ class AdaptationReport:
     mix: float
     fit_seconds: float
     validation: Mapping[str, Any] = field(default_factory=dict, repr=False, hash=False)
+    fields: tuple[str, ...] = ()
+    breakdown: Mapping[str, Mapping[str, Mapping[str, Any]]] = field(
+        default_factory=dict, repr=False, hash=False
+    )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe summary."""
         return {
             "label": self.label,
+            "fields": list(self.fields or (self.label,)),
             "split": self.split.to_dict(),
             "mix": self.mix,
             "fit_seconds": round(self.fit_seconds, 2),
             "validation": dict(self.validation),
             "before": dict(self.before.metrics),
             "after": dict(self.after.metrics),
+            "breakdown": {
+                name: {
+                    part: {
+                        "n_queries": cell["n_queries"],
+                        "before": dict(cell["before"]),
+                        "after": dict(cell["after"]),
+                    }
+                    for part, cell in parts.items()
+                }
+                for name, parts in self.breakdown.items()
+            },
         }
 
     def __str__(self) -> str:
         s = self.split
-        held = "new items of known labels" if s.by == "items" else "labels never trained on"
+        first = (self.fields or (self.label,))[0]
+        held = {
+            "items": "new items of known labels",
+            "labels": "labels never trained on",
+            "both": f"new items of known labels, and {len(s.test_labels):,} "
+            f"{first!r} labels never trained on",
+        }.get(s.by, s.by)
         lines = [
             f"Adapted to {self.label!r}: trained on {s.train.size:,} items, scored on "
             f"{s.test.size:,} held-out items ({held}; seed {s.seed})",
-            f"mix {self.mix:g} (learned share of the similarity), {self.fit_seconds:.1f} s",
+            f"mix {self.mix:g} (learned share of the similarity; 0 = the original vectors), "
+            f"{self.fit_seconds:.1f} s",
+            f"by {first!r}, all held-out items:",
             f"{'metric':>13}  {'before':>7}  {'after':>7}  {'change':>7}",
         ]
         for name in self.before.metrics:
             b, a = self.before.metrics[name], self.after.metrics[name]
             lines.append(f"{name:>13}  {b:>7.4f}  {a:>7.4f}  {a - b:>+7.4f}")
+        ks = self.before.k
+        cut = 10 if 10 in ks else ks[-1]
+        metric = f"precision@{cut}"
+        rows = [
+            (name, part, cell)
+            for name, parts in self.breakdown.items()
+            for part, cell in parts.items()
+        ]
+        if rows:
+            width = max(len("label"), *(len(name) for name, _, _ in rows))
+            lines.append(f"{metric} per label and part (seen/unseen: by {first!r} in training):")
+            lines.append(
+                f"{'label':<{width}}  {'part':<6}  {'queries':>7}  {'before':>7}  "
+                f"{'after':>7}  {'change':>7}"
+            )
+            for name, part, cell in rows:
+                b, a = cell["before"][metric], cell["after"][metric]
+                lines.append(
+                    f"{name:<{width}}  {part:<6}  {cell['n_queries']:>7,}  {b:>7.4f}  "
+                    f"{a:>7.4f}  {a - b:>+7.4f}"
+                )
         return "\n".join(lines)
+
+
+def _label_fields(label: Any) -> tuple[str, ...]:
+    """``label`` (one field name, or a sequence of them) as a tuple of distinct names."""
+    names = (label,) if isinstance(label, str) else label
+    if isinstance(names, (bytes, Mapping)) or not isinstance(names, Sequence):
+        raise ConfigError(f"label must be a metadata field name or a list of them, got {label!r}")
+    names = tuple(names)
+    if not names:
+        raise ConfigError("label is an empty list; name at least one metadata field")
+    for name in names:
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"label field names must be non-empty strings, got {name!r}")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"label names a field twice: {list(names)}")
+    return names
+
+
+def _breakdown(
+    before: np.ndarray,
+    after: np.ndarray,
+    criteria: Mapping[str, list[Any]],
+    seen: np.ndarray,
+    k: Sequence[int],
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """Before/after metrics of the held-out rows, per criterion, over all/seen/unseen queries."""
+    positions = np.arange(len(before))
+    parts = {"all": positions, "seen": positions[seen], "unseen": positions[~seen]}
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for name, values in criteria.items():
+        for part, queries in parts.items():
+            if not queries.size or (part != "all" and queries.size == len(positions)):
+                continue  # nothing there, or the same queries as "all"
+            try:
+                b = evaluate_embeddings(before, values, k, queries=queries.tolist())
+                a = evaluate_embeddings(after, values, k, queries=queries.tolist())
+            except ConfigError:  # no query of this part shares its label with another item
+                continue
+            out.setdefault(name, {})[part] = {
+                "n_queries": b.n_queries,
+                "before": dict(b.metrics),
+                "after": dict(a.metrics),
+            }
+    return out
 
 
 def adapt_recommender(
     rec: Any,
-    label: str,
+    label: str | Sequence[str],
     *,
-    holdout: str = "items",
+    holdout: str = "both",
     test_size: float = 0.2,
     groups: str | None = None,
     seed: int = 0,
@@ -648,32 +1237,37 @@ def adapt_recommender(
     """Learn an adapter on a fitted recommender's catalogue; return the adapted copy and a report.
 
     The catalogue's labelled items are split (seeded) into a training part and
-    a held-out part (:func:`~visualsim.evaluation.holdout_split`); the adapter
-    learns on the training part only, and the report scores both the original
-    and the adapted vectors on the held-out part against itself, so no
-    training item is ever scored. The returned recommender holds every item
-    (unlabelled ones too) through the adapter, and applies it to every later
-    query and addition.
+    a held-out part; the adapter learns on the training part only, and the
+    report scores both the original and the adapted vectors on the held-out
+    part against itself, so no training item is ever scored. The returned
+    recommender holds every item (unlabelled ones too) through the adapter,
+    and applies it to every later query and addition.
 
     Parameters
     ----------
     rec
         A fitted :class:`~visualsim.Recommender`.
     label
-        Metadata field to learn (a category, or a product-group id).
+        Metadata field to learn (a category, or a product-group id), or a list
+        of fields to learn at once (``["articleType", "baseColour"]``: the
+        projection keeps both). The first field decides the split; an item
+        without it is not trained on.
     holdout
+        ``"both"`` (default: some labels held out whole, plus new items of the
+        kept labels, :func:`combined_split`; the report has both parts),
         ``"items"`` (new products of known labels) or ``"labels"`` (labels
         never seen in training).
     test_size
-        Share of items (or labels) held out for the report.
+        Share of labels and of items held out for the report.
     groups
         Optional metadata field of product ids: photos of one product stay on
-        one side of an ``"items"`` split.
+        one side of the items split.
     seed
         Seeds the split and the training.
     adapter
         An unfitted adapter to train; default ``ProjectionAdapter(seed=seed,
-        validation=holdout)``.
+        validation=holdout)``, whose guard falls back to the original vectors
+        where the projection loses on some part or field.
     k
         Cut-offs of the report.
 
@@ -684,50 +1278,63 @@ def adapt_recommender(
     Raises
     ------
     ConfigError
-        An unknown field, too few labels, or a bad ``holdout``.
+        An unknown field, too few labels, or a bad ``label`` or ``holdout``.
     NotFittedError
         An empty recommender.
     """
-    if holdout not in HOLDOUT_MODES:
-        raise ConfigError(f"holdout must be one of {', '.join(HOLDOUT_MODES)}, got {holdout!r}")
+    if holdout not in ADAPT_HOLDOUTS:
+        raise ConfigError(f"holdout must be one of {', '.join(ADAPT_HOLDOUTS)}, got {holdout!r}")
+    fields = _label_fields(label)
     if not len(rec):
         raise NotFittedError("the catalogue is empty: fit() it before adapting")
     vectors = np.asarray(rec.embeddings_, dtype=np.float32)
     ids = list(rec.ids_)
     metadata = list(rec.metadata_)
-    if not any(label in m for m in metadata):
-        known = sorted({key for m in metadata[:1000] for key in m})
-        raise ConfigError(
-            f"no catalogue item has metadata field {label!r}; fields: {', '.join(known) or 'none'}"
-        )
-    labels = [m.get(label) for m in metadata]
+    for name in fields:
+        if not any(name in m for m in metadata):
+            known = sorted({key for m in metadata[:1000] for key in m})
+            raise ConfigError(
+                f"no catalogue item has metadata field {name!r}; "
+                f"fields: {', '.join(known) or 'none'}"
+            )
+    columns = {name: [m.get(name) for m in metadata] for name in fields}
+    labels = columns[fields[0]]
     group_values = None if groups is None else [m.get(groups) for m in metadata]
-    split = holdout_split(
-        labels,
-        by=holdout,
-        test_size=test_size,
-        groups=group_values,
-        seed=seed,
-    )
+    split = _split(labels, holdout, test_size=test_size, groups=group_values, seed=seed)
     if split.test.size < 2 or split.train.size < 4:
         raise ConfigError(
-            f"{len(ids)} items with {label!r}: too few to hold out a test split and train; "
+            f"{len(ids)} items with {fields[0]!r}: too few to hold out a test split and train; "
             "add more labelled items"
         )
     learner = adapter if adapter is not None else ProjectionAdapter(seed=seed, validation=holdout)
-    learner.fit(vectors[split.train], [labels[i] for i in split.train])
-    before = evaluate_holdout(vectors, labels, split, k, label_name=label)
-    after = evaluate_holdout(
-        learner.transform(vectors[split.test]), labels, split, k, label_name=label
+    learner.fit(
+        vectors[split.train], {name: [col[i] for i in split.train] for name, col in columns.items()}
     )
+    held_before = vectors[split.test]
+    held_after = learner.transform(held_before)
+    name = "+".join(fields)
+    before = evaluate_holdout(held_before, labels, split, k, label_name=fields[0])
+    after = evaluate_holdout(held_after, labels, split, k, label_name=fields[0])
+    criteria = {f: [columns[f][i] for i in split.test] for f in fields}
+    if len(fields) > 1:
+        criteria[name] = [
+            None
+            if any(_missing(columns[f][i]) for f in fields)
+            else tuple(columns[f][i] for f in fields)
+            for i in split.test
+        ]
+    trained = {labels[i] for i in split.train}
+    seen = np.array([labels[i] in trained for i in split.test], dtype=bool)
     report = AdaptationReport(
-        label=label,
+        label=name,
         split=split,
         before=before,
         after=after,
         mix=float(learner.mix_ or 0.0),
         fit_seconds=learner.fit_seconds_,
         validation=dict(learner.validation_),
+        fields=fields,
+        breakdown=_breakdown(held_before, held_after, criteria, seen, k),
     )
     return _with_transform(rec, learner, vectors, ids, metadata), report
 
@@ -765,9 +1372,12 @@ def _with_transform(
 
 
 __all__ = [
+    "ADAPT_HOLDOUTS",
+    "COMBINES",
     "FORMAT_VERSION",
     "MIX_GRID",
     "AdaptationReport",
     "ProjectionAdapter",
     "adapt_recommender",
+    "combined_split",
 ]

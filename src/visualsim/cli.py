@@ -476,19 +476,28 @@ def build_parser() -> argparse.ArgumentParser:
         "--label",
         required=True,
         action=_Once,
-        help="metadata field to learn (category, product id)",
+        help="metadata field to learn (category, product id), or several, comma-separated "
+        "(articleType,baseColour: learns the type without trading the colour away)",
     )
     p.add_argument("-o", "--output", type=Path, required=True, help="adapted catalogue to write")
     p.add_argument(
         "--holdout",
-        choices=("items", "labels"),
-        default="items",
-        help="score on new items of known labels (default) or on labels never trained on",
+        choices=("both", "items", "labels"),
+        default="both",
+        help="score on labels never trained on and on new items of known labels (default), "
+        "or on one of them",
     )
     p.add_argument("--test-size", type=_finite_float, default=0.2, help="share held out (0.2)")
     p.add_argument("--groups", default=None, help="metadata field of product ids (kept together)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=_positive_int, default=20)
+    p.add_argument(
+        "--folds",
+        type=_positive_int,
+        default=3,
+        help="validation splits the guard trains and scores on before choosing the mix (3); "
+        "1 is faster",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing catalogue")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
 
@@ -1216,10 +1225,13 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     if args.output.exists() and not args.overwrite:
         raise UsageError(f"{str(args.output)!r} already exists; pass --overwrite to replace it")
     rec = _load(args.catalog)
-    adapter = ProjectionAdapter(seed=args.seed, epochs=args.epochs, validation=args.holdout)
+    adapter = ProjectionAdapter(
+        seed=args.seed, epochs=args.epochs, folds=args.folds, validation=args.holdout
+    )
+    fields = [name.strip() for name in args.label.split(",")]
     adapted, report = adapt_recommender(
         rec,
-        args.label,
+        fields[0] if len(fields) == 1 else fields,
         holdout=args.holdout,
         test_size=args.test_size,
         groups=args.groups,

@@ -844,23 +844,30 @@ class Recommender:
         return self
 
     # -- adaptation ---------------------------------------------------------------------
-    def adapt(self, label: str, **options: Any) -> Recommender:
+    def adapt(self, label: str | Sequence[str], **options: Any) -> Recommender:
         """Return a copy adapted to this catalogue: a projection learned on ``label``.
 
         Learns a :class:`~visualsim.adaptation.ProjectionAdapter` (metric
         learning on the frozen vectors) from the items' ``label`` field (a
-        category, or a product-group id), on a seeded training split. The
+        category, or a product-group id), or from several fields at once
+        (``["articleType", "baseColour"]``, so the type is learned without
+        trading the colour away), on a seeded training split. A guard picks
+        how much of the learned similarity to use on a validation split that
+        holds out whole labels as well as new items, and keeps the original
+        vectors where the projection would lose on either or on any field. The
         copy's catalogue, its queries and every later addition go through the
         projection; it is saved and loaded with the catalogue. The before/after
-        metrics on the held-out split are in ``adaptation_report_``.
+        metrics on the held-out split, per field and on seen and unseen labels,
+        are in ``adaptation_report_``.
 
         Parameters
         ----------
         label
-            The metadata field to learn.
+            The metadata field to learn, or a list of fields.
         **options
-            ``holdout="items"|"labels"``, ``test_size``, ``groups``, ``seed``,
-            ``adapter``, ``k``: see :func:`visualsim.adaptation.adapt_recommender`.
+            ``holdout="both"|"items"|"labels"``, ``test_size``, ``groups``,
+            ``seed``, ``adapter``, ``k``: see
+            :func:`visualsim.adaptation.adapt_recommender`.
         """
         from .adaptation import adapt_recommender
 
