@@ -94,9 +94,12 @@ def load_vectors(args: argparse.Namespace, rows: list[dict[str, str]]) -> tuple[
         if cache.is_file():
             x = np.load(cache, allow_pickle=False)
         else:
-            from visualsim.extractors import EXTRACTORS
+            from visualsim.extractors import EXTRACTORS, auto_extractor
 
-            extractor = EXTRACTORS.build(args.extractor)
+            if args.extractor == "auto":  # the library's default (what Recommender() uses)
+                extractor = auto_extractor()[0]
+            else:
+                extractor = EXTRACTORS.build(args.extractor)
             paths = [args.data / "images" / f"{row['id']}.jpg" for row in rows]
             start = time.perf_counter()
             x = extractor.extract(paths, progress=sys.stderr.isatty())
@@ -188,7 +191,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", type=Path, default=DATA)
     src = ap.add_mutually_exclusive_group()
     src.add_argument("--vectors", type=Path, help=".npy of one vector per labels.csv row")
-    src.add_argument("--extractor", default="squeezenet", help="registered extractor name")
+    src.add_argument(
+        "--extractor", default="squeezenet", help="registered extractor name, or auto (the default)"
+    )
     ap.add_argument("--cache", default="/tmp", help="folder of the extracted vectors' cache")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument(
