@@ -149,14 +149,15 @@ def run_config(
     x: np.ndarray,
     rows: list[dict[str, str]],
     seed: int,
+    split: tuple[np.ndarray, np.ndarray, set[str]],
     *,
     combine: str,
     refit: bool,
     folds: int,
 ) -> dict[str, Any]:
-    """Fit one configuration on the training half of ``seed``; judge it on the other half."""
-    types = [row[TYPE] for row in rows]
-    train, judged, unseen = protocol(types, seed)
+    """Fit one configuration on the training half of ``split`` (:func:`protocol` of ``seed``);
+    judge it on the other half."""
+    train, judged, unseen = split
     spec = dict(CONFIGS[name])
     fields = spec.pop("fields", ())
     result: dict[str, Any] = {"config": name, "seed": seed}
@@ -213,12 +214,14 @@ def main(argv: list[str] | None = None) -> int:
     names = [SHORT[c.strip()] for c in args.configs.split(",") if c.strip()]
     rows = read_labels(args.data)
     x, source = load_vectors(args, rows)
+    types = [row[TYPE] for row in rows]
     runs = []
     for seed in args.seeds:
+        split = protocol(types, seed)  # one split per seed, shared by every configuration
         for name in names:
             start = time.perf_counter()
             run = run_config(
-                name, x, rows, seed, combine=args.combine, refit=args.refit, folds=args.folds
+                name, x, rows, seed, split, combine=args.combine, refit=args.refit, folds=args.folds
             )
             runs.append(run)
             shown = {m: run[m] for m in METRICS}

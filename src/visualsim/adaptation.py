@@ -63,12 +63,13 @@ from .evaluation import (
     HoldoutSplit,
     _encode_labels,
     _exact_neighbours,
+    _is_missing,
     evaluate_embeddings,
     evaluate_holdout,
     holdout_split,
     precision_at_k,
 )
-from .validation import check_bool, check_choice
+from .validation import check_bool, check_choice, check_int
 
 logger = logging.getLogger(__name__)
 
@@ -105,12 +106,6 @@ MAX_VALIDATION_ITEMS = 10_000
 _ARRAYS_MLP = ("mean", "w1", "b1", "w2", "b2")
 _ARRAYS_LINEAR = ("mean", "w", "b")
 _DEFAULT_FIELD = "label"
-
-
-def _check_int(name: str, value: Any, lo: int, hi: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not lo <= value <= hi:
-        raise ConfigError(f"{name} must be an integer from {lo} to {hi:,}, got {value!r}")
-    return int(value)
 
 
 def _check_float(name: str, value: Any, lo: float, hi: float, *, open_lo: bool = False) -> float:
@@ -209,12 +204,6 @@ def _split(
     if by == "labels" and label_size is not None:
         test_size = label_size
     return holdout_split(labels, by=by, test_size=test_size, groups=groups, seed=seed)
-
-
-def _seen_mask(codes: np.ndarray, split: HoldoutSplit) -> np.ndarray:
-    """For each ``split.test`` row: whether its label also labels a training row."""
-    trained = np.unique(codes[split.train])
-    return np.isin(codes[split.test], trained)
 
 
 def _label_columns(
@@ -396,11 +385,11 @@ class ProjectionAdapter:
         refit: bool = True,
         seed: int = 0,
     ) -> None:
-        self.dim_out = _check_int("dim", dim, 1, 65_536)
-        self.hidden = _check_int("hidden", hidden, 0, 65_536)
-        self.epochs = _check_int("epochs", epochs, 1, 10_000)
-        self.min_steps = _check_int("min_steps", min_steps, 0, 10_000_000)
-        self.batch_size = _check_int("batch_size", batch_size, 2, 1 << 20)
+        self.dim_out = check_int("dim", dim, minimum=1, maximum=65_536)
+        self.hidden = check_int("hidden", hidden, minimum=0, maximum=65_536)
+        self.epochs = check_int("epochs", epochs, minimum=1, maximum=10_000)
+        self.min_steps = check_int("min_steps", min_steps, minimum=0, maximum=10_000_000)
+        self.batch_size = check_int("batch_size", batch_size, minimum=2, maximum=1 << 20)
         self.learning_rate = _check_float("learning_rate", learning_rate, 0.0, 10.0, open_lo=True)
         self.weight_decay = _check_float("weight_decay", weight_decay, 0.0, 1.0)
         self.alpha = _check_float("alpha", alpha, 0.0, 1000.0, open_lo=True)
@@ -413,11 +402,11 @@ class ProjectionAdapter:
         self.validation_labels = _check_float(
             "validation_labels", validation_labels, 0.0, 0.5, open_lo=True
         )
-        self.folds = _check_int("folds", folds, 1, 100)
+        self.folds = check_int("folds", folds, minimum=1, maximum=100)
         self.combine = check_choice("combine", combine, COMBINES)
         self.weights = None if weights is None else _check_weights(weights)
         self.refit = check_bool("refit", refit)
-        self.seed = _check_int("seed", seed, 0, 2**32 - 1)
+        self.seed = check_int("seed", seed, minimum=0, maximum=2**32 - 1)
         self.n_features_in_: int | None = None
         self.fields_: tuple[str, ...] = ()
         self.mix_: float | None = None
@@ -664,25 +653,34 @@ class ProjectionAdapter:
         pools = {"": (np.arange(len(test)), {"seen": seen, "unseen": ~seen})}
         if unseen.size >= 2:
             pools["alone"] = (unseen, {"unseen_alone": np.ones(unseen.size, dtype=bool)})
+        # the labels of each pool, and which of its queries each (part, criterion) scores:
+        # the same for every candidate
+        scored: list[tuple[np.ndarray, list[tuple[str, np.ndarray, dict[str, np.ndarray]]]]] = []
+        queries: dict[str, dict[str, int]] = {}
+        for rows, parts in pools.values():
+            cells = []
+            for name, column in criteria.items():
+                c = column[rows]
+                counts = np.bincount(c[c >= 0], minlength=int(c.max()) + 1)
+                scorable = (c >= 0) & (counts[np.maximum(c, 0)] >= 2)
+                asked = {part: mask & scorable for part, mask in parts.items()}
+                for part, mask in asked.items():
+                    queries.setdefault(part, {})[name] = int(mask.sum())
+                cells.append((name, c, asked))
+            scored.append((rows, cells))
         original = x[test]
         segments = self._segments(original)
         per_query: dict[str, dict[tuple[str, str], np.ndarray]] = {key: {} for key in choices}
-        queries: dict[str, dict[str, int]] = {}
         for key, (mix, weights) in choices.items():
             blended = _blend(_weigh(segments, weights), original, mix)
-            for rows, parts in pools.values():
+            for rows, cells in scored:
                 neighbours = _exact_neighbours(blended[rows], np.arange(rows.size), 10, 1024, False)
                 valid = neighbours >= 0
-                for name, column in criteria.items():
-                    c = column[rows]
-                    counts = np.bincount(c[c >= 0], minlength=int(c.max()) + 1)
-                    scorable = (c >= 0) & (counts[np.maximum(c, 0)] >= 2)
+                for name, c, asked in cells:
                     rel = valid & (c[np.where(valid, neighbours, 0)] == c[:, np.newaxis])
                     precision = precision_at_k(rel, 10, reduce="none")
-                    for part, mask in parts.items():
-                        asked = mask & scorable
-                        queries.setdefault(part, {})[name] = int(asked.sum())
-                        per_query[key][(part, name)] = precision[asked]
+                    for part, mask in asked.items():
+                        per_query[key][(part, name)] = precision[mask]
         return per_query, queries
 
     def _choose_mix(
@@ -993,12 +991,6 @@ class ProjectionAdapter:
                 raise CatalogError(f"{where}: field 'fields' must list label field names")
             adapter.fields_ = tuple(names)
         return adapter
-
-
-def _missing(value: Any) -> bool:
-    if value is None:
-        return True
-    return isinstance(value, (float, np.floating)) and math.isnan(value)
 
 
 def _check_weights(weights: Any) -> tuple[float, ...]:
@@ -1319,7 +1311,7 @@ def adapt_recommender(
     if len(fields) > 1:
         criteria[name] = [
             None
-            if any(_missing(columns[f][i]) for f in fields)
+            if any(_is_missing(columns[f][i]) for f in fields)
             else tuple(columns[f][i] for f in fields)
             for i in split.test
         ]
