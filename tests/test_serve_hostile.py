@@ -18,12 +18,12 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from test_serve_live import uvicorn_in_thread
 from visualsim import ColorHistogramExtractor, Recommender
 from visualsim.serve import create_app
 from visualsim.serve.app import MAX_JSON_DEPTH, MAX_PIXELS, parse_json
@@ -48,28 +48,6 @@ def image_bytes(size: tuple[int, int], fmt: str, mode: str = "L") -> bytes:
     buf = io.BytesIO()
     Image.new(mode, size, 200).save(buf, fmt)
     return buf.getvalue()
-
-
-@contextlib.contextmanager
-def uvicorn_in_thread(app: Any) -> Iterator[str]:
-    """Serve ``app`` with uvicorn in a thread on a free loopback port; yield its URL."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        for _ in range(600):
-            if server.started:
-                break
-            time.sleep(0.05)
-        assert server.started, "uvicorn never started"
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(30)
-        sock.close()
 
 
 @contextlib.contextmanager

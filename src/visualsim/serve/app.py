@@ -53,7 +53,7 @@ from ..errors import (
 )
 from ..images import decode_bytes_per_pixel, load_image
 from ..indexes.base import ReadWriteLock
-from ..persistence import write_bytes_atomic
+from ..persistence import json_depth, write_bytes_atomic
 from ..validation import check_positive_int
 from . import _adapters as A
 
@@ -336,26 +336,11 @@ def create_app(
     # -- read endpoints ----------------------------------------------------------------
     @app.get("/", include_in_schema=False)
     async def index_page() -> HTMLResponse:
-        return HTMLResponse(
-            page,
-            headers={
-                "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; "
-                "style-src 'self'; script-src 'self'; object-src 'none'; base-uri 'none'; "
-                + FRAME_POLICY,
-                "Cache-Control": "no-cache",
-            },
-        )
+        return _own_page(page, "img-src 'self' blob: data:; ")
 
     @app.get("/docs", include_in_schema=False)
     async def api_reference() -> HTMLResponse:
-        return HTMLResponse(
-            reference,
-            headers={
-                "Content-Security-Policy": "default-src 'self'; style-src 'self'; "
-                "script-src 'self'; object-src 'none'; base-uri 'none'; " + FRAME_POLICY,
-                "Cache-Control": "no-cache",
-            },
-        )
+        return _own_page(reference)
 
     @app.get("/health", summary="Liveness and catalogue size")
     async def health() -> JSONResponse:
@@ -468,7 +453,7 @@ def create_app(
             # the lock, so a writer is not held up by a slow model), search, build the
             # JSON; a bad filter is still refused before any image work
             flt = state.where_locked(live, where)
-            vector = state.extract(live, data, max_pixels)
+            vector = state.extract(live, data)
             with live.lock.read():
                 try:
                     results = live.rec.query_vector(vector, k, where=flt, min_score=min_score)
@@ -522,7 +507,7 @@ def create_app(
                 raise DuplicateIdError(
                     f"item {raw_id!r} already exists; PUT /items/{{id}} replaces it"
                 )
-            vector = await state.compute(state.extract, live, data, max_pixels)
+            vector = await state.compute(state.extract, live, data)
 
             def write() -> int:
                 with live.lock.write():
@@ -556,7 +541,7 @@ def create_app(
                 raise HTTPException(422, "send an 'image', a 'metadata' JSON object, or both")
             vector = None
             if isinstance(data, bytes):
-                vector = await state.compute(state.extract, live, data, max_pixels)
+                vector = await state.compute(state.extract, live, data)
 
             def write() -> tuple[Any, bool, int]:
                 with live.lock.write():
@@ -639,7 +624,7 @@ class _State:
     _warm_lock: threading.Lock = field(default_factory=threading.Lock)
     threads: int = 2
     max_pixels: int = MAX_PIXELS
-    queue_timeout: float = 10.0
+    queue_timeout: float = QUEUE_TIMEOUT_S
     _slots: tuple[Any, asyncio.Semaphore] | None = None
     _pool: ThreadPoolExecutor | None = None
     _pool_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -718,7 +703,7 @@ class _State:
             self._warmed.add(id(live))
             logger.info("model warmed in %.0f ms", 1000 * (time.perf_counter() - t0))
 
-    def extract(self, live: _Live, data: bytes, max_pixels: int) -> np.ndarray:
+    def extract(self, live: _Live, data: bytes) -> np.ndarray:
         if not self.is_warm(live) and self.warm:
             self.warm_up(live)
         # refused from its header, before decoding, over the pixel budget (JPEGs counted
@@ -726,11 +711,11 @@ class _State:
         ext = live.rec.extractor_
         pixels = load_image(
             data,
-            max_pixels=max_pixels,
+            max_pixels=self.max_pixels,
             draft_size=_draft_size(ext),
-            max_bytes=max_pixels * decode_bytes_per_pixel("RGBA"),
+            max_bytes=self.max_pixels * decode_bytes_per_pixel("RGBA"),
         )
-        vector: np.ndarray = live.rec.extractor_.extract([pixels], progress=False)[0]
+        vector: np.ndarray = ext.extract([pixels], progress=False)[0]
         return vector
 
     def where(self, live: _Live, text: str | None) -> Any:
@@ -924,6 +909,18 @@ async def _read_upload(request: Request, limit: int, *, raw_ok: bool = True) -> 
     return out
 
 
+def _own_page(html: str, extra_sources: str = "") -> HTMLResponse:
+    """One of this package's static pages: only its own scripts and styles, never framed."""
+    return HTMLResponse(
+        html,
+        headers={
+            "Content-Security-Policy": f"default-src 'self'; {extra_sources}style-src 'self'; "
+            "script-src 'self'; object-src 'none'; base-uri 'none'; " + FRAME_POLICY,
+            "Cache-Control": "no-cache",
+        },
+    )
+
+
 def _draft_size(extractor: Any) -> tuple[int, int] | None:
     """The decode size the extractor asks for (JPEG draft mode), as its own loading does."""
     draft_of = getattr(extractor, "_draft_size", None)
@@ -994,13 +991,10 @@ def parse_json(raw: str | bytes, what: str, *, max_depth: int = MAX_JSON_DEPTH) 
         raise too_deep from None
     except ValueError as exc:
         raise HTTPException(422, f"{what} is not valid JSON: {exc}") from None
-    stack: list[tuple[Any, int]] = [(doc, 1)] if isinstance(doc, (dict, list)) else []
-    while stack:  # iterative: a deep document cannot overflow this check either
-        node, depth = stack.pop()
-        children = node.values() if isinstance(node, dict) else node
-        if depth > max_depth:
-            raise too_deep
-        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
+    # the text as json.loads read it (bytes in any JSON encoding), for the bracket count
+    text = raw if isinstance(raw, str) else raw.decode(json.detect_encoding(raw), "surrogatepass")
+    if json_depth(text.encode("utf-8", "surrogatepass")) > max_depth:
+        raise too_deep
     return doc
 
 
@@ -1184,7 +1178,7 @@ def _raw_route_segments(scope: Scope, root: str, route: str) -> list[str] | None
         return None
     parts = text.split("/")
     raw_route = "/" + "/".join(parts[root.count("/") + 1 :])  # without the mount prefix
-    if not raw_route.startswith("/") or urllib.parse.unquote(raw_route) != route:
+    if urllib.parse.unquote(raw_route) != route:
         return None
     return raw_route.split("/")[2:]
 
