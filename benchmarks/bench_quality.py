@@ -137,24 +137,13 @@ class MultiPoolSqueezeNet(SqueezeNetExtractor):
     def _make_functions(self) -> tuple[Any, Any]:
         import tensorflow as tf
 
-        from visualsim.extractors.squeezenet import (
-            BGR_MEAN,
-            INPUT_SIZE,
-            _assign_weights,
-            _build_squeezenet,
-            _import_keras,
-            read_weights,
-        )
+        from visualsim.extractors.squeezenet import INPUT_SIZE
 
-        weights = read_weights(self._resolve_weights_path())
-        trunk, head = _build_squeezenet(_import_keras())
-        _assign_weights([*trunk.layers, *head.layers], weights)
-        mean = tf.constant(BGR_MEAN, tf.float32)
+        trunk, _, to_input = self._network()
 
         @tf.function(input_signature=[tf.TensorSpec([None, INPUT_SIZE, INPUT_SIZE, 3], tf.uint8)])
         def embed(images: Any) -> Any:
-            bgr = tf.reverse(tf.cast(images, tf.float32), axis=[-1]) - mean
-            return _pool_three_ways(trunk(bgr, training=False))
+            return _pool_three_ways(trunk(to_input(images), training=False))
 
         return embed, None
 

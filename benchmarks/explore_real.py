@@ -80,27 +80,16 @@ class LayersSqueezeNet(SqueezeNetExtractor):
     def _make_functions(self) -> tuple[Any, Any]:
         import tensorflow as tf
 
-        from visualsim.extractors.squeezenet import (
-            BGR_MEAN,
-            INPUT_SIZE,
-            _assign_weights,
-            _build_squeezenet,
-            _import_keras,
-            read_weights,
-        )
+        from visualsim.extractors.squeezenet import INPUT_SIZE, _import_keras
 
-        keras = _import_keras()
-        trunk, head = _build_squeezenet(keras)
-        _assign_weights([*trunk.layers, *head.layers], read_weights(self._resolve_weights_path()))
+        trunk, _, to_input = self._network()
         names = ("fire7_concat", "fire8_concat", "fire9_concat")
-        taps = keras.Model(trunk.input, [trunk.get_layer(n).output for n in names])
-        mean = tf.constant(BGR_MEAN, tf.float32)
+        taps = _import_keras().Model(trunk.input, [trunk.get_layer(n).output for n in names])
 
         @tf.function(input_signature=[tf.TensorSpec([None, INPUT_SIZE, INPUT_SIZE, 3], tf.uint8)])
         def embed(images: Any) -> Any:
-            bgr = tf.reverse(tf.cast(images, tf.float32), axis=[-1]) - mean
             pooled = []
-            for fmap in taps(bgr, training=False):
+            for fmap in taps(to_input(images), training=False):
                 gem = tf.reduce_mean(tf.maximum(fmap, 1e-6) ** 3, axis=[1, 2]) ** (1 / 3)
                 pooled.append(tf.math.l2_normalize(gem, axis=1))
             return tf.concat(pooled, axis=1)

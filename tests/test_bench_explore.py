@@ -2,36 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import numpy as np
 import pytest
 
+from benchmark_scripts import load_benchmark
 from test_bench_real import _make_dataset
-
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-
-
-def _load(name: str) -> ModuleType:
-    if str(BENCHMARKS) not in sys.path:
-        sys.path.insert(0, str(BENCHMARKS))
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
 def explore() -> ModuleType:
-    return _load("explore_real")
+    return load_benchmark("explore_real")
 
 
 def test_whitening_is_unit_rows_of_at_most_the_asked_dimension(explore: ModuleType) -> None:
@@ -53,7 +37,7 @@ def test_database_augmentation_pulls_a_row_towards_its_neighbours(explore: Modul
 
 
 def test_colour_within_type_ranks_only_the_query_type(explore: ModuleType, tmp_path: Path) -> None:
-    bench = _load("bench_real")
+    bench = load_benchmark("bench_real")
     data = bench.load_data(_make_dataset(tmp_path / "d", per_pair=6))
     colours = sorted(set(data.labels["baseColour"]))
     # a perfect colour part: one-hot of the true colour
@@ -68,7 +52,7 @@ def test_colour_within_type_ranks_only_the_query_type(explore: ModuleType, tmp_p
 
 
 def test_default_speed_quick_run_writes_its_table(tmp_path: Path) -> None:
-    speed = _load("bench_default_speed")
+    speed = load_benchmark("bench_default_speed")
     out = tmp_path / "speed.json"
     assert speed.main(["--quick", "--generated", "--n", "8", "--out", str(out)]) == 0
     payload = json.loads(out.read_text())

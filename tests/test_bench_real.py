@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -14,21 +12,11 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-SCRIPT = BENCHMARKS / "bench_real.py"
+from benchmark_scripts import load_benchmark
+from visualsim.datasets.fashion_products import STYLE_COLUMNS
 
 COLOURS = {"Red": (210, 30, 30), "Blue": (30, 60, 200), "Green": (40, 160, 60)}
-COLUMNS = [
-    "id",
-    "gender",
-    "masterCategory",
-    "subCategory",
-    "articleType",
-    "baseColour",
-    "season",
-    "year",
-    "usage",
-]
+COLUMNS = ["id", *STYLE_COLUMNS[:-1]]  # labels.csv: styles.csv without productDisplayName
 TYPES = {  # articleType -> (subCategory, shape)
     "Tshirts": ("Topwear", "rectangle"),
     "Shirts": ("Topwear", "ellipse"),
@@ -36,21 +24,10 @@ TYPES = {  # articleType -> (subCategory, shape)
 }
 
 
-def _load_script() -> ModuleType:
-    if str(BENCHMARKS) not in sys.path:
-        sys.path.insert(0, str(BENCHMARKS))  # the script imports _common from its folder
-    spec = importlib.util.spec_from_file_location("bench_real", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
     """The benchmark script, imported as a module."""
-    return _load_script()
+    return load_benchmark("bench_real")
 
 
 def _make_dataset(folder: Path, per_pair: int = 3) -> Path:

@@ -429,3 +429,14 @@ def test_progress_off_a_terminal_prints_the_last_line_once(
     Recommender(ColorHistogramExtractor()).fit(images, batch_size=16, progress=True)
     err = capsys.readouterr().err
     assert err.count("70/70") == 1, err
+
+
+def test_decode_size_is_the_model_hint_enlarged_for_cropping() -> None:
+    from visualsim.extractors.base import CROP_DRAFT_FACTOR
+
+    plain, cropping = (
+        ColorHistogramExtractor(size=64),
+        ColorHistogramExtractor(size=64, crop="auto"),
+    )
+    assert plain.decode_size() == (64, 64)
+    assert cropping.decode_size() == (64 * CROP_DRAFT_FACTOR, 64 * CROP_DRAFT_FACTOR)

@@ -243,14 +243,7 @@ def build_extractor(
         except ConfigError as exc:
             raise UsageError(f"--extractor-config: {exc}") from None
     if spec == "auto":
-        if config is not None or weights is not None or runtime is not None or precision:
-            raise UsageError(
-                "--extractor auto picks its own settings; name the extractor to set "
-                "--extractor-config/--weights/--runtime/--precision (e.g. --extractor squeezenet)"
-            )
-        from .extractors.auto import auto_extractor
-
-        return auto_extractor()[0]
+        return _auto_extractor(config, weights, runtime, precision)[0]
     names, mix = parse_extractor_spec(spec)
     if len(names) == 1:
         per_part = [dict(options)]
@@ -296,6 +289,21 @@ def build_extractor(
         return ConcatExtractor(parts, weights=mix)
     except ConfigError as exc:
         raise UsageError(f"--extractor {spec}: {exc}") from None
+
+
+def _auto_extractor(
+    config: str | None, weights: str | None, runtime: str | None, precision: str | None
+) -> tuple[Any, str]:
+    """``--extractor auto``: :func:`~visualsim.extractors.auto.auto_extractor`'s choice and
+    its one-line description; the options it would ignore are a usage error."""
+    if config is not None or weights is not None or runtime is not None or precision:
+        raise UsageError(
+            "--extractor auto picks its own settings; name the extractor to set "
+            "--extractor-config/--weights/--runtime/--precision (e.g. --extractor squeezenet)"
+        )
+    from .extractors.auto import auto_extractor
+
+    return auto_extractor()
 
 
 # -- the parser ---------------------------------------------------------------------
@@ -759,18 +767,17 @@ def cmd_index(args: argparse.Namespace) -> int:
     _existing(args.images, "source")
     if args.output.exists() and not args.overwrite:
         raise UsageError(f"{str(args.output)!r} already exists; pass --overwrite to replace it")
-    extractor = build_extractor(
-        args.extractor,
-        args.extractor_config,
-        weights=args.weights,
-        runtime=args.runtime,
-        precision=args.precision,
-    )
-    chosen = None
+    chosen: str | None = None  # what `auto` picked, said once the catalogue is written
     if args.extractor == "auto" and args.extractor_config is None:
-        from .extractors.auto import auto_extractor
-
-        chosen = auto_extractor()[1]
+        extractor, chosen = _auto_extractor(None, args.weights, args.runtime, args.precision)
+    else:
+        extractor = build_extractor(
+            args.extractor,
+            args.extractor_config,
+            weights=args.weights,
+            runtime=args.runtime,
+            precision=args.precision,
+        )
     dataset, image_root, dtypes = _read_source(args, {})
     try:
         rec = Recommender(

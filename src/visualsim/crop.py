@@ -119,10 +119,7 @@ def find_crop_box(
         ``None`` when the border is not one uniform colour, when nothing but
         background is there, or when the box covers (almost) the whole image.
     """
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise ConfigError(
-            f"auto_crop needs an (H, W, 3) uint8 RGB image, got {image.dtype} {image.shape}"
-        )
+    _check_rgb(image, "auto_crop")
     h, w = image.shape[:2]
     if h < 8 or w < 8:
         return None
@@ -177,10 +174,7 @@ def foreground_mask(image: np.ndarray, *, tolerance: int = DEFAULT_TOLERANCE) ->
     >>> int(foreground_mask(canvas).sum())
     100
     """
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise ConfigError(
-            f"foreground_mask needs an (H, W, 3) uint8 RGB image, got {image.dtype} {image.shape}"
-        )
+    _check_rgb(image, "foreground_mask")
     found = _foreground(image, tolerance)
     return None if found is None else found[0]
 
@@ -200,16 +194,22 @@ def _foreground(image: np.ndarray, tolerance: int) -> tuple[np.ndarray, np.ndarr
     low = np.clip(background - tolerance, 0, 255).astype(np.uint8)
     high = np.clip(background + tolerance, 0, 255).astype(np.uint8)
     diff = np.zeros(image.shape[:2], dtype=bool)
+    dark = np.zeros(image.shape[:2], dtype=bool)  # on white: some channel below NEAR_WHITE
     for c in range(3):
         channel = image[..., c]
         diff |= (channel < low[c]) | (channel > high[c])
+        if white:
+            dark |= channel < NEAR_WHITE
     if white:
-        diff &= (
-            (image[..., 0] < NEAR_WHITE)
-            | (image[..., 1] < NEAR_WHITE)
-            | (image[..., 2] < NEAR_WHITE)
-        )
+        diff &= dark
     return diff, background
+
+
+def _check_rgb(image: np.ndarray, who: str) -> None:
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ConfigError(
+            f"{who} needs an (H, W, 3) uint8 RGB image, got {image.dtype} {image.shape}"
+        )
 
 
 def auto_crop(

@@ -185,13 +185,20 @@ class BaseExtractor(ABC):
         """Rebuild an extractor from :meth:`get_config` output."""
         return cls(**dict(config))
 
-    def load(self, source: Any) -> np.ndarray:
-        """Return one input decoded, cropped (with ``crop="auto"``) and prepared for the model."""
+    def decode_size(self) -> tuple[int, int] | None:
+        """The size to decode inputs at (JPEG draft mode), ``None`` for full size.
+
+        The model's own size hint, enlarged by :data:`CROP_DRAFT_FACTOR` with
+        ``crop="auto"`` (the product may fill a small part of the canvas).
+        """
         draft = self._draft_size()
         if draft is not None and self.crop is not None:
-            # the product may fill a small part of the canvas: decode larger
-            draft = (draft[0] * CROP_DRAFT_FACTOR, draft[1] * CROP_DRAFT_FACTOR)
-        return self._preprocess(load_image(source, draft_size=draft))
+            return (draft[0] * CROP_DRAFT_FACTOR, draft[1] * CROP_DRAFT_FACTOR)
+        return draft
+
+    def load(self, source: Any) -> np.ndarray:
+        """Return one input decoded, cropped (with ``crop="auto"``) and prepared for the model."""
+        return self._preprocess(load_image(source, draft_size=self.decode_size()))
 
     def _preprocess(self, image: np.ndarray) -> np.ndarray:
         """Crop (with ``crop="auto"``), then :meth:`_prepare` one decoded image."""

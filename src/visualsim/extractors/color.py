@@ -10,6 +10,7 @@ from PIL import Image
 
 from ..errors import ConfigError
 from ..images import resize_image
+from ..validation import check_int
 from .base import BaseExtractor, register_extractor
 
 MAX_SIZE = 4096
@@ -187,19 +188,8 @@ class ColorHistogramExtractor(BaseExtractor):
                 "grey_bins, layout and size must be integers, got "
                 f"grey_bins={grey_bins!r}, layout={layout!r}, size={size!r}"
             ) from None
-        try:
-            grey_s = _as_int(grey_saturation)
-            grey_v = _as_int(grey_value)
-        except (TypeError, ValueError):
-            raise ConfigError(
-                "grey_saturation and grey_value must be integers in [0, 255], got "
-                f"{grey_saturation!r} and {grey_value!r}"
-            ) from None
-        if not (0 <= grey_s <= 255 and 0 <= grey_v <= 255):
-            raise ConfigError(
-                "grey_saturation and grey_value must be integers in [0, 255], got "
-                f"{grey_saturation!r} and {grey_value!r}"
-            )
+        grey_s = check_int("grey_saturation", grey_saturation, minimum=0, maximum=255)
+        grey_v = check_int("grey_value", grey_value, minimum=0, maximum=255)
         self.centre = _as_centre(centre)
         if not 0 <= grey <= 256:
             raise ConfigError(f"grey_bins must be an integer in [0, 256], got {grey_bins!r}")
@@ -222,6 +212,8 @@ class ColorHistogramExtractor(BaseExtractor):
         self.grey_saturation = grey_s
         self.grey_value = grey_v
         self.size = side
+        # every histogram is taken on a size x size copy: one weight map serves them all
+        self._weights = None if self.centre is None else _centre_weights((side, side), self.centre)
         self.ignore_background = bool(ignore_background)
         self.sqrt = bool(sqrt)
 
@@ -291,7 +283,7 @@ class ColorHistogramExtractor(BaseExtractor):
     def _histogram(self, small: np.ndarray) -> np.ndarray:
         hsv = np.asarray(Image.fromarray(small).convert("HSV"), dtype=np.uint16)
         h, s, v = hsv[..., 0].ravel(), hsv[..., 1].ravel(), hsv[..., 2].ravel()
-        weight = None if self.centre is None else _centre_weights(small.shape[:2], self.centre)
+        weight = self._weights
         if self.ignore_background:
             product = ~((s < 26) & (v > 235))
             if product.mean() >= 0.02:

@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 
 from ..crop import DEFAULT_TOLERANCE, foreground_mask
-from ..errors import ConfigError
 from ..images import resize_image
+from ..validation import check_int
 from .base import BaseExtractor, register_extractor
 
 DEFAULT_GRID = 16
@@ -76,16 +76,8 @@ class SilhouetteExtractor(BaseExtractor):
         crop: str | None = None,
     ) -> None:
         super().__init__(batch_size=batch_size, num_workers=num_workers, crop=crop)
-        if isinstance(grid, bool) or not isinstance(grid, (int, np.integer)):
-            raise ConfigError(f"grid must be an integer from 2 to {MAX_GRID}, got {grid!r}")
-        if not 2 <= int(grid) <= MAX_GRID:
-            raise ConfigError(f"grid must be an integer from 2 to {MAX_GRID}, got {grid!r}")
-        if isinstance(tolerance, bool) or not isinstance(tolerance, (int, np.integer)):
-            raise ConfigError(f"tolerance must be an integer from 0 to 254, got {tolerance!r}")
-        if not 0 <= int(tolerance) <= 254:
-            raise ConfigError(f"tolerance must be an integer from 0 to 254, got {tolerance!r}")
-        self.grid = int(grid)
-        self.tolerance = int(tolerance)
+        self.grid: int = check_int("grid", grid, minimum=2, maximum=MAX_GRID)
+        self.tolerance: int = check_int("tolerance", tolerance, minimum=0, maximum=254)
 
     @property
     def dim(self) -> int:

@@ -338,7 +338,10 @@ class SqueezeNetExtractor(BaseExtractor):
                     self._functions = self._make_functions()
         return self._functions
 
-    def _make_functions(self) -> tuple[Any, Any]:
+    def _network(self) -> tuple[Any, Any, Any]:
+        """Return ``(trunk, head, to_input)``: the Keras models with their weights, and the
+        TensorFlow function from a ``uint8`` RGB batch to the trunk's input (BGR minus
+        :data:`BGR_MEAN`). Subclasses that pool the feature map another way build on it."""
         weights = read_weights(self._resolve_weights_path())  # fail before importing TF
         keras = _import_keras()
         import tensorflow as tf
@@ -346,11 +349,20 @@ class SqueezeNetExtractor(BaseExtractor):
         trunk, head = _build_squeezenet(keras)
         _assign_weights([*trunk.layers, *head.layers], weights)
         mean = tf.constant(BGR_MEAN, tf.float32)
+
+        def to_input(images: Any) -> Any:
+            return tf.reverse(tf.cast(images, tf.float32), axis=[-1]) - mean
+
+        return trunk, head, to_input
+
+    def _make_functions(self) -> tuple[Any, Any]:
+        import tensorflow as tf
+
+        trunk, head, to_input = self._network()
         signature = [tf.TensorSpec([None, INPUT_SIZE, INPUT_SIZE, 3], tf.uint8)]
 
         def features(images: Any) -> Any:
-            bgr = tf.reverse(tf.cast(images, tf.float32), axis=[-1]) - mean
-            return trunk(bgr, training=False)
+            return trunk(to_input(images), training=False)
 
         @tf.function(input_signature=signature)
         def embed(images: Any) -> Any:

@@ -923,15 +923,8 @@ def _own_page(html: str, extra_sources: str = "") -> HTMLResponse:
 
 def _draft_size(extractor: Any) -> tuple[int, int] | None:
     """The decode size the extractor asks for (JPEG draft mode), as its own loading does."""
-    draft_of = getattr(extractor, "_draft_size", None)
-    draft = draft_of() if callable(draft_of) else None
-    if draft is None:
-        return None
-    if getattr(extractor, "crop", None) is not None:
-        from ..extractors.base import CROP_DRAFT_FACTOR
-
-        return (draft[0] * CROP_DRAFT_FACTOR, draft[1] * CROP_DRAFT_FACTOR)
-    return (int(draft[0]), int(draft[1]))
+    decode_size = getattr(extractor, "decode_size", None)  # BaseExtractor's; others: full size
+    return decode_size() if callable(decode_size) else None
 
 
 def _too_large_message(size: tuple[int, int], max_pixels: int) -> str:
