@@ -135,11 +135,10 @@ class MultiPoolSqueezeNet(SqueezeNetExtractor):
         return 3 * super().dim
 
     def _make_functions(self) -> tuple[Any, Any]:
+        trunk, _, to_input = self._network()  # imports TensorFlow quietly, first
         import tensorflow as tf
 
         from visualsim.extractors.squeezenet import INPUT_SIZE
-
-        trunk, _, to_input = self._network()
 
         @tf.function(input_signature=[tf.TensorSpec([None, INPUT_SIZE, INPUT_SIZE, 3], tf.uint8)])
         def embed(images: Any) -> Any:

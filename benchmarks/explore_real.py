@@ -78,11 +78,11 @@ class LayersSqueezeNet(SqueezeNetExtractor):
         return 1408
 
     def _make_functions(self) -> tuple[Any, Any]:
+        trunk, _, to_input = self._network()  # imports TensorFlow quietly, first
         import tensorflow as tf
 
         from visualsim.extractors.squeezenet import INPUT_SIZE, _import_keras
 
-        trunk, _, to_input = self._network()
         names = ("fire7_concat", "fire8_concat", "fire9_concat")
         taps = _import_keras().Model(trunk.input, [trunk.get_layer(n).output for n in names])
 

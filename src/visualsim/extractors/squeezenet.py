@@ -356,9 +356,9 @@ class SqueezeNetExtractor(BaseExtractor):
         return trunk, head, to_input
 
     def _make_functions(self) -> tuple[Any, Any]:
+        trunk, head, to_input = self._network()  # imports TensorFlow quietly, first
         import tensorflow as tf
 
-        trunk, head, to_input = self._network()
         signature = [tf.TensorSpec([None, INPUT_SIZE, INPUT_SIZE, 3], tf.uint8)]
 
         def features(images: Any) -> Any:
