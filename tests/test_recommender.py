@@ -181,7 +181,9 @@ def test_similar_to_excludes_self_even_with_an_exact_duplicate() -> None:
     rec = Recommender(ColorHistogramExtractor()).fit(
         [img, img.copy(), product(COLORS["blue"], 2)], ["a", "b", "c"], progress=False
     )
-    assert [r.id for r in rec.similar_to("a", k=2)] == ["b", "c"]
+    assert [r.id for r in rec.similar_to("a", k=2, distinct=False)] == ["b", "c"]
+    # one result per photo (the default): b is a's photo again, so it never shows
+    assert [r.id for r in rec.similar_to("a", k=2)] == ["c"]
     assert rec.find_duplicates(0.999) == [("a", "b", pytest.approx(1.0, abs=1e-5))]
 
 

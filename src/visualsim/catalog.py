@@ -9,6 +9,7 @@ Layout (format version 2)::
       chunk-<id>.ids.json         their ids
       chunk-<id>.metadata.jsonl   their metadata, one JSON object per line
       chunk-<id>.sources.json     their image paths (relative to the image root) and SHA-256s
+      chunk-<id>.fingerprints.npy their duplicate-detector fingerprints (when any has one)
       dead-<gen>.npy              rows removed since the last compaction (tombstones)
       overrides-<gen>.jsonl       metadata changed in rows of earlier chunks
       failed-<gen>.json           inputs of the last fit/add that could not be read
@@ -46,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import persistence as P
+from .duplicates import FINGERPRINT_BYTES
 from .errors import CatalogError, DimensionMismatch, VisualsimError
 from .ids import Id, check_ids
 from .store import KINDS, Store, _Grow
@@ -196,8 +198,9 @@ def _write_all(
         chunks = [dict(c) for c in base["chunks"]]
         start = previous.saved_rows
         for c in chunks:
-            for key in ("vectors", "ids", "metadata", "sources"):
-                keep.add(c[key])
+            for key in _CHUNK_FILES:
+                if key in c:
+                    keep.add(c[key])
     else:
         start = 0
     written: list[str] = []
@@ -226,6 +229,15 @@ def _write_all(
             put(names["metadata"], lambda p: P.write_text(p, lines))
             src = {"sources": store.sources[rows], "sha256": store.hashes[rows]}
             put(names["sources"], lambda p: P.write_text(p, json.dumps(src)))
+            if store.printed.view[rows].any():
+                names["fingerprints"] = f"{cid}.fingerprints.npy"
+                prints = np.hstack(
+                    [
+                        store.printed.view[rows, None].astype(np.uint8),
+                        store.fingerprints.view[rows],
+                    ]
+                )
+                put(names["fingerprints"], lambda p: P.write_npy(p, prints))
             chunks.append({"start": start, "stop": store.n_rows, **names})
         dead = np.flatnonzero(~store.alive.view).astype(np.int64)
         dead_name = f"dead-{tag}.npy"
@@ -369,7 +381,7 @@ def _referenced(manifest: Mapping[str, Any]) -> set[str]:
     names: set[str] = set()
     for c in manifest.get("chunks") or []:
         if isinstance(c, Mapping):
-            names.update(str(c.get(k)) for k in ("vectors", "ids", "metadata", "sources"))
+            names.update(str(c[k]) for k in _CHUNK_FILES if c.get(k) is not None)
     for key in (
         "dead",
         "overrides",
@@ -647,17 +659,23 @@ def _check_runtime(rec: Recommender, saved: Any, extractor: Any, store: Store) -
     check_runtime_compatible(saved, extractor, paths, stored)
 
 
-_CHUNK_FILES = ("vectors", "ids", "metadata", "sources")
-"""The files a chunk names; all but ``sources`` (absent in format 1) are required."""
+_CHUNK_FILES = ("vectors", "ids", "metadata", "sources", "fingerprints")
+"""The files a chunk names; all but the optional ones are required."""
+_OPTIONAL_CHUNK_FILES = ("sources", "fingerprints")
+"""``sources`` is absent in format 1; ``fingerprints`` before 0.2 and where no row has one
+(``<chunk>.fingerprints.npy``: ``uint8``, one row per item, a 0/1 "has one" column, then
+the duplicate detector's fingerprint, :mod:`visualsim.duplicates`)."""
 
 
 def _chunk_file(where: str, i: int, chunk: Mapping[str, Any], key: str) -> str | None:
-    """Return the file name ``chunk[key]`` (``None`` for absent ``sources``), or refuse it.
+    """Return the file name ``chunk[key]`` (``None`` for an absent optional one), or refuse it.
 
     The one rule for a chunk's file names, used by the layout check and the
     reader alike: present means a file to read (a string here; what names a
     file inside the folder, never ``""``, is :func:`visualsim.persistence.safe_child`'s
-    rule, applied when it is opened), absent is allowed for ``sources`` only.
+    rule, applied when it is opened), absent is allowed for ``sources`` and
+    ``fingerprints`` only (catalogues saved before they existed, or holding only
+    items added as vectors).
 
     Raises
     ------
@@ -665,7 +683,7 @@ def _chunk_file(where: str, i: int, chunk: Mapping[str, Any], key: str) -> str |
         Naming ``chunks[i].key``: missing or not a string.
     """
     if key not in chunk:
-        if key == "sources":
+        if key in _OPTIONAL_CHUNK_FILES:
             return None
         raise CatalogError(f"{where}: chunks[{i}].{key} is missing; a chunk names its {key} file")
     name = chunk[key]
@@ -752,6 +770,7 @@ def _read_store(
     metas: list[dict[str, Any]] = []
     sources: list[str | None] = []
     hashes: list[str | None] = []
+    print_parts: list[np.ndarray] = []
     for i, c in enumerate(chunks):
         n = c["stop"] - c["start"]
         vec_parts.append(
@@ -788,6 +807,17 @@ def _read_store(
         else:
             sources.extend([None] * n)
             hashes.extend([None] * n)
+        if _chunk_file(where, i, c, "fingerprints") is not None:
+            prints = P.load_npy(
+                P.safe_child(path, c["fingerprints"]),
+                dtypes=("uint8",),
+                shape=(n, FINGERPRINT_BYTES + 1),
+            )
+            if prints[:, 0].max(initial=0) > 1:
+                raise CatalogError(f"{path / c['fingerprints']}: the first column must be 0 or 1")
+            print_parts.append(np.asarray(prints))
+        else:
+            print_parts.append(np.zeros((n, FINGERPRINT_BYTES + 1), np.uint8))
     for row, meta in overrides.items():
         if row >= len(metas):
             raise CatalogError(f"{where}: an override names row {row}, past the last row")
@@ -819,6 +849,13 @@ def _read_store(
             f"{where}: 'count' says {layout['count']} items but {len(store.rows)} rows are live"
         )
     store.sources, store.hashes = sources, hashes
+    prints = (
+        np.concatenate(print_parts)
+        if print_parts
+        else np.zeros((0, FINGERPRINT_BYTES + 1), np.uint8)
+    )
+    store.printed = _Grow.of(prints[:, 0].astype(bool), fill=False)
+    store.fingerprints = _Grow.of(np.ascontiguousarray(prints[:, 1:]))
     # typed columns: the saved kinds are declared so numbers stay numbers
     saved_declared = store.declared
     store.declared = {**layout["fields"], **saved_declared}

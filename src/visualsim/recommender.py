@@ -19,7 +19,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -29,6 +29,7 @@ from .errors import (
     InvalidVectorsError,
     NotFittedError,
     UnknownIdError,
+    VisualsimError,
 )
 from .filters import Expr, FilterError, to_expr
 from .ids import Id, check_ids
@@ -37,9 +38,14 @@ from .inputs import Entry, iter_entries
 from .search import Segments
 from .store import Store
 
+if TYPE_CHECKING:
+    from .duplicates import DuplicateGroup
+
 logger = logging.getLogger(__name__)
 
 Where = str | Mapping[str, Any] | Callable[[Mapping[str, Any]], bool] | Expr
+Distinct = bool | str | None
+"""``distinct``: ``True`` one result per photo, ``False``/``None`` no collapsing, or a field."""
 """A filter: filter-language text, a ``{field: value}`` dict, a parsed tree, or a function."""
 
 
@@ -473,7 +479,7 @@ class Recommender:
         progress: bool = True,
         checkpoint_dir: str | os.PathLike[str] | None = None,
         duplicates: Literal["report", "skip", "error"] | None = None,
-        min_score: float = 0.95,
+        min_score: float | None = None,
     ) -> Recommender:
         """Add more images to the catalogue; same arguments as :meth:`fit`.
 
@@ -491,34 +497,40 @@ class Recommender:
             done. The files visualsim wrote there are removed once the
             vectors are stored (nothing else in the folder is touched).
         duplicates
-            Check each new image against the catalogue (one nearest-neighbour
-            search per image, through the index): ``"report"`` adds everything
-            and lists the near-duplicates in :attr:`duplicates_`; ``"skip"``
+            Check each new image with the duplicate detector
+            (:mod:`visualsim.duplicates`, the one :meth:`find_duplicates` uses),
+            against the catalogue and against the other new images:
+            ``"report"`` adds everything and lists the duplicates in
+            :attr:`duplicates_` as ``(new_id, earlier_id, score)``; ``"skip"``
             leaves them out (listed there too); ``"error"`` raises
             :class:`~visualsim.errors.DuplicateImageError` and adds nothing.
             ``None`` (default) does not check.
         min_score
-            The cosine similarity from which a new image counts as a duplicate
-            (see ``docs/quality.md`` for each extractor's measured threshold).
+            The detector's score from which a new image counts as a duplicate;
+            ``None`` means its calibrated default,
+            :data:`visualsim.duplicates.DEFAULT_MIN_SCORE` (``docs/duplicates.md``).
         """
         if duplicates not in (None, "report", "skip", "error"):
             raise ConfigError(
                 f"duplicates must be None, 'report', 'skip' or 'error', got {duplicates!r}"
             )
-        vectors, new_ids, new_meta, sources, hashes = self._extract(
+        from .duplicates import check_min_score
+
+        threshold = check_min_score(min_score)
+        vectors, new_ids, new_meta, sources, hashes, prints = self._extract(
             images, ids, metadata, batch_size, on_error, progress, checkpoint_dir, upsert=False
         )
         self.duplicates_ = []
-        if duplicates is not None and len(self) and len(new_ids):
-            found = self._duplicates_of(vectors, new_ids, float(min_score))
+        if duplicates is not None and len(new_ids):
+            found = self._duplicates_of(new_ids, hashes, prints, threshold)
             self.duplicates_ = found
             if found and duplicates == "error":
                 from .errors import DuplicateImageError
 
                 shown = ", ".join(f"{a!r} ~ {b!r} ({s:.3f})" for a, b, s in found[:5])
                 raise DuplicateImageError(
-                    f"{len(found)} new image(s) look like catalogue items (cosine >= "
-                    f"{min_score}): {shown}; nothing was added. Pass duplicates='skip' to "
+                    f"{len(found)} new image(s) are duplicates of earlier photos (score >= "
+                    f"{threshold}): {shown}; nothing was added. Pass duplicates='skip' to "
                     "leave them out or 'report' to add them anyway"
                 )
             if found and duplicates == "skip":
@@ -529,7 +541,8 @@ class Recommender:
                 new_meta = [new_meta[j] for j in keep]
                 sources = [sources[j] for j in keep]
                 hashes = [hashes[j] for j in keep]
-        self._write_rows(vectors, new_ids, new_meta, sources, hashes, replace=False)
+                prints = (prints[0][keep], prints[1][keep])
+        self._write_rows(vectors, new_ids, new_meta, sources, hashes, replace=False, prints=prints)
         self._log_failed(len(new_ids))
         return self
 
@@ -549,26 +562,50 @@ class Recommender:
         new metadata; other ids are added. Inputs that cannot be read leave
         their existing item as it was (and are listed in :attr:`failed_`).
         """
-        vectors, new_ids, new_meta, sources, hashes = self._extract(
+        vectors, new_ids, new_meta, sources, hashes, prints = self._extract(
             images, ids, metadata, batch_size, on_error, progress, None, upsert=True
         )
-        self._write_rows(vectors, new_ids, new_meta, sources, hashes, replace=True)
+        self._write_rows(vectors, new_ids, new_meta, sources, hashes, replace=True, prints=prints)
         self._log_failed(len(new_ids))
         return self
 
     def _duplicates_of(
-        self, vectors: np.ndarray, ids: list[Id], min_score: float
+        self,
+        ids: list[Id],
+        hashes: list[str | None],
+        prints: tuple[np.ndarray, np.ndarray],
+        min_score: float,
     ) -> list[tuple[Id, Id, float]]:
-        """``(new_id, existing_id, score)`` for new vectors with a catalogue item that close."""
-        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-        q = np.ascontiguousarray(vectors / np.where(norms == 0, 1, norms), dtype=np.float32)
-        with self._reading() as store:
-            found = self._search_rows(store, q, 1, None)
-            out = []
-            for new_id, (scores, rows) in zip(ids, found, strict=True):
-                if len(rows) and float(scores[0]) >= min_score:
-                    out.append((new_id, store.ids[int(rows[0])], min(1.0, float(scores[0]))))
-            return out
+        """``(new_id, earlier_id, score)`` for new photos duplicating a stored or earlier one."""
+        from .duplicates import find_pairs, match
+
+        fps, printed = prints
+        best: dict[int, tuple[Id, float]] = {}
+        with self._lock.read():
+            store = self._store_
+            if store is not None and len(store):
+                live = store.alive.view.copy()
+                valid = live & store.printed.view
+                by_hash = {h: r for r in np.flatnonzero(live).tolist() if (h := store.hashes[r])}
+                for j, h in enumerate(hashes):
+                    if h is not None and h in by_hash:
+                        best[j] = (store.ids[by_hash[h]], 1.0)
+                rows = np.flatnonzero(printed)
+                if len(rows) and valid.any():
+                    new_rows, cat_rows, scores = match(
+                        fps[rows], store.fingerprints.view, valid=valid, min_score=min_score
+                    )
+                    pairs = (new_rows.tolist(), cat_rows.tolist(), scores.tolist())
+                    for a, b, sc in zip(*pairs, strict=True):
+                        j = int(rows[a])
+                        if j not in best or sc > best[j][1]:
+                            best[j] = (store.ids[b], float(sc))
+        # among the new photos themselves: the later one duplicates the earlier
+        a_rows, b_rows, scores = find_pairs(fps, valid=printed, keys=hashes, min_score=min_score)
+        for a, b, sc in zip(a_rows.tolist(), b_rows.tolist(), scores.tolist(), strict=True):
+            if b not in best or sc > best[b][1]:
+                best[b] = (ids[a], float(sc))
+        return [(ids[j], best[j][0], best[j][1]) for j in sorted(best)]
 
     def _log_failed(self, n_ok: int) -> None:
         if self.failed_:
@@ -589,12 +626,20 @@ class Recommender:
         checkpoint_dir: str | os.PathLike[str] | None,
         *,
         upsert: bool,
-    ) -> tuple[np.ndarray, list[Id], list[dict[str, Any]], list[str | None], list[str | None]]:
+    ) -> tuple[
+        np.ndarray,
+        list[Id],
+        list[dict[str, Any]],
+        list[str | None],
+        list[str | None],
+        tuple[np.ndarray, np.ndarray],
+    ]:
         extractor = self._get_extractor()
         taken: Any = frozenset() if upsert or self._store_ is None else self._store_.rows
         start = 0 if self._store_ is None else self._store_.n_rows
         sources: dict[Id, str | None] = {}
         hashes: dict[Id, str] = {}
+        prints: dict[Id, np.ndarray] = {}
         entries: Iterable[Entry] = self._tracked(
             iter_entries(images, ids, metadata, start=start, taken=taken, add_path=False),
             sources,
@@ -619,7 +664,7 @@ class Recommender:
         for batch in extractor.iter_batches(
             entries,
             batch_size=batch_size,
-            image_of=lambda e: _hashing_image(e, hashes),
+            image_of=lambda e: _hashing_image(e, hashes, prints),
             on_error=on_error,
             progress=progress,
             total=total,
@@ -655,6 +700,7 @@ class Recommender:
             new_meta,
             [self._relative(sources.get(i)) for i in new_ids],
             [hashes.get(i) for i in new_ids],
+            _stack_prints(prints, new_ids),
         )
 
     @staticmethod
@@ -742,6 +788,7 @@ class Recommender:
         hashes: list[str | None] | None,
         *,
         replace: bool,
+        prints: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> None:
         if not ids:
             return
@@ -765,7 +812,8 @@ class Recommender:
                 store.clean_metadata(metadata)  # a bad value must leave the old items in place
                 rows_old = store.kill(old)
                 segments.removed(store, rows_old, old)
-            rows = store.append(vectors, ids, metadata, sources, hashes)
+            fps, printed = prints if prints is not None else (None, None)
+            rows = store.append(vectors, ids, metadata, sources, hashes, fps, printed)
             segments.added(store, rows)
             self._version += 1
 
@@ -893,6 +941,7 @@ class Recommender:
             metas = [store.metadata(int(r)) for r in rows]
             sources = [store.sources[r] for r in rows.tolist()]
             hashes = [store.hashes[r] for r in rows.tolist()]
+            prints = (store.fingerprints.view[rows].copy(), store.printed.view[rows].copy())
             declared = dict(store.declared)
             index = self._segments_.index if self._segments_ is not None else self.index
         from .indexes.base import INDEXES
@@ -914,7 +963,7 @@ class Recommender:
         new._transform_ = transform
         norms = np.linalg.norm(x, axis=1, keepdims=True)
         x = (x / np.where(norms == 0, 1, norms)).astype(np.float32)
-        new._write_rows(x, ids, metas, sources, hashes, replace=False)
+        new._write_rows(x, ids, metas, sources, hashes, replace=False, prints=prints)
         return new
 
     # -- queries ------------------------------------------------------------------------
@@ -966,6 +1015,7 @@ class Recommender:
         where: Where | None = None,
         exclude: Iterable[Id] | Id | None = None,
         min_score: float | None = None,
+        distinct: Distinct = True,
     ) -> list[Recommendation]:
         """Return the ``k`` catalogue items that look most like ``image``.
 
@@ -986,6 +1036,15 @@ class Recommender:
             Ids never to return (one id or a list).
         min_score
             Drop results with a cosine similarity below this.
+        distinct
+            ``True`` (default): one result per photo. A photo stored twice
+            (under two ids, or re-uploaded) is shown once, at its best rank,
+            as the duplicate detector (:mod:`visualsim.duplicates`) sees it, and
+            the next item takes the freed place; a shopper never sees the same
+            picture twice, and it costs a fingerprint comparison among the
+            results. A metadata field name (e.g. ``"style_id"``): one result
+            per value of that field (items without it are never collapsed).
+            ``False``: every item, repeats included.
 
         Returns
         -------
@@ -999,7 +1058,7 @@ class Recommender:
         """
         k = _check_k(k)
         vector = self._get_extractor().extract([image], progress=False)
-        return self._search(self._project(vector), k, where, exclude, min_score)[0]
+        return self._search(self._project(vector), k, where, exclude, min_score, distinct)[0]
 
     def query_batch(
         self,
@@ -1010,11 +1069,12 @@ class Recommender:
         exclude: Iterable[Id] | Id | None = None,
         min_score: float | None = None,
         batch_size: int | None = None,
+        distinct: Distinct = True,
     ) -> list[list[Recommendation]]:
         """Return :meth:`query` results for many images, extracted in batches."""
         k = _check_k(k)
         vectors = self._get_extractor().extract(images, batch_size=batch_size, progress=False)
-        return self._search(self._project(vectors), k, where, exclude, min_score)
+        return self._search(self._project(vectors), k, where, exclude, min_score, distinct)
 
     def query_vector(
         self,
@@ -1024,6 +1084,7 @@ class Recommender:
         where: Where | None = None,
         exclude: Iterable[Id] | Id | None = None,
         min_score: float | None = None,
+        distinct: Distinct = True,
     ) -> list[Recommendation]:
         """Return :meth:`query` results for a vector already extracted.
 
@@ -1035,7 +1096,7 @@ class Recommender:
         q = check_vectors(np.asarray(vector, dtype=np.float32).reshape(1, -1), name="query")
         if q.shape[1] != self.dim:
             q = self._project(q)
-        return self._search(q, k, where, exclude, min_score)[0]
+        return self._search(q, k, where, exclude, min_score, distinct)[0]
 
     def similar_to(
         self,
@@ -1045,8 +1106,14 @@ class Recommender:
         where: Where | None = None,
         exclude: Iterable[Id] | Id | None = None,
         min_score: float | None = None,
+        distinct: Distinct = True,
     ) -> list[Recommendation]:
-        """Return the ``k`` items most like a catalogue item, never the item itself."""
+        """Return the ``k`` items most like a catalogue item, never the item itself.
+
+        With ``distinct=True`` (default) never a copy of its photo either, and
+        each other photo once; a field name gives one result per value of it,
+        the item's own value excluded. See :meth:`query`.
+        """
         skip = [item_id, *_id_list(exclude)]
         with self._lock.read():
             store = self._need_store()
@@ -1054,31 +1121,82 @@ class Recommender:
             q = np.array(store.vectors_f32(slice(row, row + 1)), dtype=np.float32)
         norm = float(np.linalg.norm(q))
         q = q / norm if norm else q
-        return self._search(q, k, where, skip, min_score)[0]
+        return self._search(q, k, where, skip, min_score, distinct, seed=item_id)[0]
 
     def find_duplicates(
-        self, min_score: float = 0.95, *, k: int = 10
+        self, min_score: float | None = None, *, k: int | None = None
     ) -> list[tuple[Id, Id, float]]:
-        """Return pairs of near-duplicate items ``(id_a, id_b, score)``, best first.
+        """Return pairs of duplicate photos ``(id_a, id_b, score)``, best first.
 
-        Each pair appears once (``id_a`` stored before ``id_b``); ``k`` bounds
-        how many neighbours of each item are examined.
+        The duplicate detector (:mod:`visualsim.duplicates`) decides, not the
+        similarity vectors: re-uploads (re-encoded, resized, a few per cent cut
+        off, a border added, mirrored) and identical photos under two ids are
+        found; different products that merely look alike are not. Candidates
+        come through an index, so it scales linearly (a million photos in
+        minutes, ``docs/duplicates.md``).
+
+        Parameters
+        ----------
+        min_score
+            The detector's score from which two photos are duplicates (1.0:
+            the same pixels). ``None`` uses the calibrated default,
+            :data:`visualsim.duplicates.DEFAULT_MIN_SCORE`, measured at precision
+            and recall 0.95 or more on real catalogue photos.
+        k
+            Candidates confirmed per photo (default
+            :data:`visualsim.duplicates.CANDIDATES`); raise it when one photo
+            may have more copies than that.
+
+        Returns
+        -------
+        list of tuple
+            Each pair once (``id_a`` stored before ``id_b``). Items added as
+            vectors have no fingerprint: they pair only with a byte-identical
+            photo (same SHA-256).
         """
+        from .duplicates import CANDIDATES, find_pairs
+
         if not len(self):
             return []
         with self._reading() as store:
             rows = store.live_rows()
-            q = store.vectors_f32(rows)
-            norms = np.linalg.norm(q, axis=1, keepdims=True)
-            q = np.ascontiguousarray(q / np.where(norms == 0, 1, norms), dtype=np.float32)
-            found = self._search_rows(store, q, min(k + 1, len(store)), None)
-            pairs: dict[tuple[int, int], float] = {}
-            for a, (scores, hits) in zip(rows.tolist(), found, strict=True):
-                for s, b in zip(scores.tolist(), hits.tolist(), strict=True):
-                    if b != a and s >= min_score:
-                        pairs[(min(a, b), max(a, b))] = min(float(s), 1.0)
-            ranked = sorted(pairs.items(), key=lambda kv: (-kv[1], kv[0]))
-            return [(store.ids[a], store.ids[b], s) for (a, b), s in ranked]
+            a, b, scores = find_pairs(
+                store.fingerprints.view[rows],
+                valid=store.printed.view[rows],
+                keys=[store.hashes[r] for r in rows.tolist()],
+                min_score=min_score,
+                k=CANDIDATES if k is None else k,
+            )
+            return [
+                (store.ids[int(rows[x])], store.ids[int(rows[y])], float(sc))
+                for x, y, sc in zip(a.tolist(), b.tolist(), scores.tolist(), strict=True)
+            ]
+
+    def duplicate_groups(
+        self, min_score: float | None = None, *, k: int | None = None
+    ) -> list[DuplicateGroup]:
+        """Return groups of duplicate photos (connected components of :meth:`find_duplicates`).
+
+        Each :class:`~visualsim.duplicates.DuplicateGroup` has a
+        ``representative`` (the member stored first: the one to keep), its
+        ``members`` and the lowest ``score`` that joins them. Largest groups
+        first; photos with no duplicate are not listed.
+        """
+        from .duplicates import DuplicateGroup, group_rows
+
+        pairs = self.find_duplicates(min_score, k=k)
+        if not pairs:
+            return []
+        with self._reading() as store:
+            row_of = {i: store.row_of(i) for p in pairs for i in p[:2]}
+            a = np.array([row_of[p[0]] for p in pairs], np.int64)
+            b = np.array([row_of[p[1]] for p in pairs], np.int64)
+            scores = np.array([p[2] for p in pairs], np.float32)
+            groups = group_rows(store.n_rows, a, b, scores)
+            return [
+                DuplicateGroup(store.ids[rows[0]], [store.ids[r] for r in rows], score)
+                for rows, score in groups
+            ]
 
     def _search(
         self,
@@ -1087,8 +1205,11 @@ class Recommender:
         where: Where | None,
         exclude: Iterable[Id] | Id | None,
         min_score: float | None,
+        distinct: Distinct = True,
+        seed: Id | None = None,
     ) -> list[list[Recommendation]]:
         k = _check_k(k)
+        distinct = _check_distinct(distinct)
         if min_score is not None and (
             isinstance(min_score, bool) or not isinstance(min_score, (int, float, np.floating))
         ):
@@ -1106,9 +1227,57 @@ class Recommender:
                 raise DimensionMismatch(
                     f"query vectors have dimension {queries.shape[1]}, the catalogue {store.dim}"
                 )
+            if isinstance(distinct, str) and distinct not in store.fields:
+                raise FilterError(
+                    f"distinct={distinct!r} names no metadata field; the catalogue has "
+                    f"{sorted(store.fields) or 'none'}"
+                )
             allowed = self._allowed(store, expr, func, skip)
-            found = self._search_rows(store, queries, k, allowed, expr)
-            return [self._wrap(store, s, r, min_score) for s, r in found]
+            if distinct is False:
+                found = self._search_rows(store, queries, k, allowed, expr)
+                return [self._wrap(store, s, r, min_score) for s, r in found]
+            seeds = [] if seed is None else [store.row_of(seed)]
+            available = len(store) if allowed is None else int(allowed.sum())
+            fetch = min(available, 2 * k + 8)
+            out = []
+            for j, (s, r) in enumerate(self._search_rows(store, queries, fetch, allowed, expr)):
+                while True:
+                    s, r = s[r >= 0], r[r >= 0]
+                    keep = self._distinct_rows(store, r, distinct, seeds)
+                    if len(keep) >= k or len(r) < fetch or fetch >= available:
+                        break
+                    fetch = min(available, 4 * fetch)  # too many repeats: look further
+                    s, r = self._search_rows(store, queries[j : j + 1], fetch, allowed, expr)[0]
+                position = {row: i for i, row in enumerate(r.tolist())}
+                order = np.array([position[row] for row in keep], np.int64)
+                out.append(self._wrap(store, s[order][:k], r[order][:k], min_score))
+            return out
+
+    @staticmethod
+    def _distinct_rows(
+        store: Store, rows: np.ndarray, distinct: Any, seeds: list[int]
+    ) -> list[int]:
+        """The ranked ``rows`` without repeats: of one photo, or of one ``distinct`` field value."""
+        if distinct is True:
+            from .duplicates import distinct_rows
+
+            return distinct_rows(
+                rows.tolist(), store.fingerprints.view, store.printed.view, store.hashes, seed=seeds
+            )
+        seen: set[Any] = set()
+        for r in seeds:
+            value = store.metadata(r).get(distinct)
+            if value is not None and _hashable(value):
+                seen.add(value)
+        kept = []
+        for r in rows.tolist():
+            value = store.metadata(r).get(distinct)
+            if value is None or not _hashable(value):
+                kept.append(r)  # no value (or a list): never collapsed
+            elif value not in seen:
+                seen.add(value)
+                kept.append(r)
+        return kept
 
     def _search_rows(
         self,
@@ -1352,15 +1521,22 @@ class _LiveView:
             return scores, ids
 
 
-def _hashing_image(entry: Entry, hashes: dict[Id, str]) -> Any:
-    """Return the entry's image for the loader, recording the SHA-256 of file/bytes inputs.
+def _hashing_image(
+    entry: Entry, hashes: dict[Id, str], prints: dict[Id, np.ndarray] | None = None
+) -> Any:
+    """Return the entry's image for the loader, recording what identifies the photo.
 
-    A file is read once: its bytes are hashed and handed to the loader as a
-    stream named after the path (so load errors still name the file).
+    The SHA-256 of file/bytes inputs goes to ``hashes``, the duplicate
+    detector's fingerprint (:func:`visualsim.duplicates.fingerprint_of`) to
+    ``prints``. A file is read once: its bytes are hashed and handed to the
+    loader as a stream named after the path (so load errors still name the
+    file). An input that cannot be fingerprinted gets none; the loader reports
+    it if it cannot read it either.
     """
     image = entry.image
     if isinstance(image, (bytes, bytearray, memoryview)):
         hashes[entry.id] = hashlib.sha256(image).hexdigest()
+        _fingerprint_into(prints, entry.id, bytes(image))
     elif isinstance(image, (str, os.PathLike)):
         try:
             with open(image, "rb") as fh:
@@ -1370,10 +1546,59 @@ def _hashing_image(entry: Entry, hashes: dict[Id, str]) -> Any:
         if not data:
             return image
         hashes[entry.id] = hashlib.sha256(data).hexdigest()
+        _fingerprint_into(prints, entry.id, data)
         stream = io.BytesIO(data)
         stream.name = os.fspath(image)
         return stream
+    elif hasattr(image, "read"):  # a file object: fingerprint it only if it can rewind
+        try:
+            position = image.tell()
+            _fingerprint_into(prints, entry.id, image)
+            image.seek(position)
+        except (OSError, ValueError, AttributeError):
+            if prints is not None:
+                prints.pop(entry.id, None)
+    else:
+        _fingerprint_into(prints, entry.id, image)
     return image
+
+
+def _fingerprint_into(prints: dict[Id, np.ndarray] | None, item_id: Id, image: Any) -> None:
+    if prints is None:
+        return
+    from .duplicates import fingerprint_of
+
+    try:
+        prints[item_id] = fingerprint_of(image)
+    except (VisualsimError, OSError, ValueError, TypeError):
+        pass  # unreadable: the loader skips or raises it with the reason
+
+
+def _stack_prints(prints: dict[Id, np.ndarray], ids: list[Id]) -> tuple[np.ndarray, np.ndarray]:
+    """The fingerprints of ``ids`` in order (zeros where none) and which ones are real."""
+    from .duplicates import FINGERPRINT_BYTES
+
+    fps = np.zeros((len(ids), FINGERPRINT_BYTES), np.uint8)
+    printed = np.zeros(len(ids), bool)
+    for j, item_id in enumerate(ids):
+        fp = prints.get(item_id)
+        if fp is not None:
+            fps[j] = fp
+            printed[j] = True
+    return fps, printed
+
+
+def _check_distinct(distinct: Any) -> bool | str:
+    if distinct is None or distinct is False:
+        return False
+    if distinct is True:
+        return True
+    if isinstance(distinct, str) and distinct:
+        return distinct
+    raise ConfigError(
+        f"distinct must be True (one result per photo), False, or a metadata field name, "
+        f"got {distinct!r}"
+    )
 
 
 def _check_k(k: Any) -> int:

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from .duplicates import FINGERPRINT_BYTES
 from .errors import ConfigError, DuplicateIdError, UnknownIdError
 from .filters import And, Compare, Expr, FilterError, InList, Not, Or
 from .ids import Id, preview
@@ -222,6 +223,10 @@ class Store:
         self.declared: dict[str, str] = {}
         self.sources: list[str | None] = []
         self.hashes: list[str | None] = []
+        # duplicate-detector fingerprints (visualsim.duplicates); ``printed`` marks the rows
+        # that have one (items added as vectors, or from an older catalogue, have none)
+        self.fingerprints = _Grow(np.uint8, FINGERPRINT_BYTES)
+        self.printed = _Grow(np.bool_, fill=False)
         self.n_dead = 0
 
     # ----------------------------------------------------------------- sizes
@@ -331,11 +336,15 @@ class Store:
         metadata: Sequence[Mapping[str, Any]],
         sources: Sequence[str | None] | None = None,
         hashes: Sequence[str | None] | None = None,
+        fingerprints: np.ndarray | None = None,
+        printed: np.ndarray | None = None,
     ) -> np.ndarray:
         """Append new items (ids not yet live) and return their rows.
 
         Metadata is validated before anything changes, so a bad value leaves
-        the store as it was.
+        the store as it was. ``fingerprints`` (``(n, FINGERPRINT_BYTES)``
+        ``uint8``) and ``printed`` (which of them are real) are the duplicate
+        detector's; without them the rows have none.
         """
         n = len(ids)
         clash = [i for i in ids if i in self.rows]
@@ -365,11 +374,21 @@ class Store:
             self.rows[item_id] = start + offset
         self.sources.extend(sources if sources is not None else [None] * n)
         self.hashes.extend(hashes if hashes is not None else [None] * n)
+        if fingerprints is None:
+            self.fingerprints.pad(n)
+            self.printed.pad(n)
+        else:
+            self.fingerprints.append(np.asarray(fingerprints, dtype=np.uint8))
+            self.printed.append(
+                np.ones(n, dtype=bool) if printed is None else np.asarray(printed, dtype=bool)
+            )
         return np.arange(start, start + n, dtype=np.int64)
 
     def _truncate(self, n: int) -> None:
         self.vectors.n = min(self.vectors.n, n)
         self.alive.n = min(self.alive.n, n)
+        self.fingerprints.n = min(self.fingerprints.n, n)
+        self.printed.n = min(self.printed.n, n)
         for col in self.columns.values():
             col.present.n = min(col.present.n, n)
             if col.kind == "json":
@@ -466,6 +485,8 @@ class Store:
         out.rows = {i: r for r, i in enumerate(out.ids)}
         out.sources = [self.sources[r] for r in keep.tolist()]
         out.hashes = [self.hashes[r] for r in keep.tolist()]
+        out.fingerprints = _Grow.of(self.fingerprints.view[keep])
+        out.printed = _Grow.of(self.printed.view[keep], fill=False)
         for name, col in self.columns.items():
             taken = col.take(keep)
             if taken.present.view.any():

@@ -1,0 +1,569 @@
+"""Near-duplicate photos: a copy detector made for it, not a similarity threshold.
+
+Similarity vectors are made to call two *different* black wallets alike, which
+is what a recommender wants and exactly what a duplicate check must not do.
+This module owns the check instead. Every stored photo gets a small
+**fingerprint** (:data:`FINGERPRINT_BYTES` bytes), computed from its pixels:
+
+* the photo is trimmed to its content (uniform borders, added or not, go, up to
+  three nested ones), so a border or a re-framed canvas does not matter;
+* a 32 x 32 grey thumbnail keeps the structure;
+* an 8 x 8 colour thumbnail keeps the colour (the same studio shot of a pink
+  and of a white shirt differs only there).
+
+Finding duplicates is two steps, so it never builds an N x N matrix:
+
+1. **Candidates** through a FAISS index over a 96-number summary of each
+   fingerprint (the low frequencies of the grey thumbnail, and 4 x 4 colour):
+   the :data:`CANDIDATES` nearest, searched for the photo and for its mirror
+   image. Exact search up to :data:`EXACT_UP_TO` photos, an inverted file
+   beyond (linear in the catalogue, measured on 1M in
+   ``benchmarks/bench_duplicates.py``).
+2. **Confirmation** of each candidate pair: the correlation of the blurred grey
+   thumbnails (brightness and contrast do not matter) and the mean colour
+   difference, both against what a re-upload shows. The pair's **score** is
+   ``1 - 0.1 * gap`` where ``gap`` is the worse of the two measured against its
+   calibrated limit, so :data:`DEFAULT_MIN_SCORE` (0.9) is the calibrated
+   default, 1.0 the same pixels, and a higher ``min_score`` is stricter.
+
+Robust to (measured on real catalogue photos, ``docs/duplicates.md``):
+re-encoding (JPEG quality 70 and up), resizing (down or up), up to about 3 % cut
+off a side, added uniform borders, mirror images and rotations of about a
+degree. Not to: crops of 5 % or more of each side, larger rotations, brightness
+or colour edits, or a product re-shot.
+
+Photos stored byte for byte twice (same SHA-256) are duplicates with score 1.0
+whatever their fingerprints; that is all that can be said of items stored
+without a fingerprint (added as vectors).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .crop import foreground_mask
+from .errors import ConfigError
+
+GREY_SIDE = 32
+"""Side of the grey thumbnail in a fingerprint."""
+COLOUR_SIDE = 8
+"""Side of the colour thumbnail in a fingerprint."""
+FINGERPRINT_BYTES = GREY_SIDE * GREY_SIDE + COLOUR_SIDE * COLOUR_SIDE * 3
+"""Bytes per fingerprint: 1,024 of grey and 192 of colour."""
+DEFAULT_MIN_SCORE = 0.9
+"""Score from which two photos are duplicates, calibrated on real catalogue photos
+(``benchmarks/bench_duplicates.py``: precision and recall in ``docs/duplicates.md``)."""
+CANDIDATES = 10
+"""Nearest fingerprints confirmed per photo (and per mirror image)."""
+EXACT_UP_TO = 100_000
+"""Candidate search is exact up to this many photos, an inverted file beyond."""
+DRAFT_SIZE = (128, 128)
+"""JPEGs are decoded for a fingerprint at a reduced scale still at least this large."""
+
+_GREY_LIMIT = 0.94  # correlation of blurred grey thumbnails a re-upload keeps (98th pct.)
+_COLOUR_LIMIT = 2.5  # mean colour difference (0-255) a re-upload keeps
+_GREY_BLUR = 0.7
+_COLOUR_BLUR = 0.75
+_DCT_SIDE = 7  # low-frequency block of the grey thumbnail in the candidate summary
+_COLOUR_WEIGHT = 2.0  # weight of the 4 x 4 colour in the candidate summary
+_TRIM_PASSES = 3
+_BLOCK = 4096
+
+
+@dataclass(frozen=True)
+class DuplicateGroup:
+    """Photos that are all duplicates of one another, directly or through others.
+
+    Attributes
+    ----------
+    representative
+        The member to keep: the one stored first.
+    members
+        Every member, ``representative`` first, then in the order stored.
+    score
+        The lowest score of the pairs that join the group (1.0: the same pixels).
+    """
+
+    representative: Any
+    members: list[Any] = field(default_factory=list)
+    score: float = 1.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the group as a JSON-ready dict."""
+        return {
+            "representative": self.representative,
+            "members": list(self.members),
+            "score": round(float(self.score), 6),
+        }
+
+
+# --------------------------------------------------------------------------- fingerprints
+
+
+def trim(image: np.ndarray) -> np.ndarray:
+    """Return ``image`` cut to its content: uniform borders removed (up to three nested ones).
+
+    Uses :func:`visualsim.crop.foreground_mask`, the owner of "which pixels are
+    the product"; an image with no uniform border comes back as it is.
+    """
+    for _ in range(_TRIM_PASSES):
+        mask = foreground_mask(image)
+        if mask is None:
+            return image
+        rows = np.flatnonzero(mask.any(axis=1))
+        cols = np.flatnonzero(mask.any(axis=0))
+        if rows.size == 0 or cols.size == 0:
+            return image  # blank: nothing but background
+        inner = image[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+        if inner.shape == image.shape:
+            return image
+        image = inner
+    return image
+
+
+def fingerprint(image: np.ndarray) -> np.ndarray:
+    """Return the fingerprint of one RGB photo: ``FINGERPRINT_BYTES`` ``uint8``.
+
+    Parameters
+    ----------
+    image
+        ``(H, W, 3)`` RGB ``uint8``, as :func:`visualsim.images.load_image`
+        returns (:func:`fingerprint_of` loads anything image-like first).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> photo = np.full((60, 40, 3), 255, np.uint8)
+    >>> photo[10:50, 8:30] = (30, 60, 200)
+    >>> fingerprint(photo).shape
+    (1216,)
+    """
+    from PIL import Image
+
+    if not (isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3):
+        raise ConfigError(
+            "fingerprint needs an (H, W, 3) uint8 RGB image, got "
+            f"{getattr(image, 'shape', type(image).__name__)!r}"
+        )
+    if image.dtype != np.uint8 or image.shape[0] < 1 or image.shape[1] < 1:
+        raise ConfigError(
+            f"fingerprint needs an (H, W, 3) uint8 RGB image, got {image.dtype} {image.shape}"
+        )
+    pil = Image.fromarray(np.ascontiguousarray(trim(image)))
+    grey = np.asarray(pil.convert("L").resize((GREY_SIDE, GREY_SIDE), Image.Resampling.BOX), np.uint8)
+    side = 2 * COLOUR_SIDE
+    colour = np.asarray(pil.resize((side, side), Image.Resampling.BOX), np.float32)
+    colour = colour.reshape(COLOUR_SIDE, 2, COLOUR_SIDE, 2, 3).mean(axis=(1, 3))
+    out = np.empty(FINGERPRINT_BYTES, np.uint8)
+    out[: GREY_SIDE * GREY_SIDE] = grey.ravel()
+    out[GREY_SIDE * GREY_SIDE :] = np.rint(colour).astype(np.uint8).ravel()
+    return out
+
+
+def fingerprint_of(src: Any) -> np.ndarray:
+    """Load anything image-like (path, bytes, file, PIL image, array) and fingerprint it.
+
+    Raises
+    ------
+    ImageLoadError
+        When ``src`` cannot be read as an image (it names the input).
+    """
+    from .images import load_image
+
+    return fingerprint(load_image(src, draft_size=DRAFT_SIZE))
+
+
+def check_fingerprints(fps: Any, name: str = "fingerprints") -> np.ndarray:
+    """Return ``fps`` as a ``(n, FINGERPRINT_BYTES)`` ``uint8`` array, or raise ``ConfigError``."""
+    arr = np.asarray(fps)
+    if arr.ndim != 2 or arr.shape[1] != FINGERPRINT_BYTES or arr.dtype != np.uint8:
+        raise ConfigError(
+            f"{name} must be uint8 of shape (n, {FINGERPRINT_BYTES}), got {arr.dtype} {arr.shape}"
+        )
+    return arr
+
+
+def check_min_score(min_score: Any) -> float:
+    """Return the duplicate threshold: :data:`DEFAULT_MIN_SCORE` for ``None``, else in [0, 1]."""
+    if min_score is None:
+        return DEFAULT_MIN_SCORE
+    if isinstance(min_score, bool) or not isinstance(min_score, (int, float, np.floating)):
+        raise ConfigError(f"min_score must be a number in [0, 1], got {min_score!r}")
+    value = float(min_score)
+    if not 0.0 <= value <= 1.0:
+        raise ConfigError(f"min_score must be in [0, 1], got {min_score!r}")
+    return value
+
+
+# --------------------------------------------------------------------------- features
+
+
+def _blur(x: np.ndarray, sigma: float, axes: tuple[int, int]) -> np.ndarray:
+    from scipy.ndimage import gaussian_filter1d
+
+    for axis in axes:
+        x = gaussian_filter1d(x, sigma, axis=axis, mode="nearest")
+    return x
+
+
+def _grey(fps: np.ndarray) -> np.ndarray:
+    return fps[:, : GREY_SIDE * GREY_SIDE].reshape(-1, GREY_SIDE, GREY_SIDE).astype(np.float32)
+
+
+def _colour(fps: np.ndarray) -> np.ndarray:
+    colour = fps[:, GREY_SIDE * GREY_SIDE :].reshape(-1, COLOUR_SIDE, COLOUR_SIDE, 3)
+    return colour.astype(np.float32)
+
+
+def _opponent(c: np.ndarray) -> np.ndarray:
+    r, g, b = c[..., 0], c[..., 1], c[..., 2]
+    return np.stack([(r + g + b) / 3, r - g, (r + g - 2 * b) / 2], axis=-1)
+
+
+@dataclass
+class _Features:
+    grey: np.ndarray  # (n, 1024) unit, mean removed; zero for a flat thumbnail
+    colour: np.ndarray  # (n, 192) blurred opponent colour
+
+
+def _features(fps: np.ndarray, *, mirror: bool = False) -> _Features:
+    grey = _grey(fps)
+    colour = _colour(fps)
+    if mirror:
+        grey = grey[:, :, ::-1]
+        colour = colour[:, :, ::-1]
+    g = _blur(grey, _GREY_BLUR, (1, 2)).reshape(len(fps), -1)
+    g -= g.mean(axis=1, keepdims=True)
+    norms = np.linalg.norm(g, axis=1, keepdims=True)
+    g = np.where(norms > 1e-3, g / np.maximum(norms, 1e-3), 0.0).astype(np.float32)
+    c = _blur(_opponent(colour), _COLOUR_BLUR, (1, 2)).reshape(len(fps), -1)
+    return _Features(g, c.astype(np.float32))
+
+
+def _pair_scores(a: _Features, ia: np.ndarray, b: _Features, ib: np.ndarray) -> np.ndarray:
+    ga, gb = a.grey[ia], b.grey[ib]
+    z = np.einsum("ij,ij->i", ga, gb)
+    flat = (~ga.any(axis=1)) & (~gb.any(axis=1))
+    z = np.where(flat, 1.0, z)  # two blank photos: the same structure
+    dc = np.abs(a.colour[ia] - b.colour[ib]).mean(axis=1)
+    gap = np.maximum((1.0 - z) / (1.0 - _GREY_LIMIT), dc / _COLOUR_LIMIT)
+    return np.clip(1.0 - 0.1 * gap, 0.0, 1.0).astype(np.float32)
+
+
+def pair_scores(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Return the duplicate score of each pair ``(a[i], b[i])`` of fingerprints (mirror included).
+
+    1.0 for the same pixels; :data:`DEFAULT_MIN_SCORE` and above for duplicates.
+    """
+    a = check_fingerprints(a, "a")
+    b = check_fingerprints(b, "b")
+    if len(a) != len(b):
+        raise ConfigError(f"a and b must hold as many fingerprints, got {len(a)} and {len(b)}")
+    out = np.zeros(len(a), np.float32)
+    for start in range(0, len(a), _BLOCK):
+        sl = slice(start, start + _BLOCK)
+        idx = np.arange(min(len(a), start + _BLOCK) - start)
+        fb = _features(b[sl])
+        out[sl] = np.maximum(
+            _pair_scores(_features(a[sl]), idx, fb, idx),
+            _pair_scores(_features(a[sl], mirror=True), idx, fb, idx),
+        )
+    return out
+
+
+def _summary(fps: np.ndarray, *, mirror: bool = False) -> np.ndarray:
+    """The candidate summary: 48 low grey frequencies (unit) and 48 weighted colour values."""
+    from scipy.fft import dctn
+
+    d = dctn(_grey(fps), axes=(1, 2), norm="ortho")[:, :_DCT_SIDE, :_DCT_SIDE]
+    if mirror:  # a mirror image flips the sign of the odd horizontal frequencies
+        d = d * np.where(np.arange(_DCT_SIDE) % 2, -1.0, 1.0)[None, None, :]
+    d = d.reshape(len(fps), -1)[:, 1:]
+    d /= np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-6)
+    colour = _colour(fps)
+    if mirror:
+        colour = colour[:, :, ::-1]
+    half = COLOUR_SIDE // 2
+    small = _opponent(colour.reshape(len(fps), half, 2, half, 2, 3).mean(axis=(2, 4)))
+    out = np.hstack([d, _COLOUR_WEIGHT * small.reshape(len(fps), -1) / 255.0])
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
+# --------------------------------------------------------------------------- search
+
+
+class _CandidateIndex:
+    """FAISS over fingerprint summaries: exact up to EXACT_UP_TO, an inverted file beyond."""
+
+    def __init__(self, fps: np.ndarray) -> None:
+        import faiss
+
+        n = len(fps)
+        dim = _DCT_SIDE * _DCT_SIDE - 1 + 3 * (COLOUR_SIDE // 2) ** 2
+        self.n = n
+        if n <= EXACT_UP_TO:
+            self.index: Any = faiss.IndexFlatL2(dim)
+        else:
+            nlist = int(4 * math.sqrt(n))
+            quantizer = faiss.IndexFlatL2(dim)
+            ivf = faiss.IndexIVFFlat(quantizer, dim, nlist)
+            rng = np.random.default_rng(0)
+            sample = np.sort(rng.choice(n, size=min(n, 64 * nlist), replace=False))
+            ivf.train(_summary(fps[sample]))
+            ivf.nprobe = 16
+            self.index = ivf
+        for start in range(0, n, 65536):
+            self.index.add(_summary(fps[start : start + 65536]))
+
+    def search(self, fps: np.ndarray, k: int) -> np.ndarray:
+        """Candidate rows ``(n, 2k)`` (normal then mirrored); -1 where there are fewer."""
+        k = min(k, self.n)
+        _, a = self.index.search(_summary(fps), k)
+        _, b = self.index.search(_summary(fps, mirror=True), k)
+        return np.hstack([a, b])
+
+
+def find_pairs(
+    fps: np.ndarray,
+    *,
+    valid: np.ndarray | None = None,
+    keys: Sequence[str | None] | None = None,
+    min_score: float | None = None,
+    k: int = CANDIDATES,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return every duplicate pair among ``fps``: rows ``a < b`` and their scores, best first.
+
+    Parameters
+    ----------
+    fps
+        ``(n, FINGERPRINT_BYTES)`` ``uint8``.
+    valid
+        Rows that hold a fingerprint (default: all); the others only pair by key.
+    keys
+        Optional content keys (SHA-256 of the file): rows with the same key are
+        duplicates with score 1.0 whatever their fingerprints.
+    min_score
+        Threshold (default :data:`DEFAULT_MIN_SCORE`).
+    k
+        Candidates confirmed per photo and per mirror image.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        ``(rows_a, rows_b, scores)``, sorted by score (best first), then rows.
+    """
+    fps = check_fingerprints(fps)
+    threshold = check_min_score(min_score)
+    from .validation import check_positive_int
+
+    k = check_positive_int("k", k)
+    n = len(fps)
+    ok = np.ones(n, bool) if valid is None else np.asarray(valid, bool)
+    found: dict[tuple[int, int], float] = {}
+    rows = np.flatnonzero(ok)
+    if len(rows) > 1:
+        sub = fps[rows]
+        index = _CandidateIndex(sub)
+        for start in range(0, len(rows), _BLOCK):
+            block = np.arange(start, min(len(rows), start + _BLOCK))
+            cand = index.search(sub[block], k + 1)
+            for a, b, s in _confirm(sub, block, cand, sub, threshold):
+                if a != b:
+                    i, j = int(rows[a]), int(rows[b])
+                    key = (min(i, j), max(i, j))
+                    found[key] = max(found.get(key, 0.0), s)
+    if keys is not None:
+        for i, j in _same_keys(keys, n):
+            found[(i, j)] = 1.0
+    return _sorted(found)
+
+
+def match(
+    new: np.ndarray,
+    catalogue: np.ndarray,
+    *,
+    valid: np.ndarray | None = None,
+    min_score: float | None = None,
+    k: int = CANDIDATES,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return, for each ``new`` fingerprint with a duplicate in ``catalogue``, its best one.
+
+    Returns ``(new_rows, catalogue_rows, scores)`` in the order of ``new``.
+    """
+    new = check_fingerprints(new, "new")
+    catalogue = check_fingerprints(catalogue, "catalogue")
+    threshold = check_min_score(min_score)
+    ok = np.ones(len(catalogue), bool) if valid is None else np.asarray(valid, bool)
+    rows = np.flatnonzero(ok)
+    best: dict[int, tuple[int, float]] = {}
+    if len(rows) and len(new):
+        sub = catalogue[rows]
+        index = _CandidateIndex(sub)
+        for start in range(0, len(new), _BLOCK):
+            block = np.arange(start, min(len(new), start + _BLOCK))
+            cand = index.search(new[block], k)
+            for a, b, s in _confirm(new, block, cand, sub, threshold):
+                if a not in best or s > best[a][1]:
+                    best[a] = (int(rows[b]), s)
+    order = sorted(best)
+    return (
+        np.array(order, np.int64),
+        np.array([best[a][0] for a in order], np.int64),
+        np.array([best[a][1] for a in order], np.float32),
+    )
+
+
+def _confirm(
+    queries: np.ndarray, block: np.ndarray, cand: np.ndarray, base: np.ndarray, threshold: float
+) -> Iterator[tuple[int, int, float]]:
+    """Score each (query row, candidate row) pair; yield those at or above ``threshold``."""
+    qa = np.repeat(block, cand.shape[1])
+    cb = cand.ravel()
+    keep = cb >= 0
+    qa, cb = qa[keep], cb[keep]
+    if not len(qa):
+        return
+    uq, iq = np.unique(qa, return_inverse=True)
+    uc, ic = np.unique(cb, return_inverse=True)
+    fq, fm, fc = _features(queries[uq]), _features(queries[uq], mirror=True), _features(base[uc])
+    scores = np.maximum(_pair_scores(fq, iq, fc, ic), _pair_scores(fm, iq, fc, ic))
+    hit = np.flatnonzero(scores >= threshold)
+    for h in hit.tolist():
+        yield int(qa[h]), int(cb[h]), float(scores[h])
+
+
+def _same_keys(keys: Sequence[str | None], n: int) -> Iterator[tuple[int, int]]:
+    if len(keys) != n:
+        raise ConfigError(f"keys must hold one entry per fingerprint ({n}), got {len(keys)}")
+    first: dict[str, list[int]] = {}
+    for row, key in enumerate(keys):
+        if key is not None:
+            first.setdefault(key, []).append(row)
+    for members in first.values():
+        for x in range(len(members)):
+            for y in range(x + 1, len(members)):
+                yield members[x], members[y]
+
+
+def _sorted(found: dict[tuple[int, int], float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    ranked = sorted(found.items(), key=lambda kv: (-kv[1], kv[0]))
+    return (
+        np.array([p[0][0] for p in ranked], np.int64),
+        np.array([p[0][1] for p in ranked], np.int64),
+        np.array([p[1] for p in ranked], np.float32),
+    )
+
+
+def group_rows(
+    n: int, rows_a: np.ndarray, rows_b: np.ndarray, scores: np.ndarray
+) -> list[tuple[list[int], float]]:
+    """Connected components of the pairs: ``(rows sorted, lowest joining score)``, largest first.
+
+    Rows in no pair are left out (a group has at least two members).
+    """
+    parent = np.arange(n)
+
+    def find(x: int) -> int:
+        root = x
+        while parent[root] != root:
+            root = int(parent[root])
+        while parent[x] != root:
+            parent[x], x = root, int(parent[x])
+        return root
+
+    for a, b in zip(rows_a.tolist(), rows_b.tolist(), strict=True):
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    members: dict[int, list[int]] = {}
+    low: dict[int, float] = {}
+    for a, b, s in zip(rows_a.tolist(), rows_b.tolist(), scores.tolist(), strict=True):
+        r = find(a)
+        low[r] = min(low.get(r, 1.0), float(s))
+        members.setdefault(r, [])
+        for x in (a, b):
+            if x not in members[r]:
+                members[r].append(x)
+    out = [(sorted(m), low[r]) for r, m in members.items()]
+    out.sort(key=lambda g: (-len(g[0]), g[0][0]))
+    return out
+
+
+def distinct_rows(
+    rows: Sequence[int],
+    fps: np.ndarray,
+    valid: np.ndarray,
+    keys: Sequence[str | None],
+    *,
+    seed: Sequence[int] = (),
+    min_score: float | None = None,
+) -> list[int]:
+    """Return ``rows`` (ranked) without those that duplicate a row kept before them.
+
+    ``fps``, ``valid`` and ``keys`` are indexed by row (the whole store).
+    ``seed`` rows count as kept before the first one but are not returned
+    (the item a ``similar_to`` search starts from).
+    """
+    threshold = check_min_score(min_score)
+    ranked = [int(r) for r in rows]
+    if not ranked:
+        return []
+    seeds = [int(r) for r in seed]
+    every = np.asarray(seeds + ranked, np.int64)
+    has_fp = np.asarray(valid, bool)[every]
+    printed = every[has_fp]
+    pos = {r: i for i, r in enumerate(printed.tolist())}
+    feats = _features(fps[printed]) if len(printed) else None
+    mirror = _features(fps[printed], mirror=True) if len(printed) else None
+    kept_keys: set[str] = set()
+    kept_pos: list[int] = []
+
+    def duplicate(r: int) -> bool:
+        key = keys[r]
+        if key is not None and key in kept_keys:
+            return True
+        p = pos.get(r)
+        if p is None or not kept_pos or feats is None or mirror is None:
+            return False
+        idx = np.array(kept_pos)
+        me = np.full(len(idx), p)
+        s = np.maximum(_pair_scores(feats, me, feats, idx), _pair_scores(mirror, me, feats, idx))
+        return float(s.max()) >= threshold
+
+    def keep(r: int) -> None:
+        key = keys[r]
+        if key is not None:
+            kept_keys.add(key)
+        if r in pos:
+            kept_pos.append(pos[r])
+
+    for r in seeds:
+        keep(r)
+    out: list[int] = []
+    for r in ranked:
+        if not duplicate(r):
+            out.append(r)
+            keep(r)
+    return out
+
+
+__all__ = [
+    "CANDIDATES",
+    "DEFAULT_MIN_SCORE",
+    "FINGERPRINT_BYTES",
+    "DuplicateGroup",
+    "check_min_score",
+    "distinct_rows",
+    "find_pairs",
+    "fingerprint",
+    "fingerprint_of",
+    "group_rows",
+    "match",
+    "pair_scores",
+    "trim",
+]
