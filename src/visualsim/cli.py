@@ -10,6 +10,7 @@ stdout (``--json`` for programs).
 from __future__ import annotations
 
 import argparse
+import csv
 import difflib
 import importlib.util
 import json
@@ -443,6 +444,18 @@ def build_parser() -> argparse.ArgumentParser:
             "must match (docs/filters.md)",
         )
         p.add_argument("--min-score", type=_finite_float, default=None, help="drop weaker results")
+        repeats = p.add_mutually_exclusive_group()
+        repeats.add_argument(
+            "--all",
+            action="store_true",
+            help="show every item, the same photo under two ids included (default: one "
+            "result per photo)",
+        )
+        repeats.add_argument(
+            "--distinct-by",
+            metavar="FIELD",
+            help="one result per value of this metadata field (e.g. a style id)",
+        )
         p.add_argument("--json", action="store_true", help="print JSON")
         p.add_argument("--plot", type=Path, help="also write a PNG of the results")
         p.add_argument(
@@ -471,10 +484,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true")
 
-    p = sub.add_parser("duplicates", help="list near-duplicate pairs in a catalogue")
+    p = sub.add_parser(
+        "duplicates", help="list duplicate photos in a catalogue (pairs, or groups with --groups)"
+    )
     p.add_argument("catalog", type=Path)
-    p.add_argument("--min-score", type=_finite_float, default=0.95)
-    p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--min-score",
+        type=_finite_float,
+        default=None,
+        help="duplicate detector score from which two photos are duplicates, 0-1 (default: "
+        "its calibrated 0.9; higher is stricter)",
+    )
+    p.add_argument(
+        "--groups",
+        action="store_true",
+        help="print groups of duplicates (connected pairs) with the member to keep first",
+    )
+    p.add_argument(
+        "--format", choices=("text", "json", "csv"), default=None, help="output (default text)"
+    )
+    p.add_argument("--json", action="store_true", help="same as --format json")
 
     p = sub.add_parser(
         "adapt", help="learn a projection for a catalogue from a label; report held-out quality"
@@ -1109,7 +1138,20 @@ def _report(
 
 
 def _query_options(args: argparse.Namespace, rec: Any) -> dict[str, Any]:
-    return {"k": args.k, "where": _where(args.where, rec.fields_), "min_score": args.min_score}
+    distinct: Any = not args.all
+    if args.distinct_by is not None:
+        if args.distinct_by not in rec.fields_:
+            raise UsageError(
+                f"--distinct-by: no item has a field {args.distinct_by!r}; the catalogue has "
+                f"{', '.join(sorted(rec.fields_)) or 'no metadata'}"
+            )
+        distinct = args.distinct_by
+    return {
+        "k": args.k,
+        "where": _where(args.where, rec.fields_),
+        "min_score": args.min_score,
+        "distinct": distinct,
+    }
 
 
 def _search(call: Callable[..., Any], *args: Any, **options: Any) -> Any:
@@ -1215,14 +1257,44 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_duplicates(args: argparse.Namespace) -> int:
+    from .duplicates import check_min_score
+
+    fmt = "json" if args.json else (args.format or "text")
+    if args.json and args.format not in (None, "json"):
+        raise UsageError(f"--json and --format {args.format} disagree; pass one of them")
+    try:
+        threshold = check_min_score(args.min_score)
+    except ConfigError as exc:
+        raise UsageError(f"--min-score: {exc}") from None
     rec = _load(args.catalog)
-    pairs = rec.find_duplicates(args.min_score)
-    if args.json:
+    if args.groups:
+        groups = rec.duplicate_groups(threshold)
+        if fmt == "json":
+            _print_json([g.to_dict() for g in groups])
+        elif fmt == "csv":
+            out = csv.writer(sys.stdout, lineterminator="\n")
+            out.writerow(["group", "id", "representative", "score"])
+            for n, g in enumerate(groups, 1):
+                for member in g.members:
+                    out.writerow([n, member, member == g.representative, f"{_score(g.score):.4f}"])
+        else:
+            for g in groups:
+                rest = "  ".join(str(m) for m in g.members[1:])
+                print(f"{_score(g.score):.4f}  keep {g.representative}  duplicates: {rest}")
+            print(f"{_count(len(groups), 'group')} of duplicates with score >= {threshold}")
+        return EXIT_OK
+    pairs = rec.find_duplicates(threshold)
+    if fmt == "json":
         _print_json([{"a": a, "b": b, "score": _score(s)} for a, b, s in pairs])
+    elif fmt == "csv":
+        out = csv.writer(sys.stdout, lineterminator="\n")
+        out.writerow(["a", "b", "score"])
+        for a, b, s in pairs:
+            out.writerow([a, b, f"{_score(s):.4f}"])
     else:
         for a, b, s in pairs:
             print(f"{_score(s):.4f}  {a}  {b}")
-        print(f"{_count(len(pairs), 'pair')} with score >= {args.min_score}")
+        print(f"{_count(len(pairs), 'pair')} with score >= {threshold}")
     return EXIT_OK
 
 

@@ -5,8 +5,8 @@ is what a recommender wants and exactly what a duplicate check must not do.
 This module owns the check instead. Every stored photo gets a small
 **fingerprint** (:data:`FINGERPRINT_BYTES` bytes), computed from its pixels:
 
-* the photo is trimmed to its content (uniform borders, added or not, go, up to
-  three nested ones), so a border or a re-framed canvas does not matter;
+* the photo is trimmed to its content (its uniform background, and a frame added
+  around it), so a border or a re-framed canvas does not matter;
 * a 32 x 32 grey thumbnail keeps the structure;
 * an 8 x 8 colour thumbnail keeps the colour (the same studio shot of a pink
   and of a white shirt differs only there).
@@ -71,7 +71,7 @@ _GREY_BLUR = 0.7
 _COLOUR_BLUR = 0.75
 _DCT_SIDE = 7  # low-frequency block of the grey thumbnail in the candidate summary
 _COLOUR_WEIGHT = 2.0  # weight of the 4 x 4 colour in the candidate summary
-_TRIM_PASSES = 3
+_TRIM_PASSES = 2
 _BLOCK = 4096
 
 
@@ -106,12 +106,17 @@ class DuplicateGroup:
 
 
 def trim(image: np.ndarray) -> np.ndarray:
-    """Return ``image`` cut to its content: uniform borders removed (up to three nested ones).
+    """Return ``image`` cut to its content: its uniform background (and a frame around it) removed.
 
     Uses :func:`visualsim.crop.foreground_mask`, the owner of "which pixels are
-    the product"; an image with no uniform border comes back as it is.
+    the product". A coloured frame added around a photo is trimmed first, then
+    the near-white studio background inside it; a product's own flat colour is
+    never taken for background (only near-white is trimmed after a frame). An
+    image with no uniform border comes back as it is.
     """
-    for _ in range(_TRIM_PASSES):
+    for attempt in range(_TRIM_PASSES):
+        if attempt and not _near_white_border(image):
+            return image  # only a white studio background is trimmed inside a frame
         mask = foreground_mask(image)
         if mask is None:
             return image
@@ -119,11 +124,19 @@ def trim(image: np.ndarray) -> np.ndarray:
         cols = np.flatnonzero(mask.any(axis=0))
         if rows.size == 0 or cols.size == 0:
             return image  # blank: nothing but background
+        framed = not _near_white_border(image)
         inner = image[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
-        if inner.shape == image.shape:
-            return image
+        if inner.shape == image.shape or not framed:
+            return inner
         image = inner
     return image
+
+
+def _near_white_border(image: np.ndarray) -> bool:
+    from .crop import NEAR_WHITE
+
+    border = np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])
+    return bool(np.median(border, axis=0).min() >= NEAR_WHITE)
 
 
 def fingerprint(image: np.ndarray) -> np.ndarray:
@@ -155,9 +168,10 @@ def fingerprint(image: np.ndarray) -> np.ndarray:
             f"fingerprint needs an (H, W, 3) uint8 RGB image, got {image.dtype} {image.shape}"
         )
     pil = Image.fromarray(np.ascontiguousarray(trim(image)))
-    grey = np.asarray(pil.convert("L").resize((GREY_SIDE, GREY_SIDE), Image.Resampling.BOX), np.uint8)
+    box = Image.Resampling.BOX
+    grey = np.asarray(pil.convert("L").resize((GREY_SIDE, GREY_SIDE), box), np.uint8)
     side = 2 * COLOUR_SIDE
-    colour = np.asarray(pil.resize((side, side), Image.Resampling.BOX), np.float32)
+    colour = np.asarray(pil.resize((side, side), box), np.float32)
     colour = colour.reshape(COLOUR_SIDE, 2, COLOUR_SIDE, 2, 3).mean(axis=(1, 3))
     out = np.empty(FINGERPRINT_BYTES, np.uint8)
     out[: GREY_SIDE * GREY_SIDE] = grey.ravel()
