@@ -298,3 +298,68 @@ def test_items_added_as_vectors_have_no_fingerprint() -> None:
     r.add_vectors(np.vstack([x, x[:1]]), ["a", "b", "c", "d"])
     assert r.find_duplicates() == []
     assert len(r.query_vector(x[0], k=4)) == 4  # nothing collapses without fingerprints
+
+
+# --------------------------------------------------------------------------- the command line
+
+
+def cli(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str, str]:
+    from visualsim.cli import main
+
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def shop_catalog(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from visualsim.cli import main
+
+    root = tmp_path_factory.mktemp("dupshop")
+    images = root / "images"
+    images.mkdir()
+    for j in range(12):
+        (images / f"p{j:02d}.jpg").write_bytes(jpeg(PRODUCTS[j].image, 92))
+    (images / "p03x-again.jpg").write_bytes(jpeg(PRODUCTS[3].image, 92))  # the same file
+    (images / "p07x-upload.jpg").write_bytes(reupload(PRODUCTS[7].image, "upscale"))
+    out = root / "shop.catalog"
+    assert main(["index", str(images), "-o", str(out), "--extractor", "color", "-q"]) == 0
+    return out
+
+
+def test_cli_duplicates_pairs_groups_and_formats(
+    capsys: pytest.CaptureFixture[str], shop_catalog: Path
+) -> None:
+    code, out, _ = cli(capsys, "duplicates", shop_catalog)
+    assert code == 0
+    assert out.splitlines()[-1] == "2 pairs with score >= 0.9"
+    assert "p03.jpg  p03x-again.jpg" in out and "p07.jpg  p07x-upload.jpg" in out
+    code, out, _ = cli(capsys, "duplicates", shop_catalog, "--groups", "--json")
+    groups = json.loads(out)
+    assert {g["representative"] for g in groups} == {"p03.jpg", "p07.jpg"}
+    assert all(len(g["members"]) == 2 for g in groups)
+    code, out, _ = cli(capsys, "duplicates", shop_catalog, "--groups", "--format", "csv")
+    lines = out.splitlines()
+    assert lines[0] == "group,id,representative,score" and len(lines) == 5
+    code, out, _ = cli(capsys, "duplicates", shop_catalog, "--format", "csv", "--min-score", "1")
+    assert out.splitlines() == ["a,b,score", "p03.jpg,p03x-again.jpg,1.0000"]
+    code, _, err = cli(capsys, "duplicates", shop_catalog, "--min-score", "2")
+    assert code == 2 and "--min-score" in err and "[0, 1]" in err
+    code, _, err = cli(capsys, "duplicates", shop_catalog, "--json", "--format", "csv")
+    assert code == 2 and "disagree" in err
+
+
+def test_cli_query_one_result_per_photo(
+    capsys: pytest.CaptureFixture[str], shop_catalog: Path
+) -> None:
+    image = shop_catalog.parent / "images" / "p03.jpg"
+    code, out, _ = cli(capsys, "query", shop_catalog, image, "-k", "3", "--json")
+    ids = [r["id"] for r in json.loads(out)["results"]]
+    assert len(ids) == 3 and len({"p03.jpg", "p03x-again.jpg"} & set(ids)) == 1
+    code, out, _ = cli(capsys, "query", shop_catalog, image, "-k", "3", "--all", "--json")
+    ids = [r["id"] for r in json.loads(out)["results"]]
+    assert {"p03.jpg", "p03x-again.jpg"} <= set(ids)
+    code, out, _ = cli(capsys, "similar", shop_catalog, "p03.jpg", "-k", "3", "--json")
+    assert "p03x-again.jpg" not in [r["id"] for r in json.loads(out)["results"]]
+    code, _, err = cli(capsys, "query", shop_catalog, image, "--distinct-by", "nope")
+    assert code == 2 and "--distinct-by" in err and "nope" in err
