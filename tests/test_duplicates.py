@@ -17,6 +17,7 @@ from visualsim.duplicates import (
     DEFAULT_MIN_SCORE,
     FINGERPRINT_BYTES,
     DuplicateGroup,
+    Summaries,
     distinct_rows,
     find_pairs,
     fingerprint,
@@ -190,6 +191,22 @@ def test_distinct_rows_keeps_the_first_of_each_photo() -> None:
     assert distinct_rows([0, 1, 2, 3, 4], fps, valid, keys) == [0, 1, 2, 4]
 
 
+def test_summaries_grow_with_the_catalogue_and_match_like_a_fresh_scan() -> None:
+    fps = np.array([fingerprint(PRODUCTS[j].image) for j in range(20)])
+    cache = Summaries()
+    first = cache.update(fps[:7]).copy()
+    grown = cache.update(fps)
+    assert np.array_equal(grown[:7], first)
+    assert np.allclose(grown, Summaries().update(fps))
+    new = np.array([fingerprint_of(reupload(PRODUCTS[12].image, "upscale"))])
+    plain = match(new, fps)
+    cached = match(new, fps, summaries=grown)
+    assert [x.tolist() for x in plain] == [x.tolist() for x in cached]
+    assert cached[1].tolist() == [12]
+    with pytest.raises(ConfigError, match="shrank"):
+        cache.update(fps[:3])
+
+
 def test_match_returns_best_catalogue_row() -> None:
     catalogue = np.array([fingerprint(PRODUCTS[j].image) for j in range(20)])
     new = np.array([fingerprint_of(reupload(PRODUCTS[7].image, "upscale")), catalogue[3]])
@@ -259,6 +276,8 @@ def test_add_checks_with_the_detector(rec: Recommender) -> None:
     with pytest.raises(DuplicateImageError, match="reup-9"):
         rec.add([copy, fresh], ids=["reup-9", "fresh"], duplicates="error", progress=False)
     assert len(rec) == n
+    rec.remove([PRODUCTS[1].id])
+    rec.compact()  # a new store: the cached summaries start again
     rec.add(
         [copy, fresh, copy], ids=["reup-9", "fresh", "again"], duplicates="skip", progress=False
     )

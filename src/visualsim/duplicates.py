@@ -311,35 +311,82 @@ def _summary(fps: np.ndarray, *, mirror: bool = False) -> np.ndarray:
 # --------------------------------------------------------------------------- search
 
 
-class _CandidateIndex:
-    """FAISS over fingerprint summaries: exact up to EXACT_UP_TO, an inverted file beyond."""
+class Summaries:
+    """The candidate summaries of a growing set of fingerprints, computed once per row.
 
-    def __init__(self, fps: np.ndarray) -> None:
+    A catalogue keeps one so that checking new photos (``add(duplicates=...)``)
+    costs a search, not a pass over every stored fingerprint.
+    """
+
+    def __init__(self) -> None:
+        self._buf = np.zeros((0, _SUMMARY_DIM), np.float32)
+        self.n = 0
+
+    def update(self, fps: np.ndarray) -> np.ndarray:
+        """Return the summaries of all rows of ``fps``, computing only rows added since."""
+        n = len(fps)
+        if n < self.n:
+            raise ConfigError("fingerprints shrank; use a new Summaries")
+        if n > len(self._buf):
+            grown = np.zeros((max(n, 2 * len(self._buf), 1024), _SUMMARY_DIM), np.float32)
+            grown[: self.n] = self._buf[: self.n]
+            self._buf = grown
+        for start in range(self.n, n, 65536):
+            stop = min(n, start + 65536)
+            self._buf[start:stop] = _summary(fps[start:stop])
+        self.n = n
+        return self._buf[:n]
+
+
+_SUMMARY_DIM = _DCT_SIDE * _DCT_SIDE - 1 + 3 * (COLOUR_SIDE // 2) ** 2
+
+
+class _CandidateIndex:
+    """FAISS over fingerprint summaries of chosen rows: exact, or an inverted file when large.
+
+    ``search`` returns row numbers of the full fingerprint array (never a copy of it).
+    """
+
+    def __init__(
+        self,
+        fps: np.ndarray,
+        rows: np.ndarray,
+        *,
+        summaries: np.ndarray | None = None,
+        exact: bool = False,
+    ) -> None:
         import faiss
 
-        n = len(fps)
-        dim = _DCT_SIDE * _DCT_SIDE - 1 + 3 * (COLOUR_SIDE // 2) ** 2
+        n = len(rows)
         self.n = n
-        if n <= EXACT_UP_TO:
-            self.index: Any = faiss.IndexFlatL2(dim)
+        self.rows = rows
+
+        def summary_of(part: np.ndarray) -> np.ndarray:
+            if summaries is not None:
+                return np.ascontiguousarray(summaries[part])
+            return _summary(fps[part])
+
+        if exact or n <= EXACT_UP_TO:
+            self.index: Any = faiss.IndexFlatL2(_SUMMARY_DIM)
         else:
             nlist = int(4 * math.sqrt(n))
-            quantizer = faiss.IndexFlatL2(dim)
-            ivf = faiss.IndexIVFFlat(quantizer, dim, nlist)
+            quantizer = faiss.IndexFlatL2(_SUMMARY_DIM)
+            ivf = faiss.IndexIVFFlat(quantizer, _SUMMARY_DIM, nlist)
             rng = np.random.default_rng(0)
             sample = np.sort(rng.choice(n, size=min(n, 64 * nlist), replace=False))
-            ivf.train(_summary(fps[sample]))
+            ivf.train(summary_of(rows[sample]))
             ivf.nprobe = 16
             self.index = ivf
         for start in range(0, n, 65536):
-            self.index.add(_summary(fps[start : start + 65536]))
+            self.index.add(summary_of(rows[start : start + 65536]))
 
     def search(self, fps: np.ndarray, k: int) -> np.ndarray:
         """Candidate rows ``(n, 2k)`` (normal then mirrored); -1 where there are fewer."""
         k = min(k, self.n)
         _, a = self.index.search(_summary(fps), k)
         _, b = self.index.search(_summary(fps, mirror=True), k)
-        return np.hstack([a, b])
+        found = np.hstack([a, b])
+        return np.where(found >= 0, self.rows[np.maximum(found, 0)], -1)
 
 
 def find_pairs(
@@ -360,7 +407,7 @@ def find_pairs(
         Rows that hold a fingerprint (default: all); the others only pair by key.
     keys
         Optional content keys (SHA-256 of the file): rows with the same key are
-        duplicates with score 1.0 whatever their fingerprints.
+        duplicates with score 1.0 whatever their fingerprints (``None``: no key).
     min_score
         Threshold (default :data:`DEFAULT_MIN_SCORE`).
     k
@@ -381,15 +428,13 @@ def find_pairs(
     found: dict[tuple[int, int], float] = {}
     rows = np.flatnonzero(ok)
     if len(rows) > 1:
-        sub = fps[rows]
-        index = _CandidateIndex(sub)
+        index = _CandidateIndex(fps, rows)
         for start in range(0, len(rows), _BLOCK):
-            block = np.arange(start, min(len(rows), start + _BLOCK))
-            cand = index.search(sub[block], k + 1)
-            for a, b, s in _confirm(sub, block, cand, sub, threshold):
+            block = rows[start : start + _BLOCK]
+            cand = index.search(fps[block], k + 1)
+            for a, b, s in _confirm(fps, block, cand, fps, threshold):
                 if a != b:
-                    i, j = int(rows[a]), int(rows[b])
-                    key = (min(i, j), max(i, j))
+                    key = (min(a, b), max(a, b))
                     found[key] = max(found.get(key, 0.0), s)
     if keys is not None:
         for i, j in _same_keys(keys, n):
@@ -404,10 +449,12 @@ def match(
     valid: np.ndarray | None = None,
     min_score: float | None = None,
     k: int = CANDIDATES,
+    summaries: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Return, for each ``new`` fingerprint with a duplicate in ``catalogue``, its best one.
 
-    Returns ``(new_rows, catalogue_rows, scores)`` in the order of ``new``.
+    ``summaries`` (from :class:`Summaries` over ``catalogue``) saves computing
+    them. Returns ``(new_rows, catalogue_rows, scores)`` in the order of ``new``.
     """
     new = check_fingerprints(new, "new")
     catalogue = check_fingerprints(catalogue, "catalogue")
@@ -416,14 +463,13 @@ def match(
     rows = np.flatnonzero(ok)
     best: dict[int, tuple[int, float]] = {}
     if len(rows) and len(new):
-        sub = catalogue[rows]
-        index = _CandidateIndex(sub)
+        index = _CandidateIndex(catalogue, rows, summaries=summaries, exact=True)
         for start in range(0, len(new), _BLOCK):
             block = np.arange(start, min(len(new), start + _BLOCK))
             cand = index.search(new[block], k)
-            for a, b, s in _confirm(new, block, cand, sub, threshold):
+            for a, b, s in _confirm(new, block, cand, catalogue, threshold):
                 if a not in best or s > best[a][1]:
-                    best[a] = (int(rows[b]), s)
+                    best[a] = (b, s)
     order = sorted(best)
     return (
         np.array(order, np.int64),
@@ -571,6 +617,7 @@ __all__ = [
     "DEFAULT_MIN_SCORE",
     "FINGERPRINT_BYTES",
     "DuplicateGroup",
+    "Summaries",
     "check_min_score",
     "distinct_rows",
     "find_pairs",

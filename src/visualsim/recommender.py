@@ -16,6 +16,7 @@ import io
 import itertools
 import logging
 import os
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -194,6 +195,8 @@ class Recommender:
         self.partition_by = partition_by
         self.failed_: list[FailedInput] = []
         self.duplicates_: list[tuple[Id, Id, float]] = []
+        self._summaries: tuple[Store, Any] | None = None  # the duplicate detector's, per store
+        self._summaries_lock = threading.Lock()
         self.adaptation_report_: Any = None
         self.warm_ = False
         self._lock = ReadWriteLock()
@@ -593,7 +596,11 @@ class Recommender:
                 rows = np.flatnonzero(printed)
                 if len(rows) and valid.any():
                     new_rows, cat_rows, scores = match(
-                        fps[rows], store.fingerprints.view, valid=valid, min_score=min_score
+                        fps[rows],
+                        store.fingerprints.view,
+                        valid=valid,
+                        min_score=min_score,
+                        summaries=self._summaries_of(store),
                     )
                     pairs = (new_rows.tolist(), cat_rows.tolist(), scores.tolist())
                     for a, b, sc in zip(*pairs, strict=True):
@@ -606,6 +613,17 @@ class Recommender:
             if b not in best or sc > best[b][1]:
                 best[b] = (ids[a], float(sc))
         return [(ids[j], best[j][0], best[j][1]) for j in sorted(best)]
+
+    def _summaries_of(self, store: Store) -> np.ndarray:
+        """The duplicate detector's candidate summaries of every stored row (cached, grown)."""
+        from .duplicates import Summaries
+
+        with self._summaries_lock:
+            cached = self._summaries
+            if cached is None or cached[0] is not store:
+                cached = (store, Summaries())
+                self._summaries = cached
+            return cached[1].update(store.fingerprints.view)
 
     def _log_failed(self, n_ok: int) -> None:
         if self.failed_:
@@ -1159,16 +1177,16 @@ class Recommender:
         if not len(self):
             return []
         with self._reading() as store:
-            rows = store.live_rows()
+            live = store.alive.view
             a, b, scores = find_pairs(
-                store.fingerprints.view[rows],
-                valid=store.printed.view[rows],
-                keys=[store.hashes[r] for r in rows.tolist()],
+                store.fingerprints.view,
+                valid=live & store.printed.view,
+                keys=[h if ok else None for h, ok in zip(store.hashes, live.tolist(), strict=True)],
                 min_score=min_score,
                 k=CANDIDATES if k is None else k,
             )
             return [
-                (store.ids[int(rows[x])], store.ids[int(rows[y])], float(sc))
+                (store.ids[x], store.ids[y], float(sc))
                 for x, y, sc in zip(a.tolist(), b.tolist(), scores.tolist(), strict=True)
             ]
 
