@@ -197,6 +197,7 @@ def test_openapi_lists_every_read_endpoint(client: TestClient) -> None:
         "/items/{item_id}/similar",
         "/items/{item_id}/image",
         "/fields",
+        "/duplicates",
     ):
         assert p in paths
     assert "/reload" not in paths and "post" not in paths["/items"]
@@ -210,6 +211,199 @@ def test_page_and_its_assets_are_served(client: TestClient) -> None:
     assert "script-src 'self'" in page.headers["content-security-policy"]
     for asset in ("static/app.js", "static/style.css"):
         assert client.get("/" + asset).status_code == 200
+
+
+# -- repeated photos: distinct and /duplicates -------------------------------------------------
+SEVEN = {"synthetic-000007", "twin-a", "twin-b"}  # one photo stored under three ids
+
+
+@pytest.fixture()
+def twins(rec: Recommender, products: Any) -> Iterator[TestClient]:
+    """The catalogue plus photo 7's pixels added twice more and photo 12's once more."""
+    ds = products[2]
+    seven, twelve = np.asarray(ds[7].image), np.asarray(ds[12].image)
+    meta = [rec.metadata_of("synthetic-000007")] * 2 + [rec.metadata_of("synthetic-000012")]
+    rec.add(
+        [seven, seven, twelve], ids=["twin-a", "twin-b", "twin-c"], metadata=meta, progress=False
+    )
+    with TestClient(create_app(rec, image_root=products[0])) as c:
+        yield c
+
+
+def _ids(r: Any) -> list[str]:
+    assert r.status_code == 200, r.text
+    return [x["id"] for x in r.json()["results"]]
+
+
+def test_query_shows_a_repeated_photo_once_unless_distinct_is_false(
+    twins: TestClient, products: Any
+) -> None:
+    def search(**params: Any) -> list[str]:
+        return _ids(twins.post("/query", params={"k": 6, **params}, content=photo(products, 7)))
+
+    default = search()
+    assert len(default) == 6 and len(set(default) & SEVEN) == 1
+    assert default[0] in SEVEN  # the photo itself still comes first, once
+    assert search(distinct="true") == default == search(distinct="True")
+    every = search(distinct="false")
+    assert set(every[:3]) == SEVEN and len(every) == 6
+    # what the repeats held back fills the freed places, in the same order
+    assert [i for i in every if i not in SEVEN] == default[1:4]
+
+
+def test_similar_drops_copies_of_the_item_unless_distinct_is_false(twins: TestClient) -> None:
+    url = "/items/synthetic-000007/similar"
+    default = _ids(twins.get(url, params={"k": 6}))
+    assert len(default) == 6 and not set(default) & SEVEN
+    assert _ids(twins.get(url, params={"k": 6, "distinct": "true"})) == default
+    every = twins.get(url, params={"k": 6, "distinct": "false"}).json()["results"]
+    assert {x["id"] for x in every[:2]} == {"twin-a", "twin-b"}
+    assert all(x["score"] > 0.999 for x in every[:2])
+    assert "synthetic-000007" not in {x["id"] for x in every}
+
+
+@pytest.mark.parametrize("how", ["query", "similar"])
+def test_distinct_field_gives_one_result_per_value(
+    twins: TestClient, products: Any, how: str
+) -> None:
+    params = {"k": 10, "distinct": "field:category"}
+    if how == "query":
+        r = twins.post("/query", params=params, content=photo(products, 7))
+    else:
+        r = twins.get("/items/synthetic-000007/similar", params=params)
+    assert r.status_code == 200, r.text
+    categories = [x["metadata"]["category"] for x in r.json()["results"]]
+    assert len(categories) == len(set(categories)) > 1
+    assert set(categories) <= {"t-shirt", "trousers", "shoes", "bag", "hat"}
+    if how == "similar":  # the item's own value is taken by the item itself
+        assert "shoes" not in categories and len(categories) == 4
+    else:
+        assert len(categories) == 5
+
+
+@pytest.mark.parametrize("how", ["query", "similar"])
+@pytest.mark.parametrize(
+    ("distinct", "status", "says"),
+    [
+        ("field:colour", 400, "'colour'"),  # no such field: named, with the known ones
+        ("field:true", 400, "'true'"),  # a field named true is field:true, not the boolean
+        ("colour", 422, "distinct=field:colour"),  # a bare name: the syntax, with the fix
+        ("field:", 422, "field:NAME"),
+        ("", 422, "field:NAME"),
+        ("yes", 422, "must be true"),
+    ],
+)
+def test_bad_distinct_is_refused_naming_it(
+    twins: TestClient, products: Any, how: str, distinct: str, status: int, says: str
+) -> None:
+    params = {"distinct": distinct}
+    if how == "query":
+        r = twins.post("/query", params=params, content=photo(products, 7))
+    else:
+        r = twins.get("/items/synthetic-000007/similar", params=params)
+    assert r.status_code == status, r.text
+    detail = r.json()["detail"]
+    assert says in detail
+    if status == 400:  # and the fields there are
+        assert "'category', 'color', 'on_sale', 'pattern', 'price'" in detail
+
+
+def test_duplicates_lists_pairs_with_the_default_threshold(twins: TestClient) -> None:
+    r = twins.get("/duplicates")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["min_score"] == 0.9 and body["total"] == 4 and body["truncated"] is False
+    pairs = {(p["a"], p["b"]) for p in body["pairs"]}
+    assert pairs == {
+        ("synthetic-000007", "twin-a"),
+        ("synthetic-000007", "twin-b"),
+        ("twin-a", "twin-b"),
+        ("synthetic-000012", "twin-c"),
+    }
+    assert all(p["score"] == 1.0 for p in body["pairs"])
+
+
+def test_duplicates_groups_put_the_member_to_keep_first(twins: TestClient) -> None:
+    body = twins.get("/duplicates", params={"groups": "true"}).json()
+    assert body["total"] == 2 and "pairs" not in body
+    assert body["groups"] == [
+        {
+            "representative": "synthetic-000007",
+            "members": ["synthetic-000007", "twin-a", "twin-b"],
+            "score": 1.0,
+        },
+        {
+            "representative": "synthetic-000012",
+            "members": ["synthetic-000012", "twin-c"],
+            "score": 1.0,
+        },
+    ]
+
+
+def test_duplicates_limit_keeps_the_total(twins: TestClient) -> None:
+    whole = twins.get("/duplicates").json()["pairs"]
+    body = twins.get("/duplicates", params={"limit": 1}).json()
+    assert body["total"] == 4 and body["truncated"] is True and body["pairs"] == whole[:1]
+    body = twins.get("/duplicates", params={"groups": True, "limit": 1}).json()
+    assert body["total"] == 2 and body["truncated"] is True and len(body["groups"]) == 1
+
+
+def test_duplicates_min_score_is_the_detectors(twins: TestClient) -> None:
+    loose = twins.get("/duplicates", params={"min_score": 0.1}).json()
+    assert loose["min_score"] == 0.1 and loose["total"] > 4
+    assert all(p["score"] >= 0.1 for p in loose["pairs"])
+    assert twins.get("/duplicates", params={"min_score": 0.99}).json()["total"] == 4
+
+
+def test_duplicates_scan_runs_on_the_apps_bounded_pool(
+    rec: Recommender, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    threads: list[str] = []
+    scan = rec.find_duplicates
+
+    def recorded(*args: Any, **kwargs: Any) -> Any:
+        threads.append(threading.current_thread().name)
+        return scan(*args, **kwargs)
+
+    monkeypatch.setattr(rec, "find_duplicates", recorded)
+    with TestClient(create_app(rec, threads=1)) as c:
+        assert c.get("/duplicates").status_code == 200
+        assert c.get("/duplicates?groups=true").status_code == 200
+    assert len(threads) == 2 and all(t.startswith("visualsim") for t in threads)
+
+
+def test_different_products_are_not_duplicates(client: TestClient) -> None:
+    plain = client.get("/duplicates").json()
+    assert plain == {"min_score": 0.9, "total": 0, "truncated": False, "pairs": []}
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "min_score=1.5",
+        "min_score=-0.1",
+        "min_score=nan",
+        "min_score=high",
+        "limit=0",
+        "limit=100001",
+        "groups=maybe",
+    ],
+)
+def test_bad_duplicates_parameters_are_422(client: TestClient, query: str) -> None:
+    r = client.get("/duplicates?" + query)
+    assert r.status_code == 422
+    assert r.json()["detail"].startswith("invalid request: " + query.split("=")[0] + ":")
+
+
+def test_duplicates_of_an_empty_catalogue_is_an_empty_list() -> None:
+    ext = ColorHistogramExtractor()
+    rec = Recommender(ext).add_vectors(np.eye(1, ext.dim), ["only"])
+    rec.remove(["only"])
+    with TestClient(create_app(rec)) as c:
+        body = c.get("/duplicates?groups=true").json()
+    assert body == {"min_score": 0.9, "total": 0, "truncated": False, "groups": []}
 
 
 # -- errors ----------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ Run with ``make test-browser`` or ``python -m pytest -m browser tests/test_serve
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
@@ -13,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import uvicorn
 
@@ -40,9 +42,7 @@ SHOTS = (
 )
 
 
-@pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, list[Path]]]:
-    root = tmp_path_factory.mktemp("browser")
+def _catalogue(root: Path) -> tuple[Recommender, list[Path], SyntheticProducts]:
     ds = SyntheticProducts(N, size=96)
     paths = ds.write_folder(root, format="png")
     rec = Recommender(ColorHistogramExtractor(), image_root=root).fit(
@@ -51,6 +51,34 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, list[P
         metadata=[dict(ds[i].metadata, price=5 + i) for i in range(N)],
         progress=False,
     )
+    return rec, paths, ds
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, list[Path]]]:
+    root = tmp_path_factory.mktemp("browser")
+    rec, paths, _ = _catalogue(root)
+    with _serving(rec, root) as url:
+        yield url, paths
+
+
+@pytest.fixture(scope="module")
+def twin_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, list[Path]]]:
+    """The same catalogue with photo 3's pixels stored again as item ``twin``."""
+    root = tmp_path_factory.mktemp("browser-twins")
+    rec, paths, ds = _catalogue(root)
+    rec.add(
+        [np.asarray(ds[3].image)],
+        ids=["twin"],
+        metadata=[rec.metadata_of(ds[3].id)],
+        progress=False,
+    )
+    with _serving(rec, root) as url:
+        yield url, paths
+
+
+@contextlib.contextmanager
+def _serving(rec: Recommender, root: Path) -> Iterator[str]:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
@@ -64,7 +92,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, list[P
             break
         time.sleep(0.05)
     try:
-        yield f"http://127.0.0.1:{port}/", paths
+        yield f"http://127.0.0.1:{port}/"
     finally:
         server.should_exit = True
         thread.join(30)
@@ -212,6 +240,47 @@ def test_everything_is_reachable_by_keyboard(page: Any, site: tuple[str, list[Pa
         "els => els.filter(e => !e.labels.length && !e.getAttribute('aria-label')).map(e => e.id)",
     )
     assert labels == []
+
+
+def test_one_per_photo_hides_a_repeated_photo_until_unticked(
+    browser: Any, twin_site: tuple[str, list[Path]]
+) -> None:
+    context = browser.new_context(viewport={"width": 1200, "height": 900})
+    pg = context.new_page()
+    errors: list[str] = []
+    pg.on("pageerror", lambda exc: errors.append(str(exc)))
+    pg.goto(twin_site[0])
+    pg.wait_for_selector("#browse button.item")
+    box = pg.locator("#distinct")
+    assert box.is_visible() and box.is_checked()
+    assert pg.evaluate("document.querySelector('#distinct').labels[0].textContent") == (
+        "One per photo"
+    )
+    copies = {"synthetic-000003", "twin"}
+    pg.select_option("#k", "6")
+    upload(pg, twin_site[1][3])
+    wait_images_loaded(pg, 6)
+    once = result_ids(pg)
+    assert len(once) == 6 and once[0] in copies and len(copies & set(once)) == 1
+    pg.uncheck("#distinct")  # re-runs the search: both copies, at the top
+    pg.wait_for_function(
+        "() => [...document.querySelectorAll('#results button.item')]"
+        ".filter(e => ['synthetic-000003', 'twin'].includes(e.dataset.id)).length === 2"
+    )
+    wait_settled(pg)
+    every = result_ids(pg)
+    assert len(every) == 6 and set(every[:2]) == copies
+    assert every[2:] == once[1:5]  # the next photo moved down to make room for the copy
+    shot(pg, "every-copy")
+    pg.check("#distinct")  # and back
+    pg.wait_for_function(
+        "() => [...document.querySelectorAll('#results button.item')]"
+        ".filter(e => ['synthetic-000003', 'twin'].includes(e.dataset.id)).length === 1"
+    )
+    wait_settled(pg)
+    assert result_ids(pg) == once
+    context.close()
+    assert not errors, errors
 
 
 def test_fits_a_phone_screen(browser: Any, site: tuple[str, list[Path]]) -> None:

@@ -79,6 +79,12 @@ MAX_JSON_DEPTH = 32
 FRAME_POLICY = "frame-ancestors 'none'"
 """The Content-Security-Policy every answer carries (the page adds it to its own): no framing."""
 
+MAX_DUPLICATES = 100_000
+"""Most pairs or groups one ``GET /duplicates`` lists (its ``limit``; default 1,000)."""
+
+DISTINCT_FIELD = "field:"
+"""Prefix of a ``distinct`` value naming a metadata field: ``distinct=field:style_id``."""
+
 QUEUE_TIMEOUT_S = 10.0
 """Default seconds a request waits for a model thread before it is answered 503."""
 
@@ -207,8 +213,8 @@ def create_app(
         Memory-map the catalogue's stored vectors (shared, read-only, through
         the page cache between worker processes) instead of reading them in.
     threads
-        Threads for the model and search work of ``/query``, ``/items/{id}/similar``
-        and the item writes: the app's own pool, so 16 clients queue for a few
+        Threads for the model and search work of ``/query``, ``/items/{id}/similar``,
+        ``/duplicates`` and the item writes: the app's own pool, so 16 clients queue for a few
         threads instead of running 16 extractions at once on a 2-core box.
         Default :func:`default_threads` (the CPUs this process may use, at
         least 2). Other endpoints use Starlette's thread pool.
@@ -332,6 +338,13 @@ def create_app(
         description="filter on metadata, e.g. category == 'shoes' and price < 50",
     )
     min_score_query = Query(None, ge=-1.0, le=1.0, description="drop results scoring below this")
+    distinct_query = Query(
+        "true",
+        max_length=1000,
+        description="true (default): one result per photo, the same picture under two ids "
+        "shown once; false: every item, repeats included; field:NAME: one result per value "
+        "of the metadata field NAME",
+    )
 
     # -- read endpoints ----------------------------------------------------------------
     @app.get("/", include_in_schema=False)
@@ -385,16 +398,18 @@ def create_app(
         k: int = k_query,
         where: str | None = where_query,
         min_score: float | None = min_score_query,
+        distinct: str = distinct_query,
     ) -> JSONResponse:
         item_id = _path_id(item_id)
         live = state.live
+        collapse = parse_distinct(distinct)
 
         def work() -> JSONResponse:  # the JSON is rendered here too, off the event loop
             with live.lock.read():
                 rec = live.rec
                 key = A.resolve_id(rec, item_id)
                 flt = state.where(live, where)
-                results = rec.similar_to(key, k, where=flt, min_score=min_score)
+                results = rec.similar_to(key, k, where=flt, min_score=min_score, distinct=collapse)
                 found = state.results_json(live, results)
             return JSONResponse({"id": A.json_id(key), "results": found})
 
@@ -438,8 +453,10 @@ def create_app(
         k: int = k_query,
         where: str | None = where_query,
         min_score: float | None = min_score_query,
+        distinct: str = distinct_query,
     ) -> JSONResponse:
         live = state.live
+        collapse = parse_distinct(distinct)
         parts = await _read_upload(request, max_upload_bytes)
         data = parts.get("image")
         if not isinstance(data, bytes):
@@ -456,11 +473,54 @@ def create_app(
             vector = state.extract(live, data)
             with live.lock.read():
                 try:
-                    results = live.rec.query_vector(vector, k, where=flt, min_score=min_score)
+                    results = live.rec.query_vector(
+                        vector, k, where=flt, min_score=min_score, distinct=collapse
+                    )
                 except NotFittedError:
                     results = []
                 found = state.results_json(live, results)
             return JSONResponse({"results": found})  # rendered here, off the event loop
+
+        return await state.compute(work)
+
+    @app.get("/duplicates", summary="Duplicate photos in the catalogue (pairs, or groups)")
+    async def duplicates(
+        min_score: float | None = Query(
+            None,
+            ge=0.0,
+            le=1.0,
+            description="the duplicate detector's score from which two photos are "
+            "duplicates, 0 to 1 (1: the same pixels); default: its calibrated threshold",
+        ),
+        groups: bool = Query(
+            False, description="true: groups of duplicates, the member to keep first"
+        ),
+        limit: int = Query(
+            1000, ge=1, le=MAX_DUPLICATES, description=f"most listed, 1 to {MAX_DUPLICATES:,}"
+        ),
+    ) -> JSONResponse:
+        from ..duplicates import check_min_score
+
+        live = state.live
+        threshold = check_min_score(min_score)  # what the detector uses for None
+
+        def work() -> JSONResponse:  # a scan takes seconds on a large catalogue: the pool
+            with live.lock.read():
+                if groups:
+                    found = [_group_json(g) for g in live.rec.duplicate_groups(min_score)]
+                else:
+                    found = [
+                        {"a": A.json_id(a), "b": A.json_id(b), "score": _dup_score(s)}
+                        for a, b, s in live.rec.find_duplicates(min_score)
+                    ]
+            return JSONResponse(
+                {
+                    "min_score": threshold,
+                    "total": len(found),
+                    "truncated": len(found) > limit,
+                    "groups" if groups else "pairs": found[:limit],
+                }
+            )
 
         return await state.compute(work)
 
@@ -991,6 +1051,58 @@ def parse_json(raw: str | bytes, what: str, *, max_depth: int = MAX_JSON_DEPTH) 
     return doc
 
 
+def parse_distinct(text: str | None) -> bool | str:
+    """The ``distinct`` of a search request, as :meth:`Recommender.query` takes it.
+
+    ``true`` (the default, also for no value) gives one result per photo,
+    ``false`` every item, repeats included (both in any letter case), and
+    ``field:NAME`` one result per value of the metadata field ``NAME`` (everything
+    after the prefix, exactly as sent, so a field named ``true`` is
+    ``field:true``). A field no item has is the recommender's
+    :class:`~visualsim.filters.FilterError` (400) when the search runs.
+
+    Raises
+    ------
+    starlette.exceptions.HTTPException
+        422 for any other value, naming the accepted forms.
+
+    Examples
+    --------
+    >>> parse_distinct("true"), parse_distinct("False"), parse_distinct("field:style_id")
+    (True, False, 'style_id')
+    >>> parse_distinct("field:true")
+    'true'
+    """
+    if text is None or text.lower() == "true":
+        return True
+    if text.lower() == "false":
+        return False
+    if text.startswith(DISTINCT_FIELD) and len(text) > len(DISTINCT_FIELD):
+        return text[len(DISTINCT_FIELD) :]
+    hint = ""
+    if text and not text.startswith(DISTINCT_FIELD):
+        hint = f" (one result per value of a field {text!r}: distinct={DISTINCT_FIELD}{text})"
+    raise HTTPException(
+        422,
+        "invalid request: distinct: must be true (one result per photo), false (every "
+        f"item) or {DISTINCT_FIELD}NAME (one result per value of a metadata field), "
+        f"got {text!r}{hint}",
+    )
+
+
+def _dup_score(value: float) -> float:
+    """A duplicate detector score as JSON: rounded as DuplicateGroup.to_dict rounds it."""
+    return round(min(1.0, max(0.0, float(value))), 6)
+
+
+def _group_json(group: Any) -> dict[str, Any]:
+    doc: dict[str, Any] = group.to_dict()
+    doc["representative"] = A.json_id(doc["representative"])
+    doc["members"] = [A.json_id(m) for m in doc["members"]]
+    doc["score"] = _dup_score(doc["score"])
+    return doc
+
+
 def _path_id(segment: str) -> str:
     """The item id in a path segment :class:`ItemPathMiddleware` left percent-encoded."""
     return urllib.parse.unquote(segment)
@@ -1231,6 +1343,8 @@ class AccessLogMiddleware:
 
 
 __all__ = [
+    "DISTINCT_FIELD",
+    "MAX_DUPLICATES",
     "MAX_PIXELS",
     "MAX_UPLOAD_BYTES",
     "QUEUE_TIMEOUT_S",

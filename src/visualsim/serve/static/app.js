@@ -159,7 +159,8 @@
   async function run() {
     if (!state.query) return;
     const seq = ++state.seq;
-    const params = new URLSearchParams({ k: $("k").value });
+    // one result per photo (the server's default), or every item, repeats included
+    const params = new URLSearchParams({ k: $("k").value, distinct: String($("distinct").checked) });
     const where = whereString();
     if (where) params.set("where", where);
     status("Searching…");
@@ -236,6 +237,7 @@
 
   $("photo").addEventListener("change", (e) => searchPhoto(e.target.files[0]));
   $("k").addEventListener("change", rerun);
+  $("distinct").addEventListener("change", rerun);
   $("more").addEventListener("click", browse);
   $("clear-filters").addEventListener("click", () => {
     for (const el of $("filters").querySelectorAll("input, select")) el.value = "";
