@@ -72,6 +72,7 @@ _COLOUR_BLUR = 0.75
 _DCT_SIDE = 7  # low-frequency block of the grey thumbnail in the candidate summary
 _COLOUR_WEIGHT = 2.0  # weight of the 4 x 4 colour in the candidate summary
 _TRIM_PASSES = 2
+_SPECK = 0.01  # share of a row/column that must differ from the background to be product
 _BLOCK = 4096
 
 
@@ -120,8 +121,11 @@ def trim(image: np.ndarray) -> np.ndarray:
         mask = foreground_mask(image)
         if mask is None:
             return image
-        rows = np.flatnonzero(mask.any(axis=1))
-        cols = np.flatnonzero(mask.any(axis=0))
+        # a row or column is the product's when more than a speck of it differs (JPEG
+        # ringing around the product must not move the box from one copy to the next)
+        h, w = mask.shape
+        rows = np.flatnonzero(mask.sum(axis=1) > max(1, int(w * _SPECK)))
+        cols = np.flatnonzero(mask.sum(axis=0) > max(1, int(h * _SPECK)))
         if rows.size == 0 or cols.size == 0:
             return image  # blank: nothing but background
         framed = not _near_white_border(image)
@@ -266,6 +270,7 @@ def _pair_scores(a: _Features, ia: np.ndarray, b: _Features, ib: np.ndarray) -> 
     z = np.where(flat, 1.0, z)  # two blank photos: the same structure
     dc = np.abs(a.colour[ia] - b.colour[ib]).mean(axis=1)
     gap = np.maximum((1.0 - z) / (1.0 - _GREY_LIMIT), dc / _COLOUR_LIMIT)
+    gap = np.where(gap < 1e-4, 0.0, gap)  # float rounding of the same pixels: exactly 1.0
     return np.clip(1.0 - 0.1 * gap, 0.0, 1.0).astype(np.float32)
 
 
