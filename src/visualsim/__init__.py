@@ -79,6 +79,9 @@ _LAZY: dict[str, str] = {
     "Recommendation": "recommender",
     "FailedInput": "recommender",
     "Where": "recommender",
+    "Distinct": "recommender",
+    # duplicate photos
+    "DuplicateGroup": "duplicates",
     # the live catalogue's parts
     "Store": "store",
     "Segments": "search",
@@ -147,6 +150,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .datasets.kaggle import KaggleDataset
     from .datasets.stanford_products import StanfordOnlineProducts
     from .datasets.synthetic import SyntheticProducts
+    from .duplicates import DuplicateGroup
     from .evaluation import (
         EvaluationReport,
         HoldoutSplit,
@@ -186,4 +190,4 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .indexes.sharded import ShardedIndex
     from .indexes.sklearn import SklearnIndex
     from .plotting import plot_recommendations
-    from .recommender import FailedInput, Recommendation, Recommender
+    from .recommender import Distinct, FailedInput, Recommendation, Recommender

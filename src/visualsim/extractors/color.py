@@ -31,11 +31,11 @@ LAYOUT_FLAT = 0.02
 """The layout's constant component: two flat (featureless) images compare equal by it,
 and it is negligible next to any real structure."""
 DUPLICATE_THRESHOLD = 0.97
-"""The cosine from which two default colour vectors count as the same image
-(``find_duplicates``, ``add(duplicates=...)``): precision 0.96 at recall 0.70 on re-uploads
-of grey and coloured products, measured in ``docs/quality.md``. Extractors without a
-layout (``layout=0``) cannot tell apart two products of the same colours: see
-:data:`HISTOGRAM_DUPLICATE_THRESHOLD`."""
+"""The cosine from which two default colour vectors were taken for the same image in 0.1
+(precision 0.96 at recall 0.70 on generated re-uploads, ``docs/quality.md``). On real photos
+no threshold on similarity vectors works (two different black wallets score 0.998):
+``find_duplicates`` and ``add(duplicates=...)`` now use the copy detector,
+:mod:`visualsim.duplicates`. Kept for code that compares colour vectors itself."""
 HISTOGRAM_DUPLICATE_THRESHOLD = 0.999
 """The threshold for a histogram-only extractor (``layout=0``); its precision is low
 (0.41 in ``docs/quality.md``): it suits exact re-uploads only."""
@@ -129,10 +129,9 @@ class ColorHistogramExtractor(BaseExtractor):
     ``dim`` is ``bins[0] * bins[1] * bins[2] + grey_bins``, plus
     ``3 * layout**2 + 1`` with a layout: 455 by default.
 
-    Duplicate threshold: :data:`DUPLICATE_THRESHOLD` (``find_duplicates(min_score=0.97)``,
-    ``visualsim duplicates --min-score 0.97``); for ``layout=0``,
-    :data:`HISTOGRAM_DUPLICATE_THRESHOLD`. ``docs/quality.md`` gives the
-    measured precision and recall of each, and those of SqueezeNet.
+    Duplicate photos are found by :mod:`visualsim.duplicates`, not by a threshold on
+    these vectors (``docs/duplicates.md``); :data:`DUPLICATE_THRESHOLD` is the 0.1
+    threshold, kept for comparisons.
 
     A config saved before ``layout`` existed (it has ``grey_bins`` but no
     ``layout``) rebuilds ``layout=0``, and one saved before ``grey_bins``
