@@ -962,3 +962,80 @@ def test_import_visualsim_serve_is_light() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ}, check=True
     )
     assert out.stdout.strip() == "False"
+
+
+# -- a region of the photo (issue 23) ------------------------------------------------------
+def _scene_with(products: Any, i: int) -> tuple[bytes, str]:
+    """Photo ``i`` pasted at (40, 24) on a 3x bigger canvas of other photos; its box."""
+    ds = products[2]
+    canvas = np.concatenate(
+        [np.concatenate([ds[(i + 1 + r * 3 + c) % N].image for c in range(3)], 1) for r in range(3)]
+    )
+    canvas[24:88, 40:104] = ds[i].image
+    return png(canvas), "40,24,104,88"
+
+
+def test_query_with_a_box_searches_that_region(client: TestClient, products: Any) -> None:
+    data, box = _scene_with(products, 9)
+    r = client.post("/query", params={"k": 3, "box": box}, content=data)
+    assert r.status_code == 200, r.text
+    assert r.json()["results"][0]["id"] == "synthetic-000009"
+    # as a multipart upload too, and fractional pixels are accepted
+    r = client.post(
+        "/query",
+        params={"k": 3, "box": "40.0,24,103.6,88"},
+        files={"image": ("scene.png", data, "image/png")},
+    )
+    assert r.status_code == 200 and r.json()["results"][0]["id"] == "synthetic-000009"
+
+
+def test_query_with_a_box_on_a_jpeg_decoded_reduced(products: Any) -> None:
+    # a big JPEG is decoded at a reduced scale (draft mode); the box, in the photo's own
+    # pixels, is scaled to it and the region decoded large enough for the model
+    ds = products[2]
+    big = np.kron(np.full((8, 8, 1), 0.3), np.ones((64, 64, 1)))  # a 512x512 grey canvas
+    canvas = (big * 255).astype(np.uint8).repeat(3, 2)
+    canvas[256:448, 64:256] = np.asarray(Image.fromarray(ds[4].image).resize((192, 192)))
+    buf = io.BytesIO()
+    Image.fromarray(canvas).save(buf, "JPEG", quality=95)
+
+    class Drafty(ColorHistogramExtractor):
+        def decode_size(self) -> tuple[int, int]:
+            return (64, 64)
+
+    _, paths, _ = products
+    rec = Recommender(Drafty()).fit(
+        [str(p) for p in paths], ids=[ds[i].id for i in range(N)], progress=False
+    )
+    with TestClient(create_app(rec)) as c:
+        r = c.post("/query", params={"k": 1, "box": "64,256,256,448"}, content=buf.getvalue())
+        assert r.status_code == 200, r.text
+        assert r.json()["results"][0]["id"] == "synthetic-000004"
+        r = c.post("/query", params={"k": 1, "box": "0,0,513,10"}, content=buf.getvalue())
+        assert r.status_code == 422
+        assert "512x512 image" in r.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("box", "words"),
+    [
+        ("1,2,3", "box must be four numbers left,top,right,bottom"),
+        ("a,b,c,d", "box must be four numbers"),
+        ("0,0,nan,5", "finite"),
+        ("10,0,10,10", "empty: left must be less than right"),
+        ("0,0,10,65", "reaches outside the 64x64 image: bottom must be at most 64"),
+        ("-1,0,10,10", "left must be at least 0"),
+    ],
+)
+def test_a_bad_box_is_422_naming_it(
+    client: TestClient, products: Any, box: str, words: str
+) -> None:
+    r = client.post("/query", params={"box": box}, content=photo(products, 1))
+    assert r.status_code == 422
+    assert words in r.json()["detail"]
+    assert "Traceback" not in r.text
+
+
+def test_a_box_too_long_is_422(client: TestClient, products: Any) -> None:
+    r = client.post("/query", params={"box": "1," * 200}, content=photo(products, 1))
+    assert r.status_code == 422 and r.json()["detail"].startswith("invalid request: box:")

@@ -320,3 +320,65 @@ def test_a_file_that_is_not_an_image_shows_the_servers_reason(page: Any, tmp_pat
     page.set_input_files("#photo", str(bogus))
     page.wait_for_function("() => document.querySelector('#status').classList.contains('error')")
     assert "not an image" in page.text_content("#status")
+
+
+def test_draw_a_box_on_the_photo_to_search_that_region(
+    page: Any, site: tuple[str, list[Path]], tmp_path: Path
+) -> None:
+    from PIL import Image
+
+    # product 11 pasted on a 5x5 mosaic of other products: 480 px, shown scaled to fit
+    ds = SyntheticProducts(N, size=96)
+    tiles = [[ds[(11 + 1 + 5 * r + c) % N].image for c in range(5)] for r in range(5)]
+    scene = np.concatenate([np.concatenate(row, 1) for row in tiles])
+    left, top = 200, 150
+    scene[top : top + 96, left : left + 96] = ds[11].image
+    path = tmp_path / "scene.png"
+    Image.fromarray(scene).save(path)
+    requests: list[str] = []
+    page.on("request", lambda req: requests.append(req.url) if "/query" in req.url else None)
+    page.select_option("#k", "6")
+    upload(page, path)
+    wait_images_loaded(page, 6)
+    before = result_ids(page)
+    assert page.is_visible("#box-help") and not page.is_visible("#clear-box")
+    rect = page.evaluate(
+        "() => { const r = document.querySelector('#query-image').getBoundingClientRect();"
+        " return [r.left, r.top, r.width, r.height]; }"
+    )
+    x, y, w, h = rect
+    scale = w / scene.shape[1]
+    assert abs(h / scene.shape[0] - scale) < 0.01  # the whole photo, its aspect kept
+    assert scale < 0.95  # shown smaller than its own pixels: the box must be scaled back
+    page.mouse.move(x + (left + 1) * scale, y + (top + 1) * scale)
+    page.mouse.down()
+    page.mouse.move(x + (left + 50) * scale, y + (top + 50) * scale, steps=4)
+    page.mouse.move(x + (left + 95) * scale, y + (top + 95) * scale, steps=4)
+    assert page.is_visible("#box-overlay")  # drawn while dragging
+    page.mouse.up()
+    page.wait_for_function(
+        "() => document.querySelector('#status').textContent.includes('for the boxed region')"
+    )
+    wait_settled(page)
+    wait_images_loaded(page, 6)
+    boxed = [u for u in requests if "box=" in u]
+    assert len(boxed) == 1
+    from urllib.parse import parse_qs, urlparse
+
+    sent = [float(v) for v in parse_qs(urlparse(boxed[0]).query)["box"][0].split(",")]
+    want = [left + 1, top + 1, left + 95, top + 95]
+    assert all(abs(a - b) <= 2 / scale for a, b in zip(sent, want, strict=True)), sent
+    after = result_ids(page)
+    assert after[0] == "synthetic-000011" and after != before
+    assert page.is_visible("#clear-box") and page.is_visible("#box-overlay")
+    shot(page, "boxed")
+    # clearing the box searches the whole photo again
+    page.click("#clear-box")
+    page.wait_for_function(
+        "() => !document.querySelector('#status').textContent.includes('boxed')"
+        " && document.querySelector('#results').getAttribute('aria-busy') === 'false'"
+    )
+    assert not page.is_visible("#box-overlay") and not page.is_visible("#clear-box")
+    assert "box=" not in requests[-1]
+    wait_images_loaded(page, 6)
+    assert result_ids(page) == before

@@ -108,6 +108,15 @@ def _finite_float(text: str) -> float:
     return value
 
 
+def _box(text: str) -> tuple[float, float, float, float]:
+    from .crop import parse_box
+
+    try:
+        return parse_box(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _did_you_mean(name: str, known: Sequence[str]) -> str:
     lowered = {k.lower(): k for k in known}
     if name.lower() in lowered:
@@ -444,6 +453,15 @@ def build_parser() -> argparse.ArgumentParser:
             "must match (docs/filters.md)",
         )
         p.add_argument("--min-score", type=_finite_float, default=None, help="drop weaker results")
+        if name == "query":
+            p.add_argument(
+                "--box",
+                type=_box,
+                default=None,
+                metavar="L,T,R,B",
+                help="search only this region of the image: left,top,right,bottom in its "
+                "pixels (after its EXIF orientation), e.g. 40,60,400,520",
+            )
         repeats = p.add_mutually_exclusive_group()
         repeats.add_argument(
             "--all",
@@ -1168,7 +1186,15 @@ def cmd_query(args: argparse.Namespace) -> int:
     _existing(args.image, "image", directory=False)
     _check_plot_target(args.plot)
     rec = _load(args.catalog)
-    results = _search(rec.query, args.image, **_query_options(args, rec))
+    options = _query_options(args, rec)
+    if args.box is not None:
+        options["box"] = args.box
+    try:
+        results = _search(rec.query, args.image, **options)
+    except ConfigError as exc:  # a box that does not fit the image: the user's to fix
+        if args.box is not None and str(exc).startswith("box "):
+            raise UsageError(f"--box: {exc}") from None
+        raise
     name = str(args.image)
     return _report(args, name, args.image, results, f"query: {name}")
 

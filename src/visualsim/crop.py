@@ -25,6 +25,9 @@ Examples
 
 from __future__ import annotations
 
+import math
+import numbers
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -248,12 +251,182 @@ def auto_crop(
     return out
 
 
+Box = tuple[float, float, float, float]
+"""A region of an image, ``(left, top, right, bottom)`` in its pixels (right and bottom
+excluded), as :meth:`~visualsim.Recommender.query` takes it as ``box=``."""
+
+
+def parse_box(text: str) -> Box:
+    """Read a box written ``"left,top,right,bottom"`` (the CLI's ``--box``, HTTP's ``box=``).
+
+    Only the form is checked here (four finite numbers); :func:`check_box` checks
+    it against the image.
+
+    Raises
+    ------
+    ConfigError
+        Anything but four comma-separated numbers.
+
+    Examples
+    --------
+    >>> parse_box("10, 20, 110.5, 220")
+    (10.0, 20.0, 110.5, 220.0)
+    """
+    parts = str(text).split(",")
+    shown = str(text)[:80]
+    if len(parts) != 4:
+        raise ConfigError(f"box must be four numbers left,top,right,bottom (pixels), got {shown!r}")
+    try:
+        values = tuple(float(p) for p in parts)
+    except ValueError:
+        raise ConfigError(
+            f"box must be four numbers left,top,right,bottom (pixels), got {shown!r}"
+        ) from None
+    left, top, right, bottom = values
+    if not all(math.isfinite(v) for v in values):
+        raise ConfigError(f"box must be four finite numbers, got {shown!r}")
+    return (left, top, right, bottom)
+
+
+def check_box(box: Any, size: tuple[int, int]) -> Box:
+    """Return ``box`` as four floats if it is a region inside an image of ``size``, else raise.
+
+    Parameters
+    ----------
+    box
+        ``(left, top, right, bottom)``: four numbers (integers or floats), in
+        pixels, with ``0 <= left < right <= width`` and ``0 <= top < bottom <= height``.
+    size
+        The image's ``(width, height)``, after its EXIF orientation is applied
+        (as :func:`~visualsim.images.load_image` returns it).
+
+    Raises
+    ------
+    ConfigError
+        Naming the box and the image size: not four numbers, not finite, an
+        empty or inverted box, or a box reaching outside the image.
+
+    Examples
+    --------
+    >>> check_box((0, 0, 50, 40), (100, 80))
+    (0.0, 0.0, 50.0, 40.0)
+    >>> try:
+    ...     check_box((0, 0, 150, 40), (100, 80))
+    ... except ConfigError as exc:
+    ...     print(exc)
+    box (0, 0, 150, 40) reaches outside the 100x80 image: right must be at most 100
+    """
+    width, height = size
+    shown = _show_box(box)
+    if isinstance(box, (str, bytes)) or (
+        not isinstance(box, Sequence) and not isinstance(box, np.ndarray)
+    ):
+        raise ConfigError(
+            f"box must be (left, top, right, bottom), four numbers in pixels, got {shown}"
+        )
+    values = list(box)
+    if len(values) != 4 or not all(
+        isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_)) for v in values
+    ):
+        raise ConfigError(
+            f"box must be (left, top, right, bottom), four numbers in pixels, got {shown}"
+        )
+    left, top, right, bottom = (float(v) for v in values)
+    if not all(math.isfinite(v) for v in (left, top, right, bottom)):
+        raise ConfigError(f"box {shown} must be four finite numbers")
+    where = f"the {width}x{height} image"
+    if not left < right:
+        raise ConfigError(f"box {shown} is empty: left must be less than right (in {where})")
+    if not top < bottom:
+        raise ConfigError(f"box {shown} is empty: top must be less than bottom (in {where})")
+    for name, value, low, high in (
+        ("left", left, 0, width),
+        ("top", top, 0, height),
+        ("right", right, 0, width),
+        ("bottom", bottom, 0, height),
+    ):
+        if value < low:
+            raise ConfigError(f"box {shown} reaches outside {where}: {name} must be at least {low}")
+        if value > high:
+            raise ConfigError(f"box {shown} reaches outside {where}: {name} must be at most {high}")
+    return (left, top, right, bottom)
+
+
+def _show_box(box: Any) -> str:
+    if isinstance(box, np.ndarray):
+        box = box.tolist()
+    if isinstance(box, (tuple, list)) and len(box) <= 8:
+        inner = ", ".join(repr(float(v)) if isinstance(v, np.floating) else repr(v) for v in box)
+        return f"({inner})"
+    text = repr(box)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def box_pixels(box: Box) -> tuple[int, int, int, int]:
+    """The whole pixels a checked box covers: left and top rounded down, right and bottom up.
+
+    An integer box covers exactly ``right - left`` by ``bottom - top`` pixels.
+    """
+    left, top, right, bottom = box
+    return (
+        math.floor(left),
+        math.floor(top),
+        math.ceil(right),
+        math.ceil(bottom),
+    )
+
+
+def crop_to_box(image: np.ndarray, box: Any, *, size: tuple[int, int] | None = None) -> np.ndarray:
+    """Return the part of ``image`` inside ``box`` (checked by :func:`check_box`).
+
+    Parameters
+    ----------
+    image
+        ``(H, W, 3)`` RGB ``uint8``, as :func:`~visualsim.images.load_image` returns.
+    box
+        ``(left, top, right, bottom)`` in pixels; fractions are widened to whole
+        pixels (left and top down, right and bottom up).
+    size
+        The ``(width, height)`` the box's pixels refer to when ``image`` was
+        decoded at a reduced scale (a JPEG in draft mode); the box is scaled to
+        ``image``. ``None``: ``image``'s own size.
+
+    Returns
+    -------
+    numpy.ndarray
+        A C-contiguous copy, ``right - left`` by ``bottom - top`` pixels for an
+        integer box on an image at its own size.
+
+    Examples
+    --------
+    >>> photo = np.zeros((80, 100, 3), np.uint8)
+    >>> crop_to_box(photo, (10, 20, 60, 40)).shape
+    (20, 50, 3)
+    """
+    _check_rgb(image, "crop_to_box")
+    h, w = image.shape[:2]
+    width, height = (w, h) if size is None else size
+    left, top, right, bottom = check_box(box, (width, height))
+    if (width, height) != (w, h):
+        sx, sy = w / width, h / height
+        left, right, top, bottom = left * sx, right * sx, top * sy, bottom * sy
+    x0, y0, x1, y1 = box_pixels((left, top, right, bottom))
+    x0, y0 = min(max(0, x0), w - 1), min(max(0, y0), h - 1)
+    x1, y1 = max(x0 + 1, min(w, x1)), max(y0 + 1, min(h, y1))
+    return np.ascontiguousarray(image[y0:y1, x0:x1])
+
+
 __all__ = [
     "CROP_MODES",
+    "Box",
     "CropBox",
     "CropMode",
     "auto_crop",
+    "box_pixels",
+    "check_box",
     "check_crop",
+    "crop_to_box",
     "find_crop_box",
     "foreground_mask",
+    "parse_box",
 ]

@@ -172,6 +172,37 @@ def load_image(
         ) from None
 
 
+_TRANSPOSED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
+
+
+def encoded_size(data: bytes) -> tuple[int, int]:
+    """The ``(width, height)`` :func:`load_image` returns for encoded ``data`` at full scale.
+
+    Read from the header (EXIF orientation applied), nothing decoded: what a
+    region given in the photo's own pixels refers to when the photo is then
+    decoded at a reduced scale (``draft_size``).
+
+    Raises
+    ------
+    ImageLoadError
+        Data that is not an image.
+    """
+    try:
+        with Image.open(io.BytesIO(bytes(data))) as img:
+            width, height = img.size
+            try:
+                orientation = img.getexif().get(0x0112)
+            except Exception:  # a broken EXIF block: load_image ignores it too
+                orientation = None
+    except UnidentifiedImageError:
+        raise ImageLoadError(data, "not an image (unrecognised format)") from None
+    except Exception as exc:
+        raise ImageLoadError(data, f"could not be read ({type(exc).__name__}: {exc})") from None
+    if orientation in _TRANSPOSED:
+        width, height = height, width
+    return int(width), int(height)
+
+
 def _load(
     src: Any, max_pixels: int | None, draft_size: tuple[int, int] | None, max_bytes: int | None
 ) -> np.ndarray:
@@ -493,6 +524,7 @@ __all__ = [
     "RESIZE_MODES",
     "ImageLike",
     "decode_bytes_per_pixel",
+    "encoded_size",
     "load_image",
     "resize_image",
 ]

@@ -1034,6 +1034,7 @@ class Recommender:
         exclude: Iterable[Id] | Id | None = None,
         min_score: float | None = None,
         distinct: Distinct = True,
+        box: Sequence[float] | None = None,
     ) -> list[Recommendation]:
         """Return the ``k`` catalogue items that look most like ``image``.
 
@@ -1063,6 +1064,13 @@ class Recommender:
             results. A metadata field name (e.g. ``"style_id"``): one result
             per value of that field (items without it are never collapsed).
             ``False``: every item, repeats included.
+        box
+            Where the product is in ``image``: ``(left, top, right, bottom)`` in
+            its pixels (after its EXIF orientation, as
+            :func:`~visualsim.images.load_image` returns it; right and bottom
+            excluded; integers or floats). Only that region is searched for, as
+            if the photo had been cropped to it: a shopper's photo of a product
+            in a room, on a person, among other things. ``None``: the whole image.
 
         Returns
         -------
@@ -1073,8 +1081,25 @@ class Recommender:
         ------
         FilterError
             A filter that does not parse, or names a field no item has.
+        ConfigError
+            A ``box`` that is not four numbers, is empty, or reaches outside the
+            image (the message names the box and the image size).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from visualsim import ColorHistogramExtractor, Recommender
+        >>> red, blue = np.zeros((32, 32, 3), np.uint8), np.zeros((32, 32, 3), np.uint8)
+        >>> red[...], blue[...] = (220, 20, 20), (20, 20, 220)
+        >>> rec = Recommender(ColorHistogramExtractor()).fit([red, blue], ids=["red", "blue"])
+        >>> photo = np.full((64, 128, 3), (220, 20, 20), np.uint8)
+        >>> photo[:, 64:] = (20, 20, 220)  # red on the left, blue on the right
+        >>> rec.query(photo, 1, box=(64, 0, 128, 64))[0].id
+        'blue'
         """
         k = _check_k(k)
+        if box is not None:
+            image = _crop_to_box(image, box)
         vector = self._get_extractor().extract([image], progress=False)
         return self._search(self._project(vector), k, where, exclude, min_score, distinct)[0]
 
@@ -1088,9 +1113,26 @@ class Recommender:
         min_score: float | None = None,
         batch_size: int | None = None,
         distinct: Distinct = True,
+        boxes: Iterable[Sequence[float] | None] | None = None,
     ) -> list[list[Recommendation]]:
-        """Return :meth:`query` results for many images, extracted in batches."""
+        """Return :meth:`query` results for many images, extracted in batches.
+
+        ``boxes``, when given, holds one ``box`` (see :meth:`query`) or ``None``
+        (the whole image) per image, in the same order.
+        """
         k = _check_k(k)
+        if boxes is not None:
+            images = list(images)
+            regions = list(boxes)
+            if len(regions) != len(images):
+                raise ConfigError(
+                    f"boxes must hold one box (or None) per image: {len(regions)} boxes "
+                    f"for {len(images)} images"
+                )
+            images = [
+                im if b is None else _crop_to_box(im, b)
+                for im, b in zip(images, regions, strict=True)
+            ]
         vectors = self._get_extractor().extract(images, batch_size=batch_size, progress=False)
         return self._search(self._project(vectors), k, where, exclude, min_score, distinct)
 
@@ -1604,6 +1646,14 @@ def _stack_prints(prints: dict[Id, np.ndarray], ids: list[Id]) -> tuple[np.ndarr
             fps[j] = fp
             printed[j] = True
     return fps, printed
+
+
+def _crop_to_box(image: Any, box: Any) -> np.ndarray:
+    """``image`` decoded (EXIF-oriented, as the extractors see it) and cut to ``box``."""
+    from .crop import crop_to_box
+    from .images import load_image
+
+    return crop_to_box(load_image(image), box)
 
 
 def _check_distinct(distinct: Any) -> bool | str:

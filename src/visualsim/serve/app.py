@@ -42,6 +42,7 @@ from starlette.formparsers import MultiPartException
 from starlette.requests import ClientDisconnect
 
 from .. import __version__
+from ..crop import Box, check_box, crop_to_box, parse_box
 from ..errors import (
     CatalogError,
     ConfigError,
@@ -51,7 +52,7 @@ from ..errors import (
     UnknownIdError,
     VisualsimError,
 )
-from ..images import decode_bytes_per_pixel, load_image
+from ..images import decode_bytes_per_pixel, encoded_size, load_image
 from ..indexes.base import ReadWriteLock
 from ..persistence import json_depth, write_bytes_atomic
 from ..validation import check_positive_int
@@ -454,9 +455,16 @@ def create_app(
         where: str | None = where_query,
         min_score: float | None = min_score_query,
         distinct: str = distinct_query,
+        box: str | None = Query(
+            None,
+            max_length=200,
+            description="search only this region of the photo: left,top,right,bottom in the "
+            "photo's own pixels (after its EXIF orientation), e.g. 40,60,400,520",
+        ),
     ) -> JSONResponse:
         live = state.live
         collapse = parse_distinct(distinct)
+        region = None if box is None else parse_box(box)  # its form, before the upload is read
         parts = await _read_upload(request, max_upload_bytes)
         data = parts.get("image")
         if not isinstance(data, bytes):
@@ -470,7 +478,7 @@ def create_app(
             # the lock, so a writer is not held up by a slow model), search, build the
             # JSON; a bad filter is still refused before any image work
             flt = state.where_locked(live, where)
-            vector = state.extract(live, data)
+            vector = state.extract(live, data, region)
             with live.lock.read():
                 try:
                     results = live.rec.query_vector(
@@ -763,18 +771,30 @@ class _State:
             self._warmed.add(id(live))
             logger.info("model warmed in %.0f ms", 1000 * (time.perf_counter() - t0))
 
-    def extract(self, live: _Live, data: bytes) -> np.ndarray:
+    def extract(self, live: _Live, data: bytes, box: Box | None = None) -> np.ndarray:
         if not self.is_warm(live) and self.warm:
             self.warm_up(live)
         # refused from its header, before decoding, over the pixel budget (JPEGs counted
         # at the reduced scale draft mode decodes them at) or the memory that budget allows
         ext = live.rec.extractor_
+        draft = _draft_size(ext)
+        size = None
+        if box is not None:
+            # the box is in the photo's own pixels; a JPEG is decoded reduced, just enough
+            # that the region still has the model's input size, and the box scaled to it
+            size = encoded_size(data)
+            left, top, right, bottom = check_box(box, size)
+            if draft is not None:
+                f = max(size[0] / (right - left), size[1] / (bottom - top))
+                draft = (math.ceil(draft[0] * f), math.ceil(draft[1] * f))
         pixels = load_image(
             data,
             max_pixels=self.max_pixels,
-            draft_size=_draft_size(ext),
+            draft_size=draft,
             max_bytes=self.max_pixels * decode_bytes_per_pixel("RGBA"),
         )
+        if box is not None:
+            pixels = crop_to_box(pixels, box, size=size)
         vector: np.ndarray = ext.extract([pixels], progress=False)[0]
         return vector
 

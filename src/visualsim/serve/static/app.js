@@ -3,7 +3,8 @@
 "use strict";
 (function () {
   const $ = (id) => document.getElementById(id);
-  const state = { query: null, fields: {}, browseOffset: 0, seq: 0 };
+  // box: [left, top, right, bottom] in the uploaded photo's own pixels, or null
+  const state = { query: null, fields: {}, browseOffset: 0, seq: 0, box: null };
   const NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
   function status(text, isError) {
@@ -152,8 +153,9 @@
     const list = $("results");
     list.replaceChildren(...results.map((r) => card(r, (it) => similarTo(it.id, it.has_image), true)));
     const where = whereString();
+    const boxed = state.query && state.query.kind === "photo" && state.box;
     status(results.length + " result" + (results.length === 1 ? "" : "s") +
-      (where ? " matching " + where : ""));
+      (boxed ? " for the boxed region" : "") + (where ? " matching " + where : ""));
   }
 
   async function run() {
@@ -163,6 +165,7 @@
     const params = new URLSearchParams({ k: $("k").value, distinct: String($("distinct").checked) });
     const where = whereString();
     if (where) params.set("where", where);
+    if (state.query.kind === "photo" && state.box) params.set("box", state.box.join(","));
     status("Searching…");
     $("results").setAttribute("aria-busy", "true");
     try {
@@ -185,12 +188,98 @@
 
   function rerun() { run(); }
 
-  function showQuery(src, label) {
+  function showQuery(src, label, drawable) {
     $("query-view").hidden = false;
     const img = $("query-image");
     if (src) { img.src = src; img.hidden = false; img.alt = label; } else { img.hidden = true; }
     $("query-label").textContent = label;
+    $("stage").classList.toggle("draw", Boolean(drawable));
+    $("box-help").hidden = !drawable;
+    state.box = null;
+    showBox();
   }
+
+  // -- a box drawn on the uploaded photo (mouse, pen and touch: Pointer Events) --------
+  const drag = { id: null, x0: 0, y0: 0 };
+
+  function placeOverlay(left, top, right, bottom, width, height) {
+    // in percent of the shown image, so the box follows the image when the page reflows
+    const o = $("box-overlay");
+    o.style.left = (100 * left / width) + "%";
+    o.style.top = (100 * top / height) + "%";
+    o.style.width = (100 * (right - left) / width) + "%";
+    o.style.height = (100 * (bottom - top) / height) + "%";
+    o.hidden = false;
+  }
+
+  function showBox() {
+    const img = $("query-image");
+    const b = state.box;
+    $("clear-box").hidden = !b;
+    $("box-text").hidden = !b;
+    if (!b) { $("box-overlay").hidden = true; $("box-text").textContent = ""; return; }
+    placeOverlay(b[0], b[1], b[2], b[3], img.naturalWidth, img.naturalHeight);
+    $("box-text").textContent = "Searching inside the box " + b[0] + "," + b[1] + " – " +
+      b[2] + "," + b[3] + " (photo pixels).";
+  }
+
+  function pointIn(e) {
+    const r = $("query-image").getBoundingClientRect();
+    return {
+      x: Math.min(Math.max(e.clientX - r.left, 0), r.width),
+      y: Math.min(Math.max(e.clientY - r.top, 0), r.height),
+      w: r.width, h: r.height,
+    };
+  }
+
+  function drawable() {
+    const img = $("query-image");
+    return state.query && state.query.kind === "photo" && img.complete && img.naturalWidth > 0;
+  }
+
+  const stage = $("stage");
+  stage.addEventListener("pointerdown", (e) => {
+    if (!drawable() || (e.pointerType === "mouse" && e.button !== 0)) return;
+    e.preventDefault();
+    stage.setPointerCapture(e.pointerId);
+    const p = pointIn(e);
+    drag.id = e.pointerId; drag.x0 = p.x; drag.y0 = p.y;
+    placeOverlay(p.x, p.y, p.x, p.y, p.w, p.h);
+  });
+  stage.addEventListener("pointermove", (e) => {
+    if (e.pointerId !== drag.id) return;
+    const p = pointIn(e);
+    placeOverlay(Math.min(drag.x0, p.x), Math.min(drag.y0, p.y),
+      Math.max(drag.x0, p.x), Math.max(drag.y0, p.y), p.w, p.h);
+  });
+  stage.addEventListener("pointerup", (e) => {
+    if (e.pointerId !== drag.id) return;
+    drag.id = null;
+    const p = pointIn(e);
+    const img = $("query-image");
+    // display pixels -> the photo's own pixels (the image is shown scaled to fit)
+    const sx = img.naturalWidth / p.w, sy = img.naturalHeight / p.h;
+    const x0 = Math.min(drag.x0, p.x), x1 = Math.max(drag.x0, p.x);
+    const y0 = Math.min(drag.y0, p.y), y1 = Math.max(drag.y0, p.y);
+    if (x1 - x0 < 4 || y1 - y0 < 4) { showBox(); return; } // a click, not a box: keep the last
+    const left = Math.max(0, Math.floor(x0 * sx)), top = Math.max(0, Math.floor(y0 * sy));
+    const right = Math.min(img.naturalWidth, Math.max(left + 1, Math.ceil(x1 * sx)));
+    const bottom = Math.min(img.naturalHeight, Math.max(top + 1, Math.ceil(y1 * sy)));
+    state.box = [left, top, right, bottom];
+    showBox();
+    run();
+  });
+  stage.addEventListener("pointercancel", (e) => {
+    if (e.pointerId !== drag.id) return;
+    drag.id = null;
+    showBox();
+  });
+  stage.addEventListener("dragstart", (e) => e.preventDefault());
+  $("clear-box").addEventListener("click", () => {
+    state.box = null;
+    showBox();
+    run();
+  });
 
   function searchPhoto(file) {
     if (!file) return;
@@ -201,13 +290,13 @@
     if (state.objectURL) URL.revokeObjectURL(state.objectURL);
     state.objectURL = URL.createObjectURL(file);
     state.query = { kind: "photo", file };
-    showQuery(state.objectURL, "Your photo");
+    showQuery(state.objectURL, "Your photo", true);
     run();
   }
 
   function similarTo(id, hasImage) {
     state.query = { kind: "item", id };
-    showQuery(hasImage ? itemURL(id, "/image") : null, "Similar to " + id);
+    showQuery(hasImage ? itemURL(id, "/image") : null, "Similar to " + id, false);
     run().then(() => $("results-heading").focus());
   }
 
