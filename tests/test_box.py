@@ -15,7 +15,7 @@ from PIL import Image
 
 from visualsim import ColorHistogramExtractor, Recommender, SyntheticProducts
 from visualsim.cli import main
-from visualsim.crop import check_box, crop_to_box, parse_box
+from visualsim.crop import check_box, crop_to_box, locate_product, parse_box
 from visualsim.errors import ConfigError
 from visualsim.images import encoded_size
 
@@ -238,6 +238,10 @@ def test_query_box_on_the_command_line(
     out, err = capsys.readouterr()
     assert code == 0, err
     assert f'"id": "{ds[7].id}"' in out
+    code = main(["query", str(catalog), str(path), "-k", "1", "--box", "locate", "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert '"rank": 1' in out
     code = main(["query", str(catalog), str(path), "-k", "1", "--box", "1,2,3"])
     out, err = capsys.readouterr()
     assert code == 2 and "--box" in err and "four numbers" in err
@@ -248,3 +252,63 @@ def test_query_box_on_the_command_line(
         code == 2
         and f"--box: box (0.0, 0.0, 9999.0, 10.0) reaches outside the {side}x{side}" in err
     )
+
+
+# -- automatic localisation (issue 23, item 2) ----------------------------------------------
+def _blurred_scene(ds: SyntheticProducts, target: int, seed: int) -> tuple[np.ndarray, tuple]:
+    """Product ``target``'s photo, sharp, on an out-of-focus scene of coloured blocks."""
+    from PIL import ImageFilter
+
+    rng = np.random.default_rng(seed)
+    blocks = rng.integers(0, 255, (8, 8, 3)).astype(np.uint8)
+    scene = np.asarray(
+        Image.fromarray(blocks)
+        .resize((SIDE * 4, SIDE * 4), Image.NEAREST)
+        .filter(ImageFilter.GaussianBlur(6))
+    ).copy()
+    top, left = (int(v) for v in rng.integers(0, SIDE * 3, 2))
+    scene[top : top + SIDE, left : left + SIDE] = ds[target].image
+    return scene, (left, top, left + SIDE, top + SIDE)
+
+
+def _iou(a: tuple, b: tuple) -> float:
+    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def test_locate_product_finds_the_sharp_product_in_a_blurred_scene(
+    shop: tuple[Recommender, SyntheticProducts],
+) -> None:
+    rec, ds = shop
+    ious, found = [], 0
+    for t in range(N):
+        scene, box = _blurred_scene(ds, t, seed=100 + t)
+        got = locate_product(scene)
+        if got is not None:
+            left, top, right, bottom = got
+            assert 0 <= left < right <= scene.shape[1] and 0 <= top < bottom <= scene.shape[0]
+            ious.append(_iou(got, box))
+        found += rec.query(scene, 1, box="locate")[0].id == ds[t].id
+    assert len(ious) == N and float(np.median(ious)) > 0.5
+    assert found >= N * 3 // 4
+
+
+def test_locate_product_leaves_a_packshot_and_tiny_or_flat_images_whole(
+    shop: tuple[Recommender, SyntheticProducts],
+) -> None:
+    rec, ds = shop
+    packshot = np.full((200, 160, 3), 255, np.uint8)
+    packshot[30:170, 40:120] = (180, 40, 40)
+    packshot[90:100, 40:120] = 20
+    assert locate_product(packshot) is None
+    assert locate_product(np.full((100, 100, 3), 90, np.uint8)) is None
+    assert locate_product(np.zeros((8, 8, 3), np.uint8)) is None
+    # box="locate" on a packshot searches it whole: the same results as no box
+    image = ds[5].image
+    assert [r.id for r in rec.query(image, 5, box="locate")] == [r.id for r in rec.query(image, 5)]
+    assert np.array_equal(crop_to_box(packshot, "locate"), packshot)
+    assert parse_box(" locate ") == "locate"
+    with pytest.raises(ConfigError, match="box must be"):
+        rec.query(image, 1, box="somewhere")

@@ -1039,3 +1039,12 @@ def test_a_bad_box_is_422_naming_it(
 def test_a_box_too_long_is_422(client: TestClient, products: Any) -> None:
     r = client.post("/query", params={"box": "1," * 200}, content=photo(products, 1))
     assert r.status_code == 422 and r.json()["detail"].startswith("invalid request: box:")
+
+
+def test_box_locate_finds_the_region_itself(client: TestClient, products: Any) -> None:
+    # a packshot is searched whole: the same answer as without a box
+    plain = client.post("/query", params={"k": 5}, content=photo(products, 3)).json()
+    r = client.post("/query", params={"k": 5, "box": "locate"}, content=photo(products, 3))
+    assert r.status_code == 200 and r.json() == plain
+    r = client.post("/query", params={"box": "somewhere"}, content=photo(products, 3))
+    assert r.status_code == 422 and "or 'locate'" in r.json()["detail"]

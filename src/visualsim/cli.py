@@ -108,7 +108,7 @@ def _finite_float(text: str) -> float:
     return value
 
 
-def _box(text: str) -> tuple[float, float, float, float]:
+def _box(text: str) -> tuple[float, float, float, float] | str:
     from .crop import parse_box
 
     try:
@@ -460,7 +460,8 @@ def build_parser() -> argparse.ArgumentParser:
                 default=None,
                 metavar="L,T,R,B",
                 help="search only this region of the image: left,top,right,bottom in its "
-                "pixels (after its EXIF orientation), e.g. 40,60,400,520",
+                "pixels (after its EXIF orientation), e.g. 40,60,400,520; or 'locate': where "
+                "the product is found automatically (a photo with a scene behind it)",
             )
         repeats = p.add_mutually_exclusive_group()
         repeats.add_argument(

@@ -1034,7 +1034,7 @@ class Recommender:
         exclude: Iterable[Id] | Id | None = None,
         min_score: float | None = None,
         distinct: Distinct = True,
-        box: Sequence[float] | None = None,
+        box: Sequence[float] | str | None = None,
     ) -> list[Recommendation]:
         """Return the ``k`` catalogue items that look most like ``image``.
 
@@ -1070,7 +1070,10 @@ class Recommender:
             :func:`~visualsim.images.load_image` returns it; right and bottom
             excluded; integers or floats). Only that region is searched for, as
             if the photo had been cropped to it: a shopper's photo of a product
-            in a room, on a person, among other things. ``None``: the whole image.
+            in a room, on a person, among other things. ``"locate"``: the box
+            :func:`~visualsim.crop.locate_product` finds (a photo with a scene
+            behind the product; a packshot on a plain background is searched
+            whole). ``None``: the whole image.
 
         Returns
         -------
@@ -1113,7 +1116,7 @@ class Recommender:
         min_score: float | None = None,
         batch_size: int | None = None,
         distinct: Distinct = True,
-        boxes: Iterable[Sequence[float] | None] | None = None,
+        boxes: Iterable[Sequence[float] | str | None] | None = None,
     ) -> list[list[Recommendation]]:
         """Return :meth:`query` results for many images, extracted in batches.
 

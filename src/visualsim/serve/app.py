@@ -42,7 +42,7 @@ from starlette.formparsers import MultiPartException
 from starlette.requests import ClientDisconnect
 
 from .. import __version__
-from ..crop import Box, check_box, crop_to_box, parse_box
+from ..crop import LOCATE, Box, check_box, crop_to_box, parse_box
 from ..errors import (
     CatalogError,
     ConfigError,
@@ -459,7 +459,8 @@ def create_app(
             None,
             max_length=200,
             description="search only this region of the photo: left,top,right,bottom in the "
-            "photo's own pixels (after its EXIF orientation), e.g. 40,60,400,520",
+            "photo's own pixels (after its EXIF orientation), e.g. 40,60,400,520; or 'locate': "
+            "the region where the product is found automatically",
         ),
     ) -> JSONResponse:
         live = state.live
@@ -771,7 +772,7 @@ class _State:
             self._warmed.add(id(live))
             logger.info("model warmed in %.0f ms", 1000 * (time.perf_counter() - t0))
 
-    def extract(self, live: _Live, data: bytes, box: Box | None = None) -> np.ndarray:
+    def extract(self, live: _Live, data: bytes, box: Box | str | None = None) -> np.ndarray:
         if not self.is_warm(live) and self.warm:
             self.warm_up(live)
         # refused from its header, before decoding, over the pixel budget (JPEGs counted
@@ -779,7 +780,11 @@ class _State:
         ext = live.rec.extractor_
         draft = _draft_size(ext)
         size = None
-        if box is not None:
+        if box == LOCATE:
+            # the product may fill a small part of the photo: decode it at twice the size
+            if draft is not None:
+                draft = (draft[0] * 2, draft[1] * 2)
+        elif box is not None:
             # the box is in the photo's own pixels; a JPEG is decoded reduced, just enough
             # that the region still has the model's input size, and the box scaled to it
             size = encoded_size(data)
