@@ -248,10 +248,7 @@ def test_query_box_on_the_command_line(
     code = main(["query", str(catalog), str(path), "-k", "1", "--box", "0,0,9999,10"])
     out, err = capsys.readouterr()
     side = scene.shape[0]
-    assert (
-        code == 2
-        and f"--box: box (0.0, 0.0, 9999.0, 10.0) reaches outside the {side}x{side}" in err
-    )
+    assert code == 2 and f"--box: box (0, 0, 9999, 10) reaches outside the {side}x{side}" in err
 
 
 # -- automatic localisation (issue 23, item 2) ----------------------------------------------

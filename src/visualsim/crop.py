@@ -274,7 +274,7 @@ def parse_box(text: str) -> Box | Literal["locate"]:
     Examples
     --------
     >>> parse_box("10, 20, 110.5, 220")
-    (10.0, 20.0, 110.5, 220.0)
+    (10, 20, 110.5, 220)
     """
     if str(text).strip() == LOCATE:
         return LOCATE
@@ -285,7 +285,7 @@ def parse_box(text: str) -> Box | Literal["locate"]:
             f"box must be four numbers left,top,right,bottom (pixels) or 'locate', got {shown!r}"
         )
     try:
-        values = tuple(float(p) for p in parts)
+        values = tuple(_number(p) for p in parts)
     except ValueError:
         raise ConfigError(
             f"box must be four numbers left,top,right,bottom (pixels) or 'locate', got {shown!r}"
@@ -294,6 +294,15 @@ def parse_box(text: str) -> Box | Literal["locate"]:
     if not all(math.isfinite(v) for v in values):
         raise ConfigError(f"box must be four finite numbers, got {shown!r}")
     return (left, top, right, bottom)
+
+
+def _number(text: str) -> float:
+    """A whole number as ``int`` (shown as typed in messages), anything else as ``float``."""
+    text = text.strip()
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
 
 
 def check_box(box: Any, size: tuple[int, int]) -> Box:
