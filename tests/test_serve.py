@@ -980,6 +980,8 @@ def test_query_with_a_box_searches_that_region(client: TestClient, products: Any
     r = client.post("/query", params={"k": 3, "box": box}, content=data)
     assert r.status_code == 200, r.text
     assert r.json()["results"][0]["id"] == "synthetic-000009"
+    assert r.json()["box"] == [40, 24, 104, 88]  # the region searched, echoed
+    assert "box" not in client.post("/query", params={"k": 3}, content=data).json()
     # as a multipart upload too, and fractional pixels are accepted
     r = client.post(
         "/query",
@@ -987,6 +989,7 @@ def test_query_with_a_box_searches_that_region(client: TestClient, products: Any
         files={"image": ("scene.png", data, "image/png")},
     )
     assert r.status_code == 200 and r.json()["results"][0]["id"] == "synthetic-000009"
+    assert r.json()["box"] == [40, 24, 103.6, 88]
 
 
 def test_query_with_a_box_on_a_jpeg_decoded_reduced(products: Any) -> None:
@@ -1045,6 +1048,32 @@ def test_box_locate_finds_the_region_itself(client: TestClient, products: Any) -
     # a packshot is searched whole: the same answer as without a box
     plain = client.post("/query", params={"k": 5}, content=photo(products, 3)).json()
     r = client.post("/query", params={"k": 5, "box": "locate"}, content=photo(products, 3))
-    assert r.status_code == 200 and r.json() == plain
+    assert r.status_code == 200 and r.json() == {**plain, "box": None}
     r = client.post("/query", params={"box": "somewhere"}, content=photo(products, 3))
     assert r.status_code == 422 and "or 'locate'" in r.json()["detail"]
+
+
+def test_box_locate_answers_the_region_it_found_in_the_photos_own_pixels(products: Any) -> None:
+    from PIL import ImageFilter
+
+    ds = products[2]
+    rng = np.random.default_rng(3)
+    blocks = rng.integers(0, 255, (8, 8, 3)).astype(np.uint8)
+    scene = Image.fromarray(blocks).resize((512, 512), Image.NEAREST)
+    scene = scene.filter(ImageFilter.GaussianBlur(8))
+    scene.paste(Image.fromarray(ds[6].image).resize((160, 160)), (300, 80))
+    buf = io.BytesIO()
+    scene.save(buf, "JPEG", quality=92)
+
+    class Drafty(ColorHistogramExtractor):
+        def decode_size(self) -> tuple[int, int]:
+            return (64, 64)  # a 512 px JPEG is decoded at 128 px for "locate"
+
+    rec = Recommender(Drafty()).fit([ds[i].image for i in range(N)], progress=False)
+    with TestClient(create_app(rec)) as c:
+        r = c.post("/query", params={"k": 1, "box": "locate"}, content=buf.getvalue())
+    assert r.status_code == 200, r.text
+    left, top, right, bottom = r.json()["box"]
+    # about the pasted photo's square (300, 80, 460, 240), in the 512 px photo's pixels
+    assert abs(left - 300) < 24 and abs(top - 80) < 24
+    assert abs(right - 460) < 24 and abs(bottom - 240) < 24

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 import threading
 import time
@@ -382,3 +383,80 @@ def test_draw_a_box_on_the_photo_to_search_that_region(
     assert "box=" not in requests[-1]
     wait_images_loaded(page, 6)
     assert result_ids(page) == before
+
+
+def _blurred_scene(tmp_path: Path, target: int) -> tuple[Path, tuple[int, int, int, int]]:
+    """Product ``target``'s photo, sharp, on an out-of-focus scene of coloured blocks (480 px)."""
+    from PIL import Image, ImageFilter
+
+    ds = SyntheticProducts(N, size=96)
+    rng = np.random.default_rng(target)
+    blocks = rng.integers(0, 255, (6, 6, 3)).astype(np.uint8)
+    scene = Image.fromarray(blocks).resize((480, 480), Image.NEAREST)
+    scene = scene.filter(ImageFilter.GaussianBlur(10))
+    left, top = 260, 120
+    scene.paste(Image.fromarray(ds[target].image), (left, top))
+    path = tmp_path / f"scene-{target}.png"
+    scene.save(path)
+    return path, (left, top, left + 96, top + 96)
+
+
+def test_find_the_product_searches_the_region_the_server_found(page: Any, tmp_path: Path) -> None:
+    path, (left, top, right, bottom) = _blurred_scene(tmp_path, 14)
+    requests: list[str] = []
+    page.on("request", lambda req: requests.append(req.url) if "/query" in req.url else None)
+    page.select_option("#k", "6")
+    upload(page, path)
+    assert page.is_visible("#locate-box")
+    page.click("#locate-box")
+    page.wait_for_function(
+        "() => document.querySelector('#status').textContent.includes('for the boxed region')"
+    )
+    wait_settled(page)
+    assert any("box=locate" in u for u in requests)
+    assert result_ids(page)[0] == "synthetic-000014"
+    assert page.is_visible("#box-overlay") and page.is_visible("#clear-box")
+    text = page.text_content("#box-text")
+    numbers = [int(v) for v in re.findall(r"\d+", text)[:4]]
+    want = [left, top, right, bottom]
+    assert all(abs(a - b) <= 16 for a, b in zip(numbers, want, strict=True)), numbers
+    shot(page, "located")
+
+
+def test_draw_a_box_with_a_finger(
+    browser: Any, site: tuple[str, list[Path]], tmp_path: Path
+) -> None:
+    path, (left, top, _, _) = _blurred_scene(tmp_path, 17)
+    context = browser.new_context(viewport={"width": 390, "height": 800}, has_touch=True)
+    pg = context.new_page()
+    errors: list[str] = []
+    pg.on("pageerror", lambda exc: errors.append(str(exc)))
+    pg.goto(site[0])
+    pg.wait_for_selector("#browse button.item")
+    pg.select_option("#k", "6")
+    upload(pg, path)
+    pg.locator("#query-image").scroll_into_view_if_needed()
+    x, y, w, _h = pg.evaluate(
+        "() => { const r = document.querySelector('#query-image').getBoundingClientRect();"
+        " return [r.left, r.top, r.width, r.height]; }"
+    )
+    scale = w / 480
+    cdp = context.new_cdp_session(pg)
+
+    def touch(kind: str, px: float, py: float) -> None:
+        points = [] if kind == "touchEnd" else [{"x": x + px * scale, "y": y + py * scale}]
+        cdp.send("Input.dispatchTouchEvent", {"type": kind, "touchPoints": points})
+
+    touch("touchStart", left + 2, top + 2)
+    for f in (0.3, 0.6, 1.0):
+        touch("touchMove", left + 2 + f * 90, top + 2 + f * 90)
+    touch("touchEnd", 0, 0)
+    pg.wait_for_function(
+        "() => document.querySelector('#status').textContent.includes('for the boxed region')"
+    )
+    wait_settled(pg)
+    assert result_ids(pg)[0] == "synthetic-000017"
+    assert pg.is_visible("#box-overlay")
+    shot(pg, "touch-box")
+    context.close()
+    assert not errors, errors

@@ -42,7 +42,7 @@ from starlette.formparsers import MultiPartException
 from starlette.requests import ClientDisconnect
 
 from .. import __version__
-from ..crop import LOCATE, Box, check_box, crop_to_box, parse_box
+from ..crop import LOCATE, Box, check_box, crop_to_box, locate_product, parse_box
 from ..errors import (
     CatalogError,
     ConfigError,
@@ -479,7 +479,7 @@ def create_app(
             # the lock, so a writer is not held up by a slow model), search, build the
             # JSON; a bad filter is still refused before any image work
             flt = state.where_locked(live, where)
-            vector = state.extract(live, data, region)
+            vector, used = state.extract_region(live, data, region)
             with live.lock.read():
                 try:
                     results = live.rec.query_vector(
@@ -488,7 +488,10 @@ def create_app(
                 except NotFittedError:
                     results = []
                 found = state.results_json(live, results)
-            return JSONResponse({"results": found})  # rendered here, off the event loop
+            doc: dict[str, Any] = {"results": found}
+            if region is not None:  # the region searched, in the photo's own pixels
+                doc["box"] = used
+            return JSONResponse(doc)  # rendered here, off the event loop
 
         return await state.compute(work)
 
@@ -772,7 +775,14 @@ class _State:
             self._warmed.add(id(live))
             logger.info("model warmed in %.0f ms", 1000 * (time.perf_counter() - t0))
 
-    def extract(self, live: _Live, data: bytes, box: Box | str | None = None) -> np.ndarray:
+    def extract(self, live: _Live, data: bytes) -> np.ndarray:
+        return self.extract_region(live, data, None)[0]
+
+    def extract_region(
+        self, live: _Live, data: bytes, box: Box | str | None
+    ) -> tuple[np.ndarray, list[float] | None]:
+        """The upload's vector, of ``box``'s region; and that region in the photo's own
+        pixels (the box found with ``"locate"``, ``None`` when none was)."""
         if not self.is_warm(live) and self.warm:
             self.warm_up(live)
         # refused from its header, before decoding, over the pixel budget (JPEGs counted
@@ -798,10 +808,25 @@ class _State:
             draft_size=draft,
             max_bytes=self.max_pixels * decode_bytes_per_pixel("RGBA"),
         )
-        if box is not None:
+        used: list[float] | None = None
+        if box == LOCATE:
+            found = locate_product(pixels)
+            if found is not None:
+                # back to the photo's own pixels (it may have been decoded reduced)
+                width, height = encoded_size(data)
+                sx, sy = width / pixels.shape[1], height / pixels.shape[0]
+                used = [
+                    math.floor(found[0] * sx),
+                    math.floor(found[1] * sy),
+                    min(width, math.ceil(found[2] * sx)),
+                    min(height, math.ceil(found[3] * sy)),
+                ]
+                pixels = crop_to_box(pixels, found)
+        elif box is not None:
             pixels = crop_to_box(pixels, box, size=size)
+            used = [int(v) if v.is_integer() else v for v in (left, top, right, bottom)]
         vector: np.ndarray = ext.extract([pixels], progress=False)[0]
-        return vector
+        return vector, used
 
     def where(self, live: _Live, text: str | None) -> Any:
         if text is None:

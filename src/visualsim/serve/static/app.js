@@ -3,7 +3,8 @@
 "use strict";
 (function () {
   const $ = (id) => document.getElementById(id);
-  // box: [left, top, right, bottom] in the uploaded photo's own pixels, or null
+  // box: [left, top, right, bottom] in the uploaded photo's own pixels, "locate" (the
+  // server finds it, and answers the box it searched), or null
   const state = { query: null, fields: {}, browseOffset: 0, seq: 0, box: null };
   const NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
@@ -154,8 +155,10 @@
     list.replaceChildren(...results.map((r) => card(r, (it) => similarTo(it.id, it.has_image), true)));
     const where = whereString();
     const boxed = state.query && state.query.kind === "photo" && state.box;
+    const missed = state.notFound ? " (no product region found: the whole photo)" : "";
+    state.notFound = false;
     status(results.length + " result" + (results.length === 1 ? "" : "s") +
-      (boxed ? " for the boxed region" : "") + (where ? " matching " + where : ""));
+      (boxed ? " for the boxed region" : "") + missed + (where ? " matching " + where : ""));
   }
 
   async function run() {
@@ -165,7 +168,9 @@
     const params = new URLSearchParams({ k: $("k").value, distinct: String($("distinct").checked) });
     const where = whereString();
     if (where) params.set("where", where);
-    if (state.query.kind === "photo" && state.box) params.set("box", state.box.join(","));
+    if (state.query.kind === "photo" && state.box) {
+      params.set("box", state.box === "locate" ? "locate" : state.box.join(","));
+    }
     status("Searching…");
     $("results").setAttribute("aria-busy", "true");
     try {
@@ -177,7 +182,15 @@
       } else {
         body = await getJSON(itemURL(state.query.id, "/similar?" + params));
       }
-      if (seq === state.seq) showResults(body.results);
+      if (seq === state.seq) {
+        if (state.box === "locate") {
+          // the region the server found (null: none stood out, the whole photo was searched)
+          state.box = Array.isArray(body.box) ? body.box : null;
+          state.notFound = !state.box;
+          showBox();
+        }
+        showResults(body.results);
+      }
     } catch (err) {
       if (seq === state.seq) { $("results").replaceChildren(); status(err.message, true); }
     } finally {
@@ -195,6 +208,7 @@
     $("query-label").textContent = label;
     $("stage").classList.toggle("draw", Boolean(drawable));
     $("box-help").hidden = !drawable;
+    $("locate-box").hidden = !drawable;
     state.box = null;
     showBox();
   }
@@ -214,13 +228,14 @@
 
   function showBox() {
     const img = $("query-image");
-    const b = state.box;
+    const b = Array.isArray(state.box) ? state.box : null;
     $("clear-box").hidden = !b;
     $("box-text").hidden = !b;
     if (!b) { $("box-overlay").hidden = true; $("box-text").textContent = ""; return; }
     placeOverlay(b[0], b[1], b[2], b[3], img.naturalWidth, img.naturalHeight);
-    $("box-text").textContent = "Searching inside the box " + b[0] + "," + b[1] + " – " +
-      b[2] + "," + b[3] + " (photo pixels).";
+    const r = b.map((v) => Math.round(v));
+    $("box-text").textContent = "Searching inside the box " + r[0] + "," + r[1] + " – " +
+      r[2] + "," + r[3] + " (photo pixels).";
   }
 
   function pointIn(e) {
@@ -241,7 +256,7 @@
   stage.addEventListener("pointerdown", (e) => {
     if (!drawable() || (e.pointerType === "mouse" && e.button !== 0)) return;
     e.preventDefault();
-    stage.setPointerCapture(e.pointerId);
+    try { stage.setPointerCapture(e.pointerId); } catch (err) { /* keeps working uncaptured */ }
     const p = pointIn(e);
     drag.id = e.pointerId; drag.x0 = p.x; drag.y0 = p.y;
     placeOverlay(p.x, p.y, p.x, p.y, p.w, p.h);
@@ -275,6 +290,11 @@
     showBox();
   });
   stage.addEventListener("dragstart", (e) => e.preventDefault());
+  $("locate-box").addEventListener("click", () => {
+    if (!drawable()) return;
+    state.box = "locate";
+    run();
+  });
   $("clear-box").addEventListener("click", () => {
     state.box = null;
     showBox();
