@@ -117,3 +117,24 @@ def test_scores_over_one_are_shown_as_one() -> None:
         _image(0), [Recommendation("a", 1.0000002, 1, {})], image_of=lambda r: _image(9)
     )
     assert _labels(fig)[1] == "#1 a\n1.000"
+
+
+def test_long_labels_wrap_instead_of_being_cut_and_the_width_is_an_option() -> None:
+    long = "Sports Shoes for Men and Women"
+    recs = _results(2, label=long)
+    fig = plot_recommendations(_image(0), recs, image_of=lambda r: _image(9), label_key="kind")
+    result = _labels(fig)[1]
+    assert result.endswith("Sports Shoes for Men\nand Women")  # whole, on two lines
+    assert "#1 fashion/" in result and "tl.jpg" in result  # the id keeps both ends
+    narrow = plot_recommendations(
+        _image(0), recs, image_of=lambda r: _image(9), label_key="kind", label_width=10
+    )
+    lines = _labels(narrow)[1].splitlines()
+    assert all(len(line) <= 10 for line in lines)
+    assert lines[-2] == "Sports" and lines[-1].endswith("Women")  # cut in the middle, last
+    wide = plot_recommendations(
+        _image(0), recs, image_of=lambda r: _image(9), label_key="kind", label_width=60
+    )
+    assert _labels(wide)[1].endswith(long) and "very-long-folder-name" in _labels(wide)[1]
+    with pytest.raises(ValueError, match="label_width"):
+        plot_recommendations(_image(0), recs, image_of=lambda r: _image(9), label_width=2)

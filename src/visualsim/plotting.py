@@ -49,6 +49,7 @@ def plot_recommendations(
     title: str | None = None,
     query_label: str | Sequence[str | None] | None = None,
     per_row: int = 5,
+    label_width: int | None = None,
 ) -> Figure:
     """Return a matplotlib Figure: each query on the left, its results to the right.
 
@@ -77,6 +78,10 @@ def plot_recommendations(
     per_row
         Results per row; more results wrap onto further rows under the query
         (``k=10`` draws two rows of five, not one long strip).
+    label_width
+        Characters per line under a result (its id, and its ``label_key`` value,
+        which wraps onto a second line before anything is cut). Default: what
+        fits the cell, about 12 per inch of ``cell_inches`` (22 at the default).
 
     Returns
     -------
@@ -93,6 +98,10 @@ def plot_recommendations(
 
     if not isinstance(per_row, int) or isinstance(per_row, bool) or per_row < 1:
         raise ValueError(f"per_row must be a positive integer, got {per_row!r}")
+    if label_width is None:
+        label_width = max(8, int(cell_inches * 12))
+    elif not isinstance(label_width, int) or isinstance(label_width, bool) or label_width < 4:
+        raise ValueError(f"label_width must be an integer of at least 4, got {label_width!r}")
     rows = _rows(query, recommendations)
     names = _query_labels(query_label, rows)
     image_of = image_of or default_image_of
@@ -118,10 +127,12 @@ def plot_recommendations(
                 thumb = _thumb(image_of(rec), thumb_size)
             except VisualsimError:
                 thumb = np.full((thumb_size, thumb_size, 3), 200, np.uint8)
-            text = f"#{rec.rank} {_short(str(rec.id))}\n{min(1.0, max(-1.0, rec.score)):.3f}"
+            rank = f"#{rec.rank} "
+            text = rank + _short(str(rec.id), max(4, label_width - len(rank)))
+            text += f"\n{min(1.0, max(-1.0, rec.score)):.3f}"
             value = rec.metadata.get(label_key) if label_key else None
             if value is not None:
-                text += f" {_short(str(value), 14)}"
+                text += "\n" + _wrapped(str(value), label_width)
             _draw(ax, thumb, text)
         line += n_lines
     if title:
@@ -163,6 +174,15 @@ def _draw(ax: Any, image: np.ndarray, label: str, edge: str | None = None) -> No
     for spine in ax.spines.values():
         spine.set_edgecolor(edge or "#cccccc")
         spine.set_linewidth(3 if edge else 1)
+
+
+def _wrapped(text: str, width: int, lines: int = 2) -> str:
+    """``text`` on at most ``lines`` lines of ``width``; only what still does not fit is cut."""
+    parts = textwrap.wrap(text, width) or [""]
+    if len(parts) > lines:
+        rest = " ".join(parts[lines - 1 :])
+        parts = [*parts[: lines - 1], _short(rest, width)]
+    return "\n".join(_short(p, width) for p in parts)
 
 
 def _short(text: str, width: int = 22) -> str:
