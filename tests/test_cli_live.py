@@ -91,6 +91,12 @@ def test_index_a_feed_with_typed_metadata_and_relative_sources(
     # a misspelt field is a usage error naming the fields, not "(no results)"
     code, out, err = cli(capsys, "query", catalog, query, "--where", "lable == 'shoes'")
     assert code == 2 and "lable" in err and "category" in err and len(err.splitlines()) == 1
+    # a value no item has in that case: an empty answer, and a hint saying what was meant
+    code, out, err = cli(capsys, "query", catalog, query, "--where", "category == 'Shoes'")
+    assert code == 0 and "(no results)" in out
+    assert "hint: no item has category == 'Shoes'; did you mean 'shoes'?" in err
+    code, out, err = cli(capsys, "similar", catalog, "SKU-001", "--where", "category == 'shose'")
+    assert "did you mean 'shoes'?" in err
 
 
 def test_add_remove_and_ids_file(

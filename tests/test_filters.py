@@ -243,3 +243,31 @@ def test_typed_numbers_from_text_columns_filter_as_numbers() -> None:
     assert [r.id for r in rec.query_vector(q, where={"price": 12.5})] == ["a"]
     assert [r.id for r in rec.query_vector(q, where="price < 20")] == ["a", "c"]
     assert rec.metadata_of("a") == {"price": 12.5, "sku": "1"}
+
+
+@pytest.mark.parametrize(
+    ("text", "hints"),
+    [
+        ("category == 'shoes'", []),  # a value items have: nothing to say
+        ("category == 'Shoes'", ["no item has category == 'Shoes'; did you mean 'shoes'?"]),
+        ("category != 'BAGS'", ["no item has category == 'BAGS'; did you mean 'bags'?"]),
+        ("category in ['bags', 'shoe']", ["no item has category == 'shoe'; did you mean 'shoes'?"]),
+        ("not (category == 'hats' and price < 3)", ["no item has category == 'hats'"]),
+        ("price < 3 or in_stock", []),  # numbers and booleans: no hint
+        ("code == 'y'", []),  # a mixed-kind (json) field: no dictionary to suggest from
+    ],
+)
+def test_value_hints_say_what_was_meant(text: str, hints: list[str]) -> None:
+    assert _store(ROWS).value_hints(parse_filter(text)) == hints
+
+
+def test_filter_hints_through_the_recommender() -> None:
+    from visualsim import ColorHistogramExtractor
+
+    rec = Recommender(ColorHistogramExtractor())
+    rec.add_vectors(np.eye(3, 455, dtype=np.float32), ["a", "b", "c"], ROWS[:3])
+    assert rec.filter_hints({"category": "Bags"}) == [
+        "no item has category == 'Bags'; did you mean 'bags'?"
+    ]
+    assert rec.filter_hints(lambda m: True) == []
+    assert rec.query_vector(np.eye(1, 455, dtype=np.float32)[0], where={"category": "Bags"}) == []

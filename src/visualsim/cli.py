@@ -1183,6 +1183,13 @@ def _search(call: Callable[..., Any], *args: Any, **options: Any) -> Any:
         raise UsageError(f"--where: {exc}") from None
 
 
+def _print_hints(rec: Any, options: Mapping[str, Any], results: Sequence[Any]) -> None:
+    """Under an empty result, say which --where text values no item has (stderr)."""
+    if not results and options.get("where") is not None:
+        for hint in rec.filter_hints(options["where"]):
+            print(f"hint: {hint}", file=sys.stderr)
+
+
 def cmd_query(args: argparse.Namespace) -> int:
     _existing(args.image, "image", directory=False)
     _check_plot_target(args.plot)
@@ -1197,6 +1204,7 @@ def cmd_query(args: argparse.Namespace) -> int:
             raise UsageError(f"--box: {exc}") from None
         raise
     name = str(args.image)
+    _print_hints(rec, options, results)
     return _report(args, name, args.image, results, f"query: {name}")
 
 
@@ -1213,7 +1221,9 @@ def cmd_similar(args: argparse.Namespace) -> int:
     _check_plot_target(args.plot)
     rec = _load(args.catalog)
     item_id = _find_id(rec, args.id, args.catalog)
-    results = _search(rec.similar_to, item_id, **_query_options(args, rec))
+    options = _query_options(args, rec)
+    results = _search(rec.similar_to, item_id, **options)
+    _print_hints(rec, options, results)
     query: Any = None
     if args.plot:
         query = rec.resolve_source(rec.source_of(item_id))

@@ -354,6 +354,22 @@ class Recommender:
         with self._lock.read():
             return {} if self._store_ is None else self._store_.fields
 
+    def filter_hints(self, where: Where) -> list[str]:
+        """Say which text values of a filter no item has, and what was likely meant.
+
+        A filter on a text value no item has is not an error (it matches
+        nothing); this says why a query came back empty:
+        ``rec.filter_hints("articleType == 'casual shoes'")`` gives
+        ``["no item has articleType == 'casual shoes'; did you mean 'Casual Shoes'?"]``.
+        The CLI prints these under an empty result and the HTTP service returns
+        them as ``hints``. A function filter gives none.
+        """
+        if callable(where) and not isinstance(where, (str, Mapping)):
+            return []
+        expr = to_expr(where)
+        with self._lock.read():
+            return [] if self._store_ is None else self._store_.value_hints(expr)
+
     def __len__(self) -> int:
         return 0 if self._store_ is None else len(self._store_)
 

@@ -473,6 +473,36 @@ class Store:
         assert isinstance(expr, Compare)
         return _compare(expr.field, self.columns[expr.field], expr.op, expr.value)
 
+    def value_hints(self, expr: Expr) -> list[str]:
+        """Say which text values in ``expr`` no item has, and what was likely meant.
+
+        For ``category == 'casual shoes'`` when the items say ``'Casual Shoes'``:
+        ``["no item has category == 'casual shoes'; did you mean 'Casual Shoes'?"]``.
+        The same text in another case comes first, then close spellings
+        (:func:`difflib.get_close_matches`, case-insensitive). Values an item has
+        give no hint; neither do numbers, booleans or fields that are not text.
+        """
+        import difflib
+
+        hints: list[str] = []
+        for field, value in _text_values(expr):
+            col = self.columns.get(field)
+            if col is None or col.kind != "str" or value in col._code:
+                continue
+            folded: dict[str, list[str]] = {}
+            for known in col.categories:
+                folded.setdefault(known.casefold(), []).append(known)
+            near = list(folded.get(value.casefold(), []))
+            if not near:
+                for match in difflib.get_close_matches(value.casefold(), list(folded), n=3):
+                    near.extend(folded[match])
+            text = f"no item has {field} == {value!r}"
+            if near:
+                text += "; did you mean " + " or ".join(repr(v) for v in near[:3]) + "?"
+            if text not in hints:
+                hints.append(text)
+        return hints
+
     # ----------------------------------------------------------------- compaction
     def compacted(self) -> tuple[Store, np.ndarray]:
         """Return a dense copy holding only the live rows, and the old rows it kept."""
@@ -497,6 +527,22 @@ class Store:
         """Yield each row's metadata dict."""
         for r in rows:
             yield self.metadata(int(r))
+
+
+def _text_values(expr: Expr) -> Iterator[tuple[str, str]]:
+    """``(field, text)`` for every text a filter compares a field to (== / != / in)."""
+    if isinstance(expr, Compare):
+        if expr.op in ("==", "!=") and isinstance(expr.value, str):
+            yield expr.field, expr.value
+    elif isinstance(expr, InList):
+        for value in expr.values:
+            if isinstance(value, str):
+                yield expr.field, value
+    elif isinstance(expr, (And, Or)):
+        for item in expr.items:
+            yield from _text_values(item)
+    elif isinstance(expr, Not):
+        yield from _text_values(expr.item)
 
 
 def _convert(kind: str, value: Any) -> Any:
