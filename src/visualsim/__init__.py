@@ -56,6 +56,7 @@ _LAZY: dict[str, str] = {
     "SqueezeNetExtractor": "extractors.squeezenet",
     "ConcatExtractor": "extractors.concat",
     "SilhouetteExtractor": "extractors.shape",
+    "PrecomputedVectors": "extractors.precomputed",
     "product_extractor": "extractors.auto",
     "auto_extractor": "extractors.auto",
     "CalibrationError": "extractors.openvino",
@@ -180,6 +181,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         RuntimeMismatchWarning,
         check_runtime_compatible,
     )
+    from .extractors.precomputed import PrecomputedVectors
     from .extractors.shape import SilhouetteExtractor
     from .extractors.squeezenet import SqueezeNetExtractor
     from .feeds import ProductFeed

@@ -756,6 +756,58 @@ class Recommender:
             return source
         return rel.as_posix()
 
+    @classmethod
+    def from_vectors(
+        cls,
+        vectors: np.ndarray,
+        ids: Sequence[Any],
+        metadata: Sequence[Mapping[str, Any] | None] | None = None,
+        *,
+        index: Any = None,
+        source: str | None = None,
+        **options: Any,
+    ) -> Recommender:
+        """Return a catalogue of vectors you computed yourself (your own model's embeddings).
+
+        It has no model (its extractor is a
+        :class:`~visualsim.extractors.precomputed.PrecomputedVectors` of the
+        vectors' length): query it with :meth:`query_vector`, grow it with
+        :meth:`add_vectors` / :meth:`upsert_vectors`; everything else (filters,
+        ``remove``, ``save``/``load``, the HTTP service's ``similar``) works as
+        for any catalogue. ``query(image)`` raises ``ConfigError`` saying so.
+
+        Parameters
+        ----------
+        vectors
+            ``(n, dim)`` floats; L2-normalised on the way in.
+        ids, metadata
+            As for :meth:`add_vectors`.
+        index
+            As for the constructor (default: exact).
+        source
+            A note of where the vectors come from, saved with the catalogue.
+        **options
+            Other constructor arguments (``storage``, ``dtypes``, ``partition_by``...).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> emb = np.array([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0]], np.float32)
+        >>> rec = Recommender.from_vectors(emb, ["a", "b", "c"], source="my model")
+        >>> [r.id for r in rec.query_vector(np.array([1.0, 0.1]), k=2)]
+        ['a', 'b']
+        """
+        from .extractors.precomputed import PrecomputedVectors
+
+        shape = getattr(vectors, "shape", None)
+        if shape is None or len(shape) != 2:
+            raise InvalidVectorsError(
+                f"vectors must be a 2-d array (n, dim), got {type(vectors).__name__} "
+                f"of shape {shape}"
+            )
+        rec = cls(PrecomputedVectors(int(shape[1]), source=source), index, **options)
+        return rec.add_vectors(vectors, ids, metadata)
+
     def add_vectors(
         self,
         vectors: np.ndarray,

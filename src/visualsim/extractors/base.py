@@ -42,6 +42,7 @@ EXTRACTORS: Registry[type] = Registry(
         "squeezenet": "visualsim.extractors.squeezenet:SqueezeNetExtractor",
         "concat": "visualsim.extractors.concat:ConcatExtractor",
         "silhouette": "visualsim.extractors.shape:SilhouetteExtractor",
+        "precomputed": "visualsim.extractors.precomputed:PrecomputedVectors",
     },
 )
 register_extractor = EXTRACTORS.register
