@@ -60,7 +60,7 @@ DEFAULT_MIN_SCORE = 0.9
 (``benchmarks/bench_duplicates.py``: precision and recall in ``docs/duplicates.md``)."""
 CANDIDATES = 10
 """Nearest fingerprints confirmed per photo (and per mirror image)."""
-EXACT_UP_TO = 100_000
+EXACT_UP_TO = 20_000
 """Candidate search is exact up to this many photos, an inverted file beyond."""
 DRAFT_SIZE = (128, 128)
 """JPEGs are decoded for a fingerprint at a reduced scale still at least this large."""
@@ -374,7 +374,7 @@ class _CandidateIndex:
         if exact or n <= EXACT_UP_TO:
             self.index: Any = faiss.IndexFlatL2(_SUMMARY_DIM)
         else:
-            nlist = int(4 * math.sqrt(n))
+            nlist = min(int(4 * math.sqrt(n)), n // 39)  # FAISS wants 39 points per list
             quantizer = faiss.IndexFlatL2(_SUMMARY_DIM)
             ivf = faiss.IndexIVFFlat(quantizer, _SUMMARY_DIM, nlist)
             rng = np.random.default_rng(0)
@@ -382,8 +382,14 @@ class _CandidateIndex:
             ivf.train(summary_of(rows[sample]))
             ivf.nprobe = 16
             self.index = ivf
+        lists: list[np.ndarray] = []
         for start in range(0, n, 65536):
-            self.index.add(summary_of(rows[start : start + 65536]))
+            part = summary_of(rows[start : start + 65536])
+            self.index.add(part)
+            if isinstance(self.index, faiss.IndexIVFFlat):
+                lists.append(self.index.quantizer.assign(part, 1).ravel())
+        # the rows grouped by inverted list (their cluster); stored order when exact
+        self.order = np.argsort(np.concatenate(lists), kind="stable") if lists else np.arange(n)
 
     def search(self, fps: np.ndarray, k: int) -> np.ndarray:
         """Candidate rows ``(n, 2k)`` (normal then mirrored); -1 where there are fewer."""
@@ -433,18 +439,64 @@ def find_pairs(
     found: dict[tuple[int, int], float] = {}
     rows = np.flatnonzero(ok)
     if len(rows) > 1:
-        index = _CandidateIndex(fps, rows)
-        for start in range(0, len(rows), _BLOCK):
-            block = rows[start : start + _BLOCK]
-            cand = index.search(fps[block], k + 1)
-            for a, b, s in _confirm(fps, block, cand, fps, threshold):
-                if a != b:
-                    key = (min(a, b), max(a, b))
-                    found[key] = max(found.get(key, 0.0), s)
+        a, b, scores = _scan(fps, rows, k, threshold)
+        for x, y, sc in zip(a.tolist(), b.tolist(), scores.tolist(), strict=True):
+            found[(x, y)] = sc
     if keys is not None:
         for i, j in _same_keys(keys, n):
             found[(i, j)] = 1.0
     return _sorted(found)
+
+
+def _scan(
+    fps: np.ndarray, rows: np.ndarray, k: int, threshold: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pairs ``lo < hi`` among ``rows`` scoring at or above ``threshold``.
+
+    Every row's candidates are searched first; the pairs are deduplicated (a
+    pair found from both sides is scored once) and scored in chunks taken in
+    the index's cluster order, so one chunk's rows are mostly neighbours and
+    their features are computed about once per row, not once per pair.
+    """
+    index = _CandidateIndex(fps, rows)
+    kk = min(k + 1, len(rows))
+    cands = np.empty((len(rows), 2 * kk), np.int64)
+    for start in range(0, len(rows), _BLOCK):
+        block = rows[start : start + _BLOCK]
+        cands[start : start + len(block)] = index.search(fps[block], k + 1)
+    lo = np.repeat(rows, cands.shape[1])
+    hi = cands.ravel()
+    keep = (hi >= 0) & (hi != lo)
+    lo, hi = lo[keep], hi[keep]
+    lo, hi = np.minimum(lo, hi), np.maximum(lo, hi)
+    del cands, keep
+    pair_keys = np.unique(lo * np.int64(len(fps)) + hi)
+    lo, hi = pair_keys // len(fps), pair_keys % len(fps)
+    del pair_keys
+    # cluster order: a chunk of pairs touches few distinct rows
+    rank = np.zeros(len(fps), np.int64)
+    rank[rows[index.order]] = np.arange(len(rows))
+    order = np.argsort(rank[lo], kind="stable")
+    lo, hi = lo[order], hi[order]
+    out_a: list[np.ndarray] = []
+    out_b: list[np.ndarray] = []
+    out_s: list[np.ndarray] = []
+    chunk = 4 * _BLOCK
+    for start in range(0, len(lo), chunk):
+        a, b = lo[start : start + chunk], hi[start : start + chunk]
+        touched, inverse = np.unique(np.concatenate([a, b]), return_inverse=True)
+        ia, ib = inverse[: len(a)], inverse[len(a) :]
+        plain, mirrored = _features(fps[touched]), _features(fps[touched], mirror=True)
+        scores = np.maximum(
+            _pair_scores(plain, ia, plain, ib), _pair_scores(mirrored, ia, plain, ib)
+        )
+        hit = scores >= threshold
+        out_a.append(a[hit])
+        out_b.append(b[hit])
+        out_s.append(scores[hit])
+    if not out_a:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
+    return np.concatenate(out_a), np.concatenate(out_b), np.concatenate(out_s)
 
 
 def match(
