@@ -166,6 +166,38 @@ def test_query_filters_with_the_filter_language(client: TestClient, products: An
     assert len(results) == expected
 
 
+def test_a_value_no_item_has_gets_a_hint(client: TestClient, products: Any) -> None:
+    r = client.post("/query", params={"where": "category == 'Shoes'"}, content=photo(products, 0))
+    assert r.status_code == 200
+    assert r.json() == {
+        "results": [],
+        "hints": ["no item has category == 'Shoes'; did you mean 'shoes'?"],
+    }
+    r = client.get("/items/synthetic-000003/similar", params={"where": "category == 'shose'"})
+    assert r.json()["hints"] == ["no item has category == 'shose'; did you mean 'shoes'?"]
+    r = client.get("/items/synthetic-000003/similar", params={"where": "category == 'shoes'"})
+    assert r.json()["results"] and "hints" not in r.json()
+
+
+def test_field_values_for_autocomplete(client: TestClient) -> None:
+    body = client.get("/fields/category/values", params={"prefix": "SH"}).json()
+    # starting with the prefix (any case) first, then containing it
+    assert body == {
+        "field": "category",
+        "values": [{"value": "shoes", "count": N // 5}, {"value": "t-shirt", "count": N // 5}],
+    }
+    every = client.get("/fields/category/values").json()["values"]
+    assert sorted(v["value"] for v in every) == sorted(
+        {SyntheticProducts(N)[i].metadata["category"] for i in range(N)}
+    )
+    assert sum(v["count"] for v in every) == N
+    assert len(client.get("/fields/category/values", params={"limit": 2}).json()["values"]) == 2
+    r = client.get("/fields/nope/values")
+    assert r.status_code == 404 and "nope" in r.json()["detail"]
+    assert client.get("/fields/price/values").json()["values"] == []  # numbers: no list
+    assert client.get("/fields/category/values", params={"limit": 0}).status_code == 422
+
+
 def test_query_min_score_drops_weak_matches(client: TestClient, products: Any) -> None:
     r = client.post("/query", params={"k": 30, "min_score": 0.99}, content=photo(products, 5))
     results = r.json()["results"]

@@ -460,3 +460,49 @@ def test_draw_a_box_with_a_finger(
     shot(pg, "touch-box")
     context.close()
     assert not errors, errors
+
+
+@pytest.fixture(scope="module")
+def styles_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, list[Path]]]:
+    """70 items, each its own ``style`` (too many values for a drop-down)."""
+    root = tmp_path_factory.mktemp("browser-styles")
+    ds = SyntheticProducts(70, size=64)
+    paths = ds.write_folder(root, format="png")
+    rec = Recommender(ColorHistogramExtractor(), image_root=root).fit(
+        [str(p) for p in paths],
+        ids=[ds[i].id for i in range(70)],
+        metadata=[{"style": f"Style {i:03d}"} for i in range(70)],
+        progress=False,
+    )
+    with _serving(rec, root) as url:
+        yield url, paths
+
+
+def test_a_field_with_many_values_suggests_them_and_hints_at_a_wrong_case(
+    browser: Any, styles_site: tuple[str, list[Path]]
+) -> None:
+    context = browser.new_context(viewport={"width": 1200, "height": 900})
+    pg = context.new_page()
+    errors: list[str] = []
+    pg.on("pageerror", lambda exc: errors.append(str(exc)))
+    pg.goto(styles_site[0])
+    pg.wait_for_selector("#browse button.item")
+    assert pg.get_attribute("#f-style", "list") == "dl-style"  # a text box, not a drop-down
+    pg.click("#f-style")
+    pg.keyboard.type("style 01")
+    pg.wait_for_function("() => document.querySelectorAll('#dl-style option').length === 10")
+    options = pg.eval_on_selector_all("#dl-style option", "els => els.map(e => e.value)")
+    assert options == [f"Style {i:03d}" for i in range(10, 20)]
+    upload(pg, styles_site[1][12])
+    pg.fill("#f-style", "style 012")  # the wrong case: no item has it
+    pg.dispatch_event("#f-style", "change")
+    pg.wait_for_function(
+        "() => document.querySelector('#status').textContent.includes('did you mean')"
+    )
+    assert "did you mean 'Style 012'?" in pg.text_content("#status")
+    pg.fill("#f-style", "Style 012")
+    pg.dispatch_event("#f-style", "change")
+    pg.wait_for_function("() => /^1 result/.test(document.querySelector('#status').textContent)")
+    assert result_ids(pg) == ["synthetic-000012"]
+    context.close()
+    assert not errors, errors

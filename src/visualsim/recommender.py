@@ -354,6 +354,33 @@ class Recommender:
         with self._lock.read():
             return {} if self._store_ is None else self._store_.fields
 
+    def field_values(
+        self, field: str, prefix: str = "", *, limit: int | None = 20
+    ) -> list[tuple[str, int]]:
+        """Return ``(value, items)`` of a text field, for autocomplete and drop-downs.
+
+        Values starting with ``prefix`` (any case) first, then those containing
+        it; the most common first. ``limit`` bounds the answer (``None``: all).
+        A field that is not text gives ``[]``; one no item has is a ``FilterError``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> rec = Recommender.from_vectors(
+        ...     np.eye(3, dtype=np.float32), ["a", "b", "c"],
+        ...     [{"type": "Casual Shoes"}, {"type": "Casual Shoes"}, {"type": "Shirts"}])
+        >>> rec.field_values("type", "cas")
+        [('Casual Shoes', 2)]
+        """
+        with self._lock.read():
+            store = self._store_
+            if store is None or field not in store.fields:
+                known = sorted(store.fields) if store is not None else []
+                raise FilterError(
+                    f"no item has a field {field!r}; fields present: {', '.join(known) or 'none'}"
+                )
+            return store.value_counts(field, prefix, limit)
+
     def filter_hints(self, where: Where) -> list[str]:
         """Say which text values of a filter no item has, and what was likely meant.
 

@@ -473,6 +473,37 @@ class Store:
         assert isinstance(expr, Compare)
         return _compare(expr.field, self.columns[expr.field], expr.op, expr.value)
 
+    def value_counts(
+        self, field: str, prefix: str = "", limit: int | None = None
+    ) -> list[tuple[str, int]]:
+        """Return a text field's values on live items, with how many items have each.
+
+        Values starting with ``prefix`` (case-insensitive) come first, then the
+        other values containing it; most frequent first within each, then
+        alphabetical. A field that is not text (or no item has) gives ``[]``.
+        """
+        col = self.columns.get(field)
+        if col is None or col.kind != "str" or not col.categories:
+            return []
+        live = self.alive.view & col.present.view
+        counts = np.bincount(col.values.view[live], minlength=len(col.categories))
+        folded = prefix.casefold()
+        starts: list[tuple[int, str]] = []
+        inside: list[tuple[int, str]] = []
+        for code, value in enumerate(col.categories):
+            n = int(counts[code])
+            if n == 0:
+                continue
+            low = value.casefold()
+            if low.startswith(folded):
+                starts.append((-n, value))
+            elif folded and folded in low:
+                inside.append((-n, value))
+        ranked = sorted(starts) + sorted(inside)
+        if limit is not None:
+            ranked = ranked[:limit]
+        return [(value, -neg) for neg, value in ranked]
+
     def value_hints(self, expr: Expr) -> list[str]:
         """Say which text values in ``expr`` no item has, and what was likely meant.
 

@@ -83,6 +83,9 @@ FRAME_POLICY = "frame-ancestors 'none'"
 MAX_DUPLICATES = 100_000
 """Most pairs or groups one ``GET /duplicates`` lists (its ``limit``; default 1,000)."""
 
+MAX_VALUES = 1000
+"""Most values one ``GET /fields/{name}/values`` lists (its ``limit``; default 20)."""
+
 DISTINCT_FIELD = "field:"
 """Prefix of a ``distinct`` value naming a metadata field: ``distinct=field:style_id``."""
 
@@ -380,6 +383,28 @@ def create_app(
                 live.fields = A.describe_fields(live.rec)
             return JSONResponse({"fields": live.fields})
 
+    @app.get(
+        "/fields/{name}/values",
+        summary="A text field's values, for autocomplete (prefix first, most common first)",
+    )
+    def field_values(
+        name: str,
+        prefix: str = Query("", max_length=200, description="what the user typed so far"),
+        limit: int = Query(20, ge=1, le=MAX_VALUES, description=f"most listed, 1 to {MAX_VALUES}"),
+    ) -> JSONResponse:
+        from ..filters import FilterError
+
+        live = state.live
+        with live.lock.read():
+            rec = live.rec
+            if not hasattr(rec, "field_values"):
+                raise HTTPException(404, "this catalogue cannot list field values")
+            try:
+                found = rec.field_values(name, prefix, limit=limit)
+            except FilterError as exc:
+                raise HTTPException(404, str(exc)) from None
+        return JSONResponse({"field": name, "values": [{"value": v, "count": n} for v, n in found]})
+
     @app.get("/items", summary="List catalogue items (paged)")
     def list_items(
         offset: int = Query(0, ge=0), limit: int = Query(24, ge=1, le=500)
@@ -412,7 +437,8 @@ def create_app(
                 flt = state.where(live, where)
                 results = rec.similar_to(key, k, where=flt, min_score=min_score, distinct=collapse)
                 found = state.results_json(live, results)
-            return JSONResponse({"id": A.json_id(key), "results": found})
+                hints = state.hints(live, flt, results)
+            return JSONResponse({"id": A.json_id(key), "results": found, **hints})
 
         return await state.compute(work)
 
@@ -488,7 +514,8 @@ def create_app(
                 except NotFittedError:
                     results = []
                 found = state.results_json(live, results)
-            doc: dict[str, Any] = {"results": found}
+                hints = state.hints(live, flt, results)
+            doc: dict[str, Any] = {"results": found, **hints}
             if region is not None:  # the region searched, in the photo's own pixels
                 doc["box"] = used
             return JSONResponse(doc)  # rendered here, off the event loop
@@ -838,6 +865,13 @@ class _State:
             return None
         with live.lock.read():
             return self.where(live, text)
+
+    def hints(self, live: _Live, flt: Any, results: list[Any]) -> dict[str, list[str]]:
+        """``{"hints": [...]}`` under an empty answer to a filter on values no item has."""
+        if results or not isinstance(flt, str) or not hasattr(live.rec, "filter_hints"):
+            return {}
+        found = live.rec.filter_hints(flt)
+        return {"hints": found} if found else {}
 
     def item_json(self, live: _Live, item_id: Any) -> dict[str, Any]:
         return {

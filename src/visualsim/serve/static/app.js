@@ -94,9 +94,21 @@
             control.appendChild(opt);
           }
         } else {
+          // too many values for a drop-down: a text box that suggests them as you type
           control = document.createElement("input");
           control.type = "text";
-          control.placeholder = "exact value";
+          control.placeholder = "type to see values";
+          const list = document.createElement("datalist");
+          list.id = "dl-" + name;
+          control.setAttribute("list", list.id);
+          control.setAttribute("autocomplete", "off");
+          let timer = null;
+          control.addEventListener("input", () => {
+            clearTimeout(timer);
+            timer = setTimeout(() => suggest(name, control.value, list), 120);
+          });
+          control.addEventListener("focus", () => suggest(name, control.value, list));
+          wrap.appendChild(list);
         }
         control.id = "f-" + name;
         control.name = name;
@@ -104,6 +116,21 @@
         wrap.append(lab, control);
       }
       box.appendChild(wrap);
+    }
+  }
+
+  async function suggest(name, prefix, list) {
+    try {
+      const params = new URLSearchParams({ prefix, limit: "20" });
+      const body = await getJSON("fields/" + encodeURIComponent(name) + "/values?" + params);
+      list.replaceChildren(...body.values.map((v) => {
+        const opt = document.createElement("option");
+        opt.value = v.value;
+        opt.label = v.value + " (" + v.count + ")";
+        return opt;
+      }));
+    } catch (err) {
+      list.replaceChildren(); // suggestions are a help, never an error on the page
     }
   }
 
@@ -150,15 +177,17 @@
     return li;
   }
 
-  function showResults(results) {
+  function showResults(results, hints) {
     const list = $("results");
     list.replaceChildren(...results.map((r) => card(r, (it) => similarTo(it.id, it.has_image), true)));
     const where = whereString();
     const boxed = state.query && state.query.kind === "photo" && state.box;
     const missed = state.notFound ? " (no product region found: the whole photo)" : "";
     state.notFound = false;
+    // a filter on a value no item has: say what was likely meant ("did you mean ...")
+    const hint = hints && hints.length ? " — " + hints.join("; ") : "";
     status(results.length + " result" + (results.length === 1 ? "" : "s") +
-      (boxed ? " for the boxed region" : "") + missed + (where ? " matching " + where : ""));
+      (boxed ? " for the boxed region" : "") + missed + (where ? " matching " + where : "") + hint);
   }
 
   async function run() {
@@ -189,7 +218,7 @@
           state.notFound = !state.box;
           showBox();
         }
-        showResults(body.results);
+        showResults(body.results, body.hints);
       }
     } catch (err) {
       if (seq === state.seq) { $("results").replaceChildren(); status(err.message, true); }
