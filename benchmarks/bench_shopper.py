@@ -33,6 +33,9 @@ Usage::
     .venv/bin/python benchmarks/bench_shopper.py                    # colour, 300 queries
     .venv/bin/python benchmarks/bench_shopper.py --extractor default
     .venv/bin/python benchmarks/bench_shopper.py --queries 50 --limit 600   # quick
+    .venv/bin/python benchmarks/bench_shopper.py --blur 0 \\
+        --out benchmarks/results/shopper-sharp.json
+    # (a sharp background: what the localisation cannot rely on)
 
 Prints a Markdown table and writes ``benchmarks/results/shopper.json``
 (``shopper-<extractor>.json`` for another extractor than colour).
@@ -103,7 +106,7 @@ def read_ids(folder: Path, limit: int | None) -> list[str]:
 
 
 def make_scene(
-    photo: np.ndarray, clutter: list[np.ndarray], rng: np.random.Generator
+    photo: np.ndarray, clutter: list[np.ndarray], rng: np.random.Generator, blur: float = BLUR
 ) -> tuple[np.ndarray, tuple[int, int, int, int]] | None:
     """The product of ``photo`` cut out and pasted on a blurred mosaic of ``clutter``; its box."""
     mask = foreground_mask(photo)
@@ -124,7 +127,8 @@ def make_scene(
         for c in range(TILES):
             tile = Image.fromarray(_product_part(clutter[(r * TILES + c) % len(clutter)]))
             canvas.paste(tile.resize((tile_w, tile_h)), (c * tile_w, r * tile_h))
-    canvas = canvas.filter(ImageFilter.GaussianBlur(BLUR))
+    if blur > 0:
+        canvas = canvas.filter(ImageFilter.GaussianBlur(blur))
     x = int(rng.integers(0, side_w - size[0] + 1))
     y = int(rng.integers(0, side_h - size[1] + 1))
     canvas.paste(part, (x, y), alpha)
@@ -179,6 +183,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--queries", type=int, default=300)
     p.add_argument("--limit", type=int, default=None, help="only the first N photos (catalogue)")
     p.add_argument("--seed", type=int, default=SEED)
+    p.add_argument(
+        "--blur",
+        type=float,
+        default=BLUR,
+        help=f"Gaussian blur radius of the clutter (default {BLUR}; 0: as sharp as the product)",
+    )
     p.add_argument("--out", type=Path, default=None)
     return p.parse_args(argv)
 
@@ -213,7 +223,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         photo = load_image(paths[q])
         others = rng.choice(len(ids) - 1, TILES * TILES, replace=False)
         clutter = [load_image(paths[int(o) + (o >= q)]) for o in others]
-        made = make_scene(photo, clutter, rng)
+        made = make_scene(photo, clutter, rng, args.blur)
         if made is None:
             continue
         used += 1
@@ -284,7 +294,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "product_scale": list(SCALE),
             "canvas_times_photo": CANVAS,
             "clutter_tiles_per_side": TILES,
-            "clutter_blur_radius": BLUR,
+            "clutter_blur_radius": args.blur,
             "query_jpeg_quality": JPEG_QUALITY,
         },
         "results": rows,
