@@ -307,5 +307,5 @@ def test_locate_product_leaves_a_packshot_and_tiny_or_flat_images_whole(
     assert [r.id for r in rec.query(image, 5, box="locate")] == [r.id for r in rec.query(image, 5)]
     assert np.array_equal(crop_to_box(packshot, "locate"), packshot)
     assert parse_box(" locate ") == "locate"
-    with pytest.raises(ConfigError, match="box must be"):
+    with pytest.raises(ConfigError, match="or 'locate', got 'somewhere'"):
         rec.query(image, 1, box="somewhere")

@@ -422,7 +422,12 @@ def crop_to_box(image: np.ndarray, box: Any, *, size: tuple[int, int] | None = N
     (20, 50, 3)
     """
     _check_rgb(image, "crop_to_box")
-    if isinstance(box, str) and box == LOCATE:
+    if isinstance(box, str) and box != LOCATE:
+        raise ConfigError(
+            f"box must be (left, top, right, bottom), four numbers in pixels, or 'locate', "
+            f"got {_show_box(box)}"
+        )
+    if isinstance(box, str):
         found = locate_product(image)
         return (
             image
