@@ -506,3 +506,38 @@ def test_a_field_with_many_values_suggests_them_and_hints_at_a_wrong_case(
     assert result_ids(pg) == ["synthetic-000012"]
     context.close()
     assert not errors, errors
+
+
+def test_products_in_this_photo_marks_each_and_picks_one(
+    page: Any, site: tuple[str, list[Path]], tmp_path: Path
+) -> None:
+    from PIL import Image
+
+    shots = [Image.open(site[1][i]).convert("RGB").resize((150, 150)) for i in (4, 21)]
+    lay = Image.new("RGB", (420, 200), "white")  # a flat lay: two products on white
+    lay.paste(shots[0], (30, 25))
+    lay.paste(shots[1], (240, 25))
+    photo = tmp_path / "flat-lay.png"
+    lay.save(photo)
+    page.select_option("#k", "6")
+    upload(page, photo)
+    page.click("#find-regions")
+    page.wait_for_function("() => document.querySelectorAll('#regions .region-pick').length === 2")
+    assert page.eval_on_selector_all("#region-marks .region-mark", "els => els.length") == 2
+    wait_settled(page)
+    first = result_ids(page)
+    boxes = page.eval_on_selector_all("#regions .region-pick", "els => els.map(e => e.dataset.box)")
+    lefts = sorted(int(b.split(",")[0]) for b in boxes)
+    assert lefts[0] < 200 <= lefts[1]  # one box on each product, in the photo's pixels
+    tops = {first[0]}
+    page.click("#regions .region-pick:nth-child(2)")
+    page.wait_for_function(
+        "first => { const b = document.querySelector('#results button.item');"
+        " return b && b.dataset.id !== first; }",
+        arg=first[0],
+    )
+    wait_settled(page)
+    tops.add(result_ids(page)[0])
+    assert tops == {"synthetic-000004", "synthetic-000021"}
+    assert not page.is_hidden("#box-text")  # the picked product's box is the search region
+    shot(page, "regions")

@@ -79,6 +79,7 @@ _LAZY: dict[str, str] = {
     "Recommender": "recommender",
     "Recommendation": "recommender",
     "FailedInput": "recommender",
+    "RegionResults": "recommender",
     "Where": "recommender",
     "Distinct": "recommender",
     # duplicate photos
@@ -192,4 +193,4 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .indexes.sharded import ShardedIndex
     from .indexes.sklearn import SklearnIndex
     from .plotting import plot_recommendations
-    from .recommender import Distinct, FailedInput, Recommendation, Recommender
+    from .recommender import Distinct, FailedInput, Recommendation, Recommender, RegionResults

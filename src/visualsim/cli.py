@@ -463,6 +463,12 @@ def build_parser() -> argparse.ArgumentParser:
                 "pixels (after its EXIF orientation), e.g. 40,60,400,520; or 'locate': where "
                 "the product is found automatically (a photo with a scene behind it)",
             )
+            p.add_argument(
+                "--regions",
+                action="store_true",
+                help="find every product in the photo (a flat lay, a scene) and list the "
+                "results of each, strongest first",
+            )
         repeats = p.add_mutually_exclusive_group()
         repeats.add_argument(
             "--all",
@@ -1190,11 +1196,39 @@ def _print_hints(rec: Any, options: Mapping[str, Any], results: Sequence[Any]) -
             print(f"hint: {hint}", file=sys.stderr)
 
 
+def _report_regions(args: argparse.Namespace, rec: Any, options: dict[str, Any]) -> int:
+    name = str(args.image)
+    found = _search(rec.query_regions, args.image, **options)
+    if args.json:
+        regions = []
+        for region in found:
+            doc = region.to_dict()
+            for row in doc["results"]:
+                row["score"] = _score(row["score"])
+            regions.append(doc)
+        _print_json({"query": name, "regions": regions})
+        return EXIT_OK
+    print(f"query: {name}")
+    for n, region in enumerate(found, 1):
+        box = ",".join(str(v) for v in region.box)
+        print(f"product {n}: box {box} (score {region.score:.2f})")
+        for r in region.results:
+            extra = "".join(f"  {key}={r.metadata[key]}" for key in args.label if key in r.metadata)
+            print(f"  {r.rank:>3}. {_score(r.score):.4f}  {r.id}{extra}")
+        if not region.results:
+            print("    (no results)")
+    return EXIT_OK
+
+
 def cmd_query(args: argparse.Namespace) -> int:
     _existing(args.image, "image", directory=False)
     _check_plot_target(args.plot)
     rec = _load(args.catalog)
     options = _query_options(args, rec)
+    if args.regions:
+        if args.box is not None or args.plot:
+            raise UsageError("--regions finds the boxes itself: leave out --box and --plot")
+        return _report_regions(args, rec, options)
     if args.box is not None:
         options["box"] = args.box
     try:

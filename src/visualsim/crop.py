@@ -522,6 +522,110 @@ def locate_product(
     return box
 
 
+MAX_REGIONS = 8
+"""Most regions :func:`locate_products` returns."""
+MIN_REGION_SHARE = 0.01
+"""A region covering less of the photo than this is a speck, not a product."""
+MIN_REGION_WEIGHT = 0.1
+"""A region with less than this share of the strongest region's weight is left out."""
+
+
+@dataclass(frozen=True)
+class Region:
+    """One product found in a photo: its box and how strongly it stands out.
+
+    Attributes
+    ----------
+    box
+        ``(left, top, right, bottom)`` in the photo's pixels.
+    score
+        The region's share of what stands out in the photo (0-1; the regions
+        of one photo sum to at most 1): on a plain background its share of the
+        products' pixels, in a scene its share of the in-focus detail.
+    """
+
+    box: tuple[int, int, int, int]
+    score: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return ``{"box": [l, t, r, b], "score": s}``."""
+        return {"box": list(self.box), "score": round(float(self.score), 6)}
+
+
+def locate_products(
+    image: np.ndarray, *, max_regions: int = MAX_REGIONS, margin: float = LOCATE_MARGIN
+) -> list[Region]:
+    """Return every product found in a photo, strongest first (several products in one photo).
+
+    On a plain background (a flat lay, a packshot of a set) the products are
+    the connected parts of :func:`foreground_mask`; in a scene they are the
+    connected regions in focus, as for :func:`locate_product`. Specks (under
+    :data:`MIN_REGION_SHARE` of the photo) and regions weaker than
+    :data:`MIN_REGION_WEIGHT` of the strongest are left out. An empty list:
+    nothing stands out (search the whole photo).
+
+    Examples
+    --------
+    >>> flat_lay = np.full((100, 200, 3), 255, np.uint8)
+    >>> flat_lay[20:80, 10:70] = (200, 30, 30)    # a red shirt
+    >>> flat_lay[40:90, 120:190] = (30, 30, 200)  # blue shoes, smaller
+    >>> [(r.box, round(r.score, 2)) for r in locate_products(flat_lay)]
+    [((10, 20, 70, 80), 0.51), ((120, 40, 190, 90), 0.49)]
+    """
+    from scipy import ndimage
+
+    _check_rgb(image, "locate_products")
+    from .validation import check_positive_int
+
+    max_regions = check_positive_int("max_regions", max_regions, maximum=64)
+    h, w = image.shape[:2]
+    if h < 16 or w < 16:
+        return []
+    from PIL import Image
+
+    factor = max(1, max(h, w) // LOCATE_SIDE)
+    small = np.asarray(Image.fromarray(image).reduce(factor))
+    plain = _plain_border(image) or find_crop_box(image, margin=0) is not None
+    if plain:
+        mask = foreground_mask(small)
+        if mask is None:
+            return []
+        weight = mask.astype(np.float32)
+        mask = ndimage.binary_closing(mask, iterations=_CLOSE)
+    else:
+        weight = _detail(small.mean(axis=2, dtype=np.float32))
+        mask = weight > max(weight.mean() + _THRESHOLD_STD * weight.std(), 1e-6)
+        mask = ndimage.binary_closing(mask, iterations=_CLOSE)
+    mask = ndimage.binary_fill_holes(mask)
+    labels, n = ndimage.label(mask)
+    if n == 0:
+        return []
+    index = np.arange(1, n + 1)
+    weights = np.asarray(ndimage.sum(weight, labels, index=index), dtype=np.float64)
+    areas = np.asarray(ndimage.sum(np.ones_like(weight), labels, index=index))
+    total = float(weights.sum()) or 1.0
+    keep = (areas >= MIN_REGION_SHARE * mask.size) & (weights >= MIN_REGION_WEIGHT * weights.max())
+    slices = ndimage.find_objects(labels)
+    sy, sx = h / small.shape[0], w / small.shape[1]
+    found: list[Region] = []
+    for label in np.argsort(-weights).tolist():
+        if not keep[label] or slices[label] is None:
+            continue
+        rows, cols = slices[label]
+        top, bottom, left, right = rows.start, rows.stop, cols.start, cols.stop
+        pad = margin * max(bottom - top, right - left)
+        box = (
+            max(0, math.floor((left - pad) * sx)),
+            max(0, math.floor((top - pad) * sy)),
+            min(w, math.ceil((right + pad) * sx)),
+            min(h, math.ceil((bottom + pad) * sy)),
+        )
+        found.append(Region(box, float(weights[label]) / total))
+        if len(found) == max_regions:
+            break
+    return found
+
+
 def _plain_border(image: np.ndarray) -> bool:
     """Whether at least :data:`PACKSHOT_BORDER` of the border is one colour (or near-white)."""
     border = np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]]).astype(np.int16)
@@ -569,13 +673,16 @@ def _main_region(sal: np.ndarray) -> tuple[int, int, int, int] | None:
 __all__ = [
     "CROP_MODES",
     "LOCATE",
+    "MAX_REGIONS",
     "Box",
     "CropBox",
+    "Region",
     "CropMode",
     "auto_crop",
     "box_pixels",
     "check_box",
     "check_crop",
+    "locate_products",
     "crop_to_box",
     "find_crop_box",
     "foreground_mask",

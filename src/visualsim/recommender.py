@@ -86,6 +86,33 @@ class Recommendation:
 
 
 @dataclass(frozen=True)
+class RegionResults:
+    """One product found in a photo by :meth:`Recommender.query_regions`, and its results.
+
+    Attributes
+    ----------
+    box
+        ``(left, top, right, bottom)`` in the photo's pixels.
+    score
+        How strongly the region stands out (its share of the photo's, 0-1).
+    results
+        The recommendations for that region, best first.
+    """
+
+    box: tuple[int, int, int, int]
+    score: float
+    results: list[Recommendation]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the region and its results as a JSON-ready dict."""
+        return {
+            "box": list(self.box),
+            "score": round(float(self.score), 6),
+            "results": [r.to_dict() for r in self.results],
+        }
+
+
+@dataclass(frozen=True)
 class FailedInput:
     """An input that could not be read during ``fit``/``add``.
 
@@ -1201,6 +1228,72 @@ class Recommender:
         vector = self._get_extractor().extract([image], progress=False)
         return self._search(self._project(vector), k, where, exclude, min_score, distinct)[0]
 
+    def query_regions(
+        self,
+        image: Any,
+        k: int = 10,
+        *,
+        max_regions: int = 5,
+        where: Where | None = None,
+        exclude: Iterable[Id] | Id | None = None,
+        min_score: float | None = None,
+        distinct: Distinct = True,
+    ) -> list[RegionResults]:
+        """Find the products in a photo and recommend for each (several products in one photo).
+
+        The regions come from :func:`visualsim.crop.locate_products`: on a
+        plain background the separate products (a flat lay of a shirt and
+        shoes), in a scene the regions in focus. Each is searched like
+        ``query(image, box=region)``, in one batch.
+
+        Parameters
+        ----------
+        image
+            Any image-like (path, bytes, PIL image, array).
+        k, where, exclude, min_score, distinct
+            As for :meth:`query`, for every region.
+        max_regions
+            At most this many regions, strongest first.
+
+        Returns
+        -------
+        list of RegionResults
+            One per region (its ``box``, ``score`` and ``results``), strongest
+            first; when nothing stands out, one for the whole photo
+            (``box`` covering it, ``score`` 1.0).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from visualsim import ColorHistogramExtractor
+        >>> def product(rgb):
+        ...     im = np.full((64, 64, 3), 255, np.uint8); im[12:52, 12:52] = rgb; return im
+        >>> rec = Recommender(ColorHistogramExtractor()).fit(
+        ...     [product((200, 30, 30)), product((30, 30, 200))], ["red", "blue"],
+        ...     progress=False)
+        >>> flat_lay = np.full((100, 200, 3), 255, np.uint8)
+        >>> flat_lay[20:80, 10:70] = (200, 30, 30)
+        >>> flat_lay[40:90, 120:190] = (30, 30, 200)
+        >>> [(r.box, r.results[0].id) for r in rec.query_regions(flat_lay, k=1)]
+        [((10, 20, 70, 80), 'red'), ((120, 40, 190, 90), 'blue')]
+        """
+        from .crop import Region, crop_to_box, locate_products
+        from .images import load_image
+
+        k = _check_k(k)
+        pixels = load_image(image)
+        regions = locate_products(pixels, max_regions=max_regions)
+        if not regions:
+            h, w = pixels.shape[:2]
+            regions = [Region((0, 0, w, h), 1.0)]
+        crops = [crop_to_box(pixels, r.box) for r in regions]
+        vectors = self._get_extractor().extract(crops, progress=False)
+        found = self._search(self._project(vectors), k, where, exclude, min_score, distinct)
+        return [
+            RegionResults(r.box, r.score, results)
+            for r, results in zip(regions, found, strict=True)
+        ]
+
     def query_batch(
         self,
         images: Iterable[Any],
@@ -1807,4 +1900,4 @@ def _make_index(spec: Any) -> Any:
     return spec
 
 
-__all__ = ["FailedInput", "Recommendation", "Recommender", "Where"]
+__all__ = ["Distinct", "FailedInput", "Recommendation", "Recommender", "RegionResults", "Where"]

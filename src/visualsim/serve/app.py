@@ -83,6 +83,9 @@ FRAME_POLICY = "frame-ancestors 'none'"
 MAX_DUPLICATES = 100_000
 """Most pairs or groups one ``GET /duplicates`` lists (its ``limit``; default 1,000)."""
 
+MAX_REGIONS = 8
+"""Most regions one ``POST /query/regions`` searches (its ``max_regions``; default 5)."""
+
 MAX_VALUES = 1000
 """Most values one ``GET /fields/{name}/values`` lists (its ``limit``; default 20)."""
 
@@ -522,6 +525,66 @@ def create_app(
 
         return await state.compute(work)
 
+    @app.post(
+        "/query/regions",
+        summary="Find the products in a photo and search for each",
+        openapi_extra=_upload_openapi(("image",), required=("image",)),
+    )
+    async def query_regions(
+        request: Request,
+        k: int = k_query,
+        where: str | None = where_query,
+        min_score: float | None = min_score_query,
+        distinct: str = distinct_query,
+        max_regions: int = Query(
+            5, ge=1, le=MAX_REGIONS, description=f"most regions, 1 to {MAX_REGIONS}"
+        ),
+    ) -> JSONResponse:
+        live = state.live
+        collapse = parse_distinct(distinct)
+        parts = await _read_upload(request, max_upload_bytes)
+        data = parts.get("image")
+        if not isinstance(data, bytes):
+            raise HTTPException(
+                422,
+                "no image: send it as the multipart field 'image' or as the raw request body",
+            )
+
+        def work() -> JSONResponse:
+            flt = state.where_locked(live, where)
+            pixels = state.decode_for_locate(live, data)
+            width, height = encoded_size(data)
+            sx, sy = width / pixels.shape[1], height / pixels.shape[0]
+            with live.lock.read():
+                try:
+                    found = live.rec.query_regions(
+                        pixels,
+                        k,
+                        max_regions=max_regions,
+                        where=flt,
+                        min_score=min_score,
+                        distinct=collapse,
+                    )
+                except NotFittedError:
+                    found = []
+                regions = [
+                    {
+                        # back to the photo's own pixels (it may have been decoded reduced)
+                        "box": [
+                            math.floor(r.box[0] * sx),
+                            math.floor(r.box[1] * sy),
+                            min(width, math.ceil(r.box[2] * sx)),
+                            min(height, math.ceil(r.box[3] * sy)),
+                        ],
+                        "score": round(float(r.score), 6),
+                        "results": state.results_json(live, r.results),
+                    }
+                    for r in found
+                ]
+            return JSONResponse({"regions": regions})
+
+        return await state.compute(work)
+
     @app.get("/duplicates", summary="Duplicate photos in the catalogue (pairs, or groups)")
     async def duplicates(
         min_score: float | None = Query(
@@ -854,6 +917,21 @@ class _State:
             used = [int(v) if v.is_integer() else v for v in (left, top, right, bottom)]
         vector: np.ndarray = ext.extract([pixels], progress=False)[0]
         return vector, used
+
+    def decode_for_locate(self, live: _Live, data: bytes) -> np.ndarray:
+        """The upload decoded for finding products in it: within the pixel budget, a JPEG
+        at a reduced scale still twice the model's input (a product may fill a small part)."""
+        if not self.is_warm(live) and self.warm:
+            self.warm_up(live)
+        draft = _draft_size(live.rec.extractor_)
+        if draft is not None:
+            draft = (draft[0] * 2, draft[1] * 2)
+        return load_image(
+            data,
+            max_pixels=self.max_pixels,
+            draft_size=draft,
+            max_bytes=self.max_pixels * decode_bytes_per_pixel("RGBA"),
+        )
 
     def where(self, live: _Live, text: str | None) -> Any:
         if text is None:

@@ -238,6 +238,8 @@
     $("stage").classList.toggle("draw", Boolean(drawable));
     $("box-help").hidden = !drawable;
     $("locate-box").hidden = !drawable;
+    $("find-regions").hidden = !drawable;
+    clearRegions();
     state.box = null;
     showBox();
   }
@@ -323,6 +325,67 @@
     if (!drawable()) return;
     state.box = "locate";
     run();
+  });
+  // -- several products in one photo: the server finds them, the shopper picks one ------
+  function clearRegions() {
+    $("region-marks").replaceChildren();
+    $("regions").replaceChildren();
+    $("regions").hidden = true;
+  }
+
+  function showRegions(regions) {
+    const img = $("query-image");
+    clearRegions();
+    regions.forEach((r, i) => {
+      const [left, top, right, bottom] = r.box;
+      const mark = document.createElement("span");
+      mark.className = "region-mark";
+      mark.textContent = String(i + 1);
+      mark.style.left = (100 * left / img.naturalWidth) + "%";
+      mark.style.top = (100 * top / img.naturalHeight) + "%";
+      mark.style.width = (100 * (right - left) / img.naturalWidth) + "%";
+      mark.style.height = (100 * (bottom - top) / img.naturalHeight) + "%";
+      $("region-marks").appendChild(mark);
+      const pick = document.createElement("button");
+      pick.type = "button";
+      pick.className = "region-pick";
+      pick.dataset.box = r.box.join(",");
+      pick.textContent = "Product " + (i + 1) + " (" + Math.round(100 * r.score) + " %)";
+      pick.addEventListener("click", () => { state.box = r.box.slice(); showBox(); run(); });
+      $("regions").appendChild(pick);
+    });
+    $("regions").hidden = regions.length === 0;
+  }
+
+  $("find-regions").addEventListener("click", async () => {
+    if (!drawable()) return;
+    const seq = ++state.seq;
+    const params = new URLSearchParams({
+      k: $("k").value, distinct: String($("distinct").checked), max_regions: "5",
+    });
+    const where = whereString();
+    if (where) params.set("where", where);
+    status("Looking for the products in the photo…");
+    $("results").setAttribute("aria-busy", "true");
+    try {
+      const form = new FormData();
+      form.append("image", state.query.file);
+      const body = await getJSON("query/regions?" + params, { method: "POST", body: form });
+      if (seq !== state.seq) return;
+      showRegions(body.regions);
+      if (body.regions.length) {
+        // the strongest product's results at once; the others one click away
+        state.box = body.regions[0].box.slice();
+        showBox();
+        showResults(body.regions[0].results);
+        status(body.regions.length + " product" + (body.regions.length === 1 ? "" : "s") +
+          " found; showing product 1 — pick another below the photo");
+      }
+    } catch (err) {
+      if (seq === state.seq) status(err.message, true);
+    } finally {
+      if (seq === state.seq) $("results").setAttribute("aria-busy", "false");
+    }
   });
   $("clear-box").addEventListener("click", () => {
     state.box = null;
