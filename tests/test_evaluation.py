@@ -492,3 +492,41 @@ def test_report_is_immutable() -> None:
         report.n_queries = 3  # type: ignore[misc]
     with pytest.raises(TypeError):
         report.metrics["recall@1"] = 0.0  # type: ignore[index]
+
+
+def test_a_tuple_of_keys_is_relevant_when_every_one_matches() -> None:
+    """'The same type in the same colour': the combined label, as the issue measures it."""
+    from visualsim import Recommender
+
+    rng = np.random.default_rng(4)
+    emb = rng.random((60, 8)).astype(np.float32)
+    meta = [{"t": "abc"[i % 3], "c": "xy"[i % 2]} for i in range(60)]
+    meta[5] = {"t": "a"}  # no colour: unlabelled for the pair, still a candidate
+    rec = Recommender.from_vectors(emb, list(range(60)), meta)
+    combined = evaluate(rec, ("t", "c"), k=(1, 5))
+    joined = [f"{m['t']} / {m['c']}" if "c" in m else None for m in meta]
+    by_hand = evaluate(rec, joined, k=(1, 5))
+    assert combined.metrics == by_hand.metrics
+    assert combined.label == "t+c"
+    assert combined.metrics["precision@5"] < evaluate(rec, "t", k=(1, 5)).metrics["precision@5"]
+    # a tuple that names no metadata keys is still labels aligned with the ids
+    aligned = tuple(m["t"] for m in meta)
+    assert evaluate(rec, aligned, k=(5,)).metrics == evaluate(rec, "t", k=(5,)).metrics
+
+
+def test_cli_evaluate_on_several_labels(tmp_path: Any, capsys: Any) -> None:
+    import json
+
+    from visualsim import Recommender
+    from visualsim.cli import main
+
+    emb = np.random.default_rng(5).random((40, 6)).astype(np.float32)
+    meta = [{"t": "ab"[i % 2], "c": "xyz"[i % 3]} for i in range(40)]
+    Recommender.from_vectors(emb, list(range(40)), meta).save(tmp_path / "c")
+    assert main(["evaluate", str(tmp_path / "c"), "--label", "t,c", "-k", "5", "--json"]) == 0
+    both = json.loads(capsys.readouterr().out)
+    assert main(["evaluate", str(tmp_path / "c"), "--label", "t", "-k", "5", "--json"]) == 0
+    one = json.loads(capsys.readouterr().out)
+    assert both["label"] == "t+c" and both["metrics"]["precision@5"] < one["metrics"]["precision@5"]
+    assert main(["evaluate", str(tmp_path / "c"), "--label", "t,colour"]) == 2
+    assert "'colour'" in capsys.readouterr().err

@@ -502,7 +502,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="leave-one-out retrieval quality against a label")
     p.add_argument("catalog", type=Path)
     p.add_argument(
-        "--label", required=True, action=_Once, help="metadata key holding the label (one)"
+        "--label",
+        required=True,
+        action=_Once,
+        help="metadata key holding the label; several comma-separated (articleType,baseColour): "
+        "relevant when every one matches",
     )
     p.add_argument(
         "-k", type=_positive_int, nargs="+", default=[1, 5, 10], help="cut-offs (default 1 5 10)"
@@ -1319,7 +1323,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluation import evaluate
 
     rec = _load(args.catalog)
-    report = evaluate(rec, args.label, k=tuple(args.k), progress=_progress(args))
+    fields = [name.strip() for name in args.label.split(",") if name.strip()]
+    if len(fields) > 1:
+        unknown = [f for f in fields if f not in rec.fields_]
+        if unknown:
+            raise UsageError(
+                f"--label: no item has {', '.join(map(repr, unknown))}; fields: "
+                f"{', '.join(sorted(rec.fields_)) or 'none'}"
+            )
+    labels: Any = tuple(fields) if len(fields) > 1 else args.label
+    report = evaluate(rec, labels, k=tuple(args.k), progress=_progress(args))
     if args.json:
         _print_json(report.to_dict())
     else:

@@ -448,7 +448,9 @@ def evaluate(
         (with ``search(queries, k) -> (scores, ids)``).
     labels
         A metadata key (``"articleType"``) read from ``recommender.metadata_``;
-        a sequence aligned with ``recommender.ids_``; or a mapping id → label.
+        a tuple of keys (``("articleType", "baseColour")``: relevant when every
+        one matches, "the same type in the same colour"); a sequence aligned
+        with ``recommender.ids_`` (a list); or a mapping id → label.
         ``None`` (or NaN, or a missing key or id) means unlabelled.
     k
         One cut-off or several; each ``>= 1``.
@@ -481,6 +483,8 @@ def evaluate(
     """
     ids, embeddings, index = _recommender_parts(recommender)
     name = labels if isinstance(labels, str) else None
+    if _is_key_tuple(labels, recommender):
+        name = "+".join(labels)
     codes, values = _encode_labels(_resolve_labels(labels, ids, recommender), len(ids))
     if exact:
         return _evaluate(
@@ -676,8 +680,38 @@ def _recommender_parts(recommender: Any) -> tuple[list[Any], np.ndarray, _Search
     return ids, embeddings, recommender.index_
 
 
+def _is_key_tuple(labels: Any, recommender: Any) -> bool:
+    """A tuple of the catalogue's metadata keys (``("articleType", "baseColour")``).
+
+    A tuple that is not (some value is no key of the catalogue) stays a sequence
+    of labels aligned with the ids, as before.
+    """
+    if not (
+        isinstance(labels, tuple)
+        and 1 <= len(labels) <= 16
+        and all(isinstance(x, str) and x for x in labels)
+    ):
+        return False
+    fields = getattr(recommender, "fields_", None)
+    if not isinstance(fields, Mapping):
+        return False
+    return all(x in fields for x in labels)
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
 def _resolve_labels(labels: LabelsLike, ids: Sequence[Any], recommender: Any) -> list[Any]:
     n = len(ids)
+    if _is_key_tuple(labels, recommender):
+        # several metadata keys: relevant when every one matches ("type and colour")
+        assert isinstance(labels, tuple)
+        columns = [_resolve_labels(key, ids, recommender) for key in labels]
+        return [
+            None if any(_missing(v) for v in row) else " / ".join(str(v) for v in row)
+            for row in zip(*columns, strict=True)
+        ]
     if isinstance(labels, str):
         metadata = getattr(recommender, "metadata_", None) if recommender is not None else None
         if metadata is None:
