@@ -293,3 +293,198 @@ def test_a_request_that_waits_too_long_for_the_model_is_503_with_retry_after() -
         assert c.post("/query?k=1", content=photo).status_code == 200  # the slot came back
     with pytest.raises(Exception, match="queue_timeout"):
         create_app(rec, warm=False, queue_timeout=0)
+
+
+# -- 7. slow and idle clients: header/body timeouts and the connection cap -------------------
+@contextlib.contextmanager
+def guarded_server(app: Any, **options: Any) -> Iterator[int]:
+    """``app`` behind the connection guard (small limits) in a thread; yield its port."""
+    import uvicorn
+
+    from visualsim.serve.server import uvicorn_config
+
+    settings: dict[str, Any] = {"header_timeout": 0.5, "body_timeout": 0.5, "keep_alive": 5.0}
+    settings.update(max_connections=50)
+    settings.update(options)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(512)
+    server = uvicorn.Server(uvicorn_config(app, **settings))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert server.started, "uvicorn never started"
+        yield sock.getsockname()[1]
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        sock.close()
+
+
+def half_sent(port: int, head: bytes = b"GET /health HTTP/1.1\r\nHost: x\r\n") -> socket.socket:
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s.sendall(head)
+    return s
+
+
+def closed_by_server(s: socket.socket, within: float) -> bytes | None:
+    """What the server sent before closing ``s`` (None when still open after ``within`` s)."""
+    s.settimeout(within)
+    got = b""
+    try:
+        while chunk := s.recv(4096):
+            got += chunk
+    except TimeoutError:
+        return None
+    except ConnectionResetError:
+        pass
+    return got
+
+
+def get_health(port: int) -> int:
+    with httpx.Client(timeout=10) as c:
+        return c.get(f"http://127.0.0.1:{port}/health").status_code
+
+
+def test_a_request_head_that_never_finishes_is_408_and_closed() -> None:
+    with guarded_server(create_app(make_rec(["a"]), warm=False)) as port:
+        t0 = time.monotonic()
+        half = half_sent(port)
+        silent = socket.create_connection(("127.0.0.1", port), timeout=10)  # sends nothing
+        got = closed_by_server(half, within=8)
+        assert got is not None and got.startswith(b"HTTP/1.1 408 "), got
+        assert closed_by_server(silent, within=8) == b""  # closed, no answer
+        assert 0.4 < time.monotonic() - t0 < 8
+        # a slowloris head (a byte at a time) is bounded from its first byte, not per byte
+        drip = half_sent(port, b"G")
+        t0 = time.monotonic()
+        with contextlib.suppress(OSError):
+            for ch in b"ET /health HTTP/1.1\r\nHost: x\r\n":
+                drip.sendall(bytes([ch]))
+                time.sleep(0.05)
+        assert closed_by_server(drip, within=8) is not None and time.monotonic() - t0 < 8
+        for s in (half, silent, drip):
+            s.close()
+        assert get_health(port) == 200
+
+
+def test_a_stalled_body_is_closed_but_a_slow_steady_one_is_not() -> None:
+    with guarded_server(create_app(make_rec(["a"]), warm=False), body_timeout=1.0) as port:
+        png = image_bytes((16, 16), "PNG", "RGB")
+        head = (
+            b"POST /query?k=1 HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(png)
+        )
+        stalled = half_sent(port, head + png[:10])
+        got = closed_by_server(stalled, within=10)
+        assert got is not None and got.startswith(b"HTTP/1.1 408 "), got
+        # a body arriving in pieces, each well within the stall limit, goes through
+        steady = half_sent(port, head)
+        for i in range(0, len(png), len(png) // 4 + 1):
+            time.sleep(0.3)
+            steady.sendall(png[i : i + len(png) // 4 + 1])
+        steady.settimeout(10)
+        assert steady.recv(4096).startswith(b"HTTP/1.1 200 ")
+        stalled.close()
+        steady.close()
+
+
+def test_more_idle_sockets_than_the_cap_cannot_lock_out_a_real_client() -> None:
+    # long timeouts: only the cap can close the idle sockets here
+    app = create_app(make_rec(["a"]), warm=False)
+    with guarded_server(app, header_timeout=60, max_connections=50) as port:
+        idle = [half_sent(port) for _ in range(80)]
+        idle += [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(20)]
+        try:
+            for _ in range(5):
+                t0 = time.monotonic()
+                assert get_health(port) == 200
+                assert time.monotonic() - t0 < 5
+            # the oldest ones were closed to admit newer ones, silently, not with a 500
+            assert closed_by_server(idle[0], within=5) == b""
+            assert closed_by_server(idle[-1], within=0.2) is None  # the newest still open
+        finally:
+            for s in idle:
+                s.close()
+
+
+def test_a_request_in_flight_is_never_closed_for_the_cap() -> None:
+    ext = BlockingExtractor()
+    rec = Recommender(ext).add_vectors(np.eye(2, ext.dim), ["a", "b"])
+    photo = image_bytes((32, 32), "PNG", "RGB")
+    app = create_app(rec, warm=False, threads=1, queue_timeout=30)
+    with guarded_server(app, header_timeout=60, max_connections=5) as port:
+        url = f"http://127.0.0.1:{port}"
+        with ThreadPoolExecutor(1) as pool, httpx.Client(base_url=url, timeout=30) as c:
+            slow = pool.submit(c.post, "/query?k=1", content=photo)
+            idle: list[socket.socket] = []
+            try:
+                assert ext.entered.wait(10), "the query never reached the model"
+                idle = [half_sent(port) for _ in range(20)]  # 4 times the cap, while it runs
+                time.sleep(0.3)
+                assert get_health(port) == 200
+            finally:
+                ext.release.set()
+            assert slow.result(30).status_code == 200
+            for s in idle:
+                s.close()
+
+
+def test_a_full_cap_of_requests_in_flight_answers_503_not_500() -> None:
+    ext = BlockingExtractor()
+    rec = Recommender(ext).add_vectors(np.eye(2, ext.dim), ["a", "b"])
+    photo = image_bytes((32, 32), "PNG", "RGB")
+    app = create_app(rec, warm=False, threads=2, queue_timeout=30)
+    with guarded_server(app, header_timeout=60, max_connections=2) as port:
+        url = f"http://127.0.0.1:{port}/query?k=1"
+        with ThreadPoolExecutor(2) as pool:
+            running = [pool.submit(httpx.post, url, content=photo, timeout=30) for _ in range(2)]
+            try:
+                deadline = time.monotonic() + 10
+                while time.monotonic() < deadline:  # both heads in (the model is shared)
+                    if ext.entered.is_set():
+                        break
+                    time.sleep(0.05)
+                time.sleep(0.5)
+                extra = half_sent(port, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+                got = closed_by_server(extra, within=10)
+                assert got is not None and got.startswith(b"HTTP/1.1 503 "), got
+                assert b"retry-after: 1" in got.lower()
+                extra.close()
+            finally:
+                ext.release.set()
+            assert [f.result(30).status_code for f in running] == [200, 200]
+
+
+def test_connection_options_are_validated_with_clear_errors() -> None:
+    from visualsim.errors import ConfigError
+    from visualsim.serve import run
+    from visualsim.serve._connections import default_max_connections, listen_backlog
+    from visualsim.serve.server import check_connection_options
+
+    rec = make_rec(["a"])
+    for bad, match in (
+        ({"header_timeout": 0}, "header_timeout must be a positive"),
+        ({"body_timeout": -1}, "body_timeout must be a positive"),
+        ({"keep_alive": float("nan")}, "keep_alive must be a positive"),
+        ({"header_timeout": "soon"}, "header_timeout must be a number"),
+        ({"max_connections": 0}, "max_connections"),
+        ({"max_connections": 10**9}, "open-file limit"),
+    ):
+        with pytest.raises(ConfigError, match=match):
+            run(rec, port=0, **bad)
+    # 1,024 files: 64 for the server, 4 x 64 for bursts of new connections (the backlog)
+    assert check_connection_options(10, 30, 5, None, 1024) == (10.0, 30.0, 5.0, 704)
+    assert listen_backlog(1024, 704) == 64
+    assert default_max_connections(100_000) == 1000 and listen_backlog(100_000, 1000) == 2048
+    assert check_connection_options(1, 1, 1, 944, 1024)[3] == 944
+    with pytest.raises(ConfigError, match="use at most 944"):
+        check_connection_options(1, 1, 1, 945, 1024)
+    args = build_parser().parse_args(["cat"])
+    assert (args.header_timeout, args.body_timeout, args.keep_alive) == (10.0, 30.0, 5.0)
+    assert args.max_connections is None
+    args = build_parser().parse_args(["cat", "--header-timeout", "2", "--max-connections", "9"])
+    assert args.header_timeout == 2.0 and args.max_connections == 9

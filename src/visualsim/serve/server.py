@@ -12,6 +12,14 @@ it: the API key travels as the *name* of its environment variable, which the
 workers inherit), loads the catalogue itself (memory-mapped vectors) and
 refuses writes (405); ``POST /reload`` reaches every worker through a signal
 file in a private temporary folder the supervisor creates and removes.
+
+Slow and idle clients are bounded per process by the connection guard of
+:mod:`visualsim.serve._connections`: a request head must arrive within
+``header_timeout`` seconds, a body may not stall longer than ``body_timeout``,
+keep-alive lasts ``keep_alive`` seconds, and past ``max_connections`` open
+connections the one idle the longest is closed to admit a new one. At start-up the
+process raises its own soft limit of open files (``RLIMIT_NOFILE``) to its hard
+limit, and logs it.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import shutil
 import signal
@@ -90,6 +99,72 @@ def api_key_from_env(name: str | None) -> str | None:
     return value.strip()
 
 
+def raise_fd_limit() -> tuple[int, int]:
+    """Raise this process's soft limit of open files to its hard limit.
+
+    Returns ``(before, now)``, the soft limit before and after. Where it cannot be
+    raised (no ``resource`` module, or the kernel refuses) it stays as it was.
+    """
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on POSIX
+        return 1 << 20, 1 << 20
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    big = 1 << 20  # what an unlimited one counts as
+    before = big if soft == resource.RLIM_INFINITY else int(soft)
+    target = big if hard == resource.RLIM_INFINITY else int(hard)
+    if before < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError):
+            return before, before
+        return before, target
+    return before, before
+
+
+def _check_seconds(name: str, value: Any) -> float:
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a number of seconds, got {value!r}") from None
+    if not seconds > 0 or not math.isfinite(seconds):
+        raise ConfigError(f"{name} must be a positive, finite number of seconds, got {value!r}")
+    return seconds
+
+
+def check_connection_options(
+    header_timeout: Any, body_timeout: Any, keep_alive: Any, max_connections: Any, fd_limit: int
+) -> tuple[float, float, float, int]:
+    """Validate the connection guard's options; ``max_connections=None`` picks the default.
+
+    Raises
+    ------
+    ConfigError
+        For a timeout that is not a positive finite number, or a cap that is not a
+        positive integer or leaves too few of the process's ``fd_limit`` files for
+        the server itself and a burst of 16 new connections.
+    """
+    from ._connections import FD_RESERVE, default_max_connections
+
+    times = (
+        _check_seconds("header_timeout", header_timeout),
+        _check_seconds("body_timeout", body_timeout),
+        _check_seconds("keep_alive", keep_alive),
+    )
+    if max_connections is None:
+        cap = default_max_connections(fd_limit)
+    else:
+        cap = check_positive_int("max_connections", max_connections)
+        most = max(1, fd_limit - FD_RESERVE - 16)
+        if cap > most:
+            raise ConfigError(
+                f"max_connections={cap} leaves too few of this process's {fd_limit} open-file "
+                f"limit (RLIMIT_NOFILE) for the server; use at most {most}, "
+                "or raise the hard limit (`ulimit -Hn`, systemd LimitNOFILE=) first"
+            )
+    return (*times, cap)
+
+
 def run(
     catalog: str | os.PathLike[str] | Any,
     *,
@@ -104,6 +179,10 @@ def run(
     threads: int | None = None,
     max_pixels: int | None = None,
     queue_timeout: float | None = None,
+    header_timeout: float | None = None,
+    body_timeout: float | None = None,
+    keep_alive: float | None = None,
+    max_connections: int | None = None,
 ) -> None:
     """Serve a catalogue until SIGTERM/SIGINT.
 
@@ -143,11 +222,27 @@ def run(
     queue_timeout
         Seconds a request waits for a model thread before 503 with ``Retry-After``
         (default :data:`~visualsim.serve.app.QUEUE_TIMEOUT_S`).
+    header_timeout
+        Seconds a client has to send a whole request head, from its first byte (from
+        the connection's opening for a new one); then 408 and the connection closes.
+        Default 10.
+    body_timeout
+        Seconds a request body may stall (nothing received while the server waits for
+        it) before 408 and the connection closes. Default 30.
+    keep_alive
+        Seconds an idle keep-alive connection stays open between requests. Default 5.
+    max_connections
+        Open connections per process (per worker). Past it the connection idle the
+        longest is closed to admit the new one (one with a request in flight never
+        is); when all have one in flight the new one gets 503. Default: 1,000, kept
+        below the open-file limit (which the process raises to its hard limit first)
+        by 64 plus one burst of accepted connections (an eighth of the limit, at most
+        2,048); the listen backlog is sized to that burst.
 
     Raises
     ------
     ConfigError
-        For a bad ``workers``, ``workers > 1`` without a catalogue folder or
+        For a bad ``workers`` or connection option, ``workers > 1`` without a catalogue folder or
         with ``api_key`` given as a value, an unset ``api_key_env``, or an
         address that cannot be bound.
     """
@@ -161,7 +256,27 @@ def run(
         threads = check_positive_int("threads", threads)
     if api_key is None and api_key_env is not None:
         api_key = api_key_from_env(api_key_env)
+    from ._connections import BODY_TIMEOUT_S, HEADER_TIMEOUT_S, KEEP_ALIVE_S, listen_backlog
+
+    # checked before anything starts; the workers (spawned later) inherit the raised limit
+    fd_before, fd_limit = raise_fd_limit()
+    header_s, body_s, keep_alive_s, cap = check_connection_options(
+        HEADER_TIMEOUT_S if header_timeout is None else header_timeout,
+        BODY_TIMEOUT_S if body_timeout is None else body_timeout,
+        KEEP_ALIVE_S if keep_alive is None else keep_alive,
+        max_connections,
+        fd_limit,
+    )
     configure_logging()
+    if fd_limit != fd_before:
+        logger.info(json.dumps({"event": "fd_limit", "soft_was": fd_before, "soft": fd_limit}))
+    guard = {
+        "header_timeout": header_s,
+        "body_timeout": body_s,
+        "keep_alive": keep_alive_s,
+        "max_connections": cap,
+        "backlog": listen_backlog(fd_limit, cap),
+    }
     reload_dir: str | None = None
     if workers == 1:
         app: Any = create_app(
@@ -200,7 +315,7 @@ def run(
         previous_env = os.environ.get(WORKER_ENV)
         os.environ[WORKER_ENV] = json.dumps(options)  # the spawned workers inherit it
     try:
-        _serve(uvicorn, app, host, port, graceful_timeout, workers)
+        _serve(uvicorn, app, host, port, graceful_timeout, workers, guard)
     finally:
         if reload_dir is not None:
             if previous_env is None:
@@ -250,8 +365,43 @@ def worker_app() -> Any:
     )
 
 
+def uvicorn_config(
+    app: Any,
+    *,
+    header_timeout: float,
+    body_timeout: float,
+    keep_alive: float,
+    max_connections: int,
+    **kwargs: Any,
+) -> Any:
+    """A ``uvicorn.Config`` for ``app`` with the connection guard (the values already checked).
+
+    Extra keyword arguments go to ``uvicorn.Config``. The server's own logging and
+    headers are off (``JsonLogFormatter`` and the app do both).
+    """
+    from ._connections import GuardedConfig
+
+    kwargs.setdefault("log_config", None)
+    kwargs.setdefault("access_log", False)
+    kwargs.setdefault("server_header", False)
+    return GuardedConfig(
+        app,
+        header_timeout=header_timeout,
+        body_timeout=body_timeout,
+        max_connections=max_connections,
+        timeout_keep_alive=keep_alive,
+        **kwargs,
+    )
+
+
 def _serve(
-    uvicorn: Any, app: Any, host: str, port: int, graceful_timeout: int, workers: int
+    uvicorn: Any,
+    app: Any,
+    host: str,
+    port: int,
+    graceful_timeout: int,
+    workers: int,
+    guard: dict[str, Any],
 ) -> None:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
@@ -264,15 +414,15 @@ def _serve(
     except OSError as exc:
         sock.close()
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
-    sock.listen(2048)  # connections made while the model warms wait instead of being refused
+    # connections made while the model warms wait instead of being refused; no more than
+    # the fd limit has room for past the connection cap (asyncio accepts them all at once)
+    sock.listen(guard.get("backlog", 2048))
     sock.set_inheritable(True)
     bound = sock.getsockname()[1]
-    config = uvicorn.Config(
+    config = uvicorn_config(
         app,
-        log_config=None,
-        access_log=False,
+        **guard,
         timeout_graceful_shutdown=graceful_timeout,
-        server_header=False,
         factory=workers > 1,
         workers=workers,
         # a worker loads and warms the catalogue before it serves: give it time to answer
@@ -285,6 +435,7 @@ def _serve(
                 "url": f"http://{host}:{bound}",
                 "port": bound,
                 "workers": workers,
+                **guard,
             }
         )
     )
@@ -360,6 +511,37 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         help="seconds a request waits for a model thread when all are busy before it is "
         "answered 503 with Retry-After (default 10)",
     )
+    p.add_argument(
+        "--header-timeout",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="seconds a client has to send a whole request head, else 408 and the "
+        "connection closes (default 10)",
+    )
+    p.add_argument(
+        "--body-timeout",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="seconds a request body may stall (nothing received) before 408 and the "
+        "connection closes (default 30)",
+    )
+    p.add_argument(
+        "--keep-alive",
+        type=float,
+        default=5.0,
+        metavar="S",
+        help="seconds an idle keep-alive connection stays open between requests (default 5)",
+    )
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        metavar="N",
+        help="open connections per worker; past it the one idle the longest is closed to "
+        "admit a new one, never one with a request in flight (default: 1000, kept 64 below "
+        "the open-file limit, which is first raised to its hard limit)",
+    )
     return p
 
 
@@ -386,6 +568,10 @@ def serve_from_args(args: argparse.Namespace) -> None:
         threads=None if threads is None else check_positive_int("--threads", threads),
         max_pixels=max(1, int(megapixels * 1_000_000)),
         queue_timeout=float(getattr(args, "queue_timeout", 10.0)),
+        header_timeout=getattr(args, "header_timeout", None),
+        body_timeout=getattr(args, "body_timeout", None),
+        keep_alive=getattr(args, "keep_alive", None),
+        max_connections=getattr(args, "max_connections", None),
     )
 
 
@@ -407,7 +593,10 @@ __all__ = [
     "JsonLogFormatter",
     "api_key_from_env",
     "build_parser",
+    "check_connection_options",
     "main",
+    "raise_fd_limit",
     "run",
+    "uvicorn_config",
     "worker_app",
 ]
