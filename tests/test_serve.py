@@ -245,6 +245,17 @@ def test_page_and_its_assets_are_served(client: TestClient) -> None:
         assert client.get("/" + asset).status_code == 200
 
 
+def test_favicon_is_a_small_icon(client: TestClient) -> None:
+    r = client.get("/favicon.ico")
+    assert r.status_code == 200
+    assert r.headers["content-type"] == "image/x-icon"
+    assert len(r.content) < 10_000 and "max-age" in r.headers["cache-control"]
+    icon = Image.open(io.BytesIO(r.content))
+    assert icon.format == "ICO" and {(16, 16), (32, 32)} <= set(icon.info["sizes"])
+    # the page names it relatively, so it is found wherever the app is mounted
+    assert '<link rel="icon" href="favicon.ico"' in client.get("/").text
+
+
 # -- repeated photos: distinct and /duplicates -------------------------------------------------
 SEVEN = {"synthetic-000007", "twin-a", "twin-b"}  # one photo stored under three ids
 
