@@ -125,10 +125,10 @@ def page(browser: Any, site: tuple[str, list[Path]]) -> Iterator[Any]:
     assert not errors, errors
 
 
-def shot(pg: Any, name: str) -> None:
+def shot(pg: Any, name: str, *, full_page: bool = True) -> None:
     if SHOTS is not None:
         SHOTS.mkdir(parents=True, exist_ok=True)
-        pg.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+        pg.screenshot(path=str(SHOTS / f"{name}.png"), full_page=full_page)
 
 
 def result_ids(pg: Any) -> list[str]:
@@ -165,9 +165,26 @@ def test_upload_a_photo_and_see_k_results_load(page: Any, site: tuple[str, list[
     wait_images_loaded(page, 6)
     ids = result_ids(page)
     assert len(ids) == 6 and ids[0] == "synthetic-000003"
-    scores = page.eval_on_selector_all("#results .score", "els => els.map(e => e.textContent)")
-    assert all(s.startswith("score ") for s in scores)
+    # the cosine is on each card for developers (data-score), shown only on request
+    scores = [
+        float(s)
+        for s in page.eval_on_selector_all(
+            "#results button.item", "els => els.map(e => e.dataset.score)"
+        )
+    ]
+    assert scores == sorted(scores, reverse=True) and scores[0] > 0.99
+    assert not any(page.locator("#results .score").nth(i).is_visible() for i in range(6))
+    assert page.is_visible("#show-scores") and not page.is_checked("#show-scores")
+    label = page.get_attribute("#results button.item >> nth=0", "aria-label")
+    assert label.startswith("Show items similar to synthetic-000003") and "score" not in label
+    page.check("#show-scores")
+    texts = page.eval_on_selector_all("#results .score", "els => els.map(e => e.innerText)")
+    assert texts == [f"Match {s:.3f}" for s in scores]
+    label = page.get_attribute("#results button.item >> nth=0", "aria-label")
+    assert label.endswith(f"match score {scores[0]:.3f}")
     shot(page, "upload")
+    page.uncheck("#show-scores")
+    assert not page.locator("#results .score").first.is_visible()
 
 
 def test_a_filter_narrows_the_results(page: Any, site: tuple[str, list[Path]]) -> None:
@@ -177,8 +194,10 @@ def test_a_filter_narrows_the_results(page: Any, site: tuple[str, list[Path]]) -
     page.wait_for_function(
         "() => document.querySelector('#status').textContent.includes(\"category == 'shoes'\")"
     )
-    metas = page.eval_on_selector_all("#results .meta", "els => els.map(e => e.textContent)")
-    assert metas and all("category: shoes" in m for m in metas)
+    metas = page.eval_on_selector_all(
+        "#results .fact[data-field=category]", "els => els.map(e => e.textContent)"
+    )
+    assert len(metas) == len(result_ids(page)) > 0 and set(metas) == {"Category: shoes"}
     page.fill("#f-price-max", "20")
     page.dispatch_event("#f-price-max", "change")
     page.wait_for_function(
@@ -541,3 +560,184 @@ def test_products_in_this_photo_marks_each_and_picks_one(
     assert tops == {"synthetic-000004", "synthetic-000021"}
     assert not page.is_hidden("#box-text")  # the picked product's box is the search region
     shot(page, "regions")
+
+
+# -- the page for customers: nothing empty before a search, cards a shop would show, a
+# phone taken to its results, and the screenshots in docs/serving.md --------------------
+
+
+def test_nothing_empty_shows_before_a_search(page: Any) -> None:
+    # [hidden] beats the query view's display:flex, and the grid waits for results
+    assert page.evaluate("getComputedStyle(document.querySelector('#query-view')).display") == (
+        "none"
+    )
+    for sel in ("#query-view", "#results", "#status", "#score-toggle"):
+        assert not page.is_visible(sel), sel
+    assert page.is_visible("#results-intro")
+    panel = page.evaluate(
+        "() => { const s = document.querySelector('#results-heading').parentElement;"
+        " const kids = [...s.children].filter(e => e.getBoundingClientRect().height > 0);"
+        " return kids.map(e => e.id); }"
+    )
+    assert panel == ["results-heading", "results-intro"]
+
+
+@pytest.fixture(scope="module")
+def shop_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, list[Path]]]:
+    """A shop's catalogue: names, prices in cents, stock as booleans, snake_case fields."""
+    root = tmp_path_factory.mktemp("browser-shop")
+    ds = SyntheticProducts(N, size=128)
+    paths = ds.write_folder(root, format="png")
+    metadata = [
+        {
+            "name": f"{ds[i].metadata['color'].title()} {ds[i].metadata['category']}",
+            "category": ds[i].metadata["category"],
+            "price": round(7.4 + 2.35 * i, 2),
+            "in_stock": i % 3 != 0,
+            "product_colour": ds[i].metadata["color"],
+            "pattern": ds[i].metadata["pattern"],
+        }
+        for i in range(N)
+    ]
+    rec = Recommender(ColorHistogramExtractor(), image_root=root).fit(
+        [str(p) for p in paths],
+        ids=[ds[i].id for i in range(N)],
+        metadata=metadata,
+        progress=False,
+    )
+    with _serving(rec, root) as url:
+        yield url, paths
+
+
+def _open(browser: Any, url: str, **options: Any) -> tuple[Any, Any, list[str]]:
+    context = browser.new_context(**options)
+    pg = context.new_page()
+    errors: list[str] = []
+    pg.on("pageerror", lambda exc: errors.append(str(exc)))
+    pg.goto(url)
+    pg.wait_for_selector("#browse button.item")
+    return context, pg, errors
+
+
+def test_cards_read_like_a_shop(browser: Any, shop_site: tuple[str, list[Path]]) -> None:
+    context, pg, errors = _open(
+        browser, shop_site[0], viewport={"width": 1200, "height": 900}, locale="en-US"
+    )
+    pg.select_option("#k", "6")
+    upload(pg, shop_site[1][0])
+    wait_images_loaded(pg, 6)
+    first = pg.locator("#results button.item").first
+    assert first.get_attribute("data-id") == "synthetic-000000"
+    facts = first.locator(".fact").all_inner_texts()
+    # the name as the card's title; the price first, to two decimals; booleans as yes/no;
+    # field names humanised; four facts at most (the pattern left out)
+    assert facts == ["Price: 7.40", "Category: t-shirt", "In stock: no", "Product colour: black"]
+    assert first.locator(".name").inner_text() == "Black t-shirt"
+    assert first.locator(".id").inner_text() == "synthetic-000000"  # still there, smaller
+    in_stock = pg.eval_on_selector_all(
+        "#results .fact[data-field=in_stock]", "els => els.map(e => e.textContent)"
+    )
+    assert set(in_stock) <= {"In stock: yes", "In stock: no"} and len(in_stock) == 6
+    assert "_" not in "".join(facts)
+    label = first.get_attribute("aria-label")
+    assert label.startswith("Show items similar to ") and "Price 7.40" in label
+    # the filters use the same words, and filter on the field's own values
+    assert pg.inner_text("label[for=f-in_stock]") == "In stock"
+    assert pg.inner_text("label[for=f-product_colour]") == "Product colour"
+    options = pg.eval_on_selector_all(
+        "#f-in_stock option", "els => els.map(e => [e.value, e.textContent])"
+    )
+    assert options == [["", "any"], ["true", "yes"], ["false", "no"]]
+    pg.select_option("#f-in_stock", "true")
+    pg.wait_for_function(
+        "() => document.querySelector('#status').textContent.includes('in_stock == true')"
+    )
+    wait_settled(pg)
+    stock = pg.eval_on_selector_all(
+        "#results .fact[data-field=in_stock]", "els => els.map(e => e.textContent)"
+    )
+    assert stock and set(stock) == {"In stock: yes"}
+    browse = pg.locator("#browse button.item").first.locator(".fact").all_inner_texts()
+    assert browse == ["Price: 7.40", "Category: t-shirt"]  # the browse strip: two facts
+    context.close()
+    assert not errors, errors
+
+
+def _heading_in_view(pg: Any) -> None:
+    """Until the page has stopped scrolling with the results heading on screen."""
+    where = (
+        "() => { const r = document.querySelector('#results-heading').getBoundingClientRect();"
+        " return [window.scrollY, r.top >= 0 && r.bottom <= window.innerHeight]; }"
+    )
+    last = pg.evaluate(where)
+    for _ in range(50):
+        time.sleep(0.1)
+        now = pg.evaluate(where)
+        if now == last and now[1]:
+            return
+        last = now
+    raise AssertionError(f"the results heading is not on screen: {last}")
+
+
+def test_a_phone_is_taken_to_its_results(browser: Any, shop_site: tuple[str, list[Path]]) -> None:
+    context, pg, errors = _open(
+        browser,
+        shop_site[0],
+        viewport={"width": 390, "height": 844},
+        is_mobile=True,
+        has_touch=True,
+    )
+    top = pg.evaluate("document.querySelector('#results-heading').getBoundingClientRect().top")
+    assert top > 844  # below the fold before the search: the reason for scrolling
+    upload(pg, shop_site[1][5])
+    _heading_in_view(pg)
+    assert pg.evaluate("document.activeElement.id") == "results-heading"
+    assert pg.evaluate("window.scrollY") > 0
+    first_card = pg.evaluate(
+        "document.querySelector('#results button.item').getBoundingClientRect().top"
+    )
+    assert first_card < 844  # the first results are on screen, not below the fold
+    shot(pg, "serve-phone", full_page=False)
+    # a catalogue item far down the page: back up to its similar items
+    pg.locator("#browse button.item").nth(20).scroll_into_view_if_needed()
+    pg.locator("#browse button.item").nth(20).click()
+    pg.wait_for_function(
+        "() => document.querySelector('#query-label').textContent.startsWith('Similar to')"
+    )
+    wait_settled(pg)
+    _heading_in_view(pg)
+    assert pg.evaluate("document.activeElement.id") == "results-heading"
+    context.close()
+    assert not errors, errors
+
+
+def test_reduced_motion_jumps_to_the_results(
+    browser: Any, shop_site: tuple[str, list[Path]]
+) -> None:
+    context, pg, errors = _open(
+        browser, shop_site[0], viewport={"width": 390, "height": 844}, reduced_motion="reduce"
+    )
+    pg.evaluate(
+        "() => { window.smooth = []; const f = Element.prototype.scrollIntoView;"
+        " Element.prototype.scrollIntoView = function (o) { window.smooth.push(o.behavior);"
+        " return f.call(this, o); }; }"
+    )
+    upload(pg, shop_site[1][2])
+    _heading_in_view(pg)
+    assert pg.evaluate("window.smooth") == ["auto"]
+    context.close()
+    assert not errors, errors
+
+
+def test_desktop_screenshot_for_the_docs(browser: Any, shop_site: tuple[str, list[Path]]) -> None:
+    """Also the docs' picture: ``VISUALSIM_SCREENSHOTS=docs/images ... -k screenshot_for``."""
+    context, pg, errors = _open(browser, shop_site[0], viewport={"width": 1200, "height": 900})
+    top = pg.evaluate("window.scrollY")
+    upload(pg, shop_site[1][7])
+    wait_images_loaded(pg, 12)
+    # the results are on screen already: no scrolling, focus stays where the shopper was
+    assert pg.evaluate("window.scrollY") == top
+    assert pg.evaluate("document.activeElement.id") != "results-heading"
+    shot(pg, "serve-desktop", full_page=False)
+    context.close()
+    assert not errors, errors

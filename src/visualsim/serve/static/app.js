@@ -62,7 +62,7 @@
       const wrap = document.createElement("div");
       if (info.type === "int" || info.type === "float") {
         const lab = document.createElement("label");
-        lab.textContent = name;
+        lab.textContent = humanName(name);
         lab.htmlFor = "f-" + name + "-min";
         const range = document.createElement("div");
         range.className = "range";
@@ -72,14 +72,14 @@
           input.id = "f-" + name + "-" + end;
           input.step = info.type === "int" ? "1" : "any";
           input.placeholder = end === "min" ? (info.min ?? "min") : (info.max ?? "max");
-          input.setAttribute("aria-label", name + " " + (end === "min" ? "at least" : "at most"));
+          input.setAttribute("aria-label", humanName(name) + " " + (end === "min" ? "at least" : "at most"));
           input.addEventListener("change", rerun);
           range.appendChild(input);
         }
         wrap.append(lab, range);
       } else {
         const lab = document.createElement("label");
-        lab.textContent = name;
+        lab.textContent = humanName(name);
         lab.htmlFor = "f-" + name;
         let control;
         const values = info.type === "bool" ? [true, false] : info.values;
@@ -90,7 +90,8 @@
           control.appendChild(any);
           for (const v of values) {
             const opt = document.createElement("option");
-            opt.value = String(v); opt.textContent = String(v);
+            opt.value = String(v);
+            opt.textContent = typeof v === "boolean" ? (v ? "yes" : "no") : String(v);
             control.appendChild(opt);
           }
         } else {
@@ -134,18 +135,82 @@
     }
   }
 
+  // -- cards that read like a shop's: people's words, not the catalogue's raw fields ------
+  const TITLE_FIELDS = ["name", "title", "product_name", "productDisplayName", "display_name"];
+  const HIDDEN_FIELDS = /^(_.*|id|.*_id|path|image|image_path|image_url|url|filename|file)$/i;
+  const MAX_FACTS = 4;
+  const MONEY = /(price|cost|amount|total|msrp)/i;
+
+  function humanName(name) {
+    // in_stock -> "In stock", productColour -> "Product colour", MRP stays "MRP"
+    const words = String(name).replace(/[_-]+/g, " ")
+      .replace(/([a-z0-9])([A-Z])/g, "$1 $2").trim().split(/\s+/)
+      .map((w, i) => (/^[A-Z0-9]+$/.test(w) && w.length > 1 ? w : (i ? w.toLowerCase() : w)));
+    const text = words.join(" ");
+    return text.charAt(0).toUpperCase() + text.slice(1);
+  }
+
+  function humanValue(name, value) {
+    if (typeof value === "boolean") return value ? "yes" : "no";
+    if (typeof value === "number" && Number.isFinite(value)) {
+      const fraction = Number.isInteger(value) && !MONEY.test(name) ? 0 : 2;
+      return value.toLocaleString(undefined, {
+        minimumFractionDigits: MONEY.test(name) ? 2 : 0,
+        maximumFractionDigits: fraction,
+        useGrouping: MONEY.test(name), // a year or a code reads 2012, not 2,012
+      });
+    }
+    const text = String(value).trim();
+    return text.length > 40 ? text.slice(0, 39) + "…" : text;
+  }
+
+  function facts(metadata, most) {
+    const out = [];
+    // a price (or cost...) first: what a shopper looks for; then the catalogue's order
+    const entries = Object.entries(metadata || {});
+    entries.sort((a, b) => Number(MONEY.test(b[0])) - Number(MONEY.test(a[0])));
+    for (const [k, v] of entries) {
+      if (out.length >= most) break;
+      if (TITLE_FIELDS.includes(k) || HIDDEN_FIELDS.test(k)) continue;
+      if (v === null || v === undefined || v === "" || typeof v === "object") continue;
+      if (typeof v === "number" && !Number.isFinite(v)) continue;
+      out.push({ field: k, label: humanName(k), value: humanValue(k, v) });
+    }
+    return out;
+  }
+
+  function titleOf(item) {
+    const md = item.metadata || {};
+    for (const k of TITLE_FIELDS) {
+      if (typeof md[k] === "string" && md[k].trim()) return md[k].trim();
+    }
+    return null;
+  }
+
+  function scoresShown() { return $("show-scores").checked; }
+
+  function cardLabel(btn) {
+    const score = btn.dataset.score !== undefined && scoresShown()
+      ? ", match score " + Number(btn.dataset.score).toFixed(3) : "";
+    return "Show items similar to " + btn.dataset.name + (btn.dataset.facts ? ": " + btn.dataset.facts : "") + score;
+  }
+
   function card(item, onPick, withScore) {
     const li = document.createElement("li");
     const btn = document.createElement("button");
     btn.type = "button";
     btn.className = "item";
     btn.dataset.id = String(item.id);
-    btn.setAttribute("aria-label", "Show items similar to " + item.id +
-      (withScore ? " (score " + item.score.toFixed(3) + ")" : ""));
+    const title = titleOf(item);
+    const shown = facts(item.metadata, withScore ? MAX_FACTS : 2); // the browse strip: two
+    btn.dataset.name = title || String(item.id);
+    btn.dataset.facts = shown.map((f) => f.label + " " + f.value).join(", ");
+    // the cosine, for developers and tests; on the card only with "Show scores" ticked
+    if (withScore) btn.dataset.score = String(item.score);
     if (item.has_image) {
       const img = document.createElement("img");
       img.src = itemURL(item.id, "/image");
-      img.alt = "Item " + item.id;
+      img.alt = "";  // the button's label names the item
       if (!withScore) img.loading = "lazy"; // results load at once, the browse strip lazily
       btn.appendChild(img);
     } else {
@@ -154,32 +219,56 @@
       none.textContent = "no image";
       btn.appendChild(none);
     }
+    if (title) {
+      const t = document.createElement("span");
+      t.className = "name";
+      t.textContent = title;
+      btn.appendChild(t);
+    }
     const id = document.createElement("span");
-    id.className = "id";
+    id.className = title ? "id sub" : "id";
     id.textContent = String(item.id);
     btn.appendChild(id);
+    if (shown.length) {
+      const m = document.createElement("span");
+      m.className = "meta";
+      for (const f of shown) {
+        const row = document.createElement("span");
+        row.className = "fact";
+        row.dataset.field = f.field;
+        const k = document.createElement("span");
+        k.className = "k";
+        k.textContent = f.label + ":";
+        row.append(k, " " + f.value);
+        m.appendChild(row);
+      }
+      btn.appendChild(m);
+    }
     if (withScore) {
       const sc = document.createElement("span");
       sc.className = "score";
-      sc.textContent = "score " + item.score.toFixed(3);
+      sc.textContent = "Match " + item.score.toFixed(3);
       btn.appendChild(sc);
     }
-    const meta = Object.entries(item.metadata || {}).slice(0, 4)
-      .map(([k, v]) => k + ": " + v).join(" · ");
-    if (meta) {
-      const m = document.createElement("span");
-      m.className = "meta";
-      m.textContent = meta;
-      btn.appendChild(m);
-    }
+    btn.setAttribute("aria-label", cardLabel(btn));
     btn.addEventListener("click", () => onPick(item));
     li.appendChild(btn);
     return li;
   }
 
+  function showScores() {
+    const on = scoresShown();
+    $("results").classList.toggle("scores", on);
+    for (const btn of $("results").querySelectorAll("button.item")) {
+      btn.setAttribute("aria-label", cardLabel(btn));
+    }
+  }
+
   function showResults(results, hints) {
     const list = $("results");
     list.replaceChildren(...results.map((r) => card(r, (it) => similarTo(it.id, it.has_image), true)));
+    list.hidden = results.length === 0;
+    $("score-toggle").hidden = results.length === 0;
     const where = whereString();
     const boxed = state.query && state.query.kind === "photo" && state.box;
     const missed = state.notFound ? " (no product region found: the whole photo)" : "";
@@ -219,9 +308,15 @@
           showBox();
         }
         showResults(body.results, body.hints);
+        if (state.reveal) reveal();
       }
     } catch (err) {
-      if (seq === state.seq) { $("results").replaceChildren(); status(err.message, true); }
+      if (seq === state.seq) {
+        $("results").replaceChildren();
+        $("results").hidden = true;
+        status(err.message, true);
+        if (state.reveal) reveal();
+      }
     } finally {
       // the grid holds the last query's results until this one's arrive
       if (seq === state.seq) $("results").setAttribute("aria-busy", "false");
@@ -230,8 +325,28 @@
 
   function rerun() { run(); }
 
+  // -- after a new photo or item: bring the results into view (a phone shows them below
+  // the form) and move focus to their heading, so keyboard and screen-reader users land
+  // on them too; smooth unless the shopper asked for reduced motion
+  function reveal() {
+    state.reveal = false;
+    const heading = $("results-heading");
+    const r = heading.getBoundingClientRect();
+    const onScreen = r.top >= 0 && r.bottom <= window.innerHeight;
+    const grid = $("results").getBoundingClientRect();
+    const gridSeen = $("results").hidden || grid.top < window.innerHeight;
+    if (onScreen && gridSeen && !state.focusResults) { state.focusResults = false; return; }
+    state.focusResults = false;
+    heading.focus({ preventScroll: true });
+    if (!onScreen || !gridSeen) {
+      const still = window.matchMedia("(prefers-reduced-motion: reduce)").matches;
+      heading.scrollIntoView({ behavior: still ? "auto" : "smooth", block: "start" });
+    }
+  }
+
   function showQuery(src, label, drawable) {
     $("query-view").hidden = false;
+    $("results-intro").hidden = true;
     const img = $("query-image");
     if (src) { img.src = src; img.hidden = false; img.alt = label; } else { img.hidden = true; }
     $("query-label").textContent = label;
@@ -397,19 +512,23 @@
     if (!file) return;
     if (!file.type.startsWith("image/") && file.type !== "") {
       status("That file is not an image.", true);
+      reveal();
       return;
     }
     if (state.objectURL) URL.revokeObjectURL(state.objectURL);
     state.objectURL = URL.createObjectURL(file);
     state.query = { kind: "photo", file };
+    state.reveal = true;
     showQuery(state.objectURL, "Your photo", true);
     run();
   }
 
   function similarTo(id, hasImage) {
     state.query = { kind: "item", id };
+    state.reveal = true;
+    state.focusResults = true; // the clicked card is gone from the grid: focus follows
     showQuery(hasImage ? itemURL(id, "/image") : null, "Similar to " + id, false);
-    run().then(() => $("results-heading").focus());
+    run();
   }
 
   async function browse() {
@@ -439,6 +558,7 @@
   $("photo").addEventListener("change", (e) => searchPhoto(e.target.files[0]));
   $("k").addEventListener("change", rerun);
   $("distinct").addEventListener("change", rerun);
+  $("show-scores").addEventListener("change", showScores);
   $("more").addEventListener("click", browse);
   $("clear-filters").addEventListener("click", () => {
     for (const el of $("filters").querySelectorAll("input, select")) el.value = "";
