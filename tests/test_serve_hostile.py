@@ -13,6 +13,7 @@ import time
 import urllib.parse
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -459,11 +460,11 @@ def test_a_full_cap_of_requests_in_flight_answers_503_not_500() -> None:
             assert [f.result(30).status_code for f in running] == [200, 200]
 
 
-def test_connection_options_are_validated_with_clear_errors() -> None:
+def test_connection_options_are_validated_with_clear_errors(tmp_path: Path) -> None:
     from visualsim.errors import ConfigError
     from visualsim.serve import run
     from visualsim.serve._connections import default_max_connections, listen_backlog
-    from visualsim.serve.server import check_connection_options
+    from visualsim.serve.server import check_connection_options, serve_from_args
 
     rec = make_rec(["a"])
     for bad, match in (
@@ -488,3 +489,10 @@ def test_connection_options_are_validated_with_clear_errors() -> None:
     assert args.max_connections is None
     args = build_parser().parse_args(["cat", "--header-timeout", "2", "--max-connections", "9"])
     assert args.header_timeout == 2.0 and args.max_connections == 9
+    for flag, value in (("--body-timeout", "0"), ("--keep-alive", "inf")):
+        args = build_parser().parse_args([str(tmp_path), flag, value])
+        with pytest.raises(ConfigError, match=f"{flag} must be a positive"):
+            serve_from_args(args)
+    args = build_parser().parse_args([str(tmp_path), "--max-connections", "-3"])
+    with pytest.raises(ConfigError, match="--max-connections"):
+        serve_from_args(args)

@@ -557,6 +557,11 @@ def serve_from_args(args: argparse.Namespace) -> None:
     megapixels = float(getattr(args, "max_megapixels", 4.0))
     if not megapixels > 0 or megapixels == float("inf"):
         raise ConfigError(f"--max-megapixels must be a positive number, got {megapixels!r}")
+    for flag in ("header_timeout", "body_timeout", "keep_alive"):
+        if getattr(args, flag, None) is not None:
+            _check_seconds("--" + flag.replace("_", "-"), getattr(args, flag))
+    if getattr(args, "max_connections", None) is not None:
+        check_positive_int("--max-connections", args.max_connections)
     run(  # reads the key from --api-key-env before anything else: a missing one fails at once
         args.catalog,
         host=args.host,
