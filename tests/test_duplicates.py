@@ -71,6 +71,10 @@ def test_fingerprint_shape_and_errors() -> None:
         find_pairs(fp[None], min_score=1.5)
     with pytest.raises(ConfigError, match="uint8 of shape"):
         find_pairs(np.zeros((2, 5), np.uint8))
+    with pytest.raises(ConfigError, match="one flag per fingerprint"):
+        find_pairs(np.stack([fp, fp]), valid=np.ones(3, bool))
+    with pytest.raises(ConfigError, match="one flag per catalogue fingerprint"):
+        match(fp[None], np.stack([fp, fp]), valid=np.ones(1, bool))
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -178,6 +182,16 @@ def test_groups_are_connected_components(edges: list[tuple[int, int]]) -> None:
     for members, low in groups:
         inside = [float(s) for (x, y), s in zip(edges, scores, strict=True) if x in members]
         assert low == pytest.approx(min(inside))
+
+
+def test_a_large_group_of_identical_files_is_one_group() -> None:
+    """2,000 copies of one placeholder image: ~2M pairs, one group (members kept in a set:
+    a list-membership scan made this take about a minute)."""
+    m = 2000
+    fps = np.zeros((m, FINGERPRINT_BYTES), np.uint8)
+    a, b, s = find_pairs(fps, valid=np.zeros(m, bool), keys=["placeholder"] * m)
+    assert len(a) == m * (m - 1) // 2
+    assert group_rows(m, a, b, s) == [(list(range(m)), 1.0)]
 
 
 def test_distinct_rows_keeps_the_first_of_each_photo() -> None:

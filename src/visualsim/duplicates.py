@@ -447,6 +447,8 @@ def find_pairs(
     k = check_positive_int("k", k)
     n = len(fps)
     ok = np.ones(n, bool) if valid is None else np.asarray(valid, bool)
+    if ok.shape != (n,):
+        raise ConfigError(f"valid must hold one flag per fingerprint ({n}), got shape {ok.shape}")
     found: dict[tuple[int, int], float] = {}
     rows = np.flatnonzero(ok)
     if len(rows) > 1:
@@ -528,6 +530,11 @@ def match(
     catalogue = check_fingerprints(catalogue, "catalogue")
     threshold = check_min_score(min_score)
     ok = np.ones(len(catalogue), bool) if valid is None else np.asarray(valid, bool)
+    if ok.shape != (len(catalogue),):
+        raise ConfigError(
+            f"valid must hold one flag per catalogue fingerprint ({len(catalogue)}), "
+            f"got shape {ok.shape}"
+        )
     rows = np.flatnonzero(ok)
     best: dict[int, tuple[int, float]] = {}
     if len(rows) and len(new):
@@ -608,15 +615,12 @@ def group_rows(
         ra, rb = find(a), find(b)
         if ra != rb:
             parent[max(ra, rb)] = min(ra, rb)
-    members: dict[int, list[int]] = {}
+    members: dict[int, set[int]] = {}
     low: dict[int, float] = {}
     for a, b, s in zip(rows_a.tolist(), rows_b.tolist(), scores.tolist(), strict=True):
         r = find(a)
         low[r] = min(low.get(r, 1.0), float(s))
-        members.setdefault(r, [])
-        for x in (a, b):
-            if x not in members[r]:
-                members[r].append(x)
+        members.setdefault(r, set()).update((a, b))
     out = [(sorted(m), low[r]) for r, m in members.items()]
     out.sort(key=lambda g: (-len(g[0]), g[0][0]))
     return out
