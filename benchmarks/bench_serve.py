@@ -366,8 +366,8 @@ class Server:
                     self.access.append(float(doc["ms"]))
                     continue
                 message = str(doc.get("message", ""))
-                if '"listening"' in message:
-                    lines.put(message)
+                if doc.get("event") == "listening":  # the server's structured fields
+                    lines.put(json.dumps({"port": doc["port"]}))
                 elif "error" in message.lower():
                     print("server:", line.strip(), file=sys.stderr, flush=True)
 

@@ -122,17 +122,10 @@ class Server:
                     self.tracebacks += 1
                 if "Too many open files" in line or "out of system resource" in line:
                     self.emfile += 1
-                message = str(doc.get("message", ""))
-                if message.startswith("{"):
-                    try:
-                        event = json.loads(message)
-                    except ValueError:
-                        continue
-                    self.events.append(event)
-                    if event.get("event") == "listening":
-                        ready.put(event)
-                elif doc.get("event") == "listening":
-                    ready.put(doc)
+                if "event" in doc:  # the server's structured fields (or the baseline's line)
+                    self.events.append(doc)
+                    if doc.get("event") == "listening":
+                        ready.put(doc)
 
         threading.Thread(target=pump, daemon=True).start()
         self.port = int(ready.get(timeout=300)["port"])

@@ -496,3 +496,18 @@ def test_connection_options_are_validated_with_clear_errors(tmp_path: Path) -> N
     args = build_parser().parse_args([str(tmp_path), "--max-connections", "-3"])
     with pytest.raises(ConfigError, match="--max-connections"):
         serve_from_args(args)
+
+
+def test_log_lines_carry_fields_at_the_top_level_not_json_in_a_string() -> None:
+    import json as _json
+    import logging as _logging
+
+    from visualsim.serve.server import JsonLogFormatter
+
+    record = _logging.LogRecord(
+        "visualsim.serve", _logging.INFO, __file__, 1, "listening on %s", ("x",), None
+    )
+    record.fields = {"event": "listening", "port": 5, "message": "not this"}
+    doc = _json.loads(JsonLogFormatter().format(record))
+    assert doc["event"] == "listening" and doc["port"] == 5
+    assert doc["message"] == "listening on x"  # a field never overwrites the line's own

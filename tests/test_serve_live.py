@@ -89,8 +89,9 @@ class Server:
             except queue.Empty:
                 continue
             doc = json.loads(line)
-            if '"listening"' in doc.get("message", ""):
-                return int(json.loads(doc["message"])["port"])
+            if doc.get("event") == "listening":  # structured fields, not JSON in a string
+                assert doc["message"] == f"listening on {doc['url']}"
+                return int(doc["port"])
         raise AssertionError("server did not start: " + "".join(self.log))
 
     def _wait_ready(self) -> None:

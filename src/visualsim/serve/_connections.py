@@ -26,7 +26,6 @@ most (a flood of idle sockets does not flood the log).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections import Counter, OrderedDict
 from typing import Any
@@ -129,7 +128,7 @@ class _Registry:
         if self.closed:
             doc = {"event": "connections_closed", **self.closed}
             doc.update(open=len(self.open), max_connections=self.max_connections)
-            logger.info(json.dumps(doc))
+            logger.info("closed %d connection(s)", sum(self.closed.values()), extra={"fields": doc})
             self.closed.clear()
 
 

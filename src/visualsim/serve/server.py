@@ -49,7 +49,12 @@ WORKER_ENV = "VISUALSIM_SERVE_WORKER"
 
 
 class JsonLogFormatter(logging.Formatter):
-    """Format every record as one JSON object per line (access records pass through)."""
+    """Format every record as one JSON object per line (access records pass through).
+
+    A record logged with ``extra={"fields": {...}}`` carries those fields at the top
+    level of its line (``{"ts", "level", "logger", "message", "event": ..., ...}``),
+    never as JSON inside the message string.
+    """
 
     def format(self, record: logging.LogRecord) -> str:
         message = record.getMessage()
@@ -63,6 +68,9 @@ class JsonLogFormatter(logging.Formatter):
             "logger": record.name,
             "message": message,
         }
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            doc.update({k: v for k, v in fields.items() if k not in doc})
         if record.exc_info:
             doc["error"] = self.formatException(record.exc_info)
         return json.dumps(doc)
@@ -269,7 +277,12 @@ def run(
     )
     configure_logging()
     if fd_limit != fd_before:
-        logger.info(json.dumps({"event": "fd_limit", "soft_was": fd_before, "soft": fd_limit}))
+        logger.info(
+            "open-file limit raised from %d to %d",
+            fd_before,
+            fd_limit,
+            extra={"fields": {"event": "fd_limit", "soft_was": fd_before, "soft": fd_limit}},
+        )
     guard = {
         "header_timeout": header_s,
         "body_timeout": body_s,
@@ -429,15 +442,18 @@ def _serve(
         timeout_worker_healthcheck=60,
     )
     logger.info(
-        json.dumps(
-            {
+        "listening on http://%s:%d",
+        host,
+        bound,
+        extra={
+            "fields": {
                 "event": "listening",
                 "url": f"http://{host}:{bound}",
                 "port": bound,
                 "workers": workers,
                 **guard,
             }
-        )
+        },
     )
     if workers > 1:
         from uvicorn.supervisors import Multiprocess
