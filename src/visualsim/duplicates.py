@@ -17,7 +17,7 @@ Finding duplicates is two steps, so it never builds an N x N matrix:
    fingerprint (the low frequencies of the grey thumbnail, and 4 x 4 colour):
    the :data:`CANDIDATES` nearest, searched for the photo and for its mirror
    image. Exact search up to :data:`EXACT_UP_TO` photos, an HNSW graph
-   beyond (linear in the catalogue, measured on 1M in
+   beyond (n log n in the catalogue, measured on 1M in
    ``benchmarks/bench_duplicates.py``). Candidates farther than any duplicate
    measured are dropped unscored (so a ``min_score`` under 0.85 finds no more).
 2. **Confirmation** of each candidate pair: the correlation of the blurred grey
