@@ -501,22 +501,14 @@ def locate_product(
     h, w = image.shape[:2]
     if h < 16 or w < 16 or _plain_border(image) or find_crop_box(image, margin=0) is not None:
         return None  # a packshot: searched whole
-    from PIL import Image
-
-    factor = max(1, max(h, w) // LOCATE_SIDE)
-    small = np.asarray(Image.fromarray(image).reduce(factor))
-    region = _main_region(_detail(small.mean(axis=2, dtype=np.float32)))
-    if region is None:
+    small = _reduced(image)
+    found = _components(small, plain=False)
+    if not found:
         return None
-    top, bottom, left, right = region
-    sy, sx = h / small.shape[0], w / small.shape[1]
-    pad = margin * max(bottom - top, right - left)
-    box = (
-        max(0, math.floor((left - pad) * sx)),
-        max(0, math.floor((top - pad) * sy)),
-        min(w, math.ceil((right + pad) * sx)),
-        min(h, math.ceil((bottom + pad) * sy)),
-    )
+    region, _, area = found[0]
+    if area < 4:
+        return None
+    box = _image_box(region, margin, small.shape[:2], (h, w))
     if (box[2] - box[0]) * (box[3] - box[1]) >= 0.9 * h * w:
         return None
     return box
@@ -572,8 +564,6 @@ def locate_products(
     >>> [(r.box, round(r.score, 2)) for r in locate_products(flat_lay)]
     [((10, 20, 70, 80), 0.51), ((120, 40, 190, 90), 0.49)]
     """
-    from scipy import ndimage
-
     _check_rgb(image, "locate_products")
     from .validation import check_positive_int
 
@@ -581,49 +571,81 @@ def locate_products(
     h, w = image.shape[:2]
     if h < 16 or w < 16:
         return []
+    small = _reduced(image)
+    plain = _plain_border(image) or find_crop_box(image, margin=0) is not None
+    found = _components(small, plain=plain)
+    if not found:
+        return []
+    total = sum(weight for _, weight, _ in found) or 1.0
+    strongest = found[0][1]
+    regions = [
+        Region(_image_box(region, margin, small.shape[:2], (h, w)), weight / total)
+        for region, weight, area in found
+        if area >= MIN_REGION_SHARE * small.shape[0] * small.shape[1]
+        and weight >= MIN_REGION_WEIGHT * strongest
+    ]
+    return regions[:max_regions]
+
+
+def _reduced(image: np.ndarray) -> np.ndarray:
+    """``image`` reduced to about :data:`LOCATE_SIDE` pixels a side, for localisation."""
     from PIL import Image
 
-    factor = max(1, max(h, w) // LOCATE_SIDE)
-    small = np.asarray(Image.fromarray(image).reduce(factor))
-    plain = _plain_border(image) or find_crop_box(image, margin=0) is not None
+    h, w = image.shape[:2]
+    return np.asarray(Image.fromarray(image).reduce(max(1, max(h, w) // LOCATE_SIDE)))
+
+
+def _components(
+    small: np.ndarray, *, plain: bool
+) -> list[tuple[tuple[int, int, int, int], float, int]]:
+    """Connected regions of a reduced photo, strongest first: ``((top, bottom, left,
+    right), weight, area)``. On a plain background the product pixels
+    (:func:`foreground_mask`, weighted by count); in a scene the fine detail above
+    its mean by :data:`_THRESHOLD_STD` deviations (weighted by detail)."""
+    from scipy import ndimage
+
     if plain:
         mask = foreground_mask(small)
         if mask is None:
             return []
         weight = mask.astype(np.float32)
-        mask = ndimage.binary_closing(mask, iterations=_CLOSE)
     else:
         weight = _detail(small.mean(axis=2, dtype=np.float32))
         mask = weight > max(weight.mean() + _THRESHOLD_STD * weight.std(), 1e-6)
-        mask = ndimage.binary_closing(mask, iterations=_CLOSE)
-    mask = ndimage.binary_fill_holes(mask)
+    mask = ndimage.binary_fill_holes(ndimage.binary_closing(mask, iterations=_CLOSE))
     labels, n = ndimage.label(mask)
     if n == 0:
         return []
     index = np.arange(1, n + 1)
     weights = np.asarray(ndimage.sum(weight, labels, index=index), dtype=np.float64)
-    areas = np.asarray(ndimage.sum(np.ones_like(weight), labels, index=index))
-    total = float(weights.sum()) or 1.0
-    keep = (areas >= MIN_REGION_SHARE * mask.size) & (weights >= MIN_REGION_WEIGHT * weights.max())
+    areas = np.bincount(labels.ravel(), minlength=n + 1)[1:]
     slices = ndimage.find_objects(labels)
-    sy, sx = h / small.shape[0], w / small.shape[1]
-    found: list[Region] = []
-    for label in np.argsort(-weights).tolist():
-        if not keep[label] or slices[label] is None:
-            continue
+    out = []
+    for label in np.argsort(-weights, kind="stable").tolist():
         rows, cols = slices[label]
-        top, bottom, left, right = rows.start, rows.stop, cols.start, cols.stop
-        pad = margin * max(bottom - top, right - left)
-        box = (
-            max(0, math.floor((left - pad) * sx)),
-            max(0, math.floor((top - pad) * sy)),
-            min(w, math.ceil((right + pad) * sx)),
-            min(h, math.ceil((bottom + pad) * sy)),
-        )
-        found.append(Region(box, float(weights[label]) / total))
-        if len(found) == max_regions:
-            break
-    return found
+        box = (rows.start, rows.stop, cols.start, cols.stop)
+        out.append((box, float(weights[label]), int(areas[label])))
+    return out
+
+
+def _image_box(
+    region: tuple[int, int, int, int],
+    margin: float,
+    small: tuple[int, int],
+    size: tuple[int, int],
+) -> tuple[int, int, int, int]:
+    """A reduced photo's ``(top, bottom, left, right)`` plus ``margin``, as ``(left, top,
+    right, bottom)`` in the full photo's pixels (``size`` is its ``(h, w)``)."""
+    top, bottom, left, right = region
+    h, w = size
+    sy, sx = h / small[0], w / small[1]
+    pad = margin * max(bottom - top, right - left)
+    return (
+        max(0, math.floor((left - pad) * sx)),
+        max(0, math.floor((top - pad) * sy)),
+        min(w, math.ceil((right + pad) * sx)),
+        min(h, math.ceil((bottom + pad) * sy)),
+    )
 
 
 def _plain_border(image: np.ndarray) -> bool:
@@ -650,24 +672,6 @@ _THRESHOLD_STD = 2.0
 """A pixel is in focus when its detail is this many standard deviations over the mean
 (tuned on the shopper benchmark's scenes: box IoU > 0.5 for 0.92 of them, against 0.36 at 1)."""
 _CLOSE = 2
-
-
-def _main_region(sal: np.ndarray) -> tuple[int, int, int, int] | None:
-    """``(top, bottom, left, right)`` of the most salient connected region, or ``None``."""
-    from scipy import ndimage
-
-    mask = sal > max(sal.mean() + _THRESHOLD_STD * sal.std(), 1e-6)
-    mask = ndimage.binary_closing(mask, iterations=_CLOSE)
-    mask = ndimage.binary_fill_holes(mask)
-    labels, n = ndimage.label(mask)
-    if n == 0:
-        return None
-    weight = ndimage.sum(sal, labels, index=np.arange(1, n + 1))
-    best = int(np.argmax(weight)) + 1
-    rows, cols = np.nonzero(labels == best)
-    if rows.size < 4:
-        return None
-    return int(rows.min()), int(rows.max()) + 1, int(cols.min()), int(cols.max()) + 1
 
 
 __all__ = [

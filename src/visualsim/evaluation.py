@@ -698,10 +698,6 @@ def _is_key_tuple(labels: Any, recommender: Any) -> bool:
     return all(x in fields for x in labels)
 
 
-def _missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
-
-
 def _resolve_labels(labels: LabelsLike, ids: Sequence[Any], recommender: Any) -> list[Any]:
     n = len(ids)
     if _is_key_tuple(labels, recommender):
@@ -709,7 +705,7 @@ def _resolve_labels(labels: LabelsLike, ids: Sequence[Any], recommender: Any) ->
         assert isinstance(labels, tuple)
         columns = [_resolve_labels(key, ids, recommender) for key in labels]
         return [
-            None if any(_missing(v) for v in row) else " / ".join(str(v) for v in row)
+            None if any(_is_missing(v) for v in row) else " / ".join(str(v) for v in row)
             for row in zip(*columns, strict=True)
         ]
     if isinstance(labels, str):

@@ -505,13 +505,7 @@ def create_app(
         live = state.live
         collapse = parse_distinct(distinct)
         region = None if box is None else parse_box(box)  # its form, before the upload is read
-        parts = await _read_upload(request, max_upload_bytes)
-        data = parts.get("image")
-        if not isinstance(data, bytes):
-            raise HTTPException(
-                422,
-                "no image: send it as the multipart field 'image' or as the raw request body",
-            )
+        data = await _read_query_image(request, max_upload_bytes)
 
         def work() -> JSONResponse:
             # one thread hand-off per request: parse the filter, decode + extract (outside
@@ -552,19 +546,11 @@ def create_app(
     ) -> JSONResponse:
         live = state.live
         collapse = parse_distinct(distinct)
-        parts = await _read_upload(request, max_upload_bytes)
-        data = parts.get("image")
-        if not isinstance(data, bytes):
-            raise HTTPException(
-                422,
-                "no image: send it as the multipart field 'image' or as the raw request body",
-            )
+        data = await _read_query_image(request, max_upload_bytes)
 
         def work() -> JSONResponse:
             flt = state.where_locked(live, where)
             pixels = state.decode_for_locate(live, data)
-            width, height = encoded_size(data)
-            sx, sy = width / pixels.shape[1], height / pixels.shape[0]
             with live.lock.read():
                 try:
                     found = live.rec.query_regions(
@@ -579,13 +565,7 @@ def create_app(
                     found = []
                 regions = [
                     {
-                        # back to the photo's own pixels (it may have been decoded reduced)
-                        "box": [
-                            math.floor(r.box[0] * sx),
-                            math.floor(r.box[1] * sy),
-                            min(width, math.ceil(r.box[2] * sx)),
-                            min(height, math.ceil(r.box[3] * sy)),
-                        ],
+                        "box": _photo_box(r.box, pixels, data),
                         "score": round(float(r.score), 6),
                         "results": state.results_json(live, r.results),
                     }
@@ -880,62 +860,45 @@ class _State:
 
     def extract_region(
         self, live: _Live, data: bytes, box: Box | str | None
-    ) -> tuple[np.ndarray, list[float] | None]:
+    ) -> tuple[np.ndarray, list[Any] | None]:
         """The upload's vector, of ``box``'s region; and that region in the photo's own
         pixels (the box found with ``"locate"``, ``None`` when none was)."""
-        if not self.is_warm(live) and self.warm:
-            self.warm_up(live)
-        # refused from its header, before decoding, over the pixel budget (JPEGs counted
-        # at the reduced scale draft mode decodes them at) or the memory that budget allows
         ext = live.rec.extractor_
-        draft = _draft_size(ext)
-        size = None
+        used: list[Any] | None  # whole pixels as given, or as found
         if box == LOCATE:
-            # the product may fill a small part of the photo: decode it at twice the size
-            if draft is not None:
-                draft = (draft[0] * 2, draft[1] * 2)
+            pixels = self.decode_for_locate(live, data)
+            found = locate_product(pixels)
+            used = None if found is None else _photo_box(found, pixels, data)
+            if found is not None:
+                pixels = crop_to_box(pixels, found)
         elif box is not None:
             # the box is in the photo's own pixels; a JPEG is decoded reduced, just enough
             # that the region still has the model's input size, and the box scaled to it
             size = encoded_size(data)
             left, top, right, bottom = check_box(box, size)
+            draft = _draft_size(ext)
             if draft is not None:
                 f = max(size[0] / (right - left), size[1] / (bottom - top))
                 draft = (math.ceil(draft[0] * f), math.ceil(draft[1] * f))
-        pixels = load_image(
-            data,
-            max_pixels=self.max_pixels,
-            draft_size=draft,
-            max_bytes=self.max_pixels * decode_bytes_per_pixel("RGBA"),
-        )
-        used: list[float] | None = None
-        if box == LOCATE:
-            found = locate_product(pixels)
-            if found is not None:
-                # back to the photo's own pixels (it may have been decoded reduced)
-                width, height = encoded_size(data)
-                sx, sy = width / pixels.shape[1], height / pixels.shape[0]
-                used = [
-                    math.floor(found[0] * sx),
-                    math.floor(found[1] * sy),
-                    min(width, math.ceil(found[2] * sx)),
-                    min(height, math.ceil(found[3] * sy)),
-                ]
-                pixels = crop_to_box(pixels, found)
-        elif box is not None:
-            pixels = crop_to_box(pixels, box, size=size)
+            pixels = crop_to_box(self._decode(live, data, draft), box, size=size)
             used = [int(v) if v.is_integer() else v for v in (left, top, right, bottom)]
+        else:
+            pixels, used = self._decode(live, data, _draft_size(ext)), None
         vector: np.ndarray = ext.extract([pixels], progress=False)[0]
         return vector, used
 
     def decode_for_locate(self, live: _Live, data: bytes) -> np.ndarray:
-        """The upload decoded for finding products in it: within the pixel budget, a JPEG
-        at a reduced scale still twice the model's input (a product may fill a small part)."""
+        """The upload decoded for finding products in it: a JPEG at a reduced scale still
+        twice the model's input (a product may fill a small part of the photo)."""
+        draft = _draft_size(live.rec.extractor_)
+        return self._decode(live, data, None if draft is None else (draft[0] * 2, draft[1] * 2))
+
+    def _decode(self, live: _Live, data: bytes, draft: tuple[int, int] | None) -> np.ndarray:
+        """Decode an upload (the model warmed first): refused from its header, before
+        decoding, over the pixel budget (JPEGs counted at the reduced scale draft mode
+        decodes them at) or the memory that budget allows."""
         if not self.is_warm(live) and self.warm:
             self.warm_up(live)
-        draft = _draft_size(live.rec.extractor_)
-        if draft is not None:
-            draft = (draft[0] * 2, draft[1] * 2)
         return load_image(
             data,
             max_pixels=self.max_pixels,
@@ -1102,6 +1065,29 @@ async def _read_limited(request: Request, limit: int) -> bytes:
         if len(buf) > limit:
             raise UploadTooLarge()
     return bytes(buf)
+
+
+def _photo_box(box: tuple[int, int, int, int], pixels: np.ndarray, data: bytes) -> list[int]:
+    """A box in the decoded ``pixels`` back in the photo's own pixels (a JPEG may have
+    been decoded at a reduced scale)."""
+    width, height = encoded_size(data)
+    sx, sy = width / pixels.shape[1], height / pixels.shape[0]
+    return [
+        math.floor(box[0] * sx),
+        math.floor(box[1] * sy),
+        min(width, math.ceil(box[2] * sx)),
+        min(height, math.ceil(box[3] * sy)),
+    ]
+
+
+async def _read_query_image(request: Request, limit: int) -> bytes:
+    """The photo of a search: the multipart field ``image`` or the raw body, else a 422."""
+    data = (await _read_upload(request, limit)).get("image")
+    if not isinstance(data, bytes):
+        raise HTTPException(
+            422, "no image: send it as the multipart field 'image' or as the raw request body"
+        )
+    return data
 
 
 async def _read_upload(request: Request, limit: int, *, raw_ok: bool = True) -> dict[str, Any]:
