@@ -82,6 +82,9 @@ _LAZY: dict[str, str] = {
     "RegionResults": "recommender",
     "Where": "recommender",
     "Distinct": "recommender",
+    # syncing a catalogue with a feed
+    "SyncReport": "sync",
+    "SyncFailure": "sync",
     # duplicate photos
     "DuplicateGroup": "duplicates",
     # the live catalogue's parts
@@ -194,3 +197,4 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .indexes.sklearn import SklearnIndex
     from .plotting import plot_recommendations
     from .recommender import Distinct, FailedInput, Recommendation, Recommender, RegionResults
+    from .sync import SyncFailure, SyncReport

@@ -1024,67 +1024,28 @@ def cmd_remove(args: argparse.Namespace) -> int:
 
 def cmd_sync(args: argparse.Namespace) -> int:
     """Extract only new or changed images (by SHA-256), update changed metadata, drop
-    the ids the source no longer lists, and print what happened."""
-    from .feeds import sha256_of
-
+    the ids the source no longer lists, and print what happened (:meth:`Recommender.sync`)."""
     rec = _load(args.catalog)
     items, _, _ = _read_source(args, rec.fields_)
-    failed_missing = list(getattr(items, "missing", []))
-    listed = {item.id for item in items} | set(failed_missing)
-    new, changed, meta_only, unchanged = [], [], [], 0
-    for item in items:
-        if item.id not in rec:
-            new.append(item)
-            continue
-        digest = sha256_of(item.image)
-        if digest is None or digest != rec.source_hash_of(item.id):
-            changed.append(item)
-        elif _present(item.metadata) != _present(rec.metadata_of(item.id)):
-            meta_only.append(item)
-        else:
-            unchanged += 1
-    gone = [i for i in rec.ids_ if i not in listed]
-    counts = {"added": 0, "updated": 0, "removed": 0, "unchanged": unchanged, "failed": 0}
-    failures: list[Any] = [
-        _Missing(i, "the source lists it, but its image file does not exist; left as it was")
-        for i in failed_missing
-    ]
-    if args.dry_run:
-        counts.update(added=len(new), updated=len(changed) + len(meta_only), removed=len(gone))
-        counts["failed"] = len(failures)
+    report = rec.sync(
+        items,
+        dry_run=args.dry_run,
+        batch_size=args.batch_size,
+        on_error="raise" if args.strict else "skip",
+        progress=_progress(args),
+        checkpoint_dir=args.checkpoint_dir,
+    )
+    if report.dry_run:
         print(
-            f"sync {args.catalog} from {args.images} (dry run, nothing changed): " + _tally(counts)
+            f"sync {args.catalog} from {args.images} (dry run, nothing changed): "
+            + _tally(report.counts())
         )
         return EXIT_OK
-    on_error = "raise" if args.strict else "skip"
-    if new:
-        before = len(rec)
-        rec.add(
-            new,
-            batch_size=args.batch_size,
-            on_error=on_error,
-            progress=_progress(args),
-            checkpoint_dir=args.checkpoint_dir,
-        )
-        counts["added"] = len(rec) - before
-        failures += rec.failed_
-    if changed:
-        rec.upsert(changed, batch_size=args.batch_size, on_error=on_error, progress=_progress(args))
-        bad = {f.id for f in rec.failed_}
-        counts["updated"] += sum(1 for item in changed if item.id not in bad)
-        failures += rec.failed_
-    for item in meta_only:
-        rec.update_metadata(item.id, dict(item.metadata), replace=True)
-        counts["updated"] += 1
-    if gone:
-        rec.remove(gone)
-        counts["removed"] = len(gone)
-    counts["failed"] = len(failures)
-    if counts["added"] or counts["updated"] or counts["removed"]:
+    if report.changed:
         _save_in_place(rec, args.catalog)
         _warn_unservable(rec, _SERVE_FIX)
-    print(f"sync {args.catalog} from {args.images}: " + _tally(counts))
-    _print_failed(failures)
+    print(f"sync {args.catalog} from {args.images}: " + _tally(report.counts()))
+    _print_failed(report.failed)
     return EXIT_OK
 
 
@@ -1105,18 +1066,8 @@ def _warn_unservable(rec: Any, fix: str) -> None:
         print(f"warning: {line}", file=sys.stderr)
 
 
-def _present(metadata: Mapping[str, Any]) -> dict[str, Any]:
-    """Metadata without its empty fields (a missing value and ``None`` are the same)."""
-    return {k: v for k, v in metadata.items() if v is not None}
-
-
 def _tally(counts: Mapping[str, int]) -> str:
     return ", ".join(f"{n} {what}" for what, n in counts.items())
-
-
-class _Missing:
-    def __init__(self, item_id: Any, reason: str) -> None:
-        self.id, self.reason = item_id, reason
 
 
 def _print_failed(failed: Sequence[Any]) -> None:

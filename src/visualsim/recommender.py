@@ -41,6 +41,7 @@ from .store import Store
 
 if TYPE_CHECKING:
     from .duplicates import DuplicateGroup
+    from .sync import SyncReport
 
 logger = logging.getLogger(__name__)
 
@@ -1030,6 +1031,97 @@ class Recommender:
             self._version += 1
             self._catalog_state = None
         return self
+
+    def sync(
+        self,
+        feed: Any,
+        *,
+        remove_missing: bool = True,
+        dry_run: bool = False,
+        batch_size: int | None = None,
+        on_error: Literal["skip", "raise"] = "skip",
+        progress: bool = True,
+        checkpoint_dir: str | os.PathLike[str] | None = None,
+    ) -> SyncReport:
+        """Make the catalogue match a feed; return what was done.
+
+        Only what changed costs an extraction: a new id is added, an id whose
+        image bytes changed (by SHA-256, as recorded when it was added) is
+        re-extracted with the feed's metadata, an id whose metadata alone
+        changed gets it replaced (the vector kept), and the ids the feed no
+        longer lists are removed. Nothing is saved: call :meth:`save`.
+
+        Parameters
+        ----------
+        feed
+            A feed file (``.csv``, ``.tsv``, ``.jsonl``, ``.parquet`` with an
+            ``id`` and an ``image`` column, read as a
+            :class:`~visualsim.ProductFeed` whose column kinds follow
+            :attr:`fields_`), a folder of images, a ``ProductFeed`` (for other
+            column names or an image root), or an iterable of records: dataset
+            items, ``(id, image[, metadata])`` tuples, or dicts with ``"id"``
+            and ``"image"`` keys (the other keys are the metadata). It lists
+            every item the catalogue should hold.
+        remove_missing
+            Remove the stored ids the feed does not list (default). ``False``
+            only adds and updates.
+        dry_run
+            Change nothing; the report lists what would be done.
+        batch_size, on_error, progress
+            As in :meth:`fit`. With ``on_error="skip"`` (default) an image
+            that cannot be read is listed in the report's ``failed`` and its
+            item left as it was; the other items are still synced.
+        checkpoint_dir
+            Make the extraction of the new items resumable: see :meth:`add`.
+
+        Returns
+        -------
+        SyncReport
+            The ids added, updated (image, metadata), removed, how many were
+            unchanged, and the items that failed with their reasons.
+
+        Raises
+        ------
+        DatasetError
+            For a feed file that cannot be read.
+        ConfigError
+            For a feed of another kind, or a bad option.
+        DuplicateIdError
+            When the feed lists an id twice (nothing is changed).
+        ImageLoadError
+            With ``on_error="raise"``, at the first unreadable image.
+
+        Notes
+        -----
+        Each step (add, re-extract, metadata, remove) is one write: queries
+        running meanwhile see the catalogue before or after each step.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from visualsim import ColorHistogramExtractor, Recommender
+        >>> red, blue = np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8, 3), np.uint8)
+        >>> red[..., 0] = 230; blue[..., 2] = 230
+        >>> rec = Recommender(ColorHistogramExtractor()).fit(
+        ...     [("red", red, {"price": 5}), ("blue", blue)], progress=False)
+        >>> report = rec.sync([("red", red, {"price": 4})], progress=False)
+        >>> report.counts()
+        {'added': 0, 'updated': 1, 'removed': 1, 'unchanged': 0, 'failed': 0}
+        >>> rec.ids_
+        ['red']
+        """
+        from .sync import sync
+
+        return sync(
+            self,
+            feed,
+            remove_missing=remove_missing,
+            dry_run=dry_run,
+            batch_size=batch_size,
+            on_error=on_error,
+            progress=progress,
+            checkpoint_dir=checkpoint_dir,
+        )
 
     # -- adaptation ---------------------------------------------------------------------
     def adapt(self, label: str | Sequence[str], **options: Any) -> Recommender:
