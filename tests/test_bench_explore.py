@@ -60,3 +60,37 @@ def test_default_speed_quick_run_writes_its_table(tmp_path: Path) -> None:
     assert names == ["squeezenet+colour 4:1", "squeezenet", "default (product_extractor)"]
     assert payload["results"][0]["ratio"] == 1.0
     assert all(r["img/s"] > 0 for r in payload["results"])
+
+
+def test_supervised_splits_keep_a_label_or_a_product_on_one_side() -> None:
+    sup = load_benchmark("explore_supervised")
+    labels = ["a"] * 6 + ["b"] * 4 + ["c"] * 2 + ["d"] * 2
+    halves = sup.stratified_halves(labels)
+    for value in set(labels):  # products: every type on both sides, half each
+        rows = [h for h, lab in zip(halves, labels, strict=True) if lab == value]
+        assert sum(rows) == len(rows) // 2
+    by_type = sup.label_halves(labels)
+    for value in set(labels):  # types: all of a type's products on one side
+        assert len({h for h, lab in zip(by_type, labels, strict=True) if lab == value}) == 1
+    assert set(by_type) == {0, 1}
+
+
+def test_supervised_head_learns_the_labels_it_is_given(tmp_path: Path) -> None:
+    sup = load_benchmark("explore_supervised")
+    rng = np.random.default_rng(0)
+    types = ["shoe", "bag", "shirt"] * 20
+    colours = ["red", "blue"] * 30
+    centres = {t: rng.normal(size=16) for t in set(types)}
+    features = np.stack([centres[t] + 0.3 * rng.normal(size=16) for t in types]).astype(np.float32)
+    model = sup.train_head(features, types, colours, epochs=30, seed=0)
+    default = np.asarray(rng.normal(size=(60, 8)), np.float32)
+    vectors = sup.mixes(model, features, default)
+    assert set(vectors) >= {"learned embeddings alone"}
+    for v in vectors.values():
+        assert v.shape[0] == 60 and np.isfinite(v).all()
+    mix = next(v for name, v in vectors.items() if name.startswith("probabilities 0.6"))
+    # rows are unit vectors and the type part separates the three types
+    np.testing.assert_allclose(np.linalg.norm(mix, axis=1), 1.0, rtol=1e-4)
+    sims = mix @ mix.T
+    same = np.equal.outer(np.array(types), np.array(types))
+    assert sims[same].mean() > sims[~same].mean() + 0.3
