@@ -453,9 +453,9 @@ def find_pairs(
     """
     fps = check_fingerprints(fps)
     threshold = check_min_score(min_score)
-    from .validation import check_positive_int
+    from .validation import check_k
 
-    k = check_positive_int("k", k)
+    k = check_k(k)
     n = len(fps)
     ok = np.ones(n, bool) if valid is None else np.asarray(valid, bool)
     if ok.shape != (n,):

@@ -4,15 +4,50 @@ Every error the library raises on purpose is a :class:`VisualsimError`, so a
 caller can catch them all at once; each subclass also derives from the builtin
 exception a Python programmer would expect (``ValueError``, ``KeyError``, ...).
 Messages name the input that was wrong and, where there is one, the fix.
+
+Each class also carries what a front end answers when it reaches one: its HTTP
+status (``http_status``, what ``visualsim serve`` replies) and its exit code on the
+command line (``exit_code``: 1 a problem with the data, 2 a usage problem). The
+HTTP app and the CLI read these attributes; they keep no table of their own.
+
+============================  ===========  =========
+class                         http_status  exit_code
+============================  ===========  =========
+VisualsimError (and others)   422          1
+FilterError (``WhereError``)  400          2
+UnknownIdError                404          2
+DuplicateIdError              409          2
+NotFittedError                409          1
+CatalogError                  409          1
+WeightsUnavailableError       503          1
+============================  ===========  =========
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+EXIT_DATA = 1
+"""CLI exit code of a problem with the data (a damaged catalogue, an unreadable image)."""
+EXIT_USAGE = 2
+"""CLI exit code of a usage problem (a bad argument, an id not in the catalogue)."""
+
 
 class VisualsimError(Exception):
-    """Base class of every error visualsim raises on purpose."""
+    """Base class of every error visualsim raises on purpose.
+
+    Attributes
+    ----------
+    http_status : int
+        The status the HTTP app answers with (class attribute; 422 unless a
+        subclass says otherwise).
+    exit_code : int
+        The exit code of the ``visualsim`` command (class attribute; 1, a
+        problem with the data, unless a subclass says otherwise).
+    """
+
+    http_status: int = 422
+    exit_code: int = EXIT_DATA
 
 
 class ImageLoadError(VisualsimError, ValueError):
@@ -38,6 +73,8 @@ class ImageLoadError(VisualsimError, ValueError):
 class WeightsUnavailableError(VisualsimError, RuntimeError):
     """Pretrained weights could not be found or downloaded."""
 
+    http_status = 503  # the server's problem, not the client's
+
 
 class InvalidVectorsError(VisualsimError, ValueError):
     """Vectors have the wrong shape, dtype, or contain NaN/inf."""
@@ -54,6 +91,9 @@ class InvalidIdError(VisualsimError, ValueError):
 class DuplicateIdError(VisualsimError, ValueError):
     """An id was given twice, or is already stored."""
 
+    http_status = 409
+    exit_code = EXIT_USAGE
+
 
 class DuplicateImageError(VisualsimError, ValueError):
     """New images look like items already in the catalogue (``add(duplicates="error")``)."""
@@ -62,6 +102,9 @@ class DuplicateImageError(VisualsimError, ValueError):
 class UnknownIdError(VisualsimError, KeyError):
     """An id is not stored."""
 
+    http_status = 404
+    exit_code = EXIT_USAGE
+
     def __str__(self) -> str:  # KeyError quotes its message; keep it readable
         return str(self.args[0]) if self.args else ""
 
@@ -69,13 +112,31 @@ class UnknownIdError(VisualsimError, KeyError):
 class NotFittedError(VisualsimError, RuntimeError):
     """An index or recommender was used before it holds any data or was trained."""
 
+    http_status = 409
+
 
 class ConfigError(VisualsimError, ValueError):
     """A configuration (or a registry name) is not valid."""
 
 
+class FilterError(ConfigError):
+    """A ``where`` filter that cannot be parsed or does not fit the catalogue's fields.
+
+    ``WhereError`` is another name of this class.
+    """
+
+    http_status = 400
+    exit_code = EXIT_USAGE
+
+
+WhereError = FilterError
+"""The older name of :class:`FilterError` (the HTTP app's); the same class."""
+
+
 class CatalogError(VisualsimError):
     """A saved catalogue or index on disk is missing, corrupt, or incompatible."""
+
+    http_status = 409
 
 
 class FormatVersionError(CatalogError):
@@ -107,12 +168,15 @@ def describe_source(source: Any) -> str:
 
 
 __all__ = [
+    "EXIT_DATA",
+    "EXIT_USAGE",
     "CatalogError",
     "ConfigError",
     "DatasetError",
     "DimensionMismatch",
     "DuplicateIdError",
     "DuplicateImageError",
+    "FilterError",
     "FormatVersionError",
     "ImageLoadError",
     "InvalidIdError",
@@ -121,5 +185,6 @@ __all__ = [
     "UnknownIdError",
     "VisualsimError",
     "WeightsUnavailableError",
+    "WhereError",
     "describe_source",
 ]

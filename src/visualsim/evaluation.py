@@ -46,6 +46,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from .errors import CatalogError, ConfigError, InvalidVectorsError, NotFittedError, UnknownIdError
+from .validation import check_k
 
 logger = logging.getLogger(__name__)
 
@@ -125,7 +126,7 @@ def recall_at_k(
     [0.25, 0.0]
     """
     rel = _relevance(relevant)
-    k = _check_k(k)
+    k = check_k(k)
     _check_choice("reduce", reduce, ("mean", "none"))
     _check_choice("mode", mode, ("hit", "fraction"))
     hits = rel[:, :k].sum(axis=1)
@@ -165,7 +166,7 @@ def precision_at_k(relevant: ArrayLike, k: int, *, reduce: Reduce = "mean") -> f
     0.75
     """
     rel = _relevance(relevant)
-    k = _check_k(k)
+    k = check_k(k)
     _check_choice("reduce", reduce, ("mean", "none"))
     return _reduce(rel[:, :k].sum(axis=1) / k, reduce)
 
@@ -221,7 +222,7 @@ def average_precision_at_k(
     0.8333
     """
     rel = _relevance(relevant)
-    k = _check_k(k)
+    k = check_k(k)
     _check_choice("reduce", reduce, ("mean", "none"))
     total = _n_relevant(rel, n_relevant)
     top = rel[:, :k]
@@ -285,17 +286,11 @@ def _n_relevant(rel: np.ndarray, n_relevant: ArrayLike | None) -> np.ndarray:
     return total
 
 
-def _check_k(k: Any) -> int:
-    if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ConfigError(f"k must be an integer >= 1, got {k!r}")
-    return int(k)
-
-
 def _check_ks(k: int | Iterable[int]) -> tuple[int, ...]:
     values = [k] if isinstance(k, (int, np.integer)) else list(k)
     if not values:
         raise ConfigError("k must name at least one cut-off, e.g. k=(1, 5, 10)")
-    return tuple(sorted({_check_k(v) for v in values}))
+    return tuple(sorted({check_k(v) for v in values}))
 
 
 def _check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:

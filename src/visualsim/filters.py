@@ -42,7 +42,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
-from .errors import ConfigError
+from .errors import FilterError
 
 Literal_: TypeAlias = str | int | float | bool
 
@@ -54,10 +54,6 @@ MAX_LIST = 10_000
 """Most values in one ``in [...]`` list."""
 
 OPERATORS = ("==", "!=", "<", "<=", ">", ">=")
-
-
-class FilterError(ConfigError):
-    """A ``where`` filter that cannot be parsed or does not fit the catalogue's fields."""
 
 
 # --------------------------------------------------------------------------- the tree

@@ -10,6 +10,7 @@ Manifest fields read from disk are checked by the ``field_*`` helpers of
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Sequence
 from typing import Any
@@ -109,23 +110,118 @@ def check_choice(
     return value
 
 
-def check_k(k: Any) -> int:
-    """Return ``k`` as an ``int`` if it is a whole number of at least 1.
+def check_float(
+    name: str,
+    value: Any,
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    open_minimum: bool = False,
+    open_maximum: bool = False,
+    allow_none: bool = False,
+    error: type[VisualsimError] = ConfigError,
+) -> Any:
+    """Return ``value`` as a ``float`` if it is a finite real number within the bounds.
+
+    ``bool`` and text (``"0.5"``) are refused; Python and NumPy integers and
+    floats are accepted; NaN and infinities are always refused.
+
+    Parameters
+    ----------
+    name
+        What the value is called in the message (``"queue_timeout"``).
+    value
+        The value to check.
+    minimum, maximum
+        The bounds; ``None`` leaves that side open.
+    open_minimum, open_maximum
+        Refuse the bound itself (``minimum=0, open_minimum=True``: a positive number).
+    allow_none
+        Accept ``None`` (returned as is).
+    error
+        The exception class raised (default :class:`ConfigError`).
 
     Raises
     ------
     ConfigError
-        If ``k`` is not an integer or is smaller than 1.
+        (or ``error``) ``"<name> must be a number in [<min>, <max>], got <value>"``;
+        with one bound ``"... a finite number >= <min>"``, and for
+        ``minimum=0, open_minimum=True`` ``"... a positive, finite number"``.
+
+    Examples
+    --------
+    >>> check_float("min_score", 0.5, minimum=-1.0, maximum=1.0)
+    0.5
+    >>> check_float("queue_timeout", 0, minimum=0, open_minimum=True)
+    Traceback (most recent call last):
+    ...
+    visualsim.errors.ConfigError: queue_timeout must be a positive, finite number, got 0
+    """
+    if value is None and allow_none:
+        return None
+    ok = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+    if ok:
+        v = float(value)
+        ok = math.isfinite(v)
+        if ok and minimum is not None:
+            ok = v > minimum if open_minimum else v >= minimum
+        if ok and maximum is not None:
+            ok = v < maximum if open_maximum else v <= maximum
+    if not ok:
+        raise error(
+            f"{name} must be {_float_bounds(minimum, maximum, open_minimum, open_maximum)}"
+            f"{' or None' if allow_none else ''}, got {_shown(value)}"
+        )
+    return float(value)
+
+
+def _float_bounds(lo: float | None, hi: float | None, open_lo: bool, open_hi: bool) -> str:
+    if lo is not None and hi is not None:
+        return f"a number in {'(' if open_lo else '['}{lo:g}, {hi:g}{')' if open_hi else ']'}"
+    if lo == 0 and open_lo:
+        return "a positive, finite number"
+    if lo is not None:
+        return f"a finite number {'>' if open_lo else '>='} {lo:g}"
+    if hi is not None:
+        return f"a finite number {'<' if open_hi else '<='} {hi:g}"
+    return "a finite number"
+
+
+def check_k(k: Any, *, maximum: int | None = None) -> int:
+    """Return ``k`` (how many results) as an ``int`` if it is a whole number >= 1.
+
+    The one check of ``k`` and its one wording: the recommender, every index,
+    the evaluation, the duplicate search, the HTTP app and the CLI call it.
+
+    Parameters
+    ----------
+    k
+        The value to check; ``bool`` is refused, NumPy integers are accepted.
+    maximum
+        The largest ``k`` allowed (the HTTP app's ``max_k``); ``None``: no limit
+        but :data:`MAX_INT`.
+
+    Raises
+    ------
+    ConfigError
+        ``"k must be an integer >= 1, got <k>"`` (``... from 1 to <maximum>`` with a
+        ``maximum``).
 
     Examples
     --------
     >>> check_k(5)
     5
+    >>> check_k(0)
+    Traceback (most recent call last):
+    ...
+    visualsim.errors.ConfigError: k must be an integer >= 1, got 0
     """
-    if isinstance(k, (bool, np.bool_)) or not isinstance(k, numbers.Integral):
-        raise ConfigError(f"k must be a positive integer, got {_shown(k)}")
-    if k < 1:
-        raise ConfigError(f"k must be at least 1, got {k}")
+    ok = isinstance(k, numbers.Integral) and not isinstance(k, (bool, np.bool_))
+    if ok:
+        ok = 1 <= int(k) <= (MAX_INT if maximum is None else maximum)
+    if not ok:
+        bounds = ">= 1" if maximum is None else f"from 1 to {maximum:,}"
+        raise ConfigError(f"k must be an integer {bounds}, got {_shown(k)}")
     return int(k)
 
 
@@ -217,6 +313,7 @@ __all__ = [
     "MAX_INT",
     "check_bool",
     "check_choice",
+    "check_float",
     "check_int",
     "check_k",
     "check_positive_int",

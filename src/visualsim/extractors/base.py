@@ -25,6 +25,7 @@ from ..crop import CropMode, auto_crop, check_crop
 from ..errors import ConfigError, ImageLoadError
 from ..images import load_image
 from ..registry import Registry
+from ..validation import check_int, check_positive_int
 
 logger = logging.getLogger(__name__)
 
@@ -150,12 +151,11 @@ class BaseExtractor(ABC):
         num_workers: int | None = None,
         crop: str | None = None,
     ) -> None:
-        if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
-            raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
-        if num_workers is not None and (not isinstance(num_workers, int) or num_workers < 0):
-            raise ConfigError(f"num_workers must be an integer >= 0, got {num_workers!r}")
-        self.batch_size = batch_size
-        self.num_workers = num_workers
+        # bools are not counts: batch_size=True is refused, as every other check does
+        self.batch_size: int | None = check_positive_int("batch_size", batch_size, allow_none=True)
+        self.num_workers: int | None = check_int(
+            "num_workers", num_workers, minimum=0, allow_none=True
+        )
         self.crop: CropMode | None = check_crop(crop)
 
     # -- hooks for subclasses -------------------------------------------------
@@ -248,9 +248,10 @@ class BaseExtractor(ABC):
         """
         if on_error not in ("raise", "skip"):
             raise ConfigError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-        size = batch_size or self.batch_size or self.default_batch_size
-        if size < 1:
-            raise ConfigError(f"batch_size must be positive, got {size}")
+        size = check_positive_int(
+            "batch_size",
+            batch_size if batch_size is not None else self.batch_size or self.default_batch_size,
+        )
         pick: Callable[[T], Any] = image_of or (lambda item: item)
         workers = _default_workers() if self.num_workers is None else self.num_workers
         if total is None and hasattr(items, "__len__"):

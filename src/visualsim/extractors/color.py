@@ -10,7 +10,7 @@ from PIL import Image
 
 from ..errors import ConfigError
 from ..images import resize_image
-from ..validation import check_int
+from ..validation import check_float, check_int
 from .base import BaseExtractor, register_extractor
 
 MAX_SIZE = 4096
@@ -190,8 +190,7 @@ class ColorHistogramExtractor(BaseExtractor):
         grey_s = check_int("grey_saturation", grey_saturation, minimum=0, maximum=255)
         grey_v = check_int("grey_value", grey_value, minimum=0, maximum=255)
         self.centre = _as_centre(centre)
-        if not 0 <= grey <= 256:
-            raise ConfigError(f"grey_bins must be an integer in [0, 256], got {grey_bins!r}")
+        grey = check_int("grey_bins", grey, minimum=0, maximum=256)
         if not 4 <= side <= MAX_SIZE:
             raise ConfigError(
                 f"size must be an integer from 4 to {MAX_SIZE} pixels, got {size!r}; histograms "
@@ -340,14 +339,9 @@ def _colour_layout(small: np.ndarray, grid: int) -> np.ndarray:
 
 
 def _as_centre(value: Any) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise ConfigError(f"centre must be None or a number in (0, {CENTRE_MAX:g}], got {value!r}")
-    spread = float(value)
-    if not 0.0 < spread <= CENTRE_MAX:
-        raise ConfigError(f"centre must be None or a number in (0, {CENTRE_MAX:g}], got {value!r}")
-    return spread
+    return check_float(
+        "centre", value, minimum=0.0, maximum=CENTRE_MAX, open_minimum=True, allow_none=True
+    )
 
 
 def _centre_weights(shape: tuple[int, ...], spread: float) -> np.ndarray:
@@ -362,12 +356,7 @@ def _centre_weights(shape: tuple[int, ...], spread: float) -> np.ndarray:
 
 
 def _as_weight(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise ConfigError(f"layout_weight must be a number in [0, 1), got {value!r}")
-    weight = float(value)
-    if not 0.0 <= weight < 1.0:
-        raise ConfigError(f"layout_weight must be a number in [0, 1), got {value!r}")
-    return weight
+    return check_float("layout_weight", value, minimum=0.0, maximum=1.0, open_maximum=True)
 
 
 def _as_int(value: Any) -> int:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError, UnknownIdError
+from ..errors import ConfigError, UnknownIdError, WhereError
 
 Id = str | int
 
@@ -26,10 +26,6 @@ SCALAR_TYPES = {bool: "bool", int: "int", float: "float", str: "str"}
 
 MAX_CHOICES = 60
 """A text field with at most this many distinct values gets a drop-down on the page."""
-
-
-class WhereError(ConfigError):
-    """A ``where`` filter the server cannot use; the message names the problem."""
 
 
 # -- ids --------------------------------------------------------------------------------

@@ -45,7 +45,6 @@ from starlette.requests import ClientDisconnect
 from .. import __version__
 from ..crop import LOCATE, Box, check_box, crop_to_box, locate_product, parse_box
 from ..errors import (
-    CatalogError,
     ConfigError,
     DuplicateIdError,
     ImageLoadError,
@@ -56,7 +55,7 @@ from ..errors import (
 from ..images import decode_bytes_per_pixel, encoded_size, load_image
 from ..indexes.base import ReadWriteLock
 from ..persistence import json_depth, write_bytes_atomic
-from ..validation import check_positive_int
+from ..validation import check_float, check_positive_int
 from . import _adapters as A
 
 logger = logging.getLogger("visualsim.serve")
@@ -249,23 +248,13 @@ def create_app(
     >>> client.get("/health").json()["items"]
     3
     """
-    if isinstance(max_upload_bytes, bool) or int(max_upload_bytes) < 1:
-        raise ConfigError(f"max_upload_bytes must be a positive integer, got {max_upload_bytes!r}")
-    if isinstance(max_k, bool) or int(max_k) < 1:
-        raise ConfigError(f"max_k must be a positive integer, got {max_k!r}")
+    max_upload_bytes = check_positive_int("max_upload_bytes", max_upload_bytes)
+    max_k = check_positive_int("max_k", max_k)  # 2.5, "5", True: refused, naming max_k
     workers = check_positive_int("workers", workers)
     threads = default_threads() if threads is None else check_positive_int("threads", threads)
-    if (
-        isinstance(queue_timeout, bool)
-        or not isinstance(queue_timeout, (int, float))
-        or not 0 < queue_timeout < math.inf
-    ):
-        raise ConfigError(
-            f"queue_timeout must be a positive number of seconds, got {queue_timeout!r}"
-        )
+    queue_timeout = check_float("queue_timeout", queue_timeout, minimum=0, open_minimum=True)
     if api_key is not None and (not isinstance(api_key, str) or len(api_key) < 8):
         raise ConfigError("api_key must be a string of at least 8 characters (it was not shown)")
-    max_upload_bytes, max_k = int(max_upload_bytes), int(max_k)
     max_pixels = check_positive_int("max_pixels", max_pixels)
 
     catalog_path: Path | None = None
@@ -1328,20 +1317,6 @@ def _scrub(message: str, state: _State) -> str:
     return _ABS_PATH.sub("<path>", message)
 
 
-def _status_of(exc: VisualsimError) -> int:
-    if isinstance(exc, UnknownIdError):
-        return 404
-    from ..filters import FilterError
-
-    if isinstance(exc, (A.WhereError, FilterError)):  # a where that does not fit the data
-        return 400
-    if isinstance(exc, DuplicateIdError):
-        return 409
-    if isinstance(exc, (NotFittedError, CatalogError)):
-        return 409
-    return 422
-
-
 def _install_error_handlers(app: FastAPI, state: _State) -> None:
     def reply(status: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
         return JSONResponse({"detail": _scrub(detail, state)}, status_code=status, headers=headers)
@@ -1353,7 +1328,7 @@ def _install_error_handlers(app: FastAPI, state: _State) -> None:
             if size is not None:
                 return reply(422, _too_large_message(size, state.max_pixels))
             return reply(422, f"the uploaded image cannot be read: {exc.reason}")
-        return reply(_status_of(exc), str(exc))
+        return reply(exc.http_status, str(exc))  # each error class carries its status
 
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, HTTPException)

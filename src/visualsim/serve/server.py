@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import os
 import shutil
 import signal
@@ -40,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from ..validation import check_positive_int
+from ..validation import check_float, check_positive_int
 
 logger = logging.getLogger("visualsim.serve")
 
@@ -131,13 +130,13 @@ def raise_fd_limit() -> tuple[int, int]:
 
 
 def _check_seconds(name: str, value: Any) -> float:
-    try:
-        seconds = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be a number of seconds, got {value!r}") from None
-    if not seconds > 0 or not math.isfinite(seconds):
-        raise ConfigError(f"{name} must be a positive, finite number of seconds, got {value!r}")
-    return seconds
+    """A timeout in seconds: a number (or its text, as a config file may hold it) > 0."""
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise ConfigError(f"{name} must be a number of seconds, got {value!r}") from None
+    return check_float(name, value, minimum=0, open_minimum=True)
 
 
 def check_connection_options(
@@ -570,9 +569,9 @@ def serve_from_args(args: argparse.Namespace) -> None:
         )
     workers = check_positive_int("--workers", getattr(args, "workers", 1))
     threads = getattr(args, "threads", None)
-    megapixels = float(getattr(args, "max_megapixels", 4.0))
-    if not megapixels > 0 or megapixels == float("inf"):
-        raise ConfigError(f"--max-megapixels must be a positive number, got {megapixels!r}")
+    megapixels = check_float(
+        "--max-megapixels", getattr(args, "max_megapixels", 4.0), minimum=0, open_minimum=True
+    )
     for flag in ("header_timeout", "body_timeout", "keep_alive"):
         if getattr(args, flag, None) is not None:
             _check_seconds("--" + flag.replace("_", "-"), getattr(args, flag))
@@ -605,7 +604,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         serve_from_args(args)
     except VisualsimError as exc:
         print(f"visualsim serve: error: {exc}", file=sys.stderr)
-        return 1
+        return exc.exit_code  # each error class carries its exit code
     return 0
 
 
