@@ -62,6 +62,8 @@ _LAZY: dict[str, str] = {
     "CalibrationError": "extractors.openvino",
     "RuntimeMismatchWarning": "extractors.openvino",
     "check_runtime_compatible": "extractors.openvino",
+    "same_vectors": "extractors.spec",
+    "vector_differences": "extractors.spec",
     # indexes
     "Index": "indexes.base",
     "register_index": "indexes.base",
@@ -187,6 +189,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     )
     from .extractors.precomputed import PrecomputedVectors
     from .extractors.shape import SilhouetteExtractor
+    from .extractors.spec import same_vectors, vector_differences
     from .extractors.squeezenet import SqueezeNetExtractor
     from .feeds import ProductFeed
     from .images import ImageLike, load_image, resize_image

@@ -32,7 +32,8 @@ import numpy as np
 
 from . import persistence as P
 from .catalog import json_safe
-from .errors import CatalogError
+from .errors import CatalogError, ConfigError
+from .extractors.spec import vector_differences
 from .ids import Id, check_ids
 
 PROGRESS = "progress.json"
@@ -151,11 +152,15 @@ class ExtractionCheckpoint:
             self.chunks, self.pending, self.consumed, self.files = [], [], 0, {}
             self._save()
             return
-        if state.get("extractor") != self.extractor:
+        try:  # the one rule: speed and runtime settings (batch_size, precision) may differ
+            diffs = vector_differences(state.get("extractor"), self.extractor)
+        except ConfigError as exc:
+            raise CatalogError(f"{where}: {exc}") from None
+        if diffs:
             raise CatalogError(
                 f"checkpoint {self.directory} was made with extractor "
-                f"{str(state.get('extractor'))[:200]}, not {self.extractor}; use another "
-                "checkpoint_dir or delete this one"
+                f"{str(state.get('extractor'))[:200]}, not {self.extractor} "
+                f"({'; '.join(diffs)}); use another checkpoint_dir or delete this one"
             )
         # keep the longest prefix of chunks whose files are all there
         kept: list[dict[str, Any]] = []

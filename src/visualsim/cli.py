@@ -10,7 +10,6 @@ stdout (``--json`` for programs).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import difflib
 import importlib.util
@@ -27,9 +26,9 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from . import __version__
-from .errors import EXIT_DATA, EXIT_USAGE, ConfigError, VisualsimError
+from .errors import ConfigError, VisualsimError
 
-EXIT_OK = 0
+EXIT_OK, EXIT_DATA, EXIT_USAGE = 0, 1, 2
 
 EXTRAS = {
     "matplotlib": "plot",
@@ -50,8 +49,6 @@ KERAS_EXTRACTORS = ("resnet50", "keras")
 
 class UsageError(Exception):
     """A command-line usage problem (exit code 2)."""
-
-    exit_code = EXIT_USAGE
 
 
 class _Parser(argparse.ArgumentParser):
@@ -99,19 +96,6 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
     return value
-
-
-def _k(text: str) -> int:
-    """``-k``: the library's one check of ``k`` (:func:`~visualsim.validation.check_k`)."""
-    from .validation import check_k
-
-    value: Any = text
-    with contextlib.suppress(ValueError):
-        value = int(text)
-    try:
-        return check_k(value)
-    except ConfigError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _finite_float(text: str) -> float:
@@ -332,6 +316,86 @@ def _auto_extractor(
     return auto_extractor()
 
 
+MAX_INDEX_CONFIG_BYTES = 1 << 20
+"""Largest ``--index-config`` file read (1 MiB): an index configuration is a few lines."""
+
+
+def build_index(name: str | None, config: str | None = None) -> Any:
+    """Return the index that ``--index NAME [--index-config JSON_OR_PATH]`` describes.
+
+    Parameters
+    ----------
+    name
+        A registered index name (``"flat"``, ``"hnsw"``, ...); ``None`` when
+        ``--index`` was not given (``"flat"``, or the name of a whole spec).
+    config
+        JSON text, or the path of a JSON file (text that does not start with
+        ``{`` or ``[``): the constructor options of the index
+        (``{"M": 16, "ef_search": 128}``), or a whole registry spec
+        ``{"name": ..., "config": {...}}`` as ``visualsim info --json`` prints
+        it under ``"index"``. The index is built with the registry's
+        ``from_config``.
+
+    Returns
+    -------
+    str or Index
+        The name itself when there is no ``config`` (the catalogue builds it),
+        else a new, empty index.
+
+    Raises
+    ------
+    UsageError
+        On a missing or unreadable file, bad JSON, an unknown name, an option
+        the index does not take, or a spec naming another index than ``--index``.
+
+    Examples
+    --------
+    >>> build_index("hnsw", '{"M": 8}').get_config()["M"]
+    8
+    >>> build_index(None, '{"name": "ivf", "config": {"nlist": 4}}').get_config()["nlist"]
+    4
+    >>> build_index("flat", '{"M": 8}')
+    Traceback (most recent call last):
+    ...
+    visualsim.cli.UsageError: --index-config: invalid config for FlatIndex: ...
+    """
+    from .indexes.base import INDEXES
+
+    if config is None:
+        return name or "flat"
+    text = config
+    if not config.lstrip().startswith(("{", "[")):
+        path = _existing(Path(config), "--index-config", directory=False)
+        try:
+            if path.stat().st_size > MAX_INDEX_CONFIG_BYTES:
+                raise UsageError(
+                    f"--index-config {config!r} is larger than "
+                    f"{MAX_INDEX_CONFIG_BYTES >> 20} MiB; it should hold one JSON object"
+                )
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"--index-config {config!r} cannot be read: {exc}") from None
+    try:
+        options = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"--index-config is not valid JSON: {exc}") from None
+    if not isinstance(options, dict):
+        raise UsageError(f"--index-config must be a JSON object, got {type(options).__name__}")
+    try:
+        if "name" in options and "config" in options:
+            if name is not None and options["name"] != name:
+                raise UsageError(
+                    f"--index {name} and --index-config naming index {options['name']!r} "
+                    "disagree; give one of them"
+                )
+            if not isinstance(options["config"], dict):
+                raise UsageError("--index-config: 'config' must be a JSON object")
+            return INDEXES.from_spec(options)
+        return INDEXES.build(name or "flat", options)
+    except ConfigError as exc:
+        raise UsageError(f"--index-config: {exc}") from None
+
+
 # -- the parser ---------------------------------------------------------------------
 
 
@@ -383,10 +447,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--index",
-        default="flat",
+        default=None,
         type=_index_name,
         metavar="NAME",
         help=f"index type: {_index_names()} (default flat)",
+    )
+    p.add_argument(
+        "--index-config",
+        metavar="JSON_OR_PATH",
+        help='index options as JSON or a JSON file, e.g. \'{"M": 16, "ef_search": 128}\' with '
+        '--index hnsw; or a whole {"name", "config"} spec (visualsim info --json)',
     )
     p.add_argument(
         "--partition-by",
@@ -455,7 +525,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=helptext)
         p.add_argument("catalog", type=Path, help="catalogue folder")
         p.add_argument(target[0], type=target[1], help=target[2])
-        p.add_argument("-k", type=_k, default=5, help="number of results (default 5)")
+        p.add_argument("-k", type=_positive_int, default=5, help="number of results (default 5)")
         p.add_argument(
             "--where",
             action="append",
@@ -524,7 +594,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="metadata key holding the label; several comma-separated (articleType,baseColour): "
         "relevant when every one matches",
     )
-    p.add_argument("-k", type=_k, nargs="+", default=[1, 5, 10], help="cut-offs (default 1 5 10)")
+    p.add_argument(
+        "-k", type=_positive_int, nargs="+", default=[1, 5, 10], help="cut-offs (default 1 5 10)"
+    )
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser(
@@ -588,7 +660,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--extractor", default="auto", metavar="SPEC", help="auto, or an --extractor SPEC"
     )
-    p.add_argument("-k", type=_k, default=5)
+    p.add_argument("-k", type=_positive_int, default=5)
 
     p = sub.add_parser("serve", help="serve a catalogue over HTTP: JSON API and a search page")
     from .serve.server import build_parser as _serve_arguments  # stdlib only, no FastAPI
@@ -648,8 +720,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         with warnings.catch_warnings():
             _quiet_logged_warnings()
             return int(COMMANDS[args.command](args) or EXIT_OK)
-    except (UsageError, VisualsimError) as exc:  # each error class carries its exit code
-        return _fail(command, str(exc), exc.exit_code)
+    except UsageError as exc:
+        return _fail(command, str(exc), EXIT_USAGE)
+    except VisualsimError as exc:
+        return _fail(command, str(exc), EXIT_DATA)
     except KeyboardInterrupt:
         print("visualsim: interrupted", file=sys.stderr)
         return 130
@@ -848,11 +922,12 @@ def cmd_index(args: argparse.Namespace) -> int:
             runtime=args.runtime,
             precision=args.precision,
         )
+    index = build_index(args.index, args.index_config)
     dataset, image_root, dtypes = _read_source(args, {})
     try:
         rec = Recommender(
             extractor,
-            args.index,
+            index,
             reduce_dim=args.reduce_dim,
             storage=args.storage,
             image_root=image_root,
@@ -880,7 +955,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     _warn_unservable(rec, "pass --root FOLDER holding them all")
     print(
         f"indexed {_count(len(rec), 'image')} into {args.output} "
-        f"({extractor.name}, {rec.dim}-d, index {args.index})"
+        f"({extractor.name}, {rec.dim}-d, index {index if isinstance(index, str) else index.name})"
     )
     if chosen is not None:
         print(f"extractor (auto): {chosen}")

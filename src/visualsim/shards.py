@@ -40,6 +40,7 @@ import numpy as np
 from . import persistence as P
 from .catalog import json_safe
 from .errors import CatalogError, ConfigError, DimensionMismatch, VisualsimError
+from .extractors.spec import extractor_spec, same_vectors, vector_differences
 from .ids import Id, check_ids
 from .persistence import atomic_write, sha256_file, write_npy, write_text
 from .validation import check_choice, check_int
@@ -58,8 +59,6 @@ _LEGACY_TMP = re.compile(r"\.(shard-\d{5,}\.[a-z.]+|manifest\.json)\.tmp-[0-9a-f
 """Temporary names of visualsim before 0.2 (``.shard-00002.npy.tmp-1a2b``)."""
 _MAX_SHARDS = 10_000_000
 _FILE_KINDS = {"npy": ("vectors", "ids", "metadata"), "parquet": ("table",)}
-_RUNTIME_KEYS = frozenset({"batch_size", "num_workers"})
-"""Extractor config keys that change speed, never vectors (ignored when matching specs)."""
 
 
 @dataclass
@@ -333,11 +332,12 @@ class ShardWriter:
                     f"{os.fspath(self.path)!r} holds shards with {key}={old.get(key)!r}, not "
                     f"{value!r}; resume with the same settings or write to a new folder"
                 )
-        if not same_extractor(old["extractor"], self.extractor):
+        diffs = vector_differences(old["extractor"], self.extractor, names=("saved", "given"))
+        if diffs:
             raise ConfigError(
                 f"{os.fspath(self.path)!r} holds vectors of extractor {old['extractor']!r}, "
-                f"not {self.extractor!r}; vectors of two extractors cannot share a catalogue, "
-                "so write to a new folder"
+                f"not {self.extractor!r} ({'; '.join(diffs)}); vectors of two extractors "
+                "cannot share a catalogue, so write to a new folder"
             )
         old["complete"] = False
         return old
@@ -564,8 +564,6 @@ def load_into(
     DuplicateIdError
         If an id is already in the catalogue.
     """
-    from .extractors.base import extractor_spec
-
     shards = read_shards(path, verify=verify)
     extractor = recommender.extractor_
     if int(extractor.dim) != int(shards.manifest["dim"]):
@@ -574,10 +572,12 @@ def load_into(
             f"but the recommender's extractor gives {extractor.dim}"
         )
     mine = extractor_spec(extractor)
-    if not same_extractor(mine, shards.extractor):
+    diffs = vector_differences(shards.extractor, mine, names=("shards", "recommender"))
+    if diffs:
         raise ConfigError(
             f"shards in {os.fspath(path)!r} were made by {shards.extractor!r}, but the "
-            f"recommender uses {mine!r}; build it with Recommender.from_shards(path) instead"
+            f"recommender uses {mine!r} ({'; '.join(diffs)}); build it with "
+            "Recommender.from_shards(path) instead"
         )
     return recommender.add_vectors(shards.vectors, shards.ids, shards.metadata)
 
@@ -585,17 +585,9 @@ def load_into(
 # -- helpers ---------------------------------------------------------------------------
 
 
-def same_extractor(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
-    """Return whether two extractor specs give the same vectors.
-
-    Settings that change only speed (``batch_size``, ``num_workers``) are ignored.
-    """
-
-    def essence(spec: Mapping[str, Any]) -> Any:
-        config = {k: v for k, v in dict(spec.get("config") or {}).items() if k not in _RUNTIME_KEYS}
-        return json.dumps([spec.get("name"), json_safe(config)], sort_keys=True)
-
-    return bool(essence(a) == essence(b))
+same_extractor = same_vectors
+"""Whether two extractor specs give the same vectors: the one rule,
+:func:`visualsim.extractors.spec.same_vectors`, under the name this module exported."""
 
 
 def ids_digest(ids: Sequence[Id]) -> str:

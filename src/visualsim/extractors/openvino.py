@@ -46,6 +46,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, VisualsimError
+from .base import extractor_from_config
+from .spec import runtimes, same_vectors
 
 logger = logging.getLogger(__name__)
 
@@ -713,34 +715,6 @@ class _RecordMissing(VisualsimError):
 # -- checking a catalogue's runtime ---------------------------------------------------
 
 
-_RUNTIME_KEYS = ("runtime", "precision", "calibration", "calibration_size", "batch_size")
-
-
-def _strip_runtime(spec: Mapping[str, Any]) -> Any:
-    if isinstance(spec, Mapping):
-        return {
-            k: _strip_runtime(v)
-            for k, v in spec.items()
-            if k not in _RUNTIME_KEYS and k != "num_workers"
-        }
-    if isinstance(spec, list):
-        return [_strip_runtime(v) for v in spec]
-    return spec
-
-
-def _runtimes(spec: Any) -> list[tuple[str, str]]:
-    found: list[tuple[str, str]] = []
-    if isinstance(spec, Mapping):
-        if "runtime" in spec:
-            found.append((str(spec.get("runtime")), str(spec.get("precision", "f32"))))
-        for v in spec.values():
-            found.extend(_runtimes(v))
-    elif isinstance(spec, list):
-        for v in spec:
-            found.extend(_runtimes(v))
-    return found
-
-
 def check_runtime_compatible(
     saved_spec: Mapping[str, Any],
     extractor: Any,
@@ -751,8 +725,12 @@ def check_runtime_compatible(
 ) -> float | None:
     """Warn when ``extractor`` embeds differently from the one a catalogue was built with.
 
-    Only the runtime and precision may differ (a different network or weights is
-    a different catalogue and is not this function's business). When they do,
+    The one owner of "do two runtimes agree?": where
+    :func:`~visualsim.extractors.spec.same_vectors` calls two extractors the same
+    (it ignores the runtime settings) but their
+    :func:`~visualsim.extractors.spec.runtimes` differ, this measures it. A
+    different network or weights is a different catalogue and is not this
+    function's business (``None``). When only the runtimes differ,
     ``images`` are embedded with ``extractor`` and compared with
     ``stored_vectors`` (the catalogue's own vectors of those images), or, when
     none are given, with an extractor rebuilt from ``saved_spec``.
@@ -776,23 +754,14 @@ def check_runtime_compatible(
         The least cosine found, or ``None`` when the runtimes agree or nothing
         could be compared (a :class:`RuntimeMismatchWarning` says so).
     """
-    from .base import extractor_from_config, extractor_spec
-
-    mine = extractor_spec(extractor)
-    if dict(mine) == dict(saved_spec) or _runtimes(mine.get("config")) == _runtimes(
-        saved_spec.get("config")
-    ):
+    theirs, mine = runtimes(saved_spec), runtimes(extractor)
+    if theirs == mine or not same_vectors(saved_spec, extractor):
         return None
-    if mine.get("name") != saved_spec.get("name") or _strip_runtime(mine) != _strip_runtime(
-        saved_spec
-    ):
-        return None
-    both = _runtimes(mine.get("config")) + _runtimes(saved_spec.get("config"))
-    limit = guard if guard is not None else min(GUARDS.get(p, 0.99) for _, p in both)
+    limit = guard if guard is not None else min(GUARDS.get(p, 0.99) for _, p in theirs + mine)
     sample = list(images)
     described = (
-        f"the catalogue was embedded with {_runtimes(saved_spec.get('config'))} and is queried "
-        f"with {_runtimes(mine.get('config'))} (runtime, precision)"
+        f"the catalogue was embedded with {theirs} and is queried "
+        f"with {mine} (runtime, precision)"
     )
     if not sample:
         warnings.warn(

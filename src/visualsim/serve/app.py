@@ -1016,10 +1016,10 @@ def _load(path: Path, current: Any, *, mmap: bool = False) -> Any:
     extractor = None
     if current is not None:
         try:
-            from ..extractors.base import extractor_spec
+            from ..extractors.spec import same_vectors
 
             manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
-            if manifest.get("extractor") == extractor_spec(current.extractor_):
+            if same_vectors(manifest.get("extractor"), current.extractor_):
                 extractor = current.extractor_
         except (OSError, ValueError, KeyError, TypeError, VisualsimError):
             extractor = None
