@@ -47,11 +47,17 @@ _BLOCK = 65_536
 
 
 def is_exact(index: Any) -> bool:
-    """Whether a catalogue with this index is searched straight from its store."""
-    from .indexes.faiss import FlatIndex
-    from .indexes.sklearn import SklearnIndex
+    """Whether a catalogue with this index is searched straight from its store.
 
-    return type(index) in (FlatIndex, SklearnIndex)
+    The index's own promise, its ``is_exact`` class attribute (see
+    :class:`~visualsim.indexes.Index`); an index without one is approximate.
+    """
+    return bool(getattr(index, "is_exact", False))
+
+
+def filters_natively(index: Any) -> bool:
+    """Whether the index filters by metadata itself (its ``filters_natively`` attribute)."""
+    return bool(getattr(index, "filters_natively", False))
 
 
 def exact_is_cheaper(m: int, dim: int) -> bool:
@@ -414,7 +420,7 @@ class Segments:
     def __init__(self, index: Any, partition_by: str | None = None) -> None:
         self.index = index
         self.exact = is_exact(index)
-        self.native = bool(getattr(index, "supports_where", False))
+        self.native = filters_natively(index)
         self.indexed_upto = 0
         self.dirty = True  # the index differs from its last saved copy
         self.delta_limit = DELTA_LIMIT
@@ -465,7 +471,7 @@ class Segments:
         if self.exact or self.native or self.indexed_upto >= store.n_rows:
             return
         start, stop = self.indexed_upto, store.n_rows
-        next_label = getattr(getattr(self.index, "_ids", None), "next_label", start)
+        next_label = getattr(self.index, "next_label", start)
         if next_label != start:
             raise RuntimeError(
                 f"index labels ({next_label}) out of step with the store ({start}); "
@@ -499,10 +505,11 @@ class Segments:
         self._counts.clear()
 
     def retrains(self) -> bool:
-        """Whether :meth:`rebuild` retrains the index (IVF), so is worth it without removals."""
-        from .indexes.faiss import _TrainedIVF
+        """Whether :meth:`rebuild` retrains the index (IVF), so is worth it without removals.
 
-        return isinstance(self.index, _TrainedIVF)
+        The index's ``retrains`` class attribute (see :class:`~visualsim.indexes.Index`).
+        """
+        return bool(getattr(self.index, "retrains", False))
 
     # ----------------------------------------------------------------- filters
     def _cached(self, key: tuple[str, int], make: Any) -> np.ndarray:
@@ -729,6 +736,7 @@ __all__ = [
     "Segments",
     "brute_force",
     "exact_is_cheaper",
+    "filters_natively",
     "implied_values",
     "is_exact",
     "merge",

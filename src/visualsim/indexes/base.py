@@ -127,6 +127,21 @@ class Index(Protocol):
     """
 
     name: ClassVar[str]
+    is_exact: ClassVar[bool]
+    """``True`` promises that :meth:`search` equals brute-force cosine search.
+
+    A catalogue then scores its own stored vectors exactly and keeps no copy
+    in the index (the index object only names the backend).
+    """
+    retrains: ClassVar[bool]
+    """``True``: a fresh index built over the same vectors is better than an
+    updated one (it learns from them, as IVF's k-means does), so a catalogue's
+    ``compact`` rebuilds it even when nothing was removed."""
+    filters_natively: ClassVar[bool]
+    """``True`` promises filtering inside the backend: ``add(vectors, ids,
+    metadata=[...])`` stores each item's fields and ``search(queries, k,
+    where=expr)`` returns only matching items. A catalogue then hands it every
+    item, update and filter instead of keeping its own sealed/delta segments."""
 
     @property
     def dim(self) -> int | None:
@@ -364,8 +379,24 @@ class BaseIndex:
     """
 
     name: ClassVar[str]
+    is_exact: ClassVar[bool] = False
+    """Whether search results are guaranteed to equal brute force (see :class:`Index`)."""
+    retrains: ClassVar[bool] = False
+    """Whether rebuilding over the same vectors improves the index (see :class:`Index`)."""
+    filters_natively: ClassVar[bool] = False
+    """Whether ``add`` takes ``metadata=`` and ``search`` takes ``where=`` (see :class:`Index`)."""
     exact: ClassVar[bool] = False
-    """Whether search results are guaranteed to equal brute force."""
+    """The same as :attr:`is_exact` (its earlier name); setting either sets both."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # one flag under two names: a subclass that sets either one sets both
+        if "is_exact" in vars(cls):
+            cls.exact = bool(cls.is_exact)
+        elif "exact" in vars(cls):
+            cls.is_exact = bool(cls.exact)
+        if "supports_where" in vars(cls) and "filters_natively" not in vars(cls):
+            cls.filters_natively = bool(vars(cls)["supports_where"])
 
     def __init__(self, *, dim: int | None = None) -> None:
         check_int("dim", dim, minimum=1, maximum=P.MAX_DIM, allow_none=True)
@@ -385,6 +416,15 @@ class BaseIndex:
         """Stored ids, in insertion order."""
         with self._lock.read():
             return self._ids.ids
+
+    @property
+    def next_label(self) -> int:
+        """The internal ``int64`` label the next added vector will get.
+
+        Labels count every vector ever added (removed ones included), from 0;
+        :meth:`search_labels` answers in them.
+        """
+        return self._ids.next_label
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -950,7 +990,7 @@ def verify_index(
                 f"{source} stores another vector for id {own[bad]!r} than the catalogue; "
                 "the index does not belong to these vectors: rebuild it"
             )
-    exact = bool(getattr(index, "exact", False))
+    exact = bool(getattr(index, "is_exact", False))
     scores, found = index.search(q, k=1 if exact else min(10, len(wanted)))
     row_of: dict[Id, int] | None = None
 

@@ -331,7 +331,9 @@ class FlatIndex(BaseIndex):
     [['a', 'b']]
     """
 
-    exact = True
+    is_exact = True
+    retrains = False
+    filters_natively = False
 
     def __init__(self, *, dim: int | None = None) -> None:
         super().__init__(dim=dim)
@@ -379,6 +381,10 @@ class _TrainedIVF(BaseIndex):
     :meth:`train`) with enough vectors trains k-means on everything stored and
     moves it into the IVF index; later ``add`` calls go straight into it.
     """
+
+    is_exact = False  # exact until trained, approximate after
+    retrains = True  # k-means learns from the vectors: rebuilding re-clusters them
+    filters_natively = False
 
     def __init__(self, *, nlist: int | None, nprobe: int | None, dim: int | None) -> None:
         _check_int("nlist", nlist, minimum=1, maximum=MAX_LISTS, allow_none=True)
@@ -759,6 +765,10 @@ class HNSWIndex(BaseIndex):
     dim
         Dimension, if known before the first ``add``.
     """
+
+    is_exact = False
+    retrains = False
+    filters_natively = False
 
     def __init__(
         self,

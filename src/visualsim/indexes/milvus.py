@@ -562,8 +562,12 @@ class MilvusIndex(BaseIndex):
     >>> index.drop()
     """
 
-    supports_where: ClassVar[bool] = True
+    is_exact = False  # FLAT is exact, but a catalogue hands every item to Milvus anyway
+    retrains = False  # Milvus builds and compacts its own index
+    filters_natively = True
     """Filters run inside Milvus: ``search(..., where=expr)`` and ``add(..., metadata=...)``."""
+    supports_where: ClassVar[bool] = True
+    """The same as :attr:`filters_natively` (its earlier name)."""
 
     def __init__(
         self,

@@ -49,6 +49,12 @@ class ShardedIndex(BaseIndex):
         Dimension, if known before the first ``add``.
     """
 
+    # declared for every shard kind: exact shards give exact results, but a
+    # catalogue still keeps (and saves) a sharded index rather than scoring its store
+    is_exact = False
+    retrains = False
+    filters_natively = False
+
     def __init__(
         self,
         *,

@@ -50,7 +50,9 @@ class SklearnIndex(BaseIndex):
     model's own (float64 for the trees).
     """
 
-    exact = True
+    is_exact = True
+    retrains = False
+    filters_natively = False
 
     def __init__(
         self,
