@@ -11,14 +11,9 @@ many threads to query while one writes.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import io
-import itertools
 import logging
 import os
-import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -30,12 +25,41 @@ from .errors import (
     InvalidVectorsError,
     NotFittedError,
     UnknownIdError,
-    VisualsimError,
 )
-from .filters import Expr, FilterError, to_expr
-from .ids import Id, check_ids
+from .filters import FilterError, to_expr
+from .ids import Id
 from .indexes.base import ReadWriteLock
-from .inputs import Entry, iter_entries
+from .ingest import (
+    FailedInput,
+    Rows,
+    SummaryCache,
+    apply_policy,
+    check_rows,
+    duplicates_of,
+    log_failed,
+    project,
+    read_images,
+    remove_ids,
+    stored_matches,
+    write_rows,
+)
+from .ingest import compact as compact_store
+from .querying import (
+    Distinct,
+    LiveView,
+    Recommendation,
+    RegionResults,
+    Where,
+    check_k,
+    crop_to_box,
+    cropped,
+    duplicate_groups,
+    duplicate_pairs,
+    plan,
+    regions_of,
+)
+from .querying import fresh_index as _make_index
+from .querying import run as run_plan
 from .search import Segments
 from .store import Store
 
@@ -44,92 +68,6 @@ if TYPE_CHECKING:
     from .sync import SyncReport
 
 logger = logging.getLogger(__name__)
-
-Where = str | Mapping[str, Any] | Callable[[Mapping[str, Any]], bool] | Expr
-Distinct = bool | str | None
-"""``distinct``: ``True`` one result per photo, ``False``/``None`` no collapsing, or a field."""
-"""A filter: filter-language text, a ``{field: value}`` dict, a parsed tree, or a function."""
-
-
-@dataclass(frozen=True)
-class Recommendation:
-    """One recommended catalogue item.
-
-    Attributes
-    ----------
-    id
-        The item's id.
-    score
-        Cosine similarity to the query, in ``[-1, 1]``; higher is more alike.
-    rank
-        1 for the best match.
-    metadata
-        A copy of the item's stored metadata (a plain, JSON-safe dict).
-    source
-        Where the item's image is (a path on this machine), if it was added
-        from a path; never included in :meth:`to_dict`.
-    """
-
-    id: Id
-    score: float
-    rank: int
-    metadata: Mapping[str, Any] = field(default_factory=dict)
-    source: str | None = field(default=None, compare=False)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return a JSON-safe dict (for ``--json`` output and web services)."""
-        return {
-            "rank": self.rank,
-            "id": self.id,
-            "score": self.score,
-            "metadata": dict(self.metadata),
-        }
-
-
-@dataclass(frozen=True)
-class RegionResults:
-    """One product found in a photo by :meth:`Recommender.query_regions`, and its results.
-
-    Attributes
-    ----------
-    box
-        ``(left, top, right, bottom)`` in the photo's pixels.
-    score
-        How strongly the region stands out (its share of the photo's, 0-1).
-    results
-        The recommendations for that region, best first.
-    """
-
-    box: tuple[int, int, int, int]
-    score: float
-    results: list[Recommendation]
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the region and its results as a JSON-ready dict."""
-        return {
-            "box": list(self.box),
-            "score": round(float(self.score), 6),
-            "results": [r.to_dict() for r in self.results],
-        }
-
-
-@dataclass(frozen=True)
-class FailedInput:
-    """An input that could not be read during ``fit``/``add``.
-
-    Attributes
-    ----------
-    id
-        The id it would have had.
-    source
-        A short description of the input (a path, ``<N bytes>``, ...).
-    reason
-        Why it failed.
-    """
-
-    id: Id
-    source: str
-    reason: str
 
 
 class Recommender:
@@ -223,8 +161,7 @@ class Recommender:
         self.partition_by = partition_by
         self.failed_: list[FailedInput] = []
         self.duplicates_: list[tuple[Id, Id, float]] = []
-        self._summaries: tuple[Store, Any] | None = None  # the duplicate detector's, per store
-        self._summaries_lock = threading.Lock()
+        self._summaries = SummaryCache()  # the duplicate detector's, per store
         self.adaptation_report_: Any = None
         self.warm_ = False
         self._lock = ReadWriteLock()
@@ -270,26 +207,7 @@ class Recommender:
 
     def _project(self, vectors: np.ndarray, *, fit: bool = False) -> np.ndarray:
         """Map extractor vectors to the stored space (reduced, then transformed)."""
-        reducer = self._get_reducer()
-        if reducer is not None and len(vectors):
-            if vectors.shape[1] != reducer.n_features_in_ and reducer.is_fitted:
-                raise DimensionMismatch(
-                    f"vectors have dimension {vectors.shape[1]}; the reducer takes "
-                    f"{reducer.n_features_in_}"
-                )
-            if not reducer.is_fitted:
-                if not fit:
-                    raise NotFittedError("the catalogue is empty: call fit() or add() first")
-                reducer.fit(vectors)
-                logger.info(
-                    "PCA to %d dims keeps %.1f%% of the variance",
-                    reducer.dim,
-                    100 * float(np.sum(reducer.explained_variance_ratio_)),
-                )
-            vectors = np.asarray(reducer.transform(vectors), dtype=np.float32)
-        if self._transform_ is not None and len(vectors):
-            vectors = np.asarray(self._transform_.transform(vectors), dtype=np.float32)
-        return vectors
+        return project(vectors, self._get_reducer(), self._transform_, fit=fit)
 
     def _new_segments(self) -> Segments:
         return Segments(_make_index(self.index), partition_by=self.partition_by)
@@ -311,7 +229,7 @@ class Recommender:
     @property
     def index_(self) -> Any:
         """A read-only view answering ``search(queries, k) -> (scores, ids)`` over live items."""
-        return _LiveView(self)
+        return LiveView(self._lock, lambda: (self._store_, self._segments_), self.index)
 
     @property
     def reducer_(self) -> Any:
@@ -591,33 +509,15 @@ class Recommender:
         from .duplicates import check_min_score
 
         threshold = check_min_score(min_score)
-        vectors, new_ids, new_meta, sources, hashes, prints = self._extract(
-            images, ids, metadata, batch_size, on_error, progress, checkpoint_dir, upsert=False
-        )
+        rows = self._read(images, ids, metadata, batch_size, on_error, progress, checkpoint_dir)
         self.duplicates_ = []
-        if duplicates is not None and len(new_ids):
-            found = self._duplicates_of(new_ids, hashes, prints, threshold)
-            self.duplicates_ = found
-            if found and duplicates == "error":
-                from .errors import DuplicateImageError
-
-                shown = ", ".join(f"{a!r} ~ {b!r} ({s:.3f})" for a, b, s in found[:5])
-                raise DuplicateImageError(
-                    f"{len(found)} new image(s) are duplicates of earlier photos (score >= "
-                    f"{threshold}): {shown}; nothing was added. Pass duplicates='skip' to "
-                    "leave them out or 'report' to add them anyway"
-                )
-            if found and duplicates == "skip":
-                drop = {a for a, _, _ in found}
-                keep = [j for j, i in enumerate(new_ids) if i not in drop]
-                vectors = vectors[keep]
-                new_ids = [new_ids[j] for j in keep]
-                new_meta = [new_meta[j] for j in keep]
-                sources = [sources[j] for j in keep]
-                hashes = [hashes[j] for j in keep]
-                prints = (prints[0][keep], prints[1][keep])
-        self._write_rows(vectors, new_ids, new_meta, sources, hashes, replace=False, prints=prints)
-        self._log_failed(len(new_ids))
+        if duplicates is not None and rows.ids:
+            with self._lock.read():
+                best = stored_matches(self._store_, self._summaries, rows, threshold)
+            self.duplicates_ = duplicates_of(rows, best, threshold)
+            rows = apply_policy(rows, self.duplicates_, duplicates, threshold)
+        self._store_rows(rows, replace=False)
+        log_failed(self.failed_, len(rows.ids))
         return self
 
     def upsert(
@@ -636,75 +536,12 @@ class Recommender:
         new metadata; other ids are added. Inputs that cannot be read leave
         their existing item as it was (and are listed in :attr:`failed_`).
         """
-        vectors, new_ids, new_meta, sources, hashes, prints = self._extract(
-            images, ids, metadata, batch_size, on_error, progress, None, upsert=True
-        )
-        self._write_rows(vectors, new_ids, new_meta, sources, hashes, replace=True, prints=prints)
-        self._log_failed(len(new_ids))
+        rows = self._read(images, ids, metadata, batch_size, on_error, progress, None, upsert=True)
+        self._store_rows(rows, replace=True)
+        log_failed(self.failed_, len(rows.ids))
         return self
 
-    def _duplicates_of(
-        self,
-        ids: list[Id],
-        hashes: list[str | None],
-        prints: tuple[np.ndarray, np.ndarray],
-        min_score: float,
-    ) -> list[tuple[Id, Id, float]]:
-        """``(new_id, earlier_id, score)`` for new photos duplicating a stored or earlier one."""
-        from .duplicates import find_pairs, match
-
-        fps, printed = prints
-        best: dict[int, tuple[Id, float]] = {}
-        with self._lock.read():
-            store = self._store_
-            if store is not None and len(store):
-                live = store.alive.view.copy()
-                valid = live & store.printed.view
-                by_hash = {h: r for r in np.flatnonzero(live).tolist() if (h := store.hashes[r])}
-                for j, h in enumerate(hashes):
-                    if h is not None and h in by_hash:
-                        best[j] = (store.ids[by_hash[h]], 1.0)
-                rows = np.flatnonzero(printed)
-                if len(rows) and valid.any():
-                    new_rows, cat_rows, scores = match(
-                        fps[rows],
-                        store.fingerprints.view,
-                        valid=valid,
-                        min_score=min_score,
-                        summaries=self._summaries_of(store),
-                    )
-                    pairs = (new_rows.tolist(), cat_rows.tolist(), scores.tolist())
-                    for a, b, sc in zip(*pairs, strict=True):
-                        j = int(rows[a])
-                        if j not in best or sc > best[j][1]:
-                            best[j] = (store.ids[b], float(sc))
-        # among the new photos themselves: the later one duplicates the earlier
-        a_rows, b_rows, scores = find_pairs(fps, valid=printed, keys=hashes, min_score=min_score)
-        for a, b, sc in zip(a_rows.tolist(), b_rows.tolist(), scores.tolist(), strict=True):
-            if b not in best or sc > best[b][1]:
-                best[b] = (ids[a], float(sc))
-        return [(ids[j], best[j][0], best[j][1]) for j in sorted(best)]
-
-    def _summaries_of(self, store: Store) -> np.ndarray:
-        """The duplicate detector's candidate summaries of every stored row (cached, grown)."""
-        from .duplicates import Summaries
-
-        with self._summaries_lock:
-            cached = self._summaries
-            if cached is None or cached[0] is not store:
-                cached = (store, Summaries())
-                self._summaries = cached
-            return cached[1].update(store.fingerprints.view)
-
-    def _log_failed(self, n_ok: int) -> None:
-        if self.failed_:
-            logger.warning(
-                "%d of %d inputs could not be read and were skipped (see .failed_)",
-                len(self.failed_),
-                len(self.failed_) + n_ok,
-            )
-
-    def _extract(
+    def _read(
         self,
         images: Iterable[Any],
         ids: Iterable[Any] | None,
@@ -714,102 +551,25 @@ class Recommender:
         progress: bool,
         checkpoint_dir: str | os.PathLike[str] | None,
         *,
-        upsert: bool,
-    ) -> tuple[
-        np.ndarray,
-        list[Id],
-        list[dict[str, Any]],
-        list[str | None],
-        list[str | None],
-        tuple[np.ndarray, np.ndarray],
-    ]:
-        extractor = self._get_extractor()
-        taken: Any = frozenset() if upsert or self._store_ is None else self._store_.rows
-        start = 0 if self._store_ is None else self._store_.n_rows
-        sources: dict[Id, str | None] = {}
-        hashes: dict[Id, str] = {}
-        prints: dict[Id, np.ndarray] = {}
-        entries: Iterable[Entry] = self._tracked(
-            iter_entries(images, ids, metadata, start=start, taken=taken, add_path=False),
-            sources,
-        )
-        total = len(images) if hasattr(images, "__len__") else None  # type: ignore[arg-type]
-        checkpoint = None
-        if checkpoint_dir is not None:
-            from .checkpoint import ExtractionCheckpoint
-            from .extractors.base import extractor_spec
-
-            checkpoint = ExtractionCheckpoint(checkpoint_dir, extractor_spec(extractor))
-            if checkpoint.consumed:
-                logger.info(
-                    "resuming from %s: %d inputs already done", checkpoint_dir, checkpoint.consumed
-                )
-                entries = itertools.islice(entries, checkpoint.consumed, None)
-                total = None if total is None else max(0, total - checkpoint.consumed)
-        chunks: list[np.ndarray] = []
-        new_ids: list[Id] = []
-        new_meta: list[dict[str, Any]] = []
-        failed: list[FailedInput] = []
-        for batch in extractor.iter_batches(
-            entries,
+        upsert: bool = False,
+    ) -> Rows:
+        """Extract the inputs (:func:`~visualsim.ingest.read_images`); set :attr:`failed_`."""
+        store = self._store_
+        rows, self.failed_ = read_images(
+            images,
+            ids,
+            metadata,
+            extractor=self._get_extractor(),
+            project=lambda v: self._project(v, fit=True),
+            start=0 if store is None else store.n_rows,
+            taken=frozenset() if upsert or store is None else store.rows,
+            image_root=self.image_root_,
             batch_size=batch_size,
-            image_of=lambda e: _hashing_image(e, hashes, prints),
             on_error=on_error,
             progress=progress,
-            total=total,
-        ):
-            batch_failed = [FailedInput(e.id, err.source, err.reason) for e, err in batch.failed]
-            if checkpoint is not None:
-                checkpoint.write(
-                    batch.vectors,
-                    [e.id for e in batch.items],
-                    [e.metadata for e in batch.items],
-                    [asdict(f) for f in batch_failed],
-                    len(batch.items) + len(batch.failed),
-                )
-            else:
-                chunks.append(batch.vectors)
-                new_ids.extend(e.id for e in batch.items)
-                new_meta.extend(e.metadata for e in batch.items)
-            failed.extend(batch_failed)
-        if checkpoint is not None:
-            stacked, new_ids, new_meta, failed_rows = checkpoint.read(extractor.dim)
-            failed = [FailedInput(**row) for row in failed_rows]
-        elif chunks:
-            stacked = np.concatenate(chunks)
-        else:
-            stacked = np.zeros((0, extractor.dim), dtype=np.float32)
-        projected = self._project(stacked, fit=True)
-        self.failed_ = failed
-        if checkpoint is not None:
-            checkpoint.clear()
-        return (
-            projected,
-            new_ids,
-            new_meta,
-            [self._relative(sources.get(i)) for i in new_ids],
-            [hashes.get(i) for i in new_ids],
-            _stack_prints(prints, new_ids),
+            checkpoint_dir=checkpoint_dir,
         )
-
-    @staticmethod
-    def _tracked(entries: Iterable[Entry], sources: dict[Id, str | None]) -> Iterator[Entry]:
-        for e in entries:
-            image = e.image
-            sources[e.id] = (
-                os.path.abspath(os.fspath(image)) if isinstance(image, (str, os.PathLike)) else None
-            )
-            yield e
-
-    def _relative(self, source: str | None) -> str | None:
-        root = self.image_root_
-        if source is None or root is None:
-            return source
-        try:
-            rel = Path(source).resolve().relative_to(root.resolve())
-        except (ValueError, OSError):
-            return source
-        return rel.as_posix()
+        return rows
 
     @classmethod
     def from_vectors(
@@ -895,29 +655,7 @@ class Recommender:
         ids: Sequence[Any],
         metadata: Sequence[Mapping[str, Any] | None] | None,
     ) -> tuple[np.ndarray, list[Id], list[dict[str, Any]]]:
-        from .indexes.base import check_vectors
-
-        if isinstance(ids, (str, bytes)):
-            raise InvalidVectorsError(
-                f"ids must be a list of ids, got the single string {ids!r}; pass [{ids!r}]"
-            )
-        checked = check_ids(ids, unique=True)
-        arr = np.asarray(vectors)
-        if arr.ndim != 2:
-            raise InvalidVectorsError(f"vectors must be 2-d (n, dim), got shape {arr.shape}")
-        x = check_vectors(arr, name="vectors") if len(arr) else arr.astype(np.float32)
-        meta_in = metadata if metadata is not None else [None] * len(x)
-        meta = []
-        for position, m in enumerate(meta_in):
-            if m is not None and not isinstance(m, Mapping):
-                raise ConfigError(
-                    f"metadata of item {position} must be a dict, got {type(m).__name__}"
-                )
-            meta.append(dict(m or {}))
-        if not (len(checked) == len(meta) == len(x)):
-            raise ConfigError(
-                f"{len(x)} vectors, {len(checked)} ids and {len(meta)} metadata rows do not align"
-            )
+        x, checked, meta = check_rows(vectors, ids, metadata)
         return (self._project(x, fit=True) if len(x) else x), checked, meta
 
     def _write_rows(
@@ -931,31 +669,21 @@ class Recommender:
         replace: bool,
         prints: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> None:
-        if not ids:
+        self._store_rows(Rows(vectors, ids, metadata, sources, hashes, prints), replace=replace)
+
+    def _store_rows(self, rows: Rows, *, replace: bool) -> None:
+        """Write ``rows`` under the write lock (:func:`~visualsim.ingest.write_rows`)."""
+        if not rows.ids:
             return
         with self._lock.write():
-            expected = self._store_.dim if self._store_ is not None else self.dim
-            if vectors.shape[1] != expected:
+            if self._store_ is None and rows.vectors.shape[1] != self.dim:
                 raise DimensionMismatch(
-                    f"vectors have dimension {vectors.shape[1]}, but the catalogue stores "
-                    f"{expected}-d vectors (from its extractor); use the same extractor"
+                    f"vectors have dimension {rows.vectors.shape[1]}, but the catalogue stores "
+                    f"{self.dim}-d vectors (from its extractor); use the same extractor"
                 )
-            store = self._get_store(int(vectors.shape[1]))
-            if vectors.shape[1] != store.dim:
-                raise DimensionMismatch(
-                    f"vectors have dimension {vectors.shape[1]}, but the catalogue stores "
-                    f"{store.dim}"
-                )
-            segments = self._segments_
-            assert segments is not None
-            old = [i for i in ids if i in store] if replace else []
-            if old:
-                store.clean_metadata(metadata)  # a bad value must leave the old items in place
-                rows_old = store.kill(old)
-                segments.removed(store, rows_old, old)
-            fps, printed = prints if prints is not None else (None, None)
-            rows = store.append(vectors, ids, metadata, sources, hashes, fps, printed)
-            segments.added(store, rows)
+            store = self._get_store(int(rows.vectors.shape[1]))
+            assert self._segments_ is not None
+            write_rows(store, self._segments_, rows, replace=replace)
             self._version += 1
 
     def update_metadata(
@@ -1003,9 +731,8 @@ class Recommender:
         with self._lock.write():
             if self._store_ is None:
                 raise UnknownIdError(f"cannot remove {drop[:5]!r}: the catalogue is empty")
-            rows = self._store_.kill(drop)
             assert self._segments_ is not None
-            self._segments_.removed(self._store_, rows, drop)
+            remove_ids(self._store_, self._segments_, drop)
             self._version += 1
         return self
 
@@ -1020,16 +747,10 @@ class Recommender:
         with self._lock.write():
             if self._store_ is None or self._segments_ is None:
                 return self
-            segments = self._segments_
-            moved = segments.partitions is not None and bool(segments.partitions.moved)
-            if not self._store_.n_dead and not moved and not segments.retrains():
-                segments.flush(self._store_)
-                self._version += 1
-                return self
-            self._store_, _ = self._store_.compacted()
-            self._segments_.rebuild(self._store_)
+            dense = compact_store(self._store_, self._segments_)
             self._version += 1
-            self._catalog_state = None
+            if dense is not None:  # rewritten: the next save writes it whole
+                self._store_, self._catalog_state = dense, None
         return self
 
     def sync(
@@ -1314,9 +1035,9 @@ class Recommender:
         >>> rec.query(photo, 1, box=(64, 0, 128, 64))[0].id
         'blue'
         """
-        k = _check_k(k)
+        k = check_k(k)
         if box is not None:
-            image = _crop_to_box(image, box)
+            image = crop_to_box(image, box)
         vector = self._get_extractor().extract([image], progress=False)
         return self._search(self._project(vector), k, where, exclude, min_score, distinct)[0]
 
@@ -1369,16 +1090,8 @@ class Recommender:
         >>> [(r.box, r.results[0].id) for r in rec.query_regions(flat_lay, k=1)]
         [((10, 20, 70, 80), 'red'), ((120, 40, 190, 90), 'blue')]
         """
-        from .crop import Region, crop_to_box, locate_products
-        from .images import load_image
-
-        k = _check_k(k)
-        pixels = load_image(image)
-        regions = locate_products(pixels, max_regions=max_regions)
-        if not regions:
-            h, w = pixels.shape[:2]
-            regions = [Region((0, 0, w, h), 1.0)]
-        crops = [crop_to_box(pixels, r.box) for r in regions]
+        k = check_k(k)
+        regions, crops = regions_of(image, max_regions)
         vectors = self._get_extractor().extract(crops, progress=False)
         found = self._search(self._project(vectors), k, where, exclude, min_score, distinct)
         return [
@@ -1403,19 +1116,9 @@ class Recommender:
         ``boxes``, when given, holds one ``box`` (see :meth:`query`) or ``None``
         (the whole image) per image, in the same order.
         """
-        k = _check_k(k)
+        k = check_k(k)
         if boxes is not None:
-            images = list(images)
-            regions = list(boxes)
-            if len(regions) != len(images):
-                raise ConfigError(
-                    f"boxes must hold one box (or None) per image: {len(regions)} boxes "
-                    f"for {len(images)} images"
-                )
-            images = [
-                im if b is None else _crop_to_box(im, b)
-                for im, b in zip(images, regions, strict=True)
-            ]
+            images = cropped(images, boxes)
         vectors = self._get_extractor().extract(images, batch_size=batch_size, progress=False)
         return self._search(self._project(vectors), k, where, exclude, min_score, distinct)
 
@@ -1457,14 +1160,13 @@ class Recommender:
         each other photo once; a field name gives one result per value of it,
         the item's own value excluded. See :meth:`query`.
         """
-        skip = [item_id, *_id_list(exclude)]
         with self._lock.read():
             store = self._need_store()
             row = store.row_of(item_id)
             q = np.array(store.vectors_f32(slice(row, row + 1)), dtype=np.float32)
         norm = float(np.linalg.norm(q))
         q = q / norm if norm else q
-        return self._search(q, k, where, skip, min_score, distinct, seed=item_id)[0]
+        return self._search(q, k, where, exclude, min_score, distinct, seed=item_id)[0]
 
     def find_duplicates(
         self, min_score: float | None = None, *, k: int | None = None
@@ -1497,23 +1199,10 @@ class Recommender:
             vectors have no fingerprint: they pair only with a byte-identical
             photo (same SHA-256).
         """
-        from .duplicates import CANDIDATES, find_pairs
-
         if not len(self):
             return []
         with self._reading() as store:
-            live = store.alive.view
-            a, b, scores = find_pairs(
-                store.fingerprints.view,
-                valid=live & store.printed.view,
-                keys=[h if ok else None for h, ok in zip(store.hashes, live.tolist(), strict=True)],
-                min_score=min_score,
-                k=CANDIDATES if k is None else k,
-            )
-            return [
-                (store.ids[x], store.ids[y], float(sc))
-                for x, y, sc in zip(a.tolist(), b.tolist(), scores.tolist(), strict=True)
-            ]
+            return duplicate_pairs(store, min_score, k)
 
     def duplicate_groups(
         self, min_score: float | None = None, *, k: int | None = None
@@ -1525,21 +1214,11 @@ class Recommender:
         ``members`` and the lowest ``score`` that joins them. Largest groups
         first; photos with no duplicate are not listed.
         """
-        from .duplicates import DuplicateGroup, group_rows
-
         pairs = self.find_duplicates(min_score, k=k)
         if not pairs:
             return []
         with self._reading() as store:
-            row_of = {i: store.row_of(i) for p in pairs for i in p[:2]}
-            a = np.array([row_of[p[0]] for p in pairs], np.int64)
-            b = np.array([row_of[p[1]] for p in pairs], np.int64)
-            scores = np.array([p[2] for p in pairs], np.float32)
-            groups = group_rows(store.n_rows, a, b, scores)
-            return [
-                DuplicateGroup(store.ids[rows[0]], [store.ids[r] for r in rows], score)
-                for rows, score in groups
-            ]
+            return duplicate_groups(store, pairs)
 
     def _search(
         self,
@@ -1551,139 +1230,11 @@ class Recommender:
         distinct: Distinct = True,
         seed: Id | None = None,
     ) -> list[list[Recommendation]]:
-        k = _check_k(k)
-        distinct = _check_distinct(distinct)
-        if min_score is not None and (
-            isinstance(min_score, bool) or not isinstance(min_score, (int, float, np.floating))
-        ):
-            raise ConfigError(f"min_score must be a number, got {min_score!r}")
-        skip = _id_list(exclude)
-        func: Callable[[Mapping[str, Any]], bool] | None = None
-        expr: Expr | None = None
-        if where is not None:
-            if callable(where) and not isinstance(where, (str, Mapping)):
-                func = where
-            else:
-                expr = to_expr(where)
+        """Search under the read lock (:func:`~visualsim.querying.plan` and ``run``)."""
+        p = plan(k, where, exclude, min_score, distinct, seed)
         with self._reading() as store:
-            if queries.shape[1] != store.dim:
-                raise DimensionMismatch(
-                    f"query vectors have dimension {queries.shape[1]}, the catalogue {store.dim}"
-                )
-            if isinstance(distinct, str) and distinct not in store.fields:
-                raise FilterError(
-                    f"distinct={distinct!r} names no metadata field; the catalogue has "
-                    f"{sorted(store.fields) or 'none'}"
-                )
-            allowed = self._allowed(store, expr, func, skip)
-            if distinct is False:
-                found = self._search_rows(store, queries, k, allowed, expr)
-                return [self._wrap(store, s, r, min_score) for s, r in found]
-            seeds = [] if seed is None else [store.row_of(seed)]
-            available = len(store) if allowed is None else int(allowed.sum())
-            fetch = min(available, 2 * k + 8)
-            out = []
-            for j, (s, r) in enumerate(self._search_rows(store, queries, fetch, allowed, expr)):
-                while True:
-                    s, r = s[r >= 0], r[r >= 0]
-                    keep = self._distinct_rows(store, r, distinct, seeds)
-                    if len(keep) >= k or len(r) < fetch or fetch >= available:
-                        break
-                    fetch = min(available, 4 * fetch)  # too many repeats: look further
-                    s, r = self._search_rows(store, queries[j : j + 1], fetch, allowed, expr)[0]
-                position = {row: i for i, row in enumerate(r.tolist())}
-                order = np.array([position[row] for row in keep], np.int64)
-                out.append(self._wrap(store, s[order][:k], r[order][:k], min_score))
-            return out
-
-    @staticmethod
-    def _distinct_rows(
-        store: Store, rows: np.ndarray, distinct: Any, seeds: list[int]
-    ) -> list[int]:
-        """The ranked ``rows`` without repeats: of one photo, or of one ``distinct`` field value."""
-        if distinct is True:
-            from .duplicates import distinct_rows
-
-            return distinct_rows(
-                rows.tolist(), store.fingerprints.view, store.printed.view, store.hashes, seed=seeds
-            )
-        seen: set[Any] = set()
-        for r in seeds:
-            value = store.metadata(r).get(distinct)
-            if value is not None and _hashable(value):
-                seen.add(value)
-        kept = []
-        for r in rows.tolist():
-            value = store.metadata(r).get(distinct)
-            if value is None or not _hashable(value):
-                kept.append(r)  # no value (or a list): never collapsed
-            elif value not in seen:
-                seen.add(value)
-                kept.append(r)
-        return kept
-
-    def _search_rows(
-        self,
-        store: Store,
-        queries: np.ndarray,
-        k: int,
-        allowed: np.ndarray | None,
-        expr: Expr | None = None,
-    ) -> list[tuple[np.ndarray, np.ndarray]]:
-        segments = self._segments_
-        assert segments is not None
-        if allowed is None and store.n_dead:
-            allowed = store.alive.view
-        return segments.search(store, np.ascontiguousarray(queries, np.float32), k, allowed, expr)
-
-    def _allowed(
-        self,
-        store: Store,
-        expr: Expr | None,
-        func: Callable[[Mapping[str, Any]], bool] | None,
-        skip: list[Id],
-    ) -> np.ndarray | None:
-        if expr is None and func is None and not skip:
-            return None
-        assert self._segments_ is not None
-        if expr is not None:
-            mask = self._segments_.cached_allowed(store, expr, self._version)
-            if func is None and not any(
-                _hashable(i) and store.rows.get(i) is not None and mask[store.rows[i]] for i in skip
-            ):
-                return mask  # shared and read-only: the search never writes to it
-            mask = mask.copy()
-        else:
-            mask = store.alive.view.copy()
-        if func is not None:
-            rows = np.flatnonzero(mask)
-            keep = np.fromiter((bool(func(store.metadata(int(r)))) for r in rows), bool, len(rows))
-            mask[rows[~keep]] = False
-        for item_id in skip:
-            row = store.rows.get(item_id) if _hashable(item_id) else None
-            if row is not None:
-                mask[row] = False
-        return mask
-
-    def _wrap(
-        self, store: Store, scores: np.ndarray, rows: np.ndarray, min_score: float | None
-    ) -> list[Recommendation]:
-        out: list[Recommendation] = []
-        for score, row in zip(scores.tolist(), rows.tolist(), strict=True):
-            if row < 0:
-                continue
-            if min_score is not None and score < min_score:
-                break
-            out.append(
-                Recommendation(
-                    store.ids[row],
-                    max(-1.0, min(1.0, float(score))),
-                    len(out) + 1,
-                    store.metadata(row),
-                    self.resolve_source(store.sources[row]),
-                )
-            )
-        return out
+            assert self._segments_ is not None
+            return run_plan(store, self._segments_, self._version, queries, p, self.resolve_source)
 
     # -- sources of vectors computed elsewhere ------------------------------------------
     @classmethod
@@ -1805,191 +1356,6 @@ class Recommender:
         if warm:
             rec.warm_up()
         return rec
-
-
-class _LiveView:
-    """``rec.index_``: searches the live items like an index (for evaluation and tools)."""
-
-    def __init__(self, rec: Recommender) -> None:
-        self._rec = rec
-
-    @property
-    def name(self) -> str:
-        seg = self._rec._segments_
-        idx = seg.index if seg is not None else _make_index(self._rec.index)
-        return str(getattr(idx, "name", type(idx).__name__))
-
-    @property
-    def dim(self) -> int | None:
-        return self._rec.dim if len(self._rec) else None
-
-    @property
-    def exact(self) -> bool:
-        seg = self._rec._segments_
-        return bool(seg.exact) if seg is not None else False
-
-    @property
-    def ids(self) -> list[Id]:
-        return self._rec.ids_
-
-    @property
-    def index(self) -> Any:
-        """The backend index object (over the sealed segment)."""
-        seg = self._rec._segments_
-        return None if seg is None else seg.index
-
-    def __len__(self) -> int:
-        return len(self._rec)
-
-    def get_config(self) -> dict[str, Any]:
-        seg = self._rec._segments_
-        idx = seg.index if seg is not None else _make_index(self._rec.index)
-        return dict(idx.get_config())
-
-    def search(self, queries: Any, k: int) -> tuple[np.ndarray, list[list[Id]]]:
-        """Return ``(scores, ids)`` of the ``k`` best live items per query."""
-        from .indexes.base import check_vectors
-
-        k = _check_k(k)
-        rec = self._rec
-        with rec._reading() as store:
-            q = check_vectors(queries, dim=store.dim, name="queries")
-            found = rec._search_rows(store, q, k, None)
-            kk = min(k, len(store))
-            scores = np.full((len(q), kk), -np.inf, dtype=np.float32)
-            ids: list[list[Id]] = []
-            for j, (s, r) in enumerate(found):
-                scores[j, : len(s)] = s
-                ids.append([store.ids[x] for x in r.tolist()])
-            return scores, ids
-
-
-def _hashing_image(
-    entry: Entry, hashes: dict[Id, str], prints: dict[Id, np.ndarray] | None = None
-) -> Any:
-    """Return the entry's image for the loader, recording what identifies the photo.
-
-    The SHA-256 of file/bytes inputs goes to ``hashes``, the duplicate
-    detector's fingerprint (:func:`visualsim.duplicates.fingerprint_of`) to
-    ``prints``. A file is read once: its bytes are hashed and handed to the
-    loader as a stream named after the path (so load errors still name the
-    file). An input that cannot be fingerprinted gets none; the loader reports
-    it if it cannot read it either.
-    """
-    image = entry.image
-    if isinstance(image, (bytes, bytearray, memoryview)):
-        hashes[entry.id] = hashlib.sha256(image).hexdigest()
-        _fingerprint_into(prints, entry.id, bytes(image))
-    elif isinstance(image, (str, os.PathLike)):
-        try:
-            with open(image, "rb") as fh:
-                data = fh.read()
-        except (OSError, ValueError):
-            return image  # the loader reports it with the reason
-        if not data:
-            return image
-        hashes[entry.id] = hashlib.sha256(data).hexdigest()
-        _fingerprint_into(prints, entry.id, data)
-        stream = io.BytesIO(data)
-        stream.name = os.fspath(image)
-        return stream
-    elif hasattr(image, "read"):  # a file object: fingerprint it only if it can rewind
-        try:
-            position = image.tell()
-            _fingerprint_into(prints, entry.id, image)
-            image.seek(position)
-        except (OSError, ValueError, AttributeError):
-            if prints is not None:
-                prints.pop(entry.id, None)
-    else:
-        _fingerprint_into(prints, entry.id, image)
-    return image
-
-
-def _fingerprint_into(prints: dict[Id, np.ndarray] | None, item_id: Id, image: Any) -> None:
-    if prints is None:
-        return
-    from .duplicates import fingerprint_of
-
-    try:
-        prints[item_id] = fingerprint_of(image)
-    except (VisualsimError, OSError, ValueError, TypeError):
-        pass  # unreadable: the loader skips or raises it with the reason
-
-
-def _stack_prints(prints: dict[Id, np.ndarray], ids: list[Id]) -> tuple[np.ndarray, np.ndarray]:
-    """The fingerprints of ``ids`` in order (zeros where none) and which ones are real."""
-    from .duplicates import FINGERPRINT_BYTES
-
-    fps = np.zeros((len(ids), FINGERPRINT_BYTES), np.uint8)
-    printed = np.zeros(len(ids), bool)
-    for j, item_id in enumerate(ids):
-        fp = prints.get(item_id)
-        if fp is not None:
-            fps[j] = fp
-            printed[j] = True
-    return fps, printed
-
-
-def _crop_to_box(image: Any, box: Any) -> np.ndarray:
-    """``image`` decoded (EXIF-oriented, as the extractors see it) and cut to ``box``."""
-    from .crop import crop_to_box
-    from .images import load_image
-
-    return crop_to_box(load_image(image), box)
-
-
-def _check_distinct(distinct: Any) -> bool | str:
-    if distinct is None or distinct is False:
-        return False
-    if distinct is True:
-        return True
-    if isinstance(distinct, str) and distinct:
-        return distinct
-    raise ConfigError(
-        f"distinct must be True (one result per photo), False, or a metadata field name, "
-        f"got {distinct!r}"
-    )
-
-
-def _check_k(k: Any) -> int:
-    from .indexes.base import check_k
-
-    return check_k(k)
-
-
-def _id_list(exclude: Iterable[Id] | Id | None) -> list[Id]:
-    if exclude is None:
-        return []
-    if isinstance(exclude, (str, int, np.integer)) and not isinstance(exclude, bool):
-        return [exclude]  # one id, not its characters
-    try:
-        return list(exclude)  # type: ignore[arg-type]
-    except TypeError:
-        raise FilterError(f"exclude must be an id or a list of ids, got {exclude!r}") from None
-
-
-def _hashable(value: Any) -> bool:
-    try:
-        hash(value)
-    except TypeError:
-        return False
-    return True
-
-
-def _make_index(spec: Any) -> Any:
-    if spec is None:
-        from .indexes.faiss import FlatIndex
-
-        return FlatIndex()
-    if isinstance(spec, str):
-        from .indexes.base import make_index
-
-        return make_index(spec)
-    if len(spec):
-        # an index object that already holds vectors: start from an empty copy
-        return type(spec).from_config(spec.get_config())
-    return spec
 
 
 __all__ = ["Distinct", "FailedInput", "Recommendation", "Recommender", "RegionResults", "Where"]
