@@ -10,6 +10,7 @@ stdout (``--json`` for programs).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import difflib
 import importlib.util
@@ -26,9 +27,9 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from . import __version__
-from .errors import ConfigError, VisualsimError
+from .errors import EXIT_DATA, EXIT_USAGE, ConfigError, VisualsimError
 
-EXIT_OK, EXIT_DATA, EXIT_USAGE = 0, 1, 2
+EXIT_OK = 0
 
 EXTRAS = {
     "matplotlib": "plot",
@@ -49,6 +50,8 @@ KERAS_EXTRACTORS = ("resnet50", "keras")
 
 class UsageError(Exception):
     """A command-line usage problem (exit code 2)."""
+
+    exit_code = EXIT_USAGE
 
 
 class _Parser(argparse.ArgumentParser):
@@ -96,6 +99,19 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
     return value
+
+
+def _k(text: str) -> int:
+    """``-k``: the library's one check of ``k`` (:func:`~visualsim.validation.check_k`)."""
+    from .validation import check_k
+
+    value: Any = text
+    with contextlib.suppress(ValueError):
+        value = int(text)
+    try:
+        return check_k(value)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _finite_float(text: str) -> float:
@@ -525,7 +541,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=helptext)
         p.add_argument("catalog", type=Path, help="catalogue folder")
         p.add_argument(target[0], type=target[1], help=target[2])
-        p.add_argument("-k", type=_positive_int, default=5, help="number of results (default 5)")
+        p.add_argument("-k", type=_k, default=5, help="number of results (default 5)")
         p.add_argument(
             "--where",
             action="append",
@@ -594,9 +610,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="metadata key holding the label; several comma-separated (articleType,baseColour): "
         "relevant when every one matches",
     )
-    p.add_argument(
-        "-k", type=_positive_int, nargs="+", default=[1, 5, 10], help="cut-offs (default 1 5 10)"
-    )
+    p.add_argument("-k", type=_k, nargs="+", default=[1, 5, 10], help="cut-offs (default 1 5 10)")
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser(
@@ -660,7 +674,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--extractor", default="auto", metavar="SPEC", help="auto, or an --extractor SPEC"
     )
-    p.add_argument("-k", type=_positive_int, default=5)
+    p.add_argument("-k", type=_k, default=5)
 
     p = sub.add_parser("serve", help="serve a catalogue over HTTP: JSON API and a search page")
     from .serve.server import build_parser as _serve_arguments  # stdlib only, no FastAPI
@@ -720,10 +734,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         with warnings.catch_warnings():
             _quiet_logged_warnings()
             return int(COMMANDS[args.command](args) or EXIT_OK)
-    except UsageError as exc:
-        return _fail(command, str(exc), EXIT_USAGE)
-    except VisualsimError as exc:
-        return _fail(command, str(exc), EXIT_DATA)
+    except (UsageError, VisualsimError) as exc:  # each error class carries its exit code
+        return _fail(command, str(exc), exc.exit_code)
     except KeyboardInterrupt:
         print("visualsim: interrupted", file=sys.stderr)
         return 130
