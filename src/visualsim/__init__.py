@@ -121,6 +121,8 @@ _LAZY: dict[str, str] = {
     "adapt_recommender": "adaptation",
     "auto_crop": "crop",
     "plot_recommendations": "plotting",
+    "check_index": "testing",  # conformance suites for your own backends
+    "check_extractor": "testing",
 }
 
 __all__ = [
@@ -201,3 +203,4 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .plotting import plot_recommendations
     from .recommender import Distinct, FailedInput, Recommendation, Recommender, RegionResults
     from .sync import SyncFailure, SyncReport
+    from .testing import check_extractor, check_index
