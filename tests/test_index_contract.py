@@ -72,7 +72,7 @@ class ToyIndex(BaseIndex):
     def _load_state(self, directory: Path, state: Mapping[str, Any]) -> None:
         shape = (len(self), self.dim) if len(self) else (0, None)
         self.x_ = load_array(directory / "x.npy", dtypes=("float32",), shape=shape)
-        self.labels_ = self._ids.labels
+        self.labels_ = self.labels  # the stored labels, in the order the rows were saved
 
 
 @register_index("toy-numpy-approximate", overwrite=True)

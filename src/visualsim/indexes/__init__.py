@@ -23,9 +23,11 @@ from .base import (
     check_ids,
     check_k,
     check_vectors,
+    load_array,
     load_index,
     make_index,
     register_index,
+    save_array,
     verify_index,
 )
 
@@ -56,9 +58,11 @@ __all__ = [
     "check_ids",
     "check_k",
     "check_vectors",
+    "load_array",
     "load_index",
     "make_index",
     "register_index",
+    "save_array",
     "verify_index",
 ]
 

@@ -426,6 +426,14 @@ class BaseIndex:
         """
         return self._ids.next_label
 
+    @property
+    def labels(self) -> np.ndarray:
+        """The internal ``int64`` labels of the stored vectors, in insertion (= increasing) order.
+
+        What a backend's ``_load_state`` pairs with the rows it saved in that order.
+        """
+        return self._ids.labels
+
     def __len__(self) -> int:
         return len(self._ids)
 
