@@ -1012,7 +1012,7 @@ def _check_index(where: str, index: Any, layout: Mapping[str, Any], segments: An
     if segments.native:
         return
     n = len(index)
-    next_label = getattr(getattr(index, "_ids", None), "next_label", n)
+    next_label = getattr(index, "next_label", n)
     if n != upto or next_label != upto:
         raise CatalogError(
             f"{where}: the index holds {n} vectors (next label {next_label}) but the "
