@@ -271,3 +271,41 @@ def test_check_float_accepts_numbers_of_every_kind() -> None:
     assert check_float("x", None, allow_none=True) is None
     with pytest.raises(UnknownIdError, match="x must be a finite number >= 0"):
         check_float("x", -1, minimum=0, error=UnknownIdError)  # the class is the caller's
+
+
+# -- the evaluation and the reducer use the same checks ---------------------------------------
+def test_the_evaluation_refuses_bool_counts_and_a_bad_test_size_in_the_shared_words() -> None:
+    from visualsim.evaluation import evaluate_embeddings, holdout_split
+
+    x = np.eye(6, 4, dtype=np.float32) + 0.1
+    labels = ["a", "a", "a", "b", "b", "b"]
+    with pytest.raises(
+        ConfigError,
+        match=r"batch_size must be an integer of at least 1 \(a positive integer\), got True",
+    ):
+        evaluate_embeddings(x, labels, k=1, batch_size=True)
+    for bad in (0, 1, 1.5, "0.2", True, float("nan")):
+        with pytest.raises(ConfigError, match=r"test_size must be a number in \(0, 1\), got "):
+            holdout_split(labels, test_size=bad)
+    with pytest.raises(ConfigError, match="by must be one of 'items', 'labels', got 'rows'"):
+        holdout_split(labels, by="rows")
+
+
+def test_the_reducer_and_the_indexes_refuse_bad_rows_in_the_same_words() -> None:
+    from visualsim import FlatIndex
+    from visualsim.errors import InvalidVectorsError
+    from visualsim.reduction import PCAReducer
+    from visualsim.validation import check_rows
+
+    for bad, says in (
+        (np.zeros((2, 0)), "vectors have zero columns"),
+        (np.zeros((2, 2, 2)), "vectors must be 2-d (n, dim) or a single 1-d vector"),
+        (np.array([["a", "b"]]), "vectors must be real numbers, got dtype <U1"),
+    ):
+        calls = (check_rows, PCAReducer(2).fit, lambda v: FlatIndex().add(v, ["a", "b"][: len(v)]))
+        for call in calls:
+            with pytest.raises(InvalidVectorsError) as info:
+                call(bad)
+            assert str(info.value).startswith(says), str(info.value)
+    big = np.ones((3, 2))
+    assert check_rows(big) is big  # checked, not copied

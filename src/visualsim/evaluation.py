@@ -46,7 +46,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from .errors import CatalogError, ConfigError, InvalidVectorsError, NotFittedError, UnknownIdError
-from .validation import check_k
+from .validation import check_choice, check_float, check_k, check_positive_int
 
 logger = logging.getLogger(__name__)
 
@@ -127,8 +127,8 @@ def recall_at_k(
     """
     rel = _relevance(relevant)
     k = check_k(k)
-    _check_choice("reduce", reduce, ("mean", "none"))
-    _check_choice("mode", mode, ("hit", "fraction"))
+    check_choice("reduce", reduce, ("mean", "none"))
+    check_choice("mode", mode, ("hit", "fraction"))
     hits = rel[:, :k].sum(axis=1)
     if mode == "hit":
         per = (hits > 0).astype(np.float64)
@@ -167,7 +167,7 @@ def precision_at_k(relevant: ArrayLike, k: int, *, reduce: Reduce = "mean") -> f
     """
     rel = _relevance(relevant)
     k = check_k(k)
-    _check_choice("reduce", reduce, ("mean", "none"))
+    check_choice("reduce", reduce, ("mean", "none"))
     return _reduce(rel[:, :k].sum(axis=1) / k, reduce)
 
 
@@ -223,7 +223,7 @@ def average_precision_at_k(
     """
     rel = _relevance(relevant)
     k = check_k(k)
-    _check_choice("reduce", reduce, ("mean", "none"))
+    check_choice("reduce", reduce, ("mean", "none"))
     total = _n_relevant(rel, n_relevant)
     top = rel[:, :k]
     precision_at_j = np.cumsum(top, axis=1) / np.arange(1, top.shape[1] + 1)
@@ -291,11 +291,6 @@ def _check_ks(k: int | Iterable[int]) -> tuple[int, ...]:
     if not values:
         raise ConfigError("k must name at least one cut-off, e.g. k=(1, 5, 10)")
     return tuple(sorted({check_k(v) for v in values}))
-
-
-def _check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ConfigError(f"{name} must be one of {', '.join(map(repr, allowed))}, got {value!r}")
 
 
 def _reduce(per: np.ndarray, reduce: Reduce) -> float | np.ndarray:
@@ -599,8 +594,7 @@ def _evaluate(
 ) -> EvaluationReport:
     """Shared core: pick queries, find neighbours, score them."""
     ks = _check_ks(k)
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+    batch_size = check_positive_int("batch_size", batch_size)
     n = len(ids)
     counts = np.bincount(codes[codes >= 0], minlength=len(values))
     requested = np.arange(n) if queries is None else _positions_of(queries, ids)
@@ -955,11 +949,10 @@ def holdout_split(
     >>> split.train.size, split.test.size
     (6, 4)
     """
-    _check_choice("by", by, HOLDOUT_MODES)
-    if isinstance(test_size, bool) or not isinstance(test_size, (int, float)):
-        raise ConfigError(f"test_size must be a number in (0, 1), got {test_size!r}")
-    if not 0.0 < float(test_size) < 1.0:
-        raise ConfigError(f"test_size must be in (0, 1), got {test_size!r}")
+    check_choice("by", by, HOLDOUT_MODES)
+    test_size = check_float(
+        "test_size", test_size, minimum=0.0, maximum=1.0, open_minimum=True, open_maximum=True
+    )
     values = list(labels)
     n = len(values)
     codes, names = _encode_labels(values, n)

@@ -42,7 +42,7 @@ from .errors import (
     InvalidVectorsError,
     NotFittedError,
 )
-from .validation import check_bool, check_int
+from .validation import check_bool, check_int, check_rows
 
 PathLike = Union[str, "os.PathLike[str]"]
 StorageDtype = Literal["float32", "float16"]
@@ -116,23 +116,6 @@ def from_storage(stored: ArrayLike) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- PCA
-
-
-def _as_rows(x: ArrayLike, *, name: str) -> np.ndarray:
-    """Return ``x`` as a 2-d real array (a 1-d input is one row), without copying."""
-    try:
-        arr = x if isinstance(x, np.ndarray) else np.asarray(x)
-    except (TypeError, ValueError) as exc:
-        raise InvalidVectorsError(f"{name} must be a numeric array, got {exc}") from exc
-    if arr.dtype.kind not in "biuf":
-        raise InvalidVectorsError(
-            f"{name} must be real numbers, got dtype {arr.dtype}; pass floats of shape (n, dim)"
-        )
-    if arr.ndim == 1:
-        arr = arr.reshape(1, -1)
-    if arr.ndim != 2 or arr.shape[1] == 0:
-        raise InvalidVectorsError(f"{name} must be 2-d (n, dim) or one 1-d row, got {arr.shape}")
-    return arr
 
 
 def _check_finite(chunk: np.ndarray, *, name: str, offset: int = 0) -> None:
@@ -307,7 +290,7 @@ class PCAReducer:
         ConfigError
             Fewer sample rows than ``dim``.
         """
-        arr = _as_rows(x, name="vectors")
+        arr = check_rows(x, name="vectors")
         n, d = arr.shape
         if self.dim >= d:
             raise DimensionMismatch(
@@ -397,7 +380,7 @@ class PCAReducer:
         """
         if self.components_ is None or self.mean_ is None:
             raise NotFittedError("PCAReducer is not fitted; call fit(vectors) or load(directory)")
-        arr = _as_rows(x, name="vectors")
+        arr = check_rows(x, name="vectors")
         if arr.shape[1] != self.n_features_in_:
             raise DimensionMismatch(
                 f"vectors have dimension {arr.shape[1]}, but the reducer was fitted on "

@@ -225,6 +225,49 @@ def check_k(k: Any, *, maximum: int | None = None) -> int:
     return int(k)
 
 
+def check_rows(x: ArrayLike, *, name: str = "vectors") -> np.ndarray:
+    """Return ``x`` as a 2-d array of real numbers, without copying it.
+
+    The shape and type half of :func:`check_vectors`, for code that streams a
+    big array in chunks (the PCA reducer) and checks each chunk's values itself.
+
+    Parameters
+    ----------
+    x
+        Array-like of shape ``(n, d)``; a 1-d array is taken as one row.
+    name
+        What ``x`` is called in error messages.
+
+    Raises
+    ------
+    InvalidVectorsError
+        Not numeric, not 1-d or 2-d, or zero columns.
+
+    Examples
+    --------
+    >>> check_rows([1, 2, 3]).shape
+    (1, 3)
+    """
+    try:
+        arr = np.asarray(x)
+    except (TypeError, ValueError) as exc:
+        raise InvalidVectorsError(f"{name} must be a numeric array, got {exc}") from exc
+    if arr.dtype.kind not in "biuf":
+        raise InvalidVectorsError(
+            f"{name} must be real numbers, got dtype {arr.dtype}; "
+            "pass a float array of shape (n, dim)"
+        )
+    if arr.ndim == 1:
+        arr = arr.reshape(1, -1)
+    if arr.ndim != 2:
+        raise InvalidVectorsError(
+            f"{name} must be 2-d (n, dim) or a single 1-d vector, got shape {arr.shape}"
+        )
+    if arr.shape[1] == 0:
+        raise InvalidVectorsError(f"{name} have zero columns (shape {arr.shape})")
+    return arr
+
+
 def check_vectors(
     x: ArrayLike, *, dim: int | None = None, name: str = "vectors", normalize: bool = True
 ) -> np.ndarray:
@@ -258,23 +301,7 @@ def check_vectors(
     >>> check_vectors([3.0, 4.0])
     array([[0.6, 0.8]], dtype=float32)
     """
-    try:
-        arr = np.asarray(x)
-    except (TypeError, ValueError) as exc:
-        raise InvalidVectorsError(f"{name} must be a numeric array, got {exc}") from exc
-    if arr.dtype.kind not in "biuf":
-        raise InvalidVectorsError(
-            f"{name} must be real numbers, got dtype {arr.dtype}; "
-            "pass a float array of shape (n, dim)"
-        )
-    if arr.ndim == 1:
-        arr = arr.reshape(1, -1)
-    if arr.ndim != 2:
-        raise InvalidVectorsError(
-            f"{name} must be 2-d (n, dim) or a single 1-d vector, got shape {arr.shape}"
-        )
-    if arr.shape[1] == 0:
-        raise InvalidVectorsError(f"{name} have zero columns (shape {arr.shape})")
+    arr = check_rows(x, name=name)
     if dim is not None and arr.shape[1] != dim:
         raise DimensionMismatch(
             f"{name} have dimension {arr.shape[1]}, but the index holds {dim}-dimensional "
@@ -317,5 +344,6 @@ __all__ = [
     "check_int",
     "check_k",
     "check_positive_int",
+    "check_rows",
     "check_vectors",
 ]
