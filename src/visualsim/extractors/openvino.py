@@ -760,8 +760,7 @@ def check_runtime_compatible(
     limit = guard if guard is not None else min(GUARDS.get(p, 0.99) for _, p in theirs + mine)
     sample = list(images)
     described = (
-        f"the catalogue was embedded with {theirs} and is queried "
-        f"with {mine} (runtime, precision)"
+        f"the catalogue was embedded with {theirs} and is queried with {mine} (runtime, precision)"
     )
     if not sample:
         warnings.warn(
