@@ -267,17 +267,22 @@ def check_rows(
     return x, checked, meta
 
 
+def check_dim(vectors: np.ndarray, dim: int) -> None:
+    """Refuse vectors of another length than the catalogue's ``dim`` (``DimensionMismatch``)."""
+    if vectors.shape[1] != dim:
+        raise DimensionMismatch(
+            f"vectors have dimension {vectors.shape[1]}, but the catalogue stores "
+            f"{dim}-d vectors (from its extractor); use the same extractor"
+        )
+
+
 def write_rows(store: Store, segments: Segments, rows: Rows, *, replace: bool) -> None:
     """Append ``rows`` to the store and its segments (the caller holds the write lock).
 
     With ``replace``, stored items with the same ids are tombstoned first
     (after their new metadata is checked, so a bad value leaves them in place).
     """
-    if rows.vectors.shape[1] != store.dim:
-        raise DimensionMismatch(
-            f"vectors have dimension {rows.vectors.shape[1]}, but the catalogue stores "
-            f"{store.dim}-d vectors (from its extractor); use the same extractor"
-        )
+    check_dim(rows.vectors, store.dim)
     old = [i for i in rows.ids if i in store] if replace else []
     if old:
         store.clean_metadata(rows.metadata)  # a bad value must leave the old items in place
@@ -287,6 +292,22 @@ def write_rows(store: Store, segments: Segments, rows: Rows, *, replace: bool) -
         rows.vectors, rows.ids, rows.metadata, rows.sources, rows.hashes, fps, printed
     )
     segments.added(store, new)
+
+
+def transformed(store: Store, transform: Any) -> Rows:
+    """The live rows of ``store`` through ``transform`` (re-normalised), with all they carry."""
+    rows = store.live_rows()
+    x = np.asarray(transform.transform(store.vectors_f32(rows)), dtype=np.float32)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    listed = rows.tolist()
+    return Rows(
+        (x / np.where(norms == 0, 1, norms)).astype(np.float32),
+        [store.ids[r] for r in listed],
+        [store.metadata(int(r)) for r in rows],
+        [store.sources[r] for r in listed],
+        [store.hashes[r] for r in listed],
+        (store.fingerprints.view[rows].copy(), store.printed.view[rows].copy()),
+    )
 
 
 def remove_ids(store: Store, segments: Segments, ids: list[Id]) -> None:
@@ -490,6 +511,7 @@ __all__ = [
     "Rows",
     "SummaryCache",
     "apply_policy",
+    "check_dim",
     "check_rows",
     "compact",
     "duplicates_of",
@@ -497,5 +519,6 @@ __all__ = [
     "read_images",
     "remove_ids",
     "stored_matches",
+    "transformed",
     "write_rows",
 ]

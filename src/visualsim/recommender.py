@@ -21,7 +21,6 @@ import numpy as np
 
 from .errors import (
     ConfigError,
-    DimensionMismatch,
     InvalidVectorsError,
     NotFittedError,
     UnknownIdError,
@@ -34,6 +33,7 @@ from .ingest import (
     Rows,
     SummaryCache,
     apply_policy,
+    check_dim,
     check_rows,
     duplicates_of,
     log_failed,
@@ -41,6 +41,7 @@ from .ingest import (
     read_images,
     remove_ids,
     stored_matches,
+    transformed,
     write_rows,
 )
 from .ingest import compact as compact_store
@@ -634,8 +635,8 @@ class Recommender:
         Use it for vectors extracted elsewhere, e.g. on a Ray cluster. They
         are L2-normalised, and reduced when the recommender reduces.
         """
-        x, checked, meta = self._check_vectors(vectors, ids, metadata)
-        self._write_rows(x, checked, meta, None, None, replace=False)
+        x, checked, meta = check_rows(vectors, ids, metadata)
+        self._store_rows(Rows(self._project(x, fit=True), checked, meta), replace=False)
         return self
 
     def upsert_vectors(
@@ -645,42 +646,16 @@ class Recommender:
         metadata: Sequence[Mapping[str, Any] | None] | None = None,
     ) -> Recommender:
         """Add or replace items from precomputed vectors; return ``self``."""
-        x, checked, meta = self._check_vectors(vectors, ids, metadata)
-        self._write_rows(x, checked, meta, None, None, replace=True)
-        return self
-
-    def _check_vectors(
-        self,
-        vectors: np.ndarray,
-        ids: Sequence[Any],
-        metadata: Sequence[Mapping[str, Any] | None] | None,
-    ) -> tuple[np.ndarray, list[Id], list[dict[str, Any]]]:
         x, checked, meta = check_rows(vectors, ids, metadata)
-        return (self._project(x, fit=True) if len(x) else x), checked, meta
-
-    def _write_rows(
-        self,
-        vectors: np.ndarray,
-        ids: list[Id],
-        metadata: list[dict[str, Any]],
-        sources: list[str | None] | None,
-        hashes: list[str | None] | None,
-        *,
-        replace: bool,
-        prints: tuple[np.ndarray, np.ndarray] | None = None,
-    ) -> None:
-        self._store_rows(Rows(vectors, ids, metadata, sources, hashes, prints), replace=replace)
+        self._store_rows(Rows(self._project(x, fit=True), checked, meta), replace=True)
+        return self
 
     def _store_rows(self, rows: Rows, *, replace: bool) -> None:
         """Write ``rows`` under the write lock (:func:`~visualsim.ingest.write_rows`)."""
         if not rows.ids:
             return
         with self._lock.write():
-            if self._store_ is None and rows.vectors.shape[1] != self.dim:
-                raise DimensionMismatch(
-                    f"vectors have dimension {rows.vectors.shape[1]}, but the catalogue stores "
-                    f"{self.dim}-d vectors (from its extractor); use the same extractor"
-                )
+            check_dim(rows.vectors, self._store_.dim if self._store_ is not None else self.dim)
             store = self._get_store(int(rows.vectors.shape[1]))
             assert self._segments_ is not None
             write_rows(store, self._segments_, rows, replace=replace)
@@ -888,13 +863,7 @@ class Recommender:
                 "this recommender is already adapted; adapt the original catalogue instead"
             )
         with self._reading() as store:
-            rows = store.live_rows()
-            x = np.asarray(transform.transform(store.vectors_f32(rows)), dtype=np.float32)
-            ids = [store.ids[r] for r in rows.tolist()]
-            metas = [store.metadata(int(r)) for r in rows]
-            sources = [store.sources[r] for r in rows.tolist()]
-            hashes = [store.hashes[r] for r in rows.tolist()]
-            prints = (store.fingerprints.view[rows].copy(), store.printed.view[rows].copy())
+            rows = transformed(store, transform)
             declared = dict(store.declared)
             index = self._segments_.index if self._segments_ is not None else self.index
         from .indexes.base import INDEXES
@@ -914,9 +883,7 @@ class Recommender:
         )
         new._reducer_ = self._reducer_
         new._transform_ = transform
-        norms = np.linalg.norm(x, axis=1, keepdims=True)
-        x = (x / np.where(norms == 0, 1, norms)).astype(np.float32)
-        new._write_rows(x, ids, metas, sources, hashes, replace=False, prints=prints)
+        new._store_rows(rows, replace=False)
         return new
 
     # -- queries ------------------------------------------------------------------------
