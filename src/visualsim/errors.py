@@ -25,7 +25,7 @@ WeightsUnavailableError       503          1
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 EXIT_DATA = 1
 """CLI exit code of a problem with the data (a damaged catalogue, an unreadable image)."""
@@ -46,8 +46,8 @@ class VisualsimError(Exception):
         problem with the data, unless a subclass says otherwise).
     """
 
-    http_status: int = 422
-    exit_code: int = EXIT_DATA
+    http_status: ClassVar[int] = 422
+    exit_code: ClassVar[int] = EXIT_DATA
 
 
 class ImageLoadError(VisualsimError, ValueError):

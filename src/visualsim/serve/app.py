@@ -1323,12 +1323,13 @@ def _install_error_handlers(app: FastAPI, state: _State) -> None:
 
     async def visualsim_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, VisualsimError)
-        if isinstance(exc, ImageLoadError):
+        status = exc.http_status  # each error class carries its status (errors.py)
+        if isinstance(exc, ImageLoadError):  # an upload: say so, and name the pixel budget
             size = getattr(exc, "too_large", None)
             if size is not None:
-                return reply(422, _too_large_message(size, state.max_pixels))
-            return reply(422, f"the uploaded image cannot be read: {exc.reason}")
-        return reply(exc.http_status, str(exc))  # each error class carries its status
+                return reply(status, _too_large_message(size, state.max_pixels))
+            return reply(status, f"the uploaded image cannot be read: {exc.reason}")
+        return reply(status, str(exc))
 
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, HTTPException)
