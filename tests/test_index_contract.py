@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pytest
 
-from visualsim import Recommender
+from visualsim import Recommender, UnknownIdError
 from visualsim.indexes import (
     BaseIndex,
     FlatIndex,
@@ -182,6 +182,19 @@ def test_the_catalogue_follows_the_flags_not_the_class() -> None:
         filters_natively = True
 
     assert Segments(Filtering()).native and not Segments(FlatIndex()).native
+
+
+def test_stored_vectors_are_public_where_a_backend_keeps_them() -> None:
+    x = clustered_vectors(100, 8)
+    for cls in (FlatIndex, HNSWIndex, SklearnIndex, ToyIndex):
+        index = cls()
+        index.add(x * 3.0, list(range(100)))
+        np.testing.assert_allclose(index.stored_vectors([7, 3, 7]), x[[7, 3, 7]], atol=1e-6)
+        with pytest.raises(UnknownIdError, match="'nope'"):
+            index.stored_vectors([7, "nope"])
+    ivf = IVFIndex(nlist=2)
+    ivf.add(x, list(range(100)))
+    assert ivf.stored_vectors([7]) is None  # IVF does not hand its vectors out
 
 
 # ----------------------------------------------------------------------------- the toy in use

@@ -209,6 +209,14 @@ def _check_index(
         f"{kind}.ids changed an id's type (str '3' and int 3 are different ids)",
     )
 
+    copies = getattr(index, "stored_vectors", None)
+    got_rows = copies(ids[:5]) if callable(copies) else None
+    if got_rows is not None:
+        _check(
+            np.allclose(got_rows, x[:5], atol=1e-5),
+            f"{kind}.stored_vectors returns other vectors than were added",
+        )
+
     # ------------------------------------------------------------ search
     k = 10
     _search_matches(index, x, ids, queries, k, exact, min_recall, score_tolerance)

@@ -556,6 +556,29 @@ class BaseIndex:
 
         return self._when_ready(read)
 
+    def stored_vectors(self, ids: Sequence[Id]) -> np.ndarray | None:
+        """Return the unit vectors stored under ``ids``, or ``None`` if the backend keeps none.
+
+        A ``(len(ids), dim)`` ``float32`` array from backends that keep the
+        vectors (flat, HNSW, scikit-learn); ``None`` from those that keep only
+        codes or lists, and for no ids. :func:`verify_index` compares them
+        with a catalogue's.
+
+        Raises
+        ------
+        UnknownIdError
+            Naming the ids that are not stored.
+        """
+        wanted = check_ids(ids, unique=False)
+        with self._lock.read():
+            missing = [i for i in wanted if i not in self._ids]
+            if missing:
+                raise UnknownIdError(
+                    f"id(s) {_preview(missing)} are not in the index; check `index.ids` "
+                    "for what is stored"
+                )
+            return self._stored_rows(self._ids.labels_of(wanted))
+
     def remove(self, ids: Sequence[Id]) -> None:
         """Remove the vectors stored under ``ids`` (repeats are ignored).
 
@@ -721,8 +744,8 @@ class BaseIndex:
     def _stored_rows(self, labels: np.ndarray) -> np.ndarray | None:
         """Return the unit vectors stored under ``labels``, or ``None`` if not kept.
 
-        Used by :func:`verify_index` (read lock held); backends that keep the
-        vectors (flat, HNSW, scikit-learn) return them.
+        What :meth:`stored_vectors` returns (read lock held); backends that
+        keep the vectors (flat, HNSW, scikit-learn) return them.
         """
         return None
 
@@ -988,10 +1011,9 @@ def verify_index(
     rows = np.sort(rng.choice(len(wanted), size=min(int(sample), len(wanted)), replace=False))
     q = check_vectors(np.asarray(x[rows], dtype=np.float32), name="stored vectors")
     own = [wanted[r] for r in rows.tolist()]
-    reconstruct = getattr(index, "_stored_rows", None)
-    if callable(reconstruct) and isinstance(index, BaseIndex):
-        with index._lock.read():
-            got = reconstruct(index._ids.labels_of(own))
+    stored_vectors = getattr(index, "stored_vectors", None)
+    if callable(stored_vectors):
+        got = stored_vectors(own)
         if got is not None and not np.allclose(got, q, atol=2e-3):
             bad = int(np.flatnonzero(~np.isclose(got, q, atol=2e-3).all(axis=1))[0])
             raise CatalogError(
