@@ -1005,8 +1005,7 @@ class Recommender:
         k = check_k(k)
         if box is not None:
             image = crop_to_box(image, box)
-        vector = self._get_extractor().extract([image], progress=False)
-        return self._search(self._project(vector), k, where, exclude, min_score, distinct)[0]
+        return self._search(self._embed([image]), k, where, exclude, min_score, distinct)[0]
 
     def query_regions(
         self,
@@ -1059,8 +1058,7 @@ class Recommender:
         """
         k = check_k(k)
         regions, crops = regions_of(image, max_regions)
-        vectors = self._get_extractor().extract(crops, progress=False)
-        found = self._search(self._project(vectors), k, where, exclude, min_score, distinct)
+        found = self._search(self._embed(crops), k, where, exclude, min_score, distinct)
         return [
             RegionResults(r.box, r.score, results)
             for r, results in zip(regions, found, strict=True)
@@ -1086,8 +1084,7 @@ class Recommender:
         k = check_k(k)
         if boxes is not None:
             images = cropped(images, boxes)
-        vectors = self._get_extractor().extract(images, batch_size=batch_size, progress=False)
-        return self._search(self._project(vectors), k, where, exclude, min_score, distinct)
+        return self._search(self._embed(images, batch_size), k, where, exclude, min_score, distinct)
 
     def query_vector(
         self,
@@ -1186,6 +1183,11 @@ class Recommender:
             return []
         with self._reading() as store:
             return duplicate_groups(store, pairs)
+
+    def _embed(self, images: Iterable[Any], batch_size: int | None = None) -> np.ndarray:
+        """Query images to vectors in the stored space (extractor, reducer, transform)."""
+        vectors = self._get_extractor().extract(images, batch_size=batch_size, progress=False)
+        return self._project(vectors)
 
     def _search(
         self,
