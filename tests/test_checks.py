@@ -235,11 +235,17 @@ def test_a_bad_k_on_the_command_line_is_a_usage_error_in_the_same_words(
         assert len(err.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("k", ["0", "abc", "101"])
-def test_a_bad_k_over_http_is_a_client_error(k: str) -> None:
+@pytest.mark.parametrize(("k", "shown"), [("0", "0"), ("abc", "'abc'"), ("101", "101")])
+def test_a_bad_k_over_http_is_a_422_in_the_same_words(k: str, shown: str) -> None:
     with TestClient(create_app(make_rec(), warm=False)) as client:
+        says = f"invalid request: k: k must be an integer from 1 to 100, got {shown}"
         r = client.get("/items/p0/similar", params={"k": k})
-        assert r.status_code == 422 and r.json()["detail"].startswith("invalid request: k:")
+        assert r.status_code == 422 and r.json()["detail"] == says
+        r = client.post("/query", params={"k": k}, content=b"not read")
+        assert r.status_code == 422 and r.json()["detail"] == says
+    with TestClient(create_app(make_rec(), warm=False, max_k=5)) as client:
+        r = client.get("/items/p0/similar", params={"k": 6})
+        assert r.json()["detail"] == "invalid request: k: k must be an integer from 1 to 5, got 6"
 
 
 # -- check_float --------------------------------------------------------------------------

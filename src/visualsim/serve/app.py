@@ -55,7 +55,7 @@ from ..errors import (
 from ..images import decode_bytes_per_pixel, encoded_size, load_image
 from ..indexes.base import ReadWriteLock
 from ..persistence import json_depth, write_bytes_atomic
-from ..validation import check_float, check_positive_int
+from ..validation import check_float, check_k, check_positive_int
 from . import _adapters as A
 
 logger = logging.getLogger("visualsim.serve")
@@ -319,6 +319,7 @@ def create_app(
     )
     app.state.visualsim = state
     app.state.max_upload_bytes = max_upload_bytes
+    app.state.max_k = max_k  # a bad k is answered in check_k's words
     app.add_middleware(ItemPathMiddleware)
     app.add_middleware(AccessLogMiddleware)
     _install_error_handlers(app, state)
@@ -1347,7 +1348,10 @@ def _install_error_handlers(app: FastAPI, state: _State) -> None:
         problems = []
         for err in exc.errors():
             loc = ".".join(str(p) for p in err.get("loc", ()) if p not in ("query", "path"))
-            problems.append(f"{loc}: {err.get('msg', 'invalid')}")
+            msg = err.get("msg", "invalid")
+            if loc == "k":  # the library's one wording of a bad k
+                msg = _k_problem(err.get("input"), getattr(request.app.state, "max_k", None), msg)
+            problems.append(f"{loc}: {msg}")
         return reply(422, "invalid request: " + "; ".join(problems))
 
     async def went_away(request: Request, exc: Exception) -> Response:
@@ -1372,6 +1376,18 @@ def _install_error_handlers(app: FastAPI, state: _State) -> None:
     app.add_exception_handler(RequestValidationError, invalid)
     app.add_exception_handler(ClientDisconnect, went_away)
     app.add_exception_handler(Exception, crashed)
+
+
+def _k_problem(raw: Any, max_k: int | None, fallback: str) -> str:
+    """What :func:`~visualsim.validation.check_k` says of a ``k`` the route refused."""
+    value: Any = raw
+    with contextlib.suppress(TypeError, ValueError):
+        value = int(raw)
+    try:
+        check_k(value, maximum=max_k)
+    except ConfigError as exc:
+        return str(exc)
+    return fallback
 
 
 def _size(state: _State, request: Request) -> str:
