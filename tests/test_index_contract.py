@@ -26,7 +26,7 @@ from visualsim.indexes import (
     SklearnIndex,
     register_index,
 )
-from visualsim.indexes.base import load_array, save_array
+from visualsim.indexes.base import INDEXES, load_array, save_array
 from visualsim.indexes.milvus import MILVUS_URI_ENV, MilvusIndex
 from visualsim.search import Segments
 from visualsim.testing import check_index, clustered_vectors
@@ -85,6 +85,7 @@ class ApproximateToyIndex(ToyIndex):
 # ----------------------------------------------------------------------------- every backend
 
 _collections = itertools.count()
+FLAGS = ("is_exact", "retrains", "filters_natively")
 
 
 @pytest.fixture(scope="module")
@@ -172,6 +173,19 @@ def test_backends_declare_what_the_catalogue_relies_on() -> None:
         exact = False
 
     assert OldStyle.is_exact is False and ToyIndex.exact is True
+
+
+def test_every_builtin_is_registered_exported_and_flagged() -> None:
+    import visualsim.indexes
+
+    assert sorted(INDEXES.builtins) == sorted(
+        ["flat", "ivf", "hnsw", "ivfpq", "sklearn", "sharded", "milvus"]
+    )
+    for name in INDEXES.builtins:
+        cls = INDEXES.get(name)
+        assert cls.name == name and getattr(visualsim.indexes, cls.__name__) is cls
+        assert cls.__name__ in visualsim.indexes.__all__
+        assert all(type(getattr(cls, f)) is bool for f in FLAGS)
 
 
 def test_the_catalogue_follows_the_flags_not_the_class() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any, Generic, TypeVar
 
 from .errors import ConfigError
@@ -33,6 +34,8 @@ class Registry(Generic[T]):
         self.kind = kind
         self._classes: dict[str, T] = {}
         self._lazy: dict[str, str] = dict(builtins or {})
+        self.builtins: Mapping[str, str] = MappingProxyType(dict(builtins or {}))
+        """The built-in names and their ``"module:attribute"`` targets (read-only)."""
 
     def register(self, name: str, *, overwrite: bool = False) -> Callable[[T], T]:
         """Return a class decorator registering the class under ``name``.

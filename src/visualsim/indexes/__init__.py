@@ -31,14 +31,10 @@ from .base import (
     verify_index,
 )
 
+# class name -> submodule, read from the registry's built-ins (one list of backends)
 _LAZY = {
-    "FlatIndex": "faiss",
-    "IVFIndex": "faiss",
-    "HNSWIndex": "faiss",
-    "IVFPQIndex": "faiss",
-    "SklearnIndex": "sklearn",
-    "ShardedIndex": "sharded",
-    "MilvusIndex": "milvus",
+    target.partition(":")[2]: target.partition(":")[0].rpartition(".")[2]
+    for target in INDEXES.builtins.values()
 }
 
 __all__ = [
