@@ -128,7 +128,7 @@ def read_images(
     metadata: Iterable[Mapping[str, Any] | None] | None,
     *,
     extractor: Any,
-    project: Callable[[np.ndarray], np.ndarray],
+    to_stored: Callable[[np.ndarray], np.ndarray],
     start: int = 0,
     taken: Container[Id] = frozenset(),
     image_root: Path | None = None,
@@ -137,7 +137,9 @@ def read_images(
     progress: bool = True,
     checkpoint_dir: str | os.PathLike[str] | None = None,
 ) -> tuple[Rows, list[FailedInput]]:
-    """Extract ``images`` into :class:`Rows` (through ``project``) and the inputs that failed.
+    """Extract ``images`` into :class:`Rows` and return them with the inputs that failed.
+
+    ``to_stored`` maps the extractor's vectors to the stored space (:func:`project`).
 
     ``start`` and ``taken`` are as for :func:`~visualsim.inputs.iter_entries`;
     ``checkpoint_dir`` makes the run resumable
@@ -195,7 +197,7 @@ def read_images(
         stacked = np.concatenate(chunks)
     else:
         stacked = np.zeros((0, extractor.dim), dtype=np.float32)
-    projected = project(stacked)
+    projected = to_stored(stacked)
     if checkpoint is not None:
         checkpoint.clear()
     rows = Rows(

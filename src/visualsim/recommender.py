@@ -561,7 +561,7 @@ class Recommender:
             ids,
             metadata,
             extractor=self._get_extractor(),
-            project=lambda v: self._project(v, fit=True),
+            to_stored=lambda v: self._project(v, fit=True),
             start=0 if store is None else store.n_rows,
             taken=frozenset() if upsert or store is None else store.rows,
             image_root=self.image_root_,
