@@ -296,3 +296,126 @@ def test_cli_sync_prints_the_same_lines(
     code, out, err = _cli(capsys, "sync", catalog, feed, "-q", "--strict")
     assert code == 1 and out == "" and "junk.png" in err
     assert (catalog / "manifest.json").read_text() == manifest
+
+
+def test_a_feed_file_with_other_column_names(tmp_path: Path) -> None:
+    _photo(tmp_path / "a.png", (200, 0, 0))
+    _photo(tmp_path / "b.png", (0, 0, 200))
+    (tmp_path / "p.csv").write_text("sku,picture,price\nA1,a.png,9.5\n")
+    rec = Recommender(ColorHistogramExtractor(), image_root=tmp_path)
+    report = rec.sync(tmp_path / "p.csv", id_column="sku", image_column="picture", progress=False)
+    assert report.added == ["A1"] and rec.metadata_of("A1") == {"price": 9.5}
+    (tmp_path / "p.csv").write_text("sku,picture,price\nB2,b.png,3.0\n")
+    report = rec.sync(str(tmp_path / "p.csv"), id_column="sku", image_column="picture",
+                      progress=False)  # fmt: skip
+    assert (report.added, report.removed) == (["B2"], ["A1"])
+    with pytest.raises(DatasetError, match="'id'"):
+        rec.sync(tmp_path / "p.csv", progress=False)  # no id column
+    with pytest.raises(ConfigError, match="column names of a feed file|feed file's path"):
+        rec.sync([("B2", tmp_path / "b.png")], id_column="sku", progress=False)
+    with pytest.raises(ConfigError, match="is a folder"):
+        rec.sync(tmp_path, id_column="sku", progress=False)
+    with pytest.raises(ConfigError, match="id_column must be a column name"):
+        rec.sync(tmp_path / "p.csv", id_column="", progress=False)
+    assert rec.ids_ == ["B2"]
+
+
+# -- HTTP: POST /sync re-reads the feed the operator chose, never one a client names -----
+
+KEY = "sync-test-key-123"
+
+
+def _client(catalog: Path, **options: Any) -> Any:
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from visualsim.serve import create_app
+
+    return TestClient(create_app(catalog, api_key=KEY, warm=False, **options))
+
+
+def test_http_sync_reads_the_operators_feed(shop: tuple[Path, list[dict[str, Any]]]) -> None:
+    root, rows = shop
+    feed = _feed(root / "products.csv", rows)
+    rec = _fitted(root, rows)
+    catalog = rec.save(root / "shop.catalog")
+    auth = {"Authorization": f"Bearer {KEY}"}
+    rows = [dict(r) for r in rows]
+    rows[0]["price"] = 1.25
+    del rows[1]
+    (root / "junk.png").write_bytes(b"junk")
+    rows.append({"id": "J", "image": "junk.png", "price": 2.0, "in_stock": "true"})
+    _feed(feed, rows)
+
+    with _client(catalog, sync_feed=feed) as client:
+        assert client.post("/sync").status_code == 401  # a write: the key is needed
+        dry = client.post("/sync?dry_run=true", headers=auth)
+        assert dry.status_code == 200, dry.text
+        assert dry.json()["dry_run"] is True and dry.json()["counts"]["removed"] == 1
+        assert client.get("/items/B").status_code == 200  # nothing changed yet
+
+        reply = client.post("/sync", headers=auth)
+        assert reply.status_code == 200, reply.text
+        doc = reply.json()
+        assert doc["updated_metadata"] == ["A"] and doc["removed"] == ["B"]
+        assert doc["added"] == [] and doc["unchanged"] == 3 and doc["items"] == 4
+        assert [f["id"] for f in doc["failed"]] == ["J"]
+        assert str(root) not in reply.text  # no server path in the answer
+        assert client.get("/items/B").status_code == 404
+        assert client.get("/items/A").json()["metadata"]["price"] == 1.25
+        assert client.post("/save", headers=auth).status_code == 200
+    assert "B" not in Recommender.load(catalog)
+
+
+def test_http_sync_refuses_a_feed_named_by_the_client(
+    shop: tuple[Path, list[dict[str, Any]]],
+) -> None:
+    root, rows = shop
+    feed = _feed(root / "products.csv", rows)
+    catalog = _fitted(root, rows).save(root / "shop.catalog")
+    # a feed the client would like read instead: it lists only A
+    other = _feed(root / "other.csv", rows[:1])
+    auth = {"Authorization": f"Bearer {KEY}"}
+    with _client(catalog, sync_feed=feed) as client:
+        for reply in (
+            client.post(f"/sync?feed={other}", headers=auth),
+            client.post("/sync", headers=auth, json={"feed": str(other)}),
+            client.post("/sync", headers=auth, content=str(other).encode()),
+        ):
+            assert reply.status_code == 422, reply.text
+            assert "--sync-feed" in reply.json()["detail"]
+        assert client.get("/health").json()["items"] == 5  # nothing was removed
+        assert client.post("/sync", headers=auth).json()["counts"]["unchanged"] == 5
+
+    with _client(catalog) as client:  # started without a feed: off, and says how to turn it on
+        reply = client.post(f"/sync?feed={other}", headers=auth)
+        assert reply.status_code == 404 and "--sync-feed" in reply.json()["detail"]
+        assert client.get("/health").json()["items"] == 5
+
+
+def test_http_sync_options_are_checked_at_start_up(
+    shop: tuple[Path, list[dict[str, Any]]],
+) -> None:
+    pytest.importorskip("fastapi")
+    from visualsim.serve import create_app
+    from visualsim.serve.server import build_parser, run
+
+    root, rows = shop
+    feed = _feed(root / "products.csv", rows)
+    catalog = _fitted(root, rows).save(root / "shop.catalog")
+    with pytest.raises(ConfigError, match="needs api_key"):
+        create_app(catalog, warm=False, sync_feed=feed)
+    with pytest.raises(ConfigError, match="needs workers=1"):
+        create_app(catalog, api_key=KEY, warm=False, workers=2, sync_feed=feed)
+    with pytest.raises(ConfigError, match="not a feed file"):
+        create_app(catalog, api_key=KEY, warm=False, sync_feed=root / "A.png")
+    with pytest.raises(ConfigError, match="not a feed file"):
+        create_app(catalog, api_key=KEY, warm=False, sync_feed=root / "none.csv")
+    with pytest.raises(ConfigError, match="sync_id_column must be a column name"):
+        create_app(catalog, api_key=KEY, warm=False, sync_feed=feed, sync_id_column="")
+    with pytest.raises(ConfigError, match="--sync-feed needs --workers 1"):
+        run(catalog, workers=2, api_key_env="VISUALSIM_SYNC_TEST_KEY", sync_feed=feed)
+    args = build_parser().parse_args(
+        [str(catalog), "--sync-feed", str(feed), "--sync-id-column", "sku"]
+    )
+    assert (args.sync_feed, args.sync_id_column, args.sync_image_column) == (feed, "sku", "image")

@@ -734,6 +734,8 @@ class Recommender:
         *,
         remove_missing: bool = True,
         dry_run: bool = False,
+        id_column: str = "id",
+        image_column: str = "image",
         batch_size: int | None = None,
         on_error: Literal["skip", "raise"] = "skip",
         progress: bool = True,
@@ -751,7 +753,7 @@ class Recommender:
         ----------
         feed
             A feed file (``.csv``, ``.tsv``, ``.jsonl``, ``.parquet`` with an
-            ``id`` and an ``image`` column, read as a
+            id and an image column, read as a
             :class:`~visualsim.ProductFeed` whose column kinds follow
             :attr:`fields_`), a folder of images, a ``ProductFeed`` (for other
             column names or an image root), or an iterable of records: dataset
@@ -763,6 +765,9 @@ class Recommender:
             only adds and updates.
         dry_run
             Change nothing; the report lists what would be done.
+        id_column, image_column
+            For a feed file: the columns holding the ids and the image paths
+            (default ``"id"`` and ``"image"``).
         batch_size, on_error, progress
             As in :meth:`fit`. With ``on_error="skip"`` (default) an image
             that cannot be read is listed in the report's ``failed`` and its
@@ -813,6 +818,8 @@ class Recommender:
             feed,
             remove_missing=remove_missing,
             dry_run=dry_run,
+            id_column=id_column,
+            image_column=image_column,
             batch_size=batch_size,
             on_error=on_error,
             progress=progress,

@@ -186,7 +186,11 @@ class SyncTarget(Protocol):
 
 
 def read_feed(
-    feed: Any, known_fields: Mapping[str, str] | None = None
+    feed: Any,
+    known_fields: Mapping[str, str] | None = None,
+    *,
+    id_column: str = "id",
+    image_column: str = "image",
 ) -> tuple[list[Entry], list[Id]]:
     """Return a feed's entries and the ids it lists whose image file is missing.
 
@@ -203,6 +207,8 @@ def read_feed(
     known_fields
         The catalogue's ``fields_``: a feed file's columns are read as the
         catalogue stores them (a price column stays a float).
+    id_column, image_column
+        The columns of a feed file holding the ids and the image paths.
 
     Returns
     -------
@@ -216,14 +222,21 @@ def read_feed(
     DatasetError
         For an unreadable feed file (see :class:`~visualsim.ProductFeed`).
     ConfigError
-        For a feed that is none of the above, or a record without an id.
+        For a feed that is none of the above, a record without an id, or
+        ``id_column``/``image_column`` given with a feed that is not a file.
     DuplicateIdError
         When the feed lists an id twice.
     """
     if isinstance(feed, (bytes, bytearray)):
         raise ConfigError(f"feed must be a path or an iterable of records, got {feed!r:.60}")
     if isinstance(feed, (str, os.PathLike)):
-        feed = _open(Path(os.fspath(feed)), known_fields or {})
+        path = Path(os.fspath(feed))
+        feed = _open(path, known_fields or {}, id_column=id_column, image_column=image_column)
+    elif (id_column, image_column) != ("id", "image"):
+        raise ConfigError(
+            "id_column and image_column name the columns of a feed file; pass a feed file's "
+            f"path, not a {type(feed).__name__}"
+        )
     elif isinstance(feed, Mapping) or not isinstance(feed, Iterable):
         raise ConfigError(
             "feed must be a feed file, a folder, or an iterable of records (dataset items, "
@@ -262,6 +275,8 @@ def sync(
     *,
     remove_missing: bool = True,
     dry_run: bool = False,
+    id_column: str = "id",
+    image_column: str = "image",
     batch_size: int | None = None,
     on_error: Literal["skip", "raise"] = "skip",
     progress: bool = True,
@@ -277,7 +292,12 @@ def sync(
         raise ConfigError(f"dry_run must be True or False, got {dry_run!r}")
     if on_error not in ("skip", "raise"):
         raise ConfigError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
-    entries, missing = read_feed(feed, target.fields_)
+    for name, column in (("id_column", id_column), ("image_column", image_column)):
+        if not isinstance(column, str) or not column:
+            raise ConfigError(f"{name} must be a column name (a non-empty string), got {column!r}")
+    entries, missing = read_feed(
+        feed, target.fields_, id_column=id_column, image_column=image_column
+    )
     todo = _plan(target, entries, missing)
     gone = [i for i in target.ids_ if i not in todo.listed] if remove_missing else []
     failed = [SyncFailure(i, MISSING_REASON) for i in missing]
@@ -341,13 +361,24 @@ class _Plan:
     listed: set[Id]
 
 
-def _open(path: Path, known_fields: Mapping[str, str]) -> Any:
+def _open(
+    path: Path,
+    known_fields: Mapping[str, str],
+    *,
+    id_column: str = "id",
+    image_column: str = "image",
+) -> Any:
     """A feed file as a :class:`ProductFeed`, a folder as an :class:`ImageFolder`."""
     from .datasets.csv import KINDS
     from .datasets.folder import ImageFolder
     from .feeds import ProductFeed, is_feed
 
     if path.is_dir():
+        if (id_column, image_column) != ("id", "image"):
+            raise ConfigError(
+                f"id_column and image_column name the columns of a feed file; "
+                f"{os.fspath(path)!r} is a folder"
+            )
         return ImageFolder(path)
     if not is_feed(path):
         raise ConfigError(
@@ -355,7 +386,13 @@ def _open(path: Path, known_fields: Mapping[str, str]) -> Any:
             ".ndjson, .parquet)"
         )
     inherited = {k: v for k, v in known_fields.items() if v in KINDS}
-    return ProductFeed(path, known_dtypes=inherited, check_files=True)
+    return ProductFeed(
+        path,
+        id_column=id_column,
+        image_column=image_column,
+        known_dtypes=inherited,
+        check_files=True,
+    )
 
 
 def _record(position: int, record: Any) -> Any:

@@ -165,6 +165,9 @@ def create_app(
     mmap: bool = False,
     threads: int | None = None,
     queue_timeout: float = QUEUE_TIMEOUT_S,
+    sync_feed: str | os.PathLike[str] | None = None,
+    sync_id_column: str = "id",
+    sync_image_column: str = "image",
 ) -> FastAPI:
     """Return an ASGI app serving a catalogue.
 
@@ -229,6 +232,15 @@ def create_app(
         Seconds a request waits for one of those ``threads`` when all are busy
         (default :data:`QUEUE_TIMEOUT_S`); after that it is answered 503 with
         ``Retry-After``, so a burst of uploads cannot pile up unbounded waits.
+    sync_feed
+        A feed file the operator chose (``visualsim serve --sync-feed PATH``):
+        ``POST /sync`` (with the API key, one worker) makes the catalogue match
+        it with :meth:`~visualsim.Recommender.sync` and answers the
+        :class:`~visualsim.sync.SyncReport` as JSON. The server reads only this
+        path; a client never names one. ``None`` (default): ``POST /sync``
+        answers 404.
+    sync_id_column, sync_image_column
+        The feed's id and image columns (default ``id`` and ``image``).
 
     Returns
     -------
@@ -256,6 +268,7 @@ def create_app(
     if api_key is not None and (not isinstance(api_key, str) or len(api_key) < 8):
         raise ConfigError("api_key must be a string of at least 8 characters (it was not shown)")
     max_pixels = check_positive_int("max_pixels", max_pixels)
+    sync_source = _sync_source(sync_feed, sync_id_column, sync_image_column, api_key, workers)
 
     catalog_path: Path | None = None
     if isinstance(recommender_or_path, (str, os.PathLike)):
@@ -747,6 +760,57 @@ def create_app(
                 live.rec.save(state.catalog_path, overwrite=True)
                 return JSONResponse({"status": "saved", "items": len(live.rec)})
 
+    # -- POST /sync: the feed the operator chose at start-up, never one a client names --
+    if sync_source is not None:
+
+        @app.post("/sync", dependencies=auth, summary="Sync the catalogue with the server's feed")
+        async def sync_catalogue(
+            request: Request,
+            dry_run: bool = Query(False, description="report what would change; change nothing"),
+            remove_missing: bool = Query(
+                True, description="remove the items the feed no longer lists"
+            ),
+        ) -> JSONResponse:
+            unknown = sorted(set(request.query_params) - {"dry_run", "remove_missing"})
+            body = await _read_limited(request, 1 << 16)
+            if unknown or body.strip():
+                raise HTTPException(
+                    422,
+                    "POST /sync takes no feed, path or body: it syncs the feed the server was "
+                    "started with (--sync-feed); only dry_run and remove_missing may be given",
+                )
+            assert sync_source is not None
+            path, id_column, image_column = sync_source
+            async with state.reload_lock:  # one sync at a time, never during a reload
+                live = state.live
+                report = await run_in_threadpool(
+                    functools.partial(
+                        live.rec.sync,
+                        path,
+                        dry_run=dry_run,
+                        remove_missing=remove_missing,
+                        id_column=id_column,
+                        image_column=image_column,
+                        progress=False,
+                    )
+                )
+                if report.changed:
+                    await run_in_threadpool(_note_change, live)
+            doc = report.to_dict()
+            for failure in doc["failed"]:
+                failure["reason"] = _scrub(failure["reason"], state)
+            return JSONResponse(doc | {"items": len(live.rec)})
+
+    else:
+
+        @app.post("/sync", include_in_schema=False)
+        async def sync_off() -> JSONResponse:
+            raise HTTPException(
+                404,
+                "POST /sync is off: the server syncs only a feed its operator names at start-up "
+                "(visualsim serve --sync-feed PATH --api-key-env NAME; create_app(sync_feed=...))",
+            )
+
     return app
 
 
@@ -937,6 +1001,45 @@ class _State:
                 }
             )
         return out
+
+
+def _sync_source(
+    feed: str | os.PathLike[str] | None,
+    id_column: str,
+    image_column: str,
+    api_key: str | None,
+    workers: int,
+) -> tuple[Path, str, str] | None:
+    """``create_app(sync_feed=...)`` checked: the operator's feed, its id and image columns."""
+    if feed is None:
+        return None
+    if not isinstance(feed, (str, os.PathLike)):
+        raise ConfigError(f"sync_feed must be the path of a feed file, got {type(feed).__name__}")
+    if api_key is None:
+        raise ConfigError("sync_feed needs api_key: POST /sync changes the catalogue")
+    if workers > 1:
+        raise ConfigError(
+            f"sync_feed needs workers=1: each of {workers} worker processes holds its own copy "
+            "of the catalogue (sync it with `visualsim sync` and POST /reload instead)"
+        )
+    from ..feeds import is_feed
+
+    path = Path(os.fspath(feed)).expanduser().resolve()
+    if not path.is_file() or not is_feed(path):
+        raise ConfigError(
+            f"sync_feed {os.fspath(feed)!r} is not a feed file (.csv, .tsv, .jsonl, .ndjson, "
+            ".parquet)"
+        )
+    for name, column in (("sync_id_column", id_column), ("sync_image_column", image_column)):
+        if not isinstance(column, str) or not column:
+            raise ConfigError(f"{name} must be a column name (a non-empty string), got {column!r}")
+    return path, id_column, image_column
+
+
+def _note_change(live: _Live) -> None:
+    """Forget what the app cached about a catalogue that changed under its own lock."""
+    with live.lock.write():
+        live.changed()
 
 
 async def _swap_in(state: _State) -> int:

@@ -190,6 +190,9 @@ def run(
     body_timeout: float | None = None,
     keep_alive: float | None = None,
     max_connections: int | None = None,
+    sync_feed: str | os.PathLike[str] | None = None,
+    sync_id_column: str = "id",
+    sync_image_column: str = "image",
 ) -> None:
     """Serve a catalogue until SIGTERM/SIGINT.
 
@@ -245,6 +248,10 @@ def run(
         below the open-file limit (which the process raises to its hard limit first)
         by 64 plus one burst of accepted connections (an eighth of the limit, at most
         2,048); the listen backlog is sized to that burst.
+    sync_feed, sync_id_column, sync_image_column
+        A feed file the operator chose, and its id and image columns: ``POST
+        /sync`` makes the catalogue match it (see
+        :func:`~visualsim.serve.create_app`). Needs the API key and one worker.
 
     Raises
     ------
@@ -259,6 +266,11 @@ def run(
 
     max_pixels = MAX_PIXELS if max_pixels is None else check_positive_int("max_pixels", max_pixels)
     workers = check_positive_int("workers", workers)
+    if sync_feed is not None and workers > 1:
+        raise ConfigError(
+            f"--sync-feed needs --workers 1: each of {workers} workers holds its own copy of "
+            "the catalogue (run `visualsim sync` and POST /reload instead)"
+        )
     if threads is not None:
         threads = check_positive_int("threads", threads)
     if api_key is None and api_key_env is not None:
@@ -299,6 +311,9 @@ def run(
             threads=threads,
             max_pixels=max_pixels,
             queue_timeout=QUEUE_TIMEOUT_S if queue_timeout is None else queue_timeout,
+            sync_feed=sync_feed,
+            sync_id_column=sync_id_column,
+            sync_image_column=sync_image_column,
         )
     else:
         if not isinstance(catalog, (str, os.PathLike)) or not Path(catalog).is_dir():
@@ -557,6 +572,22 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         "admit a new one, never one with a request in flight (default: 1000, kept 64 below "
         "the open-file limit, which is first raised to its hard limit)",
     )
+    p.add_argument(
+        "--sync-feed",
+        type=Path,
+        metavar="PATH",
+        help="a product feed (.csv, .tsv, .jsonl, .parquet) that POST /sync makes the catalogue "
+        "match (needs --api-key-env; one worker); the server never reads a feed a client names",
+    )
+    p.add_argument(
+        "--sync-id-column", default="id", metavar="COL", help="--sync-feed's id column (id)"
+    )
+    p.add_argument(
+        "--sync-image-column",
+        default="image",
+        metavar="COL",
+        help="--sync-feed's image column (image)",
+    )
     return p
 
 
@@ -592,6 +623,9 @@ def serve_from_args(args: argparse.Namespace) -> None:
         body_timeout=getattr(args, "body_timeout", None),
         keep_alive=getattr(args, "keep_alive", None),
         max_connections=getattr(args, "max_connections", None),
+        sync_feed=getattr(args, "sync_feed", None),
+        sync_id_column=getattr(args, "sync_id_column", "id"),
+        sync_image_column=getattr(args, "sync_image_column", "image"),
     )
 
 
