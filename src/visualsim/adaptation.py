@@ -50,7 +50,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -1215,8 +1215,31 @@ def _breakdown(
     return out
 
 
+class Adaptable(Protocol):
+    """What :func:`adapt_recommender` adapts: a fitted :class:`~visualsim.Recommender`, typically.
+
+    Typed structurally, so this module imports nothing above it.
+    """
+
+    def __len__(self) -> int: ...
+
+    @property
+    def embeddings_(self) -> np.ndarray:
+        """The stored vectors of the live items."""
+        ...
+
+    @property
+    def metadata_(self) -> list[dict[str, Any]]:
+        """Their metadata, in the same order."""
+        ...
+
+    def with_transform(self, transform: Any) -> Any:
+        """A copy whose stored vectors, queries and additions go through ``transform``."""
+        ...
+
+
 def adapt_recommender(
-    rec: Any,
+    rec: Adaptable,
     label: str | Sequence[str],
     *,
     holdout: str = "both",
@@ -1280,7 +1303,6 @@ def adapt_recommender(
     if not len(rec):
         raise NotFittedError("the catalogue is empty: fit() it before adapting")
     vectors = np.asarray(rec.embeddings_, dtype=np.float32)
-    ids = list(rec.ids_)
     metadata = list(rec.metadata_)
     for name in fields:
         if not any(name in m for m in metadata):
@@ -1295,8 +1317,8 @@ def adapt_recommender(
     split = _split(labels, holdout, test_size=test_size, groups=group_values, seed=seed)
     if split.test.size < 2 or split.train.size < 4:
         raise ConfigError(
-            f"{len(ids)} items with {fields[0]!r}: too few to hold out a test split and train; "
-            "add more labelled items"
+            f"{len(metadata)} items with {fields[0]!r}: too few to hold out a test split "
+            "and train; add more labelled items"
         )
     learner = adapter if adapter is not None else ProjectionAdapter(seed=seed, validation=holdout)
     learner.fit(
@@ -1328,39 +1350,7 @@ def adapt_recommender(
         fields=fields,
         breakdown=_breakdown(held_before, held_after, criteria, seen, k),
     )
-    return _with_transform(rec, learner, vectors, ids, metadata), report
-
-
-def _with_transform(
-    rec: Any, transform: ProjectionAdapter, vectors: np.ndarray, ids: list[Any], metadata: list[Any]
-) -> Any:
-    """A copy of ``rec`` whose stored vectors, queries and additions go through ``transform``."""
-    hook = getattr(rec, "with_transform", None)
-    if callable(hook):
-        return hook(transform)
-    if getattr(rec, "reducer_", None) is not None or getattr(rec, "transform_", None) is not None:
-        raise ConfigError(
-            "this Recommender reduces (or already adapts) its vectors; adapting it needs "
-            "Recommender.with_transform, which this version lacks"
-        )
-    from .recommender import Recommender
-
-    index = rec.index
-    if index is not None and not isinstance(index, str):
-        from .indexes.base import INDEXES
-
-        index = INDEXES.from_spec(INDEXES.to_spec(index))
-    new = Recommender(
-        rec.extractor_,
-        index,
-        storage=rec.storage,
-        image_root=rec.image_root,
-        dtypes=rec.dtypes,
-        partition_by=getattr(rec, "partition_by", None),
-    )
-    new._transform_ = transform  # the lead's hook: applied to every stored vector and query
-    new.add_vectors(vectors, ids, metadata)
-    return new
+    return rec.with_transform(learner), report
 
 
 __all__ = [

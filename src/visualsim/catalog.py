@@ -34,13 +34,11 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import shutil
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -53,7 +51,7 @@ from .ids import Id, check_ids
 from .store import KINDS, Store, _Grow
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .recommender import Recommender
+    from .search import Segments
 
 FORMAT = "visualsim-catalog"
 FORMAT_VERSION = 2
@@ -75,39 +73,6 @@ MAX_PARTITIONS = 65_536
 """Partitions (distinct values of ``partition_by``) a catalogue may hold."""
 
 
-def json_safe(value: Any, *, where: str = "value") -> Any:
-    """Return ``value`` converted to plain JSON types (numpy scalars, paths, dates).
-
-    Raises
-    ------
-    CatalogError
-        For values that have no faithful JSON form (arbitrary objects, NaN).
-    """
-    if value is None or isinstance(value, (bool, str)):
-        return value
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        f = float(value)
-        return f if math.isfinite(f) else None
-    if isinstance(value, (os.PathLike,)):
-        return os.fspath(value)
-    if isinstance(value, (datetime, date)):
-        return value.isoformat()
-    if isinstance(value, np.ndarray):
-        return [json_safe(v, where=where) for v in value.tolist()]
-    if isinstance(value, Mapping):
-        return {str(k): json_safe(v, where=f"{where}[{k!r}]") for k, v in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return [json_safe(v, where=where) for v in value]
-    if isinstance(value, np.bool_):
-        return bool(value)
-    raise CatalogError(
-        f"{where} has type {type(value).__name__}, which cannot be stored as JSON; "
-        "store strings, numbers, booleans, lists or dicts in metadata"
-    )
-
-
 @dataclass
 class SavedState:
     """What a recommender remembers of the folder it was loaded from or saved to."""
@@ -122,6 +87,46 @@ class SavedState:
     dirty_rows: set[int] = field(default_factory=set)
 
 
+@dataclass
+class CatalogState:
+    """A catalogue in memory: what :func:`save_catalog` writes and :func:`load_catalog` returns.
+
+    Plain parts only, so this module knows nothing of the recommender that holds them.
+
+    Attributes
+    ----------
+    extractor
+        The extractor the vectors come from.
+    store
+        Ids, rows, vectors, metadata columns and tombstones.
+    segments
+        The index over the store's rows (and its partitions).
+    reducer, transform
+        The fitted PCA reducer and learned transform, or ``None``.
+    image_root
+        The folder image paths are stored relative to (absolute after a load), or ``None``.
+    failed
+        The inputs of the last fit/add that could not be read: ``{"id", "source",
+        "reason"}`` records.
+    index
+        After a load without a given index: the saved index as a recommender names
+        it (its registered name, or the backend of an exact index); else ``None``.
+    saved
+        What is known of the folder the catalogue came from, so saving back there
+        writes only what changed; ``None`` for a catalogue never saved.
+    """
+
+    extractor: Any
+    store: Store
+    segments: Segments
+    reducer: Any = None
+    transform: Any = None
+    image_root: str | os.PathLike[str] | None = None
+    failed: list[dict[str, Any]] = field(default_factory=list)
+    index: Any = None
+    saved: SavedState | None = None
+
+
 def read_manifest(path: str | os.PathLike[str], *, verify: bool = False) -> dict[str, Any]:
     """Return a catalogue's manifest (format checked; checksums when ``verify``)."""
     return P.read_manifest(Path(path), tag=FORMAT, max_version=FORMAT_VERSION, verify=verify)
@@ -130,13 +135,13 @@ def read_manifest(path: str | os.PathLike[str], *, verify: bool = False) -> dict
 # --------------------------------------------------------------------------- save
 
 
-def save_catalog(rec: Recommender, path: Path, *, overwrite: bool) -> Path:
-    """Write ``rec`` to ``path`` (see the module docstring); return ``path``.
+def save_catalog(catalog: CatalogState, path: Path, *, overwrite: bool) -> SavedState:
+    """Write ``catalog`` to ``path`` (see the module docstring); return what was saved.
 
-    The caller holds the recommender's read lock.
+    The caller keeps the catalogue unchanged meanwhile (a recommender holds its read
+    lock) and keeps the returned state for its next save.
     """
-    store, segments = rec._store_, rec._segments_
-    assert store is not None and segments is not None
+    store = catalog.store
     exists = path.exists() or path.is_symlink()
     if exists:
         replaceable = P.check_replaceable(path, tag=FORMAT)
@@ -144,7 +149,7 @@ def save_catalog(rec: Recommender, path: Path, *, overwrite: bool) -> Path:
             raise CatalogError(
                 f"{path} already exists (a catalogue); pass overwrite=True to replace it"
             )
-    state: SavedState | None = rec._catalog_state
+    state = catalog.saved
     old: dict[str, Any] | None = None
     if exists and any(path.iterdir()):
         old = P.read_manifest(path, tag=FORMAT, max_version=FORMAT_VERSION, verify=False)
@@ -159,33 +164,29 @@ def save_catalog(rec: Recommender, path: Path, *, overwrite: bool) -> Path:
     if not exists:
         tmp = P.make_temp_dir(path)
         try:
-            new_state = _write_all(rec, tmp, previous=None)
+            new_state = _write_all(catalog, tmp, previous=None)
             P.replace_dir(tmp, path, tag=FORMAT)
         except BaseException:
             P.discard_temp_dir(tmp)
             raise
         new_state.path = path
-        rec._catalog_state = new_state
-        return path
-    new_state = _write_all(rec, path, previous=state if incremental else None, old=old)
-    rec._catalog_state = new_state
-    return path
+        return new_state
+    return _write_all(catalog, path, previous=state if incremental else None, old=old)
 
 
 def _write_all(
-    rec: Recommender,
+    catalog: CatalogState,
     folder: Path,
     *,
     previous: SavedState | None,
     old: dict[str, Any] | None = None,
 ) -> SavedState:
-    """Write the files ``rec`` needs into ``folder`` and commit them with a new manifest."""
+    """Write the files ``catalog`` needs into ``folder`` and commit them with a new manifest."""
     from . import __version__
     from .extractors.base import extractor_spec
     from .indexes.base import INDEXES
 
-    store, segments = rec._store_, rec._segments_
-    assert store is not None and segments is not None
+    store, segments = catalog.store, catalog.segments
     gen = 1 if previous is None else previous.generation + 1
     if old is not None and previous is None:
         gen = int(old.get("generation", 0) or 0) + 1
@@ -254,7 +255,9 @@ def _write_all(
         )
         put(over_name, lambda p: P.write_text(p, over_text))
         failed_name = f"failed-{tag}.json"
-        failed = [{"id": f.id, "source": f.source, "reason": f.reason} for f in rec.failed_]
+        failed = [
+            {"id": f["id"], "source": f["source"], "reason": f["reason"]} for f in catalog.failed
+        ]
         put(failed_name, lambda p: P.write_text(p, json.dumps(failed)))
         index_dir = None
         if not segments.exact:
@@ -293,9 +296,9 @@ def _write_all(
             written.append(name)
             return name
 
-        reducer = rec._get_reducer()
+        reducer = catalog.reducer
         reducer_dir = part("reducer", reducer)
-        transform = rec._transform_
+        transform = catalog.transform
         transform_dir = part("transform", transform)
         # checksums: reuse the old manifest's for files kept, hash what is new
         old_files: dict[str, str] = previous.manifest.get("files", {}) if previous else {}
@@ -311,14 +314,14 @@ def _write_all(
                         files[p.relative_to(folder).as_posix()] = P.sha256_file(p)
             else:
                 files[name] = P.sha256_file(target)
-        image_root = rec.image_root_
+        image_root = None if catalog.image_root is None else Path(catalog.image_root)
         manifest = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "library_version": __version__,
             "catalog_uid": previous.uid if previous is not None else uuid.uuid4().hex,
             "generation": gen,
-            "extractor": extractor_spec(rec._get_extractor()),
+            "extractor": extractor_spec(catalog.extractor),
             "index": INDEXES.to_spec(segments.index),
             "dim": store.dim,
             "storage": store.dtype.name,
@@ -424,7 +427,6 @@ def _remove_unreferenced(
 
 
 def load_catalog(
-    cls: type[Recommender],
     path: Path,
     *,
     index: Any = None,
@@ -432,13 +434,17 @@ def load_catalog(
     mmap: bool = False,
     verify: bool = True,
     allow_mismatch: bool = False,
-) -> Recommender:
-    """Read the catalogue at ``path`` into a new ``cls`` (a Recommender class)."""
+) -> CatalogState:
+    """Read the catalogue at ``path``.
+
+    ``index`` is an empty index object to rebuild the stored vectors into instead
+    of loading the saved index; ``extractor`` one to use instead of the saved one
+    (checked against it: see :meth:`visualsim.Recommender.load`).
+    """
     last: Exception | None = None
     for _ in range(5):
         try:
             return _load(
-                cls,
                 path,
                 index=index,
                 extractor=extractor,
@@ -456,7 +462,6 @@ class _Vanished(Exception):
 
 
 def _load(
-    cls: type[Recommender],
     path: Path,
     *,
     index: Any,
@@ -464,7 +469,7 @@ def _load(
     mmap: bool,
     verify: bool,
     allow_mismatch: bool,
-) -> Recommender:
+) -> CatalogState:
     from .extractors.base import extractor_from_config
     from .indexes.base import load_index
     from .search import Segments
@@ -481,7 +486,7 @@ def _load(
         if manifest["format_version"] == 1:
             manifest = _upgrade_v1(path, manifest)
         layout = _check_layout(where, manifest)
-        dim, storage = layout["dim"], layout["storage"]
+        dim = layout["dim"]
         if extractor is not None:
             from .extractors.compare import check_extractor_config
 
@@ -510,14 +515,11 @@ def _load(
             )
         overrides = _overrides_of(path, manifest)
         store = _read_store(path, manifest, layout, mmap=mmap, overrides=overrides)
-        rec = cls(ext, index if index is not None else None, reduce_dim=reducer, storage=storage)
-        rec._extractor_ = ext
-        rec._reducer_ = reducer
-        rec._transform_ = transform
         root = manifest.get("image_root")
+        image_root = None
         if isinstance(root, str):
-            rec.image_root = root if os.path.isabs(root) else str((path / root).resolve())
-        rec._store_ = store
+            image_root = root if os.path.isabs(root) else str((path / root).resolve())
+        named: Any = None
         if index is None:
             spec = manifest["index"]
             from .indexes.base import INDEXES
@@ -526,7 +528,7 @@ def _load(
                 raise CatalogError(f"{where}: field 'index' must be an object")
             backend = INDEXES.build(str(spec.get("name")), dict(spec.get("config") or {}))
             segments = Segments(backend)
-            rec.index = str(spec.get("name")) if not segments.exact else backend
+            named = str(spec.get("name")) if not segments.exact else backend
             index_dir = manifest.get("index_dir")
             if not segments.exact and manifest.get("catalog_uid") is None:
                 segments.rebuild(store)  # a 0.1 index maps caller ids, not rows: rebuild it
@@ -541,9 +543,7 @@ def _load(
             if segments.native:
                 segments.indexed_upto = store.n_rows
         else:
-            from .recommender import _make_index
-
-            segments = Segments(_make_index(index))
+            segments = Segments(index)
             segments.rebuild(store)
             if segments.native and len(store):
                 segments.added(store, store.live_rows())
@@ -557,17 +557,18 @@ def _load(
                 segments.partition_by = field_name
                 segments.partitions = Partitions(field_name, segments.index)
                 segments.partitions.add_rows(store, 0, segments.indexed_upto)
-        rec.partition_by = segments.partition_by
         segments.dirty = index is not None
-        rec._segments_ = segments
+        failed: list[dict[str, Any]] = []
         failed_name = manifest.get("failed")
         if isinstance(failed_name, str):
-            from .recommender import FailedInput
-
             rows = P.read_json(P.safe_child(path, failed_name))
             if isinstance(rows, list):
-                rec.failed_ = [
-                    FailedInput(r.get("id", ""), str(r.get("source")), str(r.get("reason")))
+                failed = [
+                    {
+                        "id": r.get("id", ""),
+                        "source": str(r.get("source")),
+                        "reason": str(r.get("reason")),
+                    }
                     for r in rows
                     if isinstance(r, Mapping)
                 ]
@@ -575,7 +576,8 @@ def _load(
             _verify_index(where, store, segments)
             _verify_partitions(where, store, segments)
         if extractor is not None:
-            _check_runtime(rec, manifest["extractor"], ext, store)
+            raw = reducer is None and transform is None
+            _check_runtime(manifest["extractor"], ext, store, image_root, raw=raw)
     except (ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError) as exc:
         if isinstance(exc, VisualsimError):
             raise  # a clear error already (a config, a dimension)
@@ -590,7 +592,7 @@ def _load(
         if ident is not None and _changed(path, ident, exc):
             raise _Vanished(str(exc)) from None
         raise
-    rec._catalog_state = (
+    saved = (
         SavedState(
             path=path,
             uid=str(manifest.get("catalog_uid") or ""),
@@ -603,7 +605,17 @@ def _load(
         if manifest.get("catalog_uid")
         else None
     )
-    return rec
+    return CatalogState(
+        extractor=ext,
+        store=store,
+        segments=segments,
+        reducer=reducer,
+        transform=transform,
+        image_root=image_root,
+        failed=failed,
+        index=named,
+        saved=saved,
+    )
 
 
 def _identity(path: Path) -> tuple[int, int, int] | None:
@@ -633,8 +645,14 @@ def _runtimes(spec: Any) -> list[tuple[Any, Any]]:
     return out
 
 
-def _check_runtime(rec: Recommender, saved: Any, extractor: Any, store: Store) -> None:
-    """Warn when a given extractor's runtime/precision embeds unlike the catalogue's."""
+def _check_runtime(
+    saved: Any, extractor: Any, store: Store, image_root: str | None, *, raw: bool
+) -> None:
+    """Warn when a given extractor's runtime/precision embeds unlike the catalogue's.
+
+    ``raw``: the stored vectors are the extractor's own (no reducer, no transform),
+    so they are compared too.
+    """
     from .extractors.base import extractor_spec
 
     if _runtimes(saved) == _runtimes(extractor_spec(extractor)):
@@ -644,7 +662,7 @@ def _check_runtime(rec: Recommender, saved: Any, extractor: Any, store: Store) -
     from .extractors.openvino import RuntimeMismatchWarning, check_runtime_compatible
 
     rows = store.live_rows()[:8]
-    paths = [rec.resolve_source(store.sources[int(r)]) for r in rows]
+    paths = [P.resolve_source(image_root, store.sources[int(r)]) for r in rows]
     if not len(rows) or not all(p and os.path.isfile(p) for p in paths):
         warnings.warn(
             "the extractor given runs another runtime or precision than the catalogue's, and "
@@ -653,9 +671,7 @@ def _check_runtime(rec: Recommender, saved: Any, extractor: Any, store: Store) -
             stacklevel=4,
         )
         return
-    stored = None
-    if rec._reducer_ is None and rec._transform_ is None:
-        stored = store.vectors_f32(rows)
+    stored = store.vectors_f32(rows) if raw else None
     check_runtime_compatible(saved, extractor, paths, stored)
 
 
@@ -1114,7 +1130,8 @@ __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
     "MANIFEST",
-    "json_safe",
+    "CatalogState",
+    "SavedState",
     "load_catalog",
     "read_manifest",
     "save_catalog",

@@ -31,10 +31,10 @@ from typing import Any
 import numpy as np
 
 from . import persistence as P
-from .catalog import json_safe
 from .errors import CatalogError, ConfigError
 from .extractors.spec import vector_differences
 from .ids import Id, check_ids
+from .persistence import json_safe
 
 PROGRESS = "progress.json"
 FORMAT = "visualsim.checkpoint"

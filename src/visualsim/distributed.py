@@ -30,9 +30,9 @@ from typing import Any
 
 import numpy as np
 
-from .catalog import Id
 from .errors import ConfigError, ImageLoadError, VisualsimError
 from .extractors.base import ExtractedBatch, OnError, extractor_from_config, extractor_spec
+from .ids import Id
 from .inputs import iter_entries
 from .shards import ShardFormat, ShardWriter
 

@@ -9,7 +9,7 @@ import os
 import textwrap
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -19,10 +19,38 @@ from .images import load_image, resize_image
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
-    from .recommender import Recommendation
+
+class RecommendationLike(Protocol):
+    """What a picture needs of a result: a :class:`visualsim.Recommendation`, typically.
+
+    Typed structurally, so this module imports nothing of the recommender.
+    """
+
+    @property
+    def id(self) -> Any:
+        """The item's id."""
+        ...
+
+    @property
+    def score(self) -> float:
+        """Its similarity to the query."""
+        ...
+
+    @property
+    def rank(self) -> int:
+        """1 for the best match."""
+        ...
+
+    @property
+    def metadata(self) -> Mapping[str, Any]:
+        """Its metadata."""
+        ...
 
 
-def default_image_of(rec: Recommendation) -> Any:
+_R = TypeVar("_R", bound=RecommendationLike)
+
+
+def default_image_of(rec: RecommendationLike) -> Any:
     """Find a result's picture: its ``source`` (the image it was added from), else a
     ``path`` in its metadata, else its id if that is a file."""
     source = getattr(rec, "source", None)
@@ -40,9 +68,9 @@ def default_image_of(rec: Recommendation) -> Any:
 
 def plot_recommendations(
     query: Any | Sequence[Any],
-    recommendations: Sequence[Recommendation] | Sequence[Sequence[Recommendation]],
+    recommendations: Sequence[_R] | Sequence[Sequence[_R]],
     *,
-    image_of: Callable[[Recommendation], Any] | None = None,
+    image_of: Callable[[_R], Any] | None = None,
     label_key: str | None = None,
     thumb_size: int = 160,
     cell_inches: float = 1.9,
@@ -152,7 +180,7 @@ def save_figure(fig: Figure, path: str | os.PathLike[str], *, dpi: int = 100) ->
     return out
 
 
-def _rows(query: Any, recs: Sequence[Any]) -> list[tuple[Any, Sequence[Recommendation]]]:
+def _rows(query: Any, recs: Sequence[Any]) -> list[tuple[Any, Sequence[Any]]]:
     nested = bool(recs) and all(isinstance(r, (list, tuple)) for r in recs)
     if nested:
         queries = list(query)

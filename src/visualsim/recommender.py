@@ -14,6 +14,7 @@ import contextlib
 import logging
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -1251,10 +1252,22 @@ class Recommender:
         and the swap is atomic: a reader finds the old or the new catalogue,
         never neither.
         """
-        from .catalog import save_catalog
+        from .catalog import CatalogState, save_catalog
 
-        with self._reading():
-            return save_catalog(self, Path(path), overwrite=overwrite)
+        with self._reading() as store:
+            assert self._segments_ is not None
+            state = CatalogState(
+                extractor=self._get_extractor(),
+                store=store,
+                segments=self._segments_,
+                reducer=self._get_reducer(),
+                transform=self._transform_,
+                image_root=self.image_root_,
+                failed=[asdict(f) for f in self.failed_],
+                saved=self._catalog_state,
+            )
+            self._catalog_state = save_catalog(state, Path(path), overwrite=overwrite)
+        return Path(path)
 
     @classmethod
     def load(
@@ -1320,15 +1333,30 @@ class Recommender:
             else contextlib.nullcontext()
         )
         with scope:
-            rec: Recommender = load_catalog(
-                cls,
+            state = load_catalog(
                 Path(path),
-                index=index,
+                index=None if index is None else _make_index(index),
                 extractor=extractor,
                 mmap=mmap,
                 verify=verify,
                 allow_mismatch=allow_mismatch,
             )
+        store = state.store
+        rec = cls(
+            state.extractor,
+            index if index is not None else state.index,
+            reduce_dim=state.reducer,
+            storage=store.dtype.name,
+            image_root=state.image_root,
+        )
+        rec.partition_by = state.segments.partition_by
+        rec._extractor_ = state.extractor
+        rec._reducer_ = state.reducer
+        rec._transform_ = state.transform
+        rec._store_ = store
+        rec._segments_ = state.segments
+        rec.failed_ = [FailedInput(f["id"], f["source"], f["reason"]) for f in state.failed]
+        rec._catalog_state = state.saved
         if warm:
             rec.warm_up()
         return rec

@@ -33,20 +33,16 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol, TypeVar
 
 import numpy as np
 
 from . import persistence as P
-from .catalog import json_safe
 from .errors import CatalogError, ConfigError, DimensionMismatch, VisualsimError
 from .extractors.spec import extractor_spec, same_vectors, vector_differences
 from .ids import Id, check_ids
-from .persistence import atomic_write, sha256_file, write_npy, write_text
+from .persistence import atomic_write, json_safe, sha256_file, write_npy, write_text
 from .validation import check_choice, check_int
-
-if TYPE_CHECKING:  # pragma: no cover - typing only
-    from .recommender import Recommender
 
 FORMAT = "visualsim.shards"
 LEGACY_FORMATS = ("visualsim-shards",)
@@ -546,9 +542,31 @@ def read_shards(path: str | os.PathLike[str], *, verify: bool = True) -> ShardSe
 # -- into a catalogue ------------------------------------------------------------------
 
 
-def load_into(
-    recommender: Recommender, path: str | os.PathLike[str], *, verify: bool = True
-) -> Recommender:
+class VectorSink(Protocol):
+    """What :func:`load_into` adds shards to: a :class:`~visualsim.Recommender`, typically.
+
+    Typed structurally, so this module needs nothing above the disk layer.
+    """
+
+    @property
+    def extractor_(self) -> Any:
+        """The extractor the vectors must come from."""
+        ...
+
+    def add_vectors(
+        self,
+        vectors: np.ndarray,
+        ids: Sequence[Any],
+        metadata: Sequence[Mapping[str, Any] | None] | None = None,
+    ) -> Any:
+        """Add precomputed vectors (all or none)."""
+        ...
+
+
+_Sink = TypeVar("_Sink", bound=VectorSink)
+
+
+def load_into(recommender: _Sink, path: str | os.PathLike[str], *, verify: bool = True) -> _Sink:
     """Add the vectors of a shard folder to ``recommender`` and return it.
 
     The body of ``Recommender.add_shards``: the shards must come from the
@@ -579,7 +597,8 @@ def load_into(
             f"recommender uses {mine!r} ({'; '.join(diffs)}); build it with "
             "Recommender.from_shards(path) instead"
         )
-    return recommender.add_vectors(shards.vectors, shards.ids, shards.metadata)
+    recommender.add_vectors(shards.vectors, shards.ids, shards.metadata)
+    return recommender
 
 
 # -- helpers ---------------------------------------------------------------------------
