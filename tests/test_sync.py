@@ -16,15 +16,15 @@ from visualsim import (
     ConfigError,
     DatasetError,
     DuplicateIdError,
+    FailedInput,
     ImageLoadError,
     ProductFeed,
     Recommender,
-    SyncFailure,
     SyncReport,
 )
 from visualsim.cli import main
 from visualsim.extractors import base
-from visualsim.sync import MISSING_REASON
+from visualsim.sync import MISSING_REASON, MISSING_SOURCE
 
 COLOURS = {
     "A": (220, 30, 30),
@@ -146,7 +146,9 @@ def test_a_bad_image_is_reported_and_does_not_stop_the_job(
     # B is left as it was (not removed, same vector); G and H were never added
     assert "B" in rec and "G" not in rec and "H" not in rec
     np.testing.assert_array_equal(rec.vector_of("B"), vector_b)
-    assert all(isinstance(f, SyncFailure) for f in report.failed)
+    assert all(isinstance(f, FailedInput) for f in report.failed)
+    assert {f.id: f.source for f in report.failed}["H"] == MISSING_SOURCE
+    assert "bad.png" in {f.id: f.source for f in report.failed}["G"]
     assert json.loads(json.dumps(report.to_dict()))["counts"]["failed"] == 3
 
 
@@ -360,6 +362,7 @@ def test_http_sync_reads_the_operators_feed(shop: tuple[Path, list[dict[str, Any
         assert doc["updated_metadata"] == ["A"] and doc["removed"] == ["B"]
         assert doc["added"] == [] and doc["unchanged"] == 3 and doc["items"] == 4
         assert [f["id"] for f in doc["failed"]] == ["J"]
+        assert sorted(doc["failed"][0]) == ["id", "reason"]  # no source: it names a server path
         assert str(root) not in reply.text  # no server path in the answer
         assert client.get("/items/B").status_code == 404
         assert client.get("/items/A").json()["metadata"]["price"] == 1.25

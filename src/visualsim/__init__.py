@@ -86,7 +86,6 @@ _LAZY: dict[str, str] = {
     "Distinct": "recommender",
     # syncing a catalogue with a feed
     "SyncReport": "sync",
-    "SyncFailure": "sync",
     # duplicate photos
     "DuplicateGroup": "duplicates",
     # the live catalogue's parts
@@ -202,5 +201,5 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .indexes.sklearn import SklearnIndex
     from .plotting import plot_recommendations
     from .recommender import Distinct, FailedInput, Recommendation, Recommender, RegionResults
-    from .sync import SyncFailure, SyncReport
+    from .sync import SyncReport
     from .testing import check_extractor, check_index

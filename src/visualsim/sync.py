@@ -44,36 +44,20 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from .errors import ConfigError
 from .ids import Id
+from .ingest import FailedInput
 from .inputs import Entry, iter_entries
 
 MISSING_REASON = "the source lists it, but its image file does not exist; left as it was"
 """Why a listed item whose image file is missing was not synced."""
 
-
-@dataclass(frozen=True)
-class SyncFailure:
-    """An item of the feed that could not be synced (and was left as it was).
-
-    Attributes
-    ----------
-    id
-        The item's id.
-    reason
-        Why: a missing image file, an unreadable image, ...
-    """
-
-    id: Id
-    reason: str
-
-    def to_dict(self) -> dict[str, Any]:
-        """``{"id", "reason"}`` (plain JSON)."""
-        return {"id": self.id, "reason": self.reason}
+MISSING_SOURCE = "<missing file>"
+"""The :attr:`~visualsim.FailedInput.source` of such an item."""
 
 
 @dataclass(frozen=True)
@@ -93,7 +77,8 @@ class SyncReport:
     unchanged
         How many listed items were already as the feed describes them.
     failed
-        Items that could not be synced, each with its reason; left as they were.
+        Items that could not be synced, each a :class:`~visualsim.FailedInput`
+        with its reason; left as they were.
     dry_run
         Whether nothing was changed (the lists say what would have been).
     """
@@ -103,7 +88,7 @@ class SyncReport:
     updated_metadata: list[Id] = field(default_factory=list)
     removed: list[Id] = field(default_factory=list)
     unchanged: int = 0
-    failed: list[SyncFailure] = field(default_factory=list)
+    failed: list[FailedInput] = field(default_factory=list)
     dry_run: bool = False
 
     @property
@@ -135,7 +120,7 @@ class SyncReport:
             "updated_metadata": list(self.updated_metadata),
             "removed": list(self.removed),
             "unchanged": self.unchanged,
-            "failed": [f.to_dict() for f in self.failed],
+            "failed": [asdict(f) for f in self.failed],
             "dry_run": self.dry_run,
             "counts": self.counts(),
         }
@@ -151,7 +136,7 @@ class SyncTarget(Protocol):
     def fields_(self) -> dict[str, str]: ...  # pragma: no cover - protocol
 
     @property
-    def failed_(self) -> Sequence[Any]: ...  # pragma: no cover - protocol
+    def failed_(self) -> Sequence[FailedInput]: ...  # pragma: no cover - protocol
 
     def __contains__(self, item_id: object) -> bool: ...  # pragma: no cover - protocol
 
@@ -300,7 +285,7 @@ def sync(
     )
     todo = _plan(target, entries, missing)
     gone = [i for i in target.ids_ if i not in todo.listed] if remove_missing else []
-    failed = [SyncFailure(i, MISSING_REASON) for i in missing]
+    failed = [FailedInput(i, MISSING_SOURCE, MISSING_REASON) for i in missing]
     if dry_run:
         return SyncReport(
             added=[e.id for e in todo.new],
@@ -315,13 +300,13 @@ def sync(
     added: list[Id] = []
     if todo.new:
         target.add(todo.new, checkpoint_dir=checkpoint_dir, **options)
-        failed += _failures(target.failed_)
+        failed += target.failed_
         added = [e.id for e in todo.new if e.id in target]
     updated: list[Id] = []
     if todo.changed:
         target.upsert(todo.changed, **options)
         bad = {f.id for f in target.failed_}
-        failed += _failures(target.failed_)
+        failed += target.failed_
         updated = [e.id for e in todo.changed if e.id not in bad]
     for entry in todo.meta_only:
         target.update_metadata(entry.id, dict(entry.metadata), replace=True)
@@ -413,8 +398,4 @@ def _present(metadata: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in metadata.items() if v is not None}
 
 
-def _failures(failed: Iterable[Any]) -> list[SyncFailure]:
-    return [SyncFailure(f.id, f.reason) for f in failed]
-
-
-__all__ = ["MISSING_REASON", "SyncFailure", "SyncReport", "SyncTarget", "read_feed", "sync"]
+__all__ = ["MISSING_REASON", "MISSING_SOURCE", "SyncReport", "SyncTarget", "read_feed", "sync"]

@@ -796,9 +796,10 @@ def create_app(
                 )
                 if report.changed:
                     await run_in_threadpool(_note_change, live)
-            doc = report.to_dict()
-            for failure in doc["failed"]:
-                failure["reason"] = _scrub(failure["reason"], state)
+            doc = report.to_dict()  # a failure's source may be a server path: left out
+            doc["failed"] = [
+                {"id": f["id"], "reason": _scrub(f["reason"], state)} for f in doc["failed"]
+            ]
             return JSONResponse(doc | {"items": len(live.rec)})
 
     else:
