@@ -31,9 +31,16 @@ from typing import Any
 import numpy as np
 
 from . import persistence as P
-from .errors import CatalogError, ConfigError
-from .extractors.spec import vector_differences
-from .ids import Id, check_ids
+from .chunks import (
+    chunk_files,
+    extractor_differences,
+    read_chunk,
+    refuse_foreign,
+    write_chunk,
+    write_store_manifest,
+)
+from .errors import CatalogError
+from .ids import Id
 from .persistence import json_safe
 
 PROGRESS = "progress.json"
@@ -95,9 +102,6 @@ class ExtractionCheckpoint:
 
     def _state(self, *, clearing: bool = False) -> dict[str, Any]:
         return {
-            "format": FORMAT,
-            "format_version": VERSION,
-            "library_version": _library_version(),
             "extractor": self.extractor,
             "chunks": self.chunks,
             "files": self.files,
@@ -108,7 +112,14 @@ class ExtractionCheckpoint:
         }
 
     def _save(self, *, clearing: bool = False) -> None:
-        P.write_json_atomic(self.directory / PROGRESS, self._state(clearing=clearing), indent=None)
+        write_store_manifest(
+            self.directory,
+            PROGRESS,
+            tag=FORMAT,
+            version=VERSION,
+            fields=self._state(clearing=clearing),
+            files=self.files,
+        )
 
     def _resume(self, state_file: Path) -> None:
         where = str(state_file)
@@ -152,10 +163,8 @@ class ExtractionCheckpoint:
             self.chunks, self.pending, self.consumed, self.files = [], [], 0, {}
             self._save()
             return
-        try:  # the one rule: speed and runtime settings (batch_size, precision) may differ
-            diffs = vector_differences(state.get("extractor"), self.extractor)
-        except ConfigError as exc:
-            raise CatalogError(f"{where}: {exc}") from None
+        # the one rule: speed and runtime settings (batch_size, precision) may differ
+        diffs = extractor_differences(state.get("extractor"), self.extractor, where=where)
         if diffs:
             raise CatalogError(
                 f"checkpoint {self.directory} was made with extractor "
@@ -212,31 +221,25 @@ class ExtractionCheckpoint:
     ) -> None:
         """Persist one batch: ``n_inputs`` inputs, of which ``ids`` were extracted."""
         name = f"chunk-{len(self.chunks):06d}"
-        mine = set(self.pending) | set(self.names)
-        for suffix in (".npy", ".json"):
-            target = self.directory / f"{name}{suffix}"
-            if os.path.lexists(target) and name not in mine:
-                raise CatalogError(
-                    f"{target} exists and was not written by this checkpoint; visualsim does "
-                    "not overwrite it: pass a checkpoint_dir of its own"
-                )
-        record = {
-            "ids": list(ids),
-            "metadata": [
-                json_safe(dict(m), where=f"metadata of {i!r}")
-                for i, m in zip(ids, metadata, strict=True)
-            ],
+        extra = {
             "failed": [json_safe(dict(f), where="failure") for f in failed],
             "inputs": int(n_inputs),
         }
-        chunk = np.ascontiguousarray(vectors, dtype=np.float32)
+        refuse_foreign(self.directory, name, "record", mine={*self.pending, *self.names})
         if name not in self.pending:
             self.pending.append(name)
             self._save()  # listed before it exists: a crash never leaves an unlisted file
-        P.write_npy_atomic(self.directory / f"{name}.npy", chunk)
-        P.write_json_atomic(self.directory / f"{name}.json", record, indent=None)
-        for suffix in (".npy", ".json"):
-            self.files[f"{name}{suffix}"] = P.sha256_file(self.directory / f"{name}{suffix}")
+        _, digests = write_chunk(
+            self.directory,
+            name,
+            "record",
+            vectors=vectors,
+            ids=ids,
+            metadata=metadata,
+            extra=extra,
+            mine=self.pending,
+        )
+        self.files.update(digests)
         self.pending.remove(name)
         self.chunks.append({"name": name, "inputs": int(n_inputs)})
         self.consumed += int(n_inputs)
@@ -259,36 +262,22 @@ class ExtractionCheckpoint:
         metadata: list[dict[str, Any]] = []
         failed: list[dict[str, Any]] = []
         for name in self.names:
-            listed = {
-                f"{name}{s}": self.files[f"{name}{s}"]
-                for s in (".npy", ".json")
-                if f"{name}{s}" in self.files
-            }
-            P.check_files(self.directory, listed, source=str(self.directory / PROGRESS))
-            record = self._record(name)
+            chunk = read_chunk(
+                self.directory,
+                chunk_files(name, "record"),
+                "record",
+                dim=dim,
+                digests=self.files,
+                source=str(self.directory / PROGRESS),
+                mmap=True,
+            )
             where = str(self.directory / f"{name}.json")
-            try:
-                chunk_ids = check_ids(P.require(where, record, "ids"), unique=False)
-            except CatalogError:
-                raise
-            except Exception as exc:  # InvalidIdError
-                raise CatalogError(f"{where}: field 'ids' is not valid: {exc}") from None
-            meta = P.field_list(where, "metadata", P.require(where, record, "metadata"))
-            fails = P.field_list(where, "failed", record.get("failed", []))
-            if len(meta) != len(chunk_ids) or not all(isinstance(m, dict) for m in meta):
-                raise CatalogError(f"{where}: 'metadata' must hold one object per id")
+            fails = P.field_list(where, "failed", chunk.record.get("failed", []))
             if not all(isinstance(f, dict) for f in fails):
                 raise CatalogError(f"{where}: 'failed' must hold objects")
-            vectors = P.load_npy(
-                P.safe_child(self.directory, f"{name}.npy"),
-                dtypes=("float32",),
-                shape=(len(chunk_ids), dim),
-                mmap=True,
-                finite=True,
-            )
-            parts.append(vectors)
-            ids.extend(chunk_ids)
-            metadata.extend(meta)
+            parts.append(chunk.vectors)
+            ids.extend(chunk.ids)
+            metadata.extend(chunk.metadata)
             failed.extend(fails)
         stacked = np.concatenate(parts) if parts else np.zeros((0, dim), np.float32)
         return np.ascontiguousarray(stacked, dtype=np.float32), ids, metadata, failed
@@ -321,12 +310,6 @@ class ExtractionCheckpoint:
         if self.created_dir:
             with contextlib.suppress(OSError):
                 self.directory.rmdir()  # only if empty: never removes another's file
-
-
-def _library_version() -> str:
-    from . import __version__
-
-    return __version__
 
 
 __all__ = ["FORMAT", "PROGRESS", "ExtractionCheckpoint"]

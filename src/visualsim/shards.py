@@ -26,8 +26,6 @@ turn them into a searchable catalogue.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -38,10 +36,18 @@ from typing import Any, Literal, Protocol, TypeVar
 import numpy as np
 
 from . import persistence as P
-from .errors import CatalogError, ConfigError, DimensionMismatch, VisualsimError
-from .extractors.spec import extractor_spec, same_vectors, vector_differences
-from .ids import Id, check_ids
-from .persistence import atomic_write, json_safe, sha256_file, write_npy, write_text
+from .chunks import (
+    extractor_differences,
+    ids_digest,
+    import_pyarrow,
+    read_chunk,
+    write_chunk,
+    write_store_manifest,
+)
+from .errors import CatalogError, ConfigError, DimensionMismatch
+from .extractors.spec import extractor_spec, same_vectors
+from .ids import Id
+from .persistence import json_safe
 from .validation import check_choice, check_int
 
 FORMAT = "visualsim.shards"
@@ -168,7 +174,7 @@ class ShardWriter:
         check_choice("format", format, SHARD_FORMATS)
         check_int("dim", dim, minimum=1, maximum=P.MAX_DIM)
         if format == "parquet":
-            _import_pyarrow()
+            import_pyarrow()
         self.path = Path(path)
         self.dim = int(dim)
         self.shard_size = shard_size
@@ -249,45 +255,23 @@ class ShardWriter:
             Inputs of the range that could not be read (``position``, ``id``,
             ``source``, ``reason``).
         """
-        x = np.ascontiguousarray(vectors, dtype=np.float32)
-        checked = check_ids(ids, unique=False)
-        if x.ndim != 2 or x.shape[1] != self.dim:
-            raise DimensionMismatch(
-                f"shard {index}: vectors have shape {x.shape}, expected (n, {self.dim})"
-            )
-        if not (len(x) == len(checked) == len(metadata)):
-            raise ConfigError(
-                f"shard {index}: {len(x)} vectors, {len(checked)} ids and "
-                f"{len(metadata)} metadata rows do not align"
-            )
-        meta = [
-            json_safe(dict(m), where=f"metadata of id {i!r}")
-            for i, m in zip(checked, metadata, strict=True)
-        ]
-        stem = f"shard-{index:05d}"
-        if self.format == "npy":
-            files = {
-                "vectors": f"{stem}.npy",
-                "ids": f"{stem}.ids.json",
-                "metadata": f"{stem}.metadata.jsonl",
-            }
-            self._atomic(files["vectors"], lambda p: write_npy(p, x))
-            self._atomic(files["ids"], lambda p: write_text(p, json.dumps(checked)))
-            self._atomic(
-                files["metadata"],
-                lambda p: write_text(p, "".join(json.dumps(m) + "\n" for m in meta)),
-            )
-        else:
-            files = {"table": f"{stem}.parquet"}
-            self._atomic(files["table"], lambda p: _write_parquet(p, x, checked, meta))
+        files, digests = write_chunk(
+            self.path,
+            f"shard-{index:05d}",
+            self.format,
+            vectors=vectors,
+            ids=ids,
+            metadata=metadata,
+            dim=self.dim,
+        )
         start = index * self.shard_size
         entry = {
             "index": index,
             "start": start,
             "stop": start + len(input_ids),
-            "count": len(checked),
+            "count": len(ids),
             "files": files,
-            "sha256": {name: sha256_file(self.path / name) for name in files.values()},
+            "sha256": digests,
             "input_sha256": ids_digest(input_ids),
             "failed": [json_safe(dict(f), where="failure record") for f in failed],
         }
@@ -307,7 +291,6 @@ class ShardWriter:
         fresh: dict[str, Any] = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
-            "library_version": _library_version(),
             "extractor": self.extractor,
             "dim": self.dim,
             "dtype": "float32",
@@ -328,7 +311,8 @@ class ShardWriter:
                     f"{os.fspath(self.path)!r} holds shards with {key}={old.get(key)!r}, not "
                     f"{value!r}; resume with the same settings or write to a new folder"
                 )
-        diffs = vector_differences(old["extractor"], self.extractor, names=("saved", "given"))
+        where = os.fspath(self.path / MANIFEST)
+        diffs = extractor_differences(old["extractor"], self.extractor, where=where)
         if diffs:
             raise ConfigError(
                 f"{os.fspath(self.path)!r} holds vectors of extractor {old['extractor']!r}, "
@@ -340,18 +324,17 @@ class ShardWriter:
 
     def _save_manifest(self) -> None:
         shards = [self._done[k] for k in sorted(self._done)]
-        self.manifest["format"] = FORMAT
-        self.manifest["library_version"] = _library_version()
         self.manifest["shards"] = shards
         self.manifest["count"] = sum(int(s["count"]) for s in shards)
         self.manifest["failed"] = sum(len(s["failed"]) for s in shards)
-        self.manifest["files"] = {
-            name: s["sha256"][name] for s in shards for name in s["files"].values()
-        }
-        P.write_json_atomic(self.path / MANIFEST, self.manifest)
-
-    def _atomic(self, name: str, write: Any) -> None:
-        atomic_write(self.path / name, write)
+        self.manifest = write_store_manifest(
+            self.path,
+            MANIFEST,
+            tag=FORMAT,
+            version=FORMAT_VERSION,
+            fields=self.manifest,
+            files={name: s["sha256"][name] for s in shards for name in s["files"].values()},
+        )
 
     def _remove_stale_temporaries(self) -> None:
         P.remove_stale_temps(self.path)
@@ -425,7 +408,7 @@ def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
                     f"{where}: '{at}.files' names {str(name)[:80]!r}, not a plain name"
                 )
             P.safe_child(root, name, must_exist=False)
-            if manifest["files"].get(name) != digests.get(name):
+            if name not in manifest["files"] or manifest["files"][name] != digests.get(name):
                 raise CatalogError(f"{where}: '{at}.sha256' disagrees with 'files' for {name!r}")
         failed = P.field_list(where, f"{at}.failed", entry.get("failed", []))
         if not all(isinstance(f, dict) for f in failed):
@@ -474,32 +457,23 @@ def iter_shards(path: str | os.PathLike[str], *, verify: bool = True) -> Iterato
     dim = int(manifest["dim"])
     kind = manifest["shard_format"]
     for entry in sorted(manifest["shards"], key=lambda s: int(s["index"])):
-        files: dict[str, str] = entry["files"]
-        for name in files.values():
-            file = P.safe_child(root, name)
-            if verify and sha256_file(file) != entry["sha256"].get(name):
-                raise CatalogError(
-                    f"shard file {os.fspath(file)!r} does not match its checksum in "
-                    f"{MANIFEST}: it was changed or damaged; re-extract that shard"
-                )
         count = int(entry["count"])
-        if kind == "npy":
-            vectors, ids, metadata = _read_npy_shard(root, files, count, dim)
-        else:
-            vectors, ids, metadata = _read_parquet_shard(root / files["table"], count, dim)
-        if vectors.shape != (count, dim) or len(ids) != count or len(metadata) != count:
-            raise CatalogError(
-                f"shard {entry['index']} of {os.fspath(root)!r} holds {vectors.shape} vectors, "
-                f"{len(ids)} ids and {len(metadata)} metadata rows; the manifest says "
-                f"({count}, {dim})"
-            )
+        chunk = read_chunk(
+            root,
+            entry["files"],
+            kind,
+            dim=dim,
+            count=count,
+            digests=entry["sha256"] if verify else None,
+            source=os.fspath(root / MANIFEST),
+        )
         yield Shard(
             int(entry["index"]),
             int(entry["start"]),
             int(entry["stop"]),
-            vectors,
-            ids,
-            metadata,
+            chunk.vectors,
+            chunk.ids,
+            chunk.metadata,
             list(entry.get("failed", [])),
         )
 
@@ -590,7 +564,12 @@ def load_into(recommender: _Sink, path: str | os.PathLike[str], *, verify: bool 
             f"but the recommender's extractor gives {extractor.dim}"
         )
     mine = extractor_spec(extractor)
-    diffs = vector_differences(shards.extractor, mine, names=("shards", "recommender"))
+    diffs = extractor_differences(
+        shards.extractor,
+        mine,
+        where=os.fspath(Path(path) / MANIFEST),
+        names=("shards", "recommender"),
+    )
     if diffs:
         raise ConfigError(
             f"shards in {os.fspath(path)!r} were made by {shards.extractor!r}, but the "
@@ -607,104 +586,6 @@ def load_into(recommender: _Sink, path: str | os.PathLike[str], *, verify: bool 
 same_extractor = same_vectors
 """Whether two extractor specs give the same vectors: the one rule,
 :func:`visualsim.extractors.spec.same_vectors`, under the name this module exported."""
-
-
-def ids_digest(ids: Sequence[Id]) -> str:
-    """Return the SHA-256 of a list of ids (how a resumed run recognises its inputs)."""
-    return hashlib.sha256(json.dumps(list(ids)).encode("utf-8")).hexdigest()
-
-
-def _read_npy_shard(
-    root: Path, files: Mapping[str, str], count: int, dim: int
-) -> tuple[np.ndarray, list[Id], list[dict[str, Any]]]:
-    vectors = P.load_npy(
-        P.safe_child(root, files["vectors"]), dtypes=("float32",), shape=(count, dim), finite=True
-    )
-    ids_file = P.safe_child(root, files["ids"])
-    try:
-        ids = check_ids(P.read_json(ids_file), unique=False)
-    except CatalogError:
-        raise
-    except VisualsimError as exc:
-        raise CatalogError(f"{os.fspath(ids_file)!r} does not hold a list of ids: {exc}") from None
-    metadata = P.read_jsonl(P.safe_child(root, files["metadata"]))
-    return vectors, ids, metadata
-
-
-def _read_parquet_shard(
-    file: Path, count: int, dim: int
-) -> tuple[np.ndarray, list[Id], list[dict[str, Any]]]:
-    _import_pyarrow()
-    import pyarrow.parquet as pq
-
-    name = os.fspath(file)
-    try:
-        table = pq.read_table(file)
-        if table.num_rows != count:
-            raise CatalogError(f"shard {name!r} holds {table.num_rows} rows, not {count}")
-        flat = table.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
-        ids = check_ids(table.column("id").to_pylist(), unique=False)
-        metadata = [
-            P.parse_json(m, source=f"{name} metadata row {n}")
-            for n, m in enumerate(table.column("metadata").to_pylist())
-        ]
-    except CatalogError:
-        raise
-    except Exception as exc:  # pyarrow raises its own error types for a damaged file
-        raise CatalogError(f"cannot read shard {name!r}: {str(exc)[:200]}") from None
-    if flat.dtype.kind != "f" or flat.size != count * dim:
-        raise CatalogError(
-            f"shard {name!r} holds {flat.size} {flat.dtype} values, not {count}x{dim}"
-        )
-    vectors = np.ascontiguousarray(flat, dtype=np.float32).reshape(count, dim)
-    P.check_finite_rows(vectors, source=f"shard {name!r}")
-    if not all(isinstance(m, dict) for m in metadata):
-        raise CatalogError(f"shard {name!r}: a metadata row is not a JSON object")
-    return vectors, ids, metadata
-
-
-def _write_parquet(
-    path: Path, vectors: np.ndarray, ids: list[Id], metadata: list[dict[str, Any]]
-) -> None:
-    pa = _import_pyarrow()
-    import pyarrow.parquet as pq
-
-    kinds = {type(i) for i in ids}
-    if len(kinds) > 1:
-        raise ConfigError(
-            "Parquet shards need ids of one type (all strings or all integers); "
-            "pass ids=... or use format='npy'"
-        )
-    id_type = pa.int64() if kinds == {int} else pa.string()
-    dim = vectors.shape[1]
-    table = pa.table(
-        {
-            "id": pa.array(ids, type=id_type),
-            "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), dim),
-            "metadata": pa.array([json.dumps(m) for m in metadata], type=pa.string()),
-        }
-    )
-    with open(path, "wb") as fh:
-        pq.write_table(table, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
-def _import_pyarrow() -> Any:
-    try:
-        import pyarrow
-    except ImportError as exc:
-        raise ConfigError(
-            "Parquet shards need pyarrow, which is not installed; "
-            "pip install 'visualsim[ray]' (or pyarrow), or use format='npy'"
-        ) from exc
-    return pyarrow
-
-
-def _library_version() -> str:
-    from . import __version__
-
-    return __version__
 
 
 __all__ = [
