@@ -5,7 +5,7 @@ in order: :func:`read_images` (inputs to entries through
 :mod:`visualsim.inputs`, extraction in batches with unreadable inputs
 collected as :class:`FailedInput`, each photo's SHA-256 and duplicate
 fingerprint, an optional resumable checkpoint, the reducer and transform
-through :func:`project`), then, for ``add(duplicates=...)``,
+through :func:`visualsim.pipeline.project`), then, for ``add(duplicates=...)``,
 :func:`stored_matches` and :func:`duplicates_of` with :func:`apply_policy`,
 and last :func:`write_rows` into the :class:`~visualsim.store.Store` and its
 :class:`~visualsim.search.Segments`. Vectors computed elsewhere go through
@@ -32,7 +32,6 @@ from .errors import (
     ConfigError,
     DimensionMismatch,
     InvalidVectorsError,
-    NotFittedError,
     VisualsimError,
 )
 from .ids import Id, check_ids
@@ -95,33 +94,6 @@ class Rows:
         )
 
 
-def project(vectors: np.ndarray, reducer: Any, transform: Any, *, fit: bool = False) -> np.ndarray:
-    """Map extractor vectors to the stored space (reduced, then transformed).
-
-    An unfitted ``reducer`` is fitted on ``vectors`` when ``fit`` (the first
-    vectors a catalogue stores); otherwise it is a ``NotFittedError``.
-    """
-    if reducer is not None and len(vectors):
-        if vectors.shape[1] != reducer.n_features_in_ and reducer.is_fitted:
-            raise DimensionMismatch(
-                f"vectors have dimension {vectors.shape[1]}; the reducer takes "
-                f"{reducer.n_features_in_}"
-            )
-        if not reducer.is_fitted:
-            if not fit:
-                raise NotFittedError("the catalogue is empty: call fit() or add() first")
-            reducer.fit(vectors)
-            logger.info(
-                "PCA to %d dims keeps %.1f%% of the variance",
-                reducer.dim,
-                100 * float(np.sum(reducer.explained_variance_ratio_)),
-            )
-        vectors = np.asarray(reducer.transform(vectors), dtype=np.float32)
-    if transform is not None and len(vectors):
-        vectors = np.asarray(transform.transform(vectors), dtype=np.float32)
-    return vectors
-
-
 def read_images(
     images: Iterable[Any],
     ids: Iterable[Any] | None,
@@ -139,7 +111,8 @@ def read_images(
 ) -> tuple[Rows, list[FailedInput]]:
     """Extract ``images`` into :class:`Rows` and return them with the inputs that failed.
 
-    ``to_stored`` maps the extractor's vectors to the stored space (:func:`project`).
+    ``to_stored`` maps the extractor's vectors to the stored space
+    (:func:`visualsim.pipeline.project`).
 
     ``start`` and ``taken`` are as for :func:`~visualsim.inputs.iter_entries`;
     ``checkpoint_dir`` makes the run resumable
@@ -267,6 +240,24 @@ def check_rows(
             f"{len(x)} vectors, {len(checked)} ids and {len(meta)} metadata rows do not align"
         )
     return x, checked, meta
+
+
+def vector_dim(vectors: Any) -> int:
+    """The ``dim`` of an ``(n, dim)`` array of vectors (``InvalidVectorsError`` for any other)."""
+    shape = getattr(vectors, "shape", None)
+    if shape is None or len(shape) != 2:
+        raise InvalidVectorsError(
+            f"vectors must be a 2-d array (n, dim), got {type(vectors).__name__} of shape {shape}"
+        )
+    return int(shape[1])
+
+
+def shard_extractor(path: str | os.PathLike[str]) -> Any:
+    """The extractor a shard folder's manifest names (:mod:`visualsim.shards`), rebuilt."""
+    from .extractors.base import extractor_from_config
+    from .shards import read_manifest
+
+    return extractor_from_config(read_manifest(path)["extractor"])
 
 
 def check_dim(vectors: np.ndarray, dim: int) -> None:
@@ -517,7 +508,6 @@ __all__ = [
     "check_rows",
     "compact",
     "duplicates_of",
-    "project",
     "read_images",
     "remove_ids",
     "stored_matches",

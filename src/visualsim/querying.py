@@ -508,6 +508,20 @@ def fresh_index(spec: Any) -> Any:
     return spec
 
 
+def empty_like(index: Any) -> Any:
+    """A new, empty index of ``index``'s registered kind and config (its ``dim`` left to learn).
+
+    A name, ``None`` or an unregistered index object is returned as given.
+    """
+    from .indexes.base import INDEXES
+
+    spec = INDEXES.to_spec(index) if not isinstance(index, str) and index is not None else None
+    if spec is None:
+        return index
+    config = {k: v for k, v in dict(spec["config"]).items() if k != "dim"}
+    return INDEXES.build(spec["name"], config)
+
+
 __all__ = [
     "Distinct",
     "LiveView",

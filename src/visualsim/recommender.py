@@ -22,11 +22,10 @@ import numpy as np
 
 from .errors import (
     ConfigError,
-    InvalidVectorsError,
     NotFittedError,
     UnknownIdError,
 )
-from .filters import FilterError, to_expr
+from .filters import to_expr
 from .ids import Id
 from .indexes.base import ReadWriteLock
 from .ingest import (
@@ -38,14 +37,16 @@ from .ingest import (
     check_rows,
     duplicates_of,
     log_failed,
-    project,
     read_images,
     remove_ids,
+    shard_extractor,
     stored_matches,
     transformed,
+    vector_dim,
     write_rows,
 )
 from .ingest import compact as compact_store
+from .pipeline import Pipeline, load_state, save_state
 from .querying import (
     Distinct,
     LiveView,
@@ -57,6 +58,7 @@ from .querying import (
     cropped,
     duplicate_groups,
     duplicate_pairs,
+    empty_like,
     plan,
     regions_of,
 )
@@ -167,49 +169,16 @@ class Recommender:
         self.adaptation_report_: Any = None
         self.warm_ = False
         self._lock = ReadWriteLock()
-        self._extractor_: Any = None
-        self._reducer_: Any = None
-        self._transform_: Any = None
+        self._pipeline = Pipeline(extractor, reduce_dim)  # extractor -> reducer -> transform
         self._reset()
 
     # -- construction -----------------------------------------------------------------
     def _reset(self) -> None:
         self._store_: Store | None = None
         self._segments_: Segments | None = None
-        self._reducer_ = None
+        self._pipeline.reducer = None
         self._version = 0
         self._catalog_state: Any = None  # what catalog.py knows of the folder we came from
-
-    def _get_extractor(self) -> Any:
-        if self._extractor_ is None:
-            ext = self.extractor
-            if ext is None:
-                from .extractors.auto import auto_extractor
-
-                ext, description = auto_extractor()
-                logger.info("extractor: %s", description)
-            elif isinstance(ext, str):
-                from .extractors.base import make_extractor
-
-                ext = make_extractor(ext)
-            self._extractor_ = ext
-        return self._extractor_
-
-    def _get_reducer(self) -> Any:
-        if self._reducer_ is None and self.reduce_dim is not None:
-            from .reduction import PCAReducer
-
-            spec = self.reduce_dim
-            if isinstance(spec, PCAReducer):
-                # a fresh copy: fit() must not inherit a reducer fitted elsewhere
-                self._reducer_ = PCAReducer.from_config(spec.get_config())
-            else:
-                self._reducer_ = PCAReducer(int(spec))
-        return self._reducer_
-
-    def _project(self, vectors: np.ndarray, *, fit: bool = False) -> np.ndarray:
-        """Map extractor vectors to the stored space (reduced, then transformed)."""
-        return project(vectors, self._get_reducer(), self._transform_, fit=fit)
 
     def _new_segments(self) -> Segments:
         return Segments(_make_index(self.index), partition_by=self.partition_by)
@@ -226,7 +195,7 @@ class Recommender:
     @property
     def extractor_(self) -> Any:
         """The extractor in use (built from the ``extractor`` argument on first use)."""
-        return self._get_extractor()
+        return self._pipeline.get_extractor()
 
     @property
     def index_(self) -> Any:
@@ -236,12 +205,12 @@ class Recommender:
     @property
     def reducer_(self) -> Any:
         """The fitted :class:`~visualsim.reduction.PCAReducer`, or ``None``."""
-        return self._get_reducer()
+        return self._pipeline.get_reducer()
 
     @property
     def transform_(self) -> Any:
         """The learned transform applied after the reducer (see ``adapt``), or ``None``."""
-        return self._transform_
+        return self._pipeline.transform
 
     @property
     def image_root_(self) -> Path | None:
@@ -251,13 +220,7 @@ class Recommender:
     @property
     def dim(self) -> int:
         """Length of the stored vectors (``reduce_dim`` when reducing)."""
-        if self._store_ is not None:
-            return self._store_.dim
-        if self._transform_ is not None:
-            return int(self._transform_.dim)
-        if self.reduce_dim is not None:
-            return int(self._get_reducer().dim)
-        return int(self._get_extractor().dim)
+        return self._store_.dim if self._store_ is not None else self._pipeline.dim
 
     @contextlib.contextmanager
     def _reading(self) -> Iterator[Store]:
@@ -271,36 +234,26 @@ class Recommender:
     def embeddings_(self) -> np.ndarray:
         """The live items' vectors, ``(n, dim)`` float32, aligned with :attr:`ids_` (read-only)."""
         with self._lock.read():
-            if self._store_ is None:
-                return np.zeros((0, self.dim if self.extractor is not None else 0), np.float32)
-            store = self._store_
-            if not store.n_dead and store.dtype == np.float32:
-                out = store.vectors.view.view()  # no copy (a memory map stays one)
-            else:
-                out = np.array(store.vectors_f32(store.live_rows()), dtype=np.float32)
-        out.flags.writeable = False
-        return out
+            return self._or_empty(self.dim if self.extractor is not None else 0).live_vectors()
 
     @property
     def ids_(self) -> list[Id]:
         """The stored ids, in insertion order (a copy)."""
         with self._lock.read():
-            return [] if self._store_ is None else self._store_.live_ids()
+            return self._or_empty().live_ids()
 
     @property
     def metadata_(self) -> list[dict[str, Any]]:
         """Each stored item's metadata, aligned with :attr:`ids_` (copies)."""
         with self._lock.read():
-            store = self._store_
-            if store is None:
-                return []
+            store = self._or_empty()
             return list(store.iter_metadata(store.live_rows()))
 
     @property
     def fields_(self) -> dict[str, str]:
         """Metadata field -> kind (``"str"``, ``"int"``, ``"float"``, ``"bool"``, ``"json"``)."""
         with self._lock.read():
-            return {} if self._store_ is None else self._store_.fields
+            return self._or_empty().fields
 
     def field_values(
         self, field: str, prefix: str = "", *, limit: int | None = 20
@@ -321,13 +274,7 @@ class Recommender:
         [('Casual Shoes', 2)]
         """
         with self._lock.read():
-            store = self._store_
-            if store is None or field not in store.fields:
-                known = sorted(store.fields) if store is not None else []
-                raise FilterError(
-                    f"no item has a field {field!r}; fields present: {', '.join(known) or 'none'}"
-                )
-            return store.value_counts(field, prefix, limit)
+            return self._or_empty().value_counts(field, prefix, limit)
 
     def filter_hints(self, where: Where) -> list[str]:
         """Say which text values of a filter no item has, and what was likely meant.
@@ -343,7 +290,7 @@ class Recommender:
             return []
         expr = to_expr(where)
         with self._lock.read():
-            return [] if self._store_ is None else self._store_.value_hints(expr)
+            return self._or_empty().value_hints(expr)
 
     def __len__(self) -> int:
         return 0 if self._store_ is None else len(self._store_)
@@ -352,14 +299,12 @@ class Recommender:
         return self._store_ is not None and item_id in self._store_
 
     def __repr__(self) -> str:
-        ext = self._extractor_ if self._extractor_ is not None else self.extractor
-        ext_name = getattr(ext, "name", None) or (ext if isinstance(ext, str) else "resnet50")
         idx = self.index
         idx_name = getattr(idx, "name", None) or (idx if isinstance(idx, str) else "flat")
         dim = self._store_.dim if self._store_ is not None and len(self) else "?"
         failed = f", failed={len(self.failed_)}" if self.failed_ else ""
         return (
-            f"Recommender(extractor={ext_name}, index={idx_name}, items={len(self)}, "
+            f"Recommender(extractor={self._pipeline.name}, index={idx_name}, items={len(self)}, "
             f"dim={dim}{failed})"
         )
 
@@ -372,9 +317,7 @@ class Recommender:
     def vector_of(self, item_id: Id) -> np.ndarray:
         """Return one item's stored vector (a float32 copy)."""
         with self._lock.read():
-            store = self._need_store()
-            row = store.row_of(item_id)
-            return np.array(store.vectors_f32(slice(row, row + 1))[0], dtype=np.float32)
+            return self._need_store().vector(item_id)
 
     def source_of(self, item_id: Id) -> str | None:
         """Return the item's image path as stored (relative to ``image_root_`` when inside it)."""
@@ -394,6 +337,9 @@ class Recommender:
             return None
         root = self.image_root_
         return source if root is None or os.path.isabs(source) else str(root / source)
+
+    def _or_empty(self, dim: int = 0) -> Store:
+        return self._store_ if self._store_ is not None else Store(dim)
 
     def _need_store(self) -> Store:
         if self._store_ is None:
@@ -561,8 +507,8 @@ class Recommender:
             images,
             ids,
             metadata,
-            extractor=self._get_extractor(),
-            to_stored=lambda v: self._project(v, fit=True),
+            extractor=self._pipeline.get_extractor(),
+            to_stored=lambda v: self._pipeline.project(v, fit=True),
             start=0 if store is None else store.n_rows,
             taken=frozenset() if upsert or store is None else store.rows,
             image_root=self.image_root_,
@@ -616,13 +562,7 @@ class Recommender:
         """
         from .extractors.precomputed import PrecomputedVectors
 
-        shape = getattr(vectors, "shape", None)
-        if shape is None or len(shape) != 2:
-            raise InvalidVectorsError(
-                f"vectors must be a 2-d array (n, dim), got {type(vectors).__name__} "
-                f"of shape {shape}"
-            )
-        rec = cls(PrecomputedVectors(int(shape[1]), source=source), index, **options)
+        rec = cls(PrecomputedVectors(vector_dim(vectors), source=source), index, **options)
         return rec.add_vectors(vectors, ids, metadata)
 
     def add_vectors(
@@ -637,7 +577,7 @@ class Recommender:
         are L2-normalised, and reduced when the recommender reduces.
         """
         x, checked, meta = check_rows(vectors, ids, metadata)
-        self._store_rows(Rows(self._project(x, fit=True), checked, meta), replace=False)
+        self._store_rows(Rows(self._pipeline.project(x, fit=True), checked, meta), replace=False)
         return self
 
     def upsert_vectors(
@@ -648,7 +588,7 @@ class Recommender:
     ) -> Recommender:
         """Add or replace items from precomputed vectors; return ``self``."""
         x, checked, meta = check_rows(vectors, ids, metadata)
-        self._store_rows(Rows(self._project(x, fit=True), checked, meta), replace=True)
+        self._store_rows(Rows(self._pipeline.project(x, fit=True), checked, meta), replace=True)
         return self
 
     def _store_rows(self, rows: Rows, *, replace: bool) -> None:
@@ -866,7 +806,8 @@ class Recommender:
         ``save(dir)`` and a ``load(dir)`` classmethod, and lives in a
         ``visualsim`` module (so a saved catalogue can rebuild it).
         """
-        if self._transform_ is not None:
+        pipe = self._pipeline
+        if pipe.transform is not None:
             raise ConfigError(
                 "this recommender is already adapted; adapt the original catalogue instead"
             )
@@ -874,23 +815,16 @@ class Recommender:
             rows = transformed(store, transform)
             declared = dict(store.declared)
             index = self._segments_.index if self._segments_ is not None else self.index
-        from .indexes.base import INDEXES
-
-        spec = INDEXES.to_spec(index) if not isinstance(index, str) and index is not None else None
-        if spec is not None:
-            config = {k: v for k, v in dict(spec["config"]).items() if k != "dim"}
-            index = INDEXES.build(spec["name"], config)
         new = Recommender(
-            self._get_extractor(),
-            index,
-            reduce_dim=self._reducer_,
+            pipe.get_extractor(),
+            empty_like(index),
+            reduce_dim=pipe.reducer,
             storage=self.storage,
             image_root=self.image_root,
             dtypes={**declared, **self.dtypes},
             partition_by=self.partition_by,
         )
-        new._reducer_ = self._reducer_
-        new._transform_ = transform
+        new._pipeline = Pipeline.of(pipe.get_extractor(), pipe.reducer, transform)
         new._store_rows(rows, replace=False)
         return new
 
@@ -928,7 +862,7 @@ class Recommender:
         t0 = time.perf_counter()
         image = np.full((96, 96, 3), 200, dtype=np.uint8)
         image[24:72, 24:72] = (180, 40, 40)  # not blank: some extractors skip background
-        vector = self._get_extractor().extract([image], progress=False)
+        vector = self._pipeline.get_extractor().extract([image], progress=False)
         if len(self):
             self.query_vector(vector[0], 1)
         self.warm_ = True
@@ -1013,7 +947,8 @@ class Recommender:
         k = check_k(k)
         if box is not None:
             image = crop_to_box(image, box)
-        return self._search(self._embed([image]), k, where, exclude, min_score, distinct)[0]
+        q = self._pipeline.embed([image])
+        return self._search(q, k, where, exclude, min_score, distinct)[0]
 
     def query_regions(
         self,
@@ -1066,7 +1001,7 @@ class Recommender:
         """
         k = check_k(k)
         regions, crops = regions_of(image, max_regions)
-        found = self._search(self._embed(crops), k, where, exclude, min_score, distinct)
+        found = self._search(self._pipeline.embed(crops), k, where, exclude, min_score, distinct)
         return [
             RegionResults(r.box, r.score, results)
             for r, results in zip(regions, found, strict=True)
@@ -1092,7 +1027,8 @@ class Recommender:
         k = check_k(k)
         if boxes is not None:
             images = cropped(images, boxes)
-        return self._search(self._embed(images, batch_size), k, where, exclude, min_score, distinct)
+        q = self._pipeline.embed(images, batch_size)
+        return self._search(q, k, where, exclude, min_score, distinct)
 
     def query_vector(
         self,
@@ -1113,7 +1049,7 @@ class Recommender:
 
         q = check_vectors(np.asarray(vector, dtype=np.float32).reshape(1, -1), name="query")
         if q.shape[1] != self.dim:
-            q = self._project(q)
+            q = self._pipeline.project(q)
         return self._search(q, k, where, exclude, min_score, distinct)[0]
 
     def similar_to(
@@ -1133,9 +1069,7 @@ class Recommender:
         the item's own value excluded. See :meth:`query`.
         """
         with self._lock.read():
-            store = self._need_store()
-            row = store.row_of(item_id)
-            q = np.array(store.vectors_f32(slice(row, row + 1)), dtype=np.float32)
+            q = self._need_store().vector(item_id)[None]
         norm = float(np.linalg.norm(q))
         q = q / norm if norm else q
         return self._search(q, k, where, exclude, min_score, distinct, seed=item_id)[0]
@@ -1192,11 +1126,6 @@ class Recommender:
         with self._reading() as store:
             return duplicate_groups(store, pairs)
 
-    def _embed(self, images: Iterable[Any], batch_size: int | None = None) -> np.ndarray:
-        """Query images to vectors in the stored space (extractor, reducer, transform)."""
-        vectors = self._get_extractor().extract(images, batch_size=batch_size, progress=False)
-        return self._project(vectors)
-
     def _search(
         self,
         queries: np.ndarray,
@@ -1224,12 +1153,7 @@ class Recommender:
         The extractor is rebuilt from the shards' manifest, so queries are
         embedded the same way as the catalogue.
         """
-        from .extractors.base import extractor_from_config
-        from .shards import load_into, read_manifest
-
-        extractor = extractor_from_config(read_manifest(path)["extractor"])
-        rec: Recommender = load_into(cls(extractor, index), path, verify=verify)
-        return rec
+        return cls(shard_extractor(path), index).add_shards(path, verify=verify)
 
     def add_shards(self, path: str | os.PathLike[str], *, verify: bool = True) -> Recommender:
         """Add the vectors, ids and metadata of a shard folder; return ``self``.
@@ -1238,8 +1162,8 @@ class Recommender:
         """
         from .shards import load_into
 
-        rec: Recommender = load_into(self, path, verify=verify)
-        return rec
+        load_into(self, path, verify=verify)
+        return self
 
     # -- persistence --------------------------------------------------------------------
     def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
@@ -1252,21 +1176,18 @@ class Recommender:
         and the swap is atomic: a reader finds the old or the new catalogue,
         never neither.
         """
-        from .catalog import CatalogState, save_catalog
-
         with self._reading() as store:
             assert self._segments_ is not None
-            state = CatalogState(
-                extractor=self._get_extractor(),
-                store=store,
-                segments=self._segments_,
-                reducer=self._get_reducer(),
-                transform=self._transform_,
+            self._catalog_state = save_state(
+                self._pipeline,
+                store,
+                self._segments_,
+                path,
+                overwrite=overwrite,
                 image_root=self.image_root_,
                 failed=[asdict(f) for f in self.failed_],
                 saved=self._catalog_state,
             )
-            self._catalog_state = save_catalog(state, Path(path), overwrite=overwrite)
         return Path(path)
 
     @classmethod
@@ -1324,37 +1245,26 @@ class Recommender:
         FormatVersionError
             For a catalogue from a newer visualsim.
         """
-        from .catalog import load_catalog
-        from .indexes.milvus import loading_saved
-
-        scope = (
-            loading_saved(str(path), uri=milvus_uri, token_env=milvus_token_env)
-            if index is None  # a given index is the caller's, not the file's
-            else contextlib.nullcontext()
+        state = load_state(
+            path,
+            index,
+            milvus_uri=milvus_uri,
+            milvus_token_env=milvus_token_env,
+            extractor=extractor,
+            mmap=mmap,
+            verify=verify,
+            allow_mismatch=allow_mismatch,
         )
-        with scope:
-            state = load_catalog(
-                Path(path),
-                index=None if index is None else _make_index(index),
-                extractor=extractor,
-                mmap=mmap,
-                verify=verify,
-                allow_mismatch=allow_mismatch,
-            )
-        store = state.store
         rec = cls(
             state.extractor,
             index if index is not None else state.index,
             reduce_dim=state.reducer,
-            storage=store.dtype.name,
+            storage=state.store.dtype.name,
             image_root=state.image_root,
         )
         rec.partition_by = state.segments.partition_by
-        rec._extractor_ = state.extractor
-        rec._reducer_ = state.reducer
-        rec._transform_ = state.transform
-        rec._store_ = store
-        rec._segments_ = state.segments
+        rec._pipeline = Pipeline.of(state.extractor, state.reducer, state.transform)
+        rec._store_, rec._segments_ = state.store, state.segments
         rec.failed_ = [FailedInput(f["id"], f["source"], f["reason"]) for f in state.failed]
         rec._catalog_state = state.saved
         if warm:

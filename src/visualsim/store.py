@@ -429,6 +429,20 @@ class Store:
                 out[name] = col.get(row)
         return out
 
+    def vector(self, item_id: Id) -> np.ndarray:
+        """Return one live item's vector as a float32 ``(dim,)`` copy."""
+        row = self.row_of(item_id)
+        return np.array(self.vectors_f32(slice(row, row + 1))[0], dtype=np.float32)
+
+    def live_vectors(self) -> np.ndarray:
+        """Return the live rows' vectors as read-only float32 (no copy when it can)."""
+        if not self.n_dead and self.dtype == np.float32:
+            out = self.vectors.view.view()  # no copy (a memory map stays one)
+        else:
+            out = np.array(self.vectors_f32(self.live_rows()), dtype=np.float32)
+        out.flags.writeable = False
+        return out
+
     def vectors_f32(self, rows: Any = slice(None)) -> np.ndarray:
         """Return stored vectors as float32 (a copy for float16 storage or fancy rows)."""
         part = self.vectors.view[rows]
@@ -480,8 +494,13 @@ class Store:
 
         Values starting with ``prefix`` (case-insensitive) come first, then the
         other values containing it; most frequent first within each, then
-        alphabetical. A field that is not text (or no item has) gives ``[]``.
+        alphabetical. A field that is not text gives ``[]``; one no live item
+        has is a ``FilterError`` naming the fields present.
         """
+        fields = self.fields
+        if field not in fields:
+            known = ", ".join(fields) or "none"
+            raise FilterError(f"no item has a field {field!r}; fields present: {known}")
         col = self.columns.get(field)
         if col is None or col.kind != "str" or not col.categories:
             return []
