@@ -24,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from .filters import And, Compare, Expr, InList, Or
+from .filters import Expr
+from .filters.plan import implied_values
 from .store import Store, _Grow
 
 logger = logging.getLogger(__name__)
@@ -204,35 +205,6 @@ def merge(parts: list[tuple[np.ndarray, np.ndarray]], k: int) -> tuple[np.ndarra
     rows = np.concatenate([p[1] for p in parts]) if parts else np.empty(0, np.int64)
     keep = rows >= 0
     return top_k(scores[keep].astype(np.float32), rows[keep], k)
-
-
-def implied_values(expr: Expr, field: str) -> set[Any] | None:
-    """The values of ``field`` every item matching ``expr`` has, or ``None`` if unbounded.
-
-    ``category == 'a'`` gives ``{'a'}``, ``category in ['a', 'b'] and price < 5``
-    gives ``{'a', 'b'}``, an ``or`` the union of its branches when each is bounded;
-    anything else (``not``, ``!=``, another field alone) is unbounded.
-    """
-    if isinstance(expr, Compare):
-        return {expr.value} if expr.field == field and expr.op == "==" else None
-    if isinstance(expr, InList):
-        return set(expr.values) if expr.field == field and not expr.negate else None
-    if isinstance(expr, And):
-        found: set[Any] | None = None
-        for item in expr.items:
-            got = implied_values(item, field)
-            if got is not None:
-                found = got if found is None else found & got
-        return found
-    if isinstance(expr, Or):
-        union: set[Any] = set()
-        for item in expr.items:
-            got = implied_values(item, field)
-            if got is None:
-                return None
-            union |= got
-        return union
-    return None
 
 
 class _Part:

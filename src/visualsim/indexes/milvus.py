@@ -5,8 +5,9 @@ cluster (``uri="http://host:19530"``) or in Milvus Lite (``uri="shop.db"``,
 the Milvus engine in this process, for tests and laptops). It answers the same
 contract as the FAISS backends (cosine scores, the caller's ids, ``k > len``
 returns what there is, the same validation messages) and filters inside Milvus:
-metadata become typed scalar fields and :mod:`visualsim.filters` expressions are
-translated to Milvus boolean expressions by :func:`to_milvus_expr`.
+metadata become typed scalar fields and the parsed :mod:`visualsim.filters`
+expression of a query is compiled to a Milvus boolean expression by
+:func:`visualsim.filters.milvus.to_milvus_expr` (importable from here too).
 
 What is stored where:
 
@@ -67,6 +68,14 @@ from numpy.typing import ArrayLike
 
 from .. import persistence as P
 from ..errors import CatalogError, ConfigError, InvalidVectorsError, VisualsimError
+from ..filters.milvus import (
+    FIELD_NAME,
+    ID_FIELD,
+    LABEL_FIELD,
+    RESERVED_FIELDS,
+    VECTOR_FIELD,
+    to_milvus_expr,
+)
 from ..ids import Id, check_ids, short_repr
 from ..ids import preview as _preview
 from .base import MANIFEST_NAME, BaseIndex, check_k, check_vectors, register_index
@@ -74,14 +83,6 @@ from .base import MANIFEST_NAME, BaseIndex, check_k, check_vectors, register_ind
 logger = logging.getLogger(__name__)
 
 INSTALL_HINT = "pip install 'visualsim[milvus]'"
-
-LABEL_FIELD = "vs_label"
-"""Primary key field: the internal label (insertion order)."""
-ID_FIELD = "vs_id"
-"""The caller's id, JSON-encoded."""
-VECTOR_FIELD = "vs_vector"
-"""The unit vector."""
-RESERVED_FIELDS = frozenset({LABEL_FIELD, ID_FIELD, VECTOR_FIELD})
 
 FIELD_TYPES = ("str", "int", "float", "bool", "json")
 """Metadata field types: the four scalar kinds become typed Milvus fields, ``"json"``
@@ -117,7 +118,6 @@ ID_MAX_LENGTH = 4096
 _QUERY_CHUNK = 1024
 _DELETE_CHUNK = 10_000
 _ITER_BATCH = 10_000
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
 _TMP_DIRS = (  # temporary folders a save writes into before renaming them into place
     re.compile(r"^\.visualsim-tmp-(?P<name>.+)-[0-9a-f]{12}$"),
     re.compile(r"^\.(?P<name>.+)\.tmp-[0-9a-f]{8,}$"),
@@ -148,170 +148,6 @@ _SAVED: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 
 class MilvusError(VisualsimError, RuntimeError):
     """Milvus refused a request or could not be reached (the message never holds a credential)."""
-
-
-# --------------------------------------------------------------------------- filters
-
-
-def to_milvus_expr(expr: Any, fields: Mapping[str, str] | None = None) -> str:
-    """Return the Milvus boolean expression equivalent to a visualsim filter.
-
-    Every string value is written as a double-quoted Milvus literal with its
-    quotes and backslashes escaped, so a value such as ``"x' or 1==1"`` stays
-    one literal and never becomes part of the expression.
-
-    Parameters
-    ----------
-    expr
-        A parsed filter (:func:`visualsim.filters.parse_filter`'s ``Compare``,
-        ``InList``, ``And``, ``Or``, ``Not``), filter text, or the dict form
-        (``{"category": "shoes"}``), parsed first.
-    fields
-        The collection's metadata fields and their types (``"str"``,
-        ``"int"``, ``"float"``, ``"bool"``). When given, a field not in it, or
-        a value of the wrong type for its field, is refused here rather than
-        by Milvus.
-
-    Returns
-    -------
-    str
-        A Milvus expression, e.g. ``'(category == "shoes") and (price < 50)'``.
-
-    Raises
-    ------
-    FilterError
-        The filter text does not parse, a field is unknown or not a valid
-        Milvus field name, a value has the wrong type for its field, or the
-        expression holds a node Milvus cannot express.
-
-    Examples
-    --------
-    >>> to_milvus_expr("category == 'shoes' and price < 50")
-    '(category == "shoes") and (price < 50)'
-    """
-    from ..filters import to_expr
-
-    node = to_expr(expr) if isinstance(expr, (str, Mapping)) else expr
-    return _translate(node, None if fields is None else dict(fields), guard=False)
-
-
-def _filter_error(message: str) -> Exception:
-    from ..filters import FilterError
-
-    return FilterError(message)
-
-
-def _translate(node: Any, fields: dict[str, str] | None, *, guard: bool) -> str:
-    """Translate one node; ``guard`` (under a ``not``) makes a missing value a plain false.
-
-    visualsim's rule is that an item lacking a field matches no comparison on
-    it, so ``not`` makes it match. Milvus stores a missing value as null, and
-    ``not (price < 50)`` is null (no match) there; ``price is not null and
-    price < 50`` is false for a null price, so its ``not`` matches, as here.
-    ``!=`` and ``not in`` are always guarded: Milvus Lite lets a null through
-    ``cat not in ["a"]``, the filter language does not.
-    """
-    from ..filters import And, Compare, InList, Not, Or
-
-    if isinstance(node, Compare):
-        if node.op not in ("==", "!=", "<", "<=", ">", ">="):
-            raise _filter_error(f"filter operator {node.op!r} has no Milvus equivalent")
-        kind = _field_kind(node.field, fields)
-        if isinstance(node.value, bool) and node.op not in ("==", "!="):
-            raise _filter_error(
-                f"filter compares the boolean {node.field!r} with {node.op!r}; "
-                "use == or != with true/false"
-            )
-        text = f"{node.field} {node.op} {_literal(node.value, node.field, kind)}"
-        return f"{node.field} is not null and {text}" if guard or node.op == "!=" else text
-    if isinstance(node, InList):
-        kind = _field_kind(node.field, fields)
-        if not node.values:
-            # `x in []` matches nothing, `x not in []` everything; say it with the key
-            return f"{LABEL_FIELD} >= 0" if node.negate else f"{LABEL_FIELD} < 0"
-        values = ", ".join(_literal(v, node.field, kind) for v in node.values)
-        text = f"{node.field} {'not in' if node.negate else 'in'} [{values}]"
-        return f"{node.field} is not null and {text}" if guard or node.negate else text
-    if isinstance(node, (And, Or)):
-        items = tuple(node.items)
-        if not items:
-            raise _filter_error(f"an empty {type(node).__name__} has no Milvus equivalent")
-        if len(items) == 1:
-            return _translate(items[0], fields, guard=guard)
-        word = " and " if isinstance(node, And) else " or "
-        return word.join(f"({_translate(item, fields, guard=guard)})" for item in items)
-    if isinstance(node, Not):
-        return f"not ({_translate(node.item, fields, guard=True)})"
-    raise _filter_error(
-        f"filter node {type(node).__name__} ({short_repr(node)}) has no Milvus equivalent; "
-        "Milvus filters support ==, !=, <, <=, >, >=, in, not in, and, or, not"
-    )
-
-
-def _field_kind(field: Any, fields: dict[str, str] | None) -> str | None:
-    if not isinstance(field, str) or not _IDENT.match(field) or field in RESERVED_FIELDS:
-        raise _filter_error(
-            f"filter field {short_repr(field)} is not a valid Milvus field name "
-            "(letters, digits and _, not starting with a digit, not vs_label/vs_id/vs_vector)"
-        )
-    if fields is None:
-        return None
-    if field not in fields:
-        known = ", ".join(sorted(fields)) or "none"
-        raise _filter_error(
-            f"filter field {field!r} is not a metadata field of this Milvus collection "
-            f"(fields: {known}); declare it in MilvusIndex(fields=...) before adding items"
-        )
-    if fields[field] == "json":
-        raise _filter_error(
-            f"filter field {field!r} holds lists, dicts or mixed values, which the Milvus "
-            "backend does not store; filter on a string, number or boolean field"
-        )
-    return fields[field]
-
-
-def _literal(value: Any, field: str, kind: str | None) -> str:
-    if isinstance(value, (bool, np.bool_)):
-        if kind not in (None, "bool"):
-            raise _wrong_type(field, value, kind)
-        return "true" if value else "false"
-    if isinstance(value, numbers.Integral):
-        if kind not in (None, "int", "float"):
-            raise _wrong_type(field, value, kind)
-        return str(int(value))
-    if isinstance(value, numbers.Real):
-        if kind not in (None, "float", "int"):
-            raise _wrong_type(field, value, kind)
-        if not math.isfinite(float(value)):
-            raise _filter_error(f"filter value {value!r} for {field!r} is not a finite number")
-        return repr(float(value))
-    if isinstance(value, str):
-        if kind not in (None, "str"):
-            raise _wrong_type(field, value, kind)
-        return _quote(value)
-    raise _filter_error(
-        f"filter value {short_repr(value)} for {field!r} is a {type(value).__name__}; "
-        "Milvus compares strings, integers, floats and booleans"
-    )
-
-
-def _wrong_type(field: str, value: Any, kind: str) -> Exception:
-    return _filter_error(
-        f"filter compares {field!r} (a {kind} field) with {short_repr(value)} "
-        f"({type(value).__name__}); compare it with a {kind}"
-    )
-
-
-def _quote(text: str) -> str:
-    """Return ``text`` as a double-quoted Milvus string literal (C escapes)."""
-    out = (
-        text.replace("\\", "\\\\")
-        .replace('"', '\\"')
-        .replace("\n", "\\n")
-        .replace("\r", "\\r")
-        .replace("\t", "\\t")
-    )
-    return f'"{out}"'
 
 
 # --------------------------------------------------------------------------- connection
@@ -585,7 +421,7 @@ class MilvusIndex(BaseIndex):
         **params: Any,
     ) -> None:
         raw_uri = _check_uri(uri)
-        if not isinstance(collection, str) or not _IDENT.match(collection):
+        if not isinstance(collection, str) or not FIELD_NAME.match(collection):
             raise ConfigError(
                 f"collection must be a Milvus collection name (letters, digits and _, "
                 f"not starting with a digit), got {short_repr(collection)}"
@@ -604,7 +440,7 @@ class MilvusIndex(BaseIndex):
                 f"consistency_level must be one of {', '.join(_CONSISTENCY)}, "
                 f"got {short_repr(consistency_level)}"
             )
-        if db_name is not None and (not isinstance(db_name, str) or not _IDENT.match(db_name)):
+        if db_name is not None and (not isinstance(db_name, str) or not FIELD_NAME.match(db_name)):
             raise ConfigError(f"db_name must be a Milvus database name, got {short_repr(db_name)}")
         if timeout is not None and (
             isinstance(timeout, bool) or not isinstance(timeout, numbers.Real) or timeout <= 0
@@ -1311,7 +1147,7 @@ def _check_fields(fields: Any) -> dict[str, str]:
         )
     out: dict[str, str] = {}
     for name, kind in fields.items():
-        if not isinstance(name, str) or not _IDENT.match(name) or name in RESERVED_FIELDS:
+        if not isinstance(name, str) or not FIELD_NAME.match(name) or name in RESERVED_FIELDS:
             raise ConfigError(
                 f"metadata field {short_repr(name)} cannot be a Milvus field: use letters, "
                 "digits and _, not starting with a digit, and not vs_label/vs_id/vs_vector"

@@ -1,9 +1,8 @@
 """The few places where the HTTP layer touches the :class:`~visualsim.Recommender`.
 
-Everything the app needs from a recommender goes through these functions, so a
-change in the recommender's API (typed fields, ``where`` strings, ``upsert``,
-``source_of``) is one edit here. Each prefers the recommender's own method when it
-has one and falls back to what older recommenders offer.
+Ids from URLs, the public (JSON-safe, no server paths) view of metadata, the
+fields a page can filter on, the image file an item may serve, the one parse of
+a request's ``where`` and the one-item writes.
 """
 
 from __future__ import annotations
@@ -11,25 +10,26 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import ConfigError, UnknownIdError, WhereError
+from ..errors import UnknownIdError, WhereError
+from ..filters import Expr, parse_filter
+from ..ids import Id
+from ..persistence import json_safe
 
-Id = str | int
-
-SCALAR_TYPES = {bool: "bool", int: "int", float: "float", str: "str"}
-"""Python type -> field type name, as in ``Recommender.fields_``."""
+if TYPE_CHECKING:
+    from ..recommender import Recommender
 
 MAX_CHOICES = 60
 """A text field with at most this many distinct values gets a drop-down on the page."""
 
 
 # -- ids --------------------------------------------------------------------------------
-def resolve_id(rec: Any, raw: str) -> Id:
+def resolve_id(rec: Recommender, raw: str) -> Id:
     """Map an id from a URL (always text) to the stored id, or raise UnknownIdError."""
     if raw in rec:
         return raw
@@ -38,7 +38,7 @@ def resolve_id(rec: Any, raw: str) -> Id:
     raise UnknownIdError(f"no item with id {raw!r} in the catalogue")
 
 
-def new_id(rec: Any, raw: str) -> Id:
+def new_id(rec: Recommender, raw: str) -> Id:
     """The id a new item posted as text gets: an int when the catalogue's ids are ints."""
     if re.fullmatch(r"-?\d{1,18}", raw):
         ids = rec.ids_[:1] if len(rec) else []
@@ -55,63 +55,30 @@ def json_id(item_id: Any) -> Id:
 
 
 # -- metadata and fields ----------------------------------------------------------------
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, (np.generic,)):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, Mapping):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return str(value)
-
-
 def public_metadata(meta: Mapping[str, Any]) -> dict[str, Any]:
     """A plain, JSON-safe copy of an item's metadata without the server's file paths.
 
-    Older catalogues store each image's absolute path as ``"path"``; that never
-    leaves the server (the image itself is served by ``GET /items/{id}/image``).
+    An absolute path under ``"path"`` never leaves the server (the image itself
+    is served by ``GET /items/{id}/image``).
     """
-    out: dict[str, Any] = {}
-    for key, value in meta.items():
-        if key == "path" and isinstance(value, str) and os.path.isabs(value):
-            continue
-        out[str(key)] = _json_safe(value)
-    return out
+    return {
+        str(key): json_safe(value, where=f"metadata field {key!r}")
+        for key, value in meta.items()
+        if not (key == "path" and isinstance(value, str) and os.path.isabs(value))
+    }
 
 
-def metadata_of(rec: Any, item_id: Id) -> dict[str, Any]:
+def metadata_of(rec: Recommender, item_id: Id) -> dict[str, Any]:
     """The item's public metadata (raises UnknownIdError)."""
     return public_metadata(rec.metadata_of(item_id))
 
 
-def _all_metadata(rec: Any) -> list[Mapping[str, Any]]:
-    return list(rec.metadata_)
+def field_types(rec: Recommender) -> dict[str, str]:
+    """Metadata field -> ``"str" | "int" | "float" | "bool" | "json"``, without ``"path"``."""
+    return {k: v for k, v in rec.fields_.items() if k != "path"}
 
 
-def field_types(rec: Any) -> dict[str, str]:
-    """Metadata field -> ``"str" | "int" | "float" | "bool"`` (``rec.fields_`` when it exists)."""
-    declared = getattr(rec, "fields_", None)
-    if isinstance(declared, Mapping):
-        return {str(k): str(v) for k, v in declared.items() if k != "path"}
-    seen: dict[str, str] = {}
-    for meta in _all_metadata(rec):
-        for key, value in public_metadata(meta).items():
-            kind = SCALAR_TYPES.get(type(value))
-            if kind is None:
-                continue
-            before = seen.get(key)
-            if before is None:
-                seen[key] = kind
-            elif before != kind:
-                seen[key] = "float" if {before, kind} == {"int", "float"} else "str"
-    return seen
-
-
-def describe_fields(rec: Any) -> dict[str, dict[str, Any]]:
+def describe_fields(rec: Recommender) -> dict[str, dict[str, Any]]:
     """For each field: its type and what the page needs to build a filter control.
 
     Text and bool fields list their distinct values when there are at most
@@ -121,7 +88,7 @@ def describe_fields(rec: Any) -> dict[str, dict[str, Any]]:
     values: dict[str, set[Any]] = {k: set() for k in types}
     lows: dict[str, float] = {}
     highs: dict[str, float] = {}
-    for meta in _all_metadata(rec):
+    for meta in rec.metadata_:
         for key, kind in types.items():
             value = meta.get(key)
             if value is None or isinstance(value, (list, dict)):
@@ -146,15 +113,14 @@ def describe_fields(rec: Any) -> dict[str, dict[str, Any]]:
 
 
 # -- images -----------------------------------------------------------------------------
-def image_root_of(rec: Any, configured: str | os.PathLike[str] | None) -> Path | None:
+def image_root_of(rec: Recommender, configured: str | os.PathLike[str] | None) -> Path | None:
     """The folder images are served from: the one configured, else the catalogue's own."""
     if configured is not None:
         return Path(configured)
-    root = getattr(rec, "image_root_", None)
-    return Path(root) if root is not None else None
+    return rec.image_root_
 
 
-def images_outside(rec: Any, root: str | os.PathLike[str] | None) -> tuple[list[Any], int]:
+def images_outside(rec: Recommender, root: str | os.PathLike[str] | None) -> tuple[list[Any], int]:
     """Return ``(ids, n)``: the items whose recorded image lies outside ``root``, of ``n``
     items that record an image at all.
 
@@ -181,7 +147,7 @@ def images_outside(rec: Any, root: str | os.PathLike[str] | None) -> tuple[list[
     return outside, n
 
 
-def outside_warning(rec: Any, root: str | os.PathLike[str] | None, fix: str) -> str | None:
+def outside_warning(rec: Recommender, root: str | os.PathLike[str] | None, fix: str) -> str | None:
     """One line saying how many items' images cannot be served from ``root``, or ``None``.
 
     ``fix`` ends the line with what to do about it.
@@ -201,16 +167,13 @@ def outside_warning(rec: Any, root: str | os.PathLike[str] | None, fix: str) -> 
     )
 
 
-def source_of(rec: Any, item_id: Id) -> str | None:
+def source_of(rec: Recommender, item_id: Id) -> str | None:
     """The item's image path as stored (relative to the image root, or absolute), or None."""
-    if hasattr(rec, "source_of"):
-        src = rec.source_of(item_id)
-        return None if src is None else str(src)
-    path = rec.metadata_of(item_id).get("path")
-    return path if isinstance(path, str) and path else None
+    src = rec.source_of(item_id)
+    return None if src is None else str(src)
 
 
-def image_file(rec: Any, item_id: Id, root: Path | None) -> Path | None:
+def image_file(rec: Recommender, item_id: Id, root: Path | None) -> Path | None:
     """The item's image file, only if it lies inside ``root``; else None.
 
     Both paths are resolved (symlinks followed) before the containment check,
@@ -235,109 +198,54 @@ def image_file(rec: Any, item_id: Id, root: Path | None) -> Path | None:
 
 
 # -- filters ----------------------------------------------------------------------------
-def parse_where(text: str, fields: Mapping[str, str], rec: Any = None) -> Any:
-    """Check a ``where`` string and return what ``rec``'s ``where=`` takes.
+def parse_where(text: str, fields: Mapping[str, str]) -> Expr:
+    """Parse a request's ``where`` once and return the tree the recommender searches with.
+
+    The tree is passed down as it is (``rec.query(where=tree)`` does not parse
+    again), so an HTTP query parses its filter text exactly once.
 
     Raises
     ------
     WhereError
-        Naming the problem: a syntax error, or a field the catalogue does not have.
+        Naming the problem: empty text, a syntax error, or a field the catalogue
+        does not have (``fields``: :func:`field_types`, which leaves out ``"path"``).
     """
-    from ..filters import parse_filter
-
     if not text.strip():
         raise WhereError("where is empty; leave it out to search the whole catalogue")
     try:
         expr = parse_filter(text)
-    except ConfigError as exc:
+    except WhereError as exc:
         raise WhereError(f"bad where {text!r}: {exc}") from None
-    unknown = sorted(set(expr.fields()) - set(fields))
+    unknown = sorted(expr.fields() - set(fields))
     if unknown:
         known = ", ".join(sorted(fields)) or "none"
         raise WhereError(
             f"where names unknown field(s) {', '.join(map(repr, unknown))}; "
             f"the catalogue's fields are: {known}"
         )
-    if rec is None or hasattr(type(rec), "fields_"):
-        return text  # the recommender reads the filter language itself
-    return _matcher(expr)
-
-
-def _matcher(expr: Any) -> Callable[[Mapping[str, Any]], bool]:
-    """Evaluate a filter tree on one item's metadata (for recommenders without ``where`` text)."""
-    from ..filters import And, Compare, InList, Not, Or
-
-    def holds(node: Any, meta: Mapping[str, Any]) -> bool:
-        if isinstance(node, And):
-            return all(holds(i, meta) for i in node.items)
-        if isinstance(node, Or):
-            return any(holds(i, meta) for i in node.items)
-        if isinstance(node, Not):
-            return not holds(node.item, meta)
-        have = meta.get(node.field)
-        if have is None:
-            return False
-        if isinstance(node, InList):
-            inside = any(_same(have, v) for v in node.values)
-            return inside != node.negate
-        assert isinstance(node, Compare)
-        if node.op == "==":
-            return _same(have, node.value)
-        if node.op == "!=":
-            return not _same(have, node.value)
-        try:
-            return bool(_OPS[node.op](have, node.value))
-        except TypeError:
-            return False
-
-    return lambda meta: holds(expr, meta)
-
-
-def _same(a: Any, b: Any) -> bool:
-    return isinstance(a, bool) == isinstance(b, bool) and a == b
-
-
-_OPS: dict[str, Callable[[Any, Any], bool]] = {
-    "<": lambda a, b: a < b,
-    "<=": lambda a, b: a <= b,
-    ">": lambda a, b: a > b,
-    ">=": lambda a, b: a >= b,
-}
+    return expr
 
 
 # -- writes -----------------------------------------------------------------------------
-def add_vector(rec: Any, vector: np.ndarray, item_id: Id, metadata: dict[str, Any]) -> None:
+def add_vector(rec: Recommender, vector: np.ndarray, item_id: Id, metadata: dict[str, Any]) -> None:
     """Add one extracted vector (DuplicateIdError when the id exists)."""
     rec.add_vectors(vector.reshape(1, -1), [item_id], [metadata])
 
 
-def upsert_vector(rec: Any, vector: np.ndarray, item_id: Id, metadata: dict[str, Any]) -> bool:
+def upsert_vector(
+    rec: Recommender, vector: np.ndarray, item_id: Id, metadata: dict[str, Any]
+) -> bool:
     """Insert or replace one item; return True when it replaced one."""
     existed = item_id in rec
-    if hasattr(rec, "upsert_vectors"):
-        rec.upsert_vectors(vector.reshape(1, -1), [item_id], [metadata])
-        return existed
-    if existed:
-        rec.remove([item_id])
-    add_vector(rec, vector, item_id, metadata)
+    rec.upsert_vectors(vector.reshape(1, -1), [item_id], [metadata])
     return existed
 
 
-def update_metadata(rec: Any, item_id: Id, metadata: dict[str, Any]) -> None:
+def update_metadata(rec: Recommender, item_id: Id, metadata: dict[str, Any]) -> None:
     """Replace one item's metadata, keeping its vector."""
-    if hasattr(rec, "update_metadata"):
-        rec.update_metadata(item_id, metadata, replace=True)
-        return
-    vector = rec.vector_of(item_id)
-    old = dict(rec.metadata_of(item_id))
-    rec.remove([item_id])
-    try:
-        rec.add_vectors(vector.reshape(1, -1), [item_id], [metadata])
-    except Exception:
-        rec.add_vectors(vector.reshape(1, -1), [item_id], [old])
-        raise
+    rec.update_metadata(item_id, metadata, replace=True)
 
 
-def remove(rec: Any, item_id: Id) -> None:
+def remove(rec: Recommender, item_id: Id) -> None:
     """Remove one item (UnknownIdError when absent)."""
     rec.remove([item_id])

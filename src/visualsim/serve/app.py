@@ -964,7 +964,7 @@ class _State:
     def where(self, live: _Live, text: str | None) -> Any:
         if text is None:
             return None
-        return A.parse_where(text, A.field_types(live.rec), live.rec)
+        return A.parse_where(text, A.field_types(live.rec))
 
     def where_locked(self, live: _Live, text: str | None) -> Any:
         if text is None:
@@ -974,7 +974,7 @@ class _State:
 
     def hints(self, live: _Live, flt: Any, results: list[Any]) -> dict[str, list[str]]:
         """``{"hints": [...]}`` under an empty answer to a filter on values no item has."""
-        if results or not isinstance(flt, str) or not hasattr(live.rec, "filter_hints"):
+        if results or flt is None:
             return {}
         found = live.rec.filter_hints(flt)
         return {"hints": found} if found else {}

@@ -1,9 +1,11 @@
-"""The filter language: ``where="category == 'shoes' and price < 50"``.
+"""The one parser of the filter language: text or a dict to an expression tree.
 
-One language for Python, the command line and HTTP. It is parsed by a small
-recursive-descent parser into an expression tree (never ``eval``); the
-catalogue evaluates the tree over typed metadata columns in one vectorised
-pass, and backends that filter natively (Milvus) translate the same tree.
+``where="category == 'shoes' and price < 50"`` is parsed here, once per query,
+by a small recursive-descent parser (never ``eval``) into a tree of
+:class:`Compare`, :class:`InList`, :class:`And`, :class:`Or` and :class:`Not`;
+everything downstream (the catalogue's vectorised evaluator, the partition
+planner in :mod:`visualsim.filters.plan`, the Milvus compiler in
+:mod:`visualsim.filters.milvus`) takes the tree, never the text.
 
 Grammar (keywords are case-insensitive)::
 
@@ -13,6 +15,7 @@ Grammar (keywords are case-insensitive)::
     not_expr   := "not" not_expr | "(" expr ")" | comparison
     comparison := field op literal
                 | field ["not"] "in" "[" literal ("," literal)* "]"
+                | field                      (a bare field: field == true)
     op         := "==" | "!=" | "<" | "<=" | ">" | ">="
     field      := name | `any name in backticks`
     literal    := 'string' | "string" | number | true | false
@@ -42,7 +45,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
-from .errors import FilterError
+from ..errors import FilterError
 
 Literal_: TypeAlias = str | int | float | bool
 
@@ -333,7 +336,8 @@ class _Parser:
                 self.expect("keyword", "in", "'in' after 'not'")
             return InList(field, self.literal_list(), negate)
         if not self.is_("op"):
-            if self.is_("keyword", "and") or self.is_("keyword", "or") or self.is_("end"):
+            ends = self.is_("keyword", "and") or self.is_("keyword", "or")
+            if ends or self.is_("punct", ")") or self.is_("end"):
                 # a bare field: `in_stock` means `in_stock == true`
                 return Compare(field, "==", True)
             ops = ", ".join(OPERATORS)
