@@ -19,6 +19,7 @@ from visualsim.adaptation import (
     adapt_recommender,
     combined_split,
 )
+from visualsim.adaptation.guard import choose_mix
 from visualsim.errors import (
     CatalogError,
     ConfigError,
@@ -413,7 +414,6 @@ def test_the_guard_keeps_nothing_that_loses_on_a_part(
     """Whatever the validation scores, the candidate kept is the original vectors, or one that
     wins on the mean and loses on no part and field beyond its noise."""
     rng = np.random.default_rng(seed)
-    adapter = ProjectionAdapter()
     choices = {"0.0": (0.0, (1.0,))}
     choices.update({str(m): (m, (1.0,)) for m in (0.25, 0.5, 0.75, 1.0)[:n_candidates]})
     keys = [("seen", "kind"), ("unseen", "kind"), ("unseen_alone", "kind")]
@@ -421,7 +421,7 @@ def test_the_guard_keeps_nothing_that_loses_on_a_part(
         {c: {k: rng.integers(0, 11, n_queries) / 10 for k in keys} for c in choices}
         for _ in range(2)
     ]
-    best, record = adapter._choose_mix(folds, choices)
+    best, record = choose_mix(folds, choices)
     assert best in choices and set(record["refused"]) <= set(choices) - {"0.0"}
     if best == "0.0":
         return
@@ -465,7 +465,7 @@ def test_combined_split_holds_out_labels_and_items(
 
 def test_weights_and_segments_blend_cosines() -> None:
     """The learned similarity of a split adapter is the weighted sum of its segments' cosines."""
-    from visualsim.adaptation import _weigh
+    from visualsim.adaptation.vectors import _weigh
 
     rng = np.random.default_rng(0)
     a = [rng.normal(size=(5, 4)) for _ in range(2)]
