@@ -17,6 +17,7 @@ from visualsim import persistence as P
 from visualsim.checkpoint import ExtractionCheckpoint
 from visualsim.chunks import (
     chunk_files,
+    chunk_present,
     extractor_differences,
     read_chunk,
     refuse_foreign,
@@ -87,6 +88,15 @@ def test_a_file_the_store_did_not_write_is_never_overwritten(tmp_path: Path) -> 
             tmp_path, "chunk-000000", "record", vectors=_unit(1), ids=["a"], metadata=[{}], mine=()
         )
     assert (tmp_path / "chunk-000000.json").read_text() == "someone else's"
+
+
+def test_a_chunk_is_present_only_with_every_file_regular(tmp_path: Path) -> None:
+    files, _ = write_chunk(tmp_path, "s", "npy", vectors=_unit(1), ids=["a"], metadata=[{}])
+    assert chunk_present(tmp_path, files)
+    (tmp_path / "s.ids.json").rename(tmp_path / "elsewhere.json")
+    assert not chunk_present(tmp_path, files)
+    (tmp_path / "s.ids.json").symlink_to(tmp_path / "elsewhere.json")
+    assert not chunk_present(tmp_path, files)
 
 
 # -- the reader ------------------------------------------------------------------------

@@ -17,6 +17,9 @@ not write, and never overwrites a file it did not write. :meth:`clear` first
 marks the checkpoint as clearing, then deletes the listed files, then
 ``progress.json``, and finally the folder if visualsim created it and it is
 empty; a clear interrupted at any moment is finished by the next run.
+
+The chunks are :mod:`visualsim.chunks` chunks in its ``"record"`` layout:
+the same writer, reader, manifest writer and resume rule as a shard folder's.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import numpy as np
 from . import persistence as P
 from .chunks import (
     chunk_files,
+    chunk_present,
     extractor_differences,
     read_chunk,
     refuse_foreign,
@@ -174,13 +178,15 @@ class ExtractionCheckpoint:
         # keep the longest prefix of chunks whose files are all there
         kept: list[dict[str, Any]] = []
         for entry in chunks:
-            paths = [self.directory / f"{entry['name']}{s}" for s in (".npy", ".json")]
-            if not all(f.is_file() and not f.is_symlink() for f in paths):
+            if not chunk_present(self.directory, chunk_files(entry["name"], "record")):
                 break
             if entry["inputs"] is None:
                 record = self._record(entry["name"])
                 entry["inputs"] = P.field_int(
-                    str(paths[1]), "inputs", record.get("inputs"), minimum=0
+                    str(self.directory / f"{entry['name']}.json"),
+                    "inputs",
+                    record.get("inputs"),
+                    minimum=0,
                 )
             kept.append(entry)
         lost = [e["name"] for e in chunks[len(kept) :]]

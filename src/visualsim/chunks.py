@@ -181,6 +181,17 @@ def write_chunk(
     return files, digests
 
 
+def chunk_present(root: str | os.PathLike[str], files: Mapping[str, str]) -> bool:
+    """Return whether every file of a chunk is a regular file in ``root`` (not a link).
+
+    How a resumed store tells a complete chunk from one a crash or a hand lost.
+    """
+    folder = Path(root)
+    return all(
+        (folder / name).is_file() and not (folder / name).is_symlink() for name in files.values()
+    )
+
+
 def refuse_foreign(
     root: str | os.PathLike[str], stem: str, layout: str, *, mine: Collection[str]
 ) -> None:
@@ -437,6 +448,7 @@ __all__ = [
     "LAYOUTS",
     "Chunk",
     "chunk_files",
+    "chunk_present",
     "extractor_differences",
     "ids_digest",
     "import_pyarrow",

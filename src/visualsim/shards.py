@@ -20,7 +20,9 @@ the next writer removes. Nothing is pickled; Parquet needs ``pyarrow``.
 
 :func:`read_shards` and :func:`iter_shards` read them back, verifying
 checksums and shapes; :func:`load_into` and :meth:`visualsim.Recommender.from_shards`
-turn them into a searchable catalogue.
+turn them into a searchable catalogue. Shards are :mod:`visualsim.chunks` chunks
+(``"npy"`` or ``"parquet"`` layout): the same writer, reader, manifest writer and
+resume rule as a fit's checkpoint.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import numpy as np
 
 from . import persistence as P
 from .chunks import (
+    chunk_present,
     extractor_differences,
     ids_digest,
     import_pyarrow,
@@ -214,7 +217,7 @@ class ShardWriter:
         entry = self._done.get(index)
         if entry is None:
             return False
-        if not all((self.path / name).is_file() for name in entry["files"].values()):
+        if not chunk_present(self.path, entry["files"]):
             return False
         if input_ids is not None and entry.get("input_sha256") != ids_digest(input_ids):
             raise ConfigError(
