@@ -180,7 +180,7 @@ def _saved(tmp_path: Path) -> tuple[Path, Path, dict[str, Any]]:
             "rows are not new increasing rows",
         ),
         (lambda pm, d: pm.update(parts="all"), "must be a list"),
-        (lambda pm, d: pm.update(format="pickle"), "not a visualsim partitions manifest"),
+        (lambda pm, d: pm.update(format="pickle"), "not a visualsim.partitions manifest"),
     ],
 )
 def test_damaged_or_hostile_partitions_are_refused_clearly(

@@ -53,9 +53,10 @@ from .store import KINDS, Store, _Grow
 if TYPE_CHECKING:  # pragma: no cover
     from .search import Segments
 
-FORMAT = "visualsim-catalog"
-FORMAT_VERSION = 2
-MANIFEST = "manifest.json"
+FORMAT = P.format_of("catalog").tag
+"""``"visualsim.catalog"`` (catalogues saved before 0.2 say ``"visualsim-catalog"``: still read)."""
+FORMAT_VERSION = P.format_of("catalog").version
+MANIFEST = P.format_of("catalog").name
 MAX_CHUNKS = 100_000
 
 _OURS = (
@@ -68,7 +69,7 @@ _OURS = (
     "reducer-",
     "transform-",
 )
-PARTITIONS_FORMAT = "visualsim-partitions"
+PARTITIONS_FORMAT = P.format_of("partitions").tag
 MAX_PARTITIONS = 65_536
 """Partitions (distinct values of ``partition_by``) a catalogue may hold."""
 
@@ -129,7 +130,7 @@ class CatalogState:
 
 def read_manifest(path: str | os.PathLike[str], *, verify: bool = False) -> dict[str, Any]:
     """Return a catalogue's manifest (format checked; checksums when ``verify``)."""
-    return P.read_manifest(Path(path), tag=FORMAT, max_version=FORMAT_VERSION, verify=verify)
+    return P.read_manifest(Path(path), "catalog", verify=verify)
 
 
 # --------------------------------------------------------------------------- save
@@ -144,7 +145,7 @@ def save_catalog(catalog: CatalogState, path: Path, *, overwrite: bool) -> Saved
     store = catalog.store
     exists = path.exists() or path.is_symlink()
     if exists:
-        replaceable = P.check_replaceable(path, tag=FORMAT)
+        replaceable = P.check_replaceable(path, kind="catalog")
         if replaceable and any(path.iterdir()) and not overwrite:
             raise CatalogError(
                 f"{path} already exists (a catalogue); pass overwrite=True to replace it"
@@ -152,7 +153,7 @@ def save_catalog(catalog: CatalogState, path: Path, *, overwrite: bool) -> Saved
     state = catalog.saved
     old: dict[str, Any] | None = None
     if exists and any(path.iterdir()):
-        old = P.read_manifest(path, tag=FORMAT, max_version=FORMAT_VERSION, verify=False)
+        old = P.read_manifest(path, "catalog", verify=False)
     incremental = (
         state is not None
         and old is not None
@@ -165,7 +166,7 @@ def save_catalog(catalog: CatalogState, path: Path, *, overwrite: bool) -> Saved
         tmp = P.make_temp_dir(path)
         try:
             new_state = _write_all(catalog, tmp, previous=None)
-            P.replace_dir(tmp, path, tag=FORMAT)
+            P.replace_dir(tmp, path, kind="catalog")
         except BaseException:
             P.discard_temp_dir(tmp)
             raise
@@ -182,7 +183,6 @@ def _write_all(
     old: dict[str, Any] | None = None,
 ) -> SavedState:
     """Write the files ``catalog`` needs into ``folder`` and commit them with a new manifest."""
-    from . import __version__
     from .extractors.base import extractor_spec
     from .indexes.base import INDEXES
 
@@ -315,10 +315,7 @@ def _write_all(
             else:
                 files[name] = P.sha256_file(target)
         image_root = None if catalog.image_root is None else Path(catalog.image_root)
-        manifest = {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "library_version": __version__,
+        payload = {
             "catalog_uid": previous.uid if previous is not None else uuid.uuid4().hex,
             "generation": gen,
             "extractor": extractor_spec(catalog.extractor),
@@ -342,9 +339,8 @@ def _write_all(
             "index_dir": index_dir,
             "partition_by": segments.partition_by,
             "partitions_dir": partitions_dir,
-            "files": files,
         }
-        P.write_json_atomic(folder / MANIFEST, manifest)
+        manifest = P.write_manifest(folder, "catalog", payload, files=files)
         P.fsync_dir(folder)
     except BaseException:
         for name in written:
@@ -441,24 +437,18 @@ def load_catalog(
     of loading the saved index; ``extractor`` one to use instead of the saved one
     (checked against it: see :meth:`visualsim.Recommender.load`).
     """
-    last: Exception | None = None
-    for _ in range(5):
-        try:
-            return _load(
-                path,
-                index=index,
-                extractor=extractor,
-                mmap=mmap,
-                verify=verify,
-                allow_mismatch=allow_mismatch,
-            )
-        except _Vanished as exc:  # an overwrite removed a file under us: read the new one
-            last = exc
-    raise CatalogError(f"{path} kept changing while it was read; try again") from last
-
-
-class _Vanished(Exception):
-    pass
+    return P.read_consistent(
+        path,
+        lambda folder: _load(
+            folder,
+            index=index,
+            extractor=extractor,
+            mmap=mmap,
+            verify=verify,
+            allow_mismatch=allow_mismatch,
+        ),
+        kind="catalog",
+    )
 
 
 def _load(
@@ -474,13 +464,7 @@ def _load(
     from .indexes.base import load_index
     from .search import Segments
 
-    ident = _identity(path)
-    try:
-        manifest = P.read_manifest(path, tag=FORMAT, max_version=FORMAT_VERSION, verify=verify)
-    except CatalogError as exc:
-        if ident is not None and _changed(path, ident, exc):
-            raise _Vanished(str(exc)) from None
-        raise
+    manifest = P.read_manifest(path, "catalog", verify=verify)
     where = str(path / MANIFEST)
     try:
         if manifest["format_version"] == 1:
@@ -581,17 +565,9 @@ def _load(
     except (ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError) as exc:
         if isinstance(exc, VisualsimError):
             raise  # a clear error already (a config, a dimension)
-        if ident is not None and _changed(path, ident, exc):
-            raise _Vanished(str(exc)) from None
         raise CatalogError(f"{path} is damaged: {type(exc).__name__}: {str(exc)[:200]}") from None
     except FileNotFoundError as exc:
-        if ident is not None and _changed(path, ident, exc):
-            raise _Vanished(str(exc)) from None
         raise CatalogError(f"{path}: a file of the catalogue is missing ({exc})") from None
-    except CatalogError as exc:
-        if ident is not None and _changed(path, ident, exc):
-            raise _Vanished(str(exc)) from None
-        raise
     saved = (
         SavedState(
             path=path,
@@ -616,20 +592,6 @@ def _load(
         index=named,
         saved=saved,
     )
-
-
-def _identity(path: Path) -> tuple[int, int, int] | None:
-    """The manifest file's identity: a new one is renamed into place at every save."""
-    try:
-        st = os.stat(path / MANIFEST)
-    except OSError:
-        return None
-    return (st.st_ino, st.st_mtime_ns, st.st_size)
-
-
-def _changed(path: Path, ident: Any, exc: Exception) -> bool:
-    """Whether the manifest changed since reading began (a concurrent overwrite)."""
-    return _identity(path) != ident
 
 
 def _runtimes(spec: Any) -> list[tuple[Any, Any]]:
@@ -940,14 +902,10 @@ def _save_partitions(parts: Any, folder: Path, upto: int) -> None:
         entries.append(
             {"key": part.key, "dir": name, "rows": f"{name}.rows.npy", "count": len(part.rows.view)}
         )
-    manifest = {
-        "format": PARTITIONS_FORMAT,
-        "format_version": 1,
-        "field": parts.field,
-        "rows": upto,
-        "parts": entries,
-    }
-    P.write_json_atomic(folder / MANIFEST, manifest)
+    files = {e["rows"]: P.sha256_file(folder / e["rows"]) for e in entries}  # indexes: their own
+    P.write_manifest(
+        folder, "partitions", {"field": parts.field, "rows": upto, "parts": entries}, files=files
+    )
     P.fsync_dir(folder)
 
 
@@ -973,10 +931,7 @@ def _load_partitions(path: Path, manifest: Mapping[str, Any], store: Store, segm
         return
     folder = P.safe_child(path, pdir, kind="dir")
     pwhere = str(folder / MANIFEST)
-    saved = P.read_json(folder / MANIFEST)
-    if not isinstance(saved, Mapping) or saved.get("format") != PARTITIONS_FORMAT:
-        raise CatalogError(f"{pwhere}: not a visualsim partitions manifest")
-    P.field_int(pwhere, "format_version", saved.get("format_version"), minimum=1, maximum=1)
+    saved = P.read_manifest(folder, "partitions", verify=False, upgrade=_partition_files)
     if saved.get("field") != field_name:
         raise CatalogError(f"{pwhere}: partitions of {saved.get('field')!r}, not {field_name!r}")
     P.field_int(pwhere, "rows", saved.get("rows"), minimum=upto, maximum=upto)
@@ -1021,6 +976,12 @@ def _load_partitions(path: Path, manifest: Mapping[str, Any], store: Store, segm
         part_of[rows] = part.number
     parts.part_of = _Grow.of(part_of, fill=-1)
     parts.recompute_moved(store, upto)
+
+
+def _partition_files(saved: dict[str, Any]) -> dict[str, Any]:
+    """Partitions saved before their manifest listed files: the catalogue's hashes them."""
+    saved.setdefault("files", {})
+    return saved
 
 
 def _check_index(where: str, index: Any, layout: Mapping[str, Any], segments: Any) -> None:

@@ -13,10 +13,13 @@ this module, so they share one set of guarantees:
   allocating; numbers too big, NaN, invalid UTF-8 or duplicate keys are a
   :class:`~visualsim.errors.CatalogError` naming the file, never a
   ``RecursionError``, ``MemoryError`` or ``ValueError``.
-* **One manifest spelling.** ``format`` (a tag such as ``"visualsim.index"``),
-  ``format_version``, ``library_version`` and ``files`` (relative name ->
-  SHA-256) in every format; :func:`read_manifest` checks them all, and the
-  ``field_*`` helpers check every other field's type and range.
+* **One manifest scheme.** Every format is a row of :data:`FORMATS` (kind,
+  version, manifest name, old tag spellings still read), and every manifest
+  carries ``format`` (``"visualsim.<kind>"``), ``format_version``,
+  ``library_version`` and ``files`` (relative name -> SHA-256):
+  :func:`write_manifest` writes it, :func:`read_manifest` reads it bounded
+  (size, depth) and checks it all, and the ``field_*`` helpers check every
+  other field's type and range.
 * **Durable, atomic writes.** :func:`write_bytes_atomic` and friends write a
   temporary sibling, fsync it, rename it over the target and fsync the folder.
   :func:`replace_dir` swaps a complete new folder in with one
@@ -30,8 +33,8 @@ this module, so they share one set of guarantees:
   removes those whose process is gone. A name without our marker is never
   touched.
 
-Readers that may race a writer use :func:`read_consistent`, which retries a
-read that saw the folder change underneath it.
+Readers that may race a writer use :func:`read_consistent`, the one loop that
+retries a read that saw the folder change underneath it.
 """
 
 from __future__ import annotations
@@ -51,13 +54,15 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, TypeVar
 
 import numpy as np
 
-from .errors import CatalogError, FormatVersionError
+from .errors import CatalogError, ConfigError, FormatVersionError, VisualsimError
 
 PathLike = str | os.PathLike[str]
 T = TypeVar("T")
@@ -705,18 +710,114 @@ def _src(source: PathLike | str) -> str:
 
 # --------------------------------------------------------------------------- manifests
 
+TAG_PREFIX = "visualsim."
+"""Every manifest's ``format`` is ``"visualsim.<kind>"``."""
+
+MAX_MANIFEST_BYTES = 64 * 1024 * 1024
+"""Default size limit of a manifest read by :func:`read_manifest` (64 MiB)."""
+
+
+@dataclass(frozen=True)
+class Format:
+    """One on-disk format: its kind, version, manifest file and the old tags it still reads.
+
+    Attributes
+    ----------
+    kind
+        What the folder holds (``"catalog"``, ``"index"`` ...); its tag is
+        ``"visualsim.<kind>"``.
+    version
+        The ``format_version`` this library writes, and the newest it reads.
+    name
+        The manifest's file name in the folder.
+    old_tags
+        Spellings of the tag that shipped before the one scheme; a manifest
+        carrying one still loads (read as this kind, ``format`` set to :attr:`tag`).
+    """
+
+    kind: str
+    version: int
+    name: str = MANIFEST
+    old_tags: tuple[str, ...] = ()
+
+    @property
+    def tag(self) -> str:
+        """``"visualsim.<kind>"``: what :func:`write_manifest` writes."""
+        return TAG_PREFIX + self.kind
+
+    @property
+    def tags(self) -> tuple[str, ...]:
+        """The tag and the old spellings :func:`read_manifest` accepts, current first."""
+        return (self.tag, *self.old_tags)
+
+
+FORMATS: Mapping[str, Format] = MappingProxyType(
+    {
+        f.kind: f
+        for f in (
+            Format("catalog", 2, old_tags=("visualsim-catalog",)),
+            Format("partitions", 1, old_tags=("visualsim-partitions",)),
+            Format("index", 1),
+            Format("reducer.pca", 1, name="reducer.json"),
+            Format("adapter", 2, old_tags=("visualsim-adapter",)),
+            Format("shards", 1, old_tags=("visualsim-shards",)),
+            Format("checkpoint", 2, name="progress.json"),
+            Format("openvino.model", 1, name="meta.json"),
+            Format("openvino.decision", 1, name="decision.json"),
+        )
+    }
+)
+"""Every on-disk format visualsim writes, by kind: the one table of tags, versions,
+manifest names and the old tag spellings still read (``visualsim-catalog`` and the
+other hyphenated tags written before the ``visualsim.<kind>`` scheme)."""
+
+
+def format_of(kind: str) -> Format:
+    """Return the :class:`Format` of ``kind`` (a key of :data:`FORMATS`).
+
+    Raises
+    ------
+    ConfigError
+        ``kind`` is not a format visualsim knows.
+
+    Examples
+    --------
+    >>> format_of("catalog").tag, format_of("catalog").old_tags
+    ('visualsim.catalog', ('visualsim-catalog',))
+    """
+    fmt = FORMATS.get(kind) if isinstance(kind, str) else None
+    if fmt is None:
+        raise ConfigError(f"unknown on-disk format {str(kind)[:80]!r}; known: {sorted(FORMATS)}")
+    return fmt
+
+
+def _format_args(
+    kind: str | None, tag: str | Sequence[str] | None, version: int | None, name: str | None
+) -> tuple[tuple[str, ...], int | None, str, Format | None]:
+    """``(accepted tags, version, manifest name, format)`` of a call by kind or by tag."""
+    if kind is not None:
+        if tag is not None:
+            raise ConfigError("pass kind= or tag=, not both")
+        fmt = format_of(kind)
+        return fmt.tags, fmt.version if version is None else version, name or fmt.name, fmt
+    if tag is None:
+        raise ConfigError("pass the kind of the folder (a key of visualsim.persistence.FORMATS)")
+    tags = (tag,) if isinstance(tag, str) else tuple(tag)
+    return tags, version, name or MANIFEST, None
+
 
 def read_manifest(
     folder: PathLike,
+    kind: str | None = None,
     *,
-    tag: str | Sequence[str],
-    max_version: int,
+    max_bytes: int = MAX_MANIFEST_BYTES,
     verify: bool = True,
-    name: str = MANIFEST,
+    name: str | None = None,
     required: Sequence[str] = (),
-    max_bytes: int = 64 * 1024 * 1024,
     upgrade: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     must_exist: bool = True,
+    tag: str | Sequence[str] | None = None,
+    max_version: int | None = None,
 ) -> dict[str, Any]:
     """Return a folder's manifest after checking tag, version, files and checksums.
 
@@ -724,36 +825,56 @@ def read_manifest(
     ----------
     folder
         The saved folder (a symbolic link is refused).
-    tag
-        The ``format`` the manifest must carry (or several accepted spellings,
-        the first being the current one).
-    max_version
-        Newest ``format_version`` this library reads.
+    kind
+        The format the folder must hold, a key of :data:`FORMATS`
+        (``"catalog"``, ``"index"`` ...): the manifest must carry its tag
+        ``"visualsim.<kind>"`` or one of its listed old spellings (returned
+        with ``format`` set to the current tag), and a ``format_version`` up
+        to the format's.
+    max_bytes
+        Refuse a larger manifest before reading it (64 MiB).
     verify
         Check every listed file's SHA-256 (``False``: only that each exists
         and is a regular file inside the folder).
     name
-        The manifest's file name.
+        The manifest's file name (default: the format's).
     required
         More fields that must be present.
-    must_exist
-        ``False``: a listed file may be missing (a writer resuming); its name
-        must still be safe, and ``verify`` is then ignored.
     upgrade
         Called with a manifest of an accepted tag and version before its
         fields are checked (to fill ``files`` from an older layout, say).
+    must_exist
+        ``False``: a listed file may be missing (a writer resuming); its name
+        must still be safe, and ``verify`` is then ignored.
+    tag, max_version
+        Instead of ``kind``: the accepted tags (the first the current one)
+        and the newest version, for a format outside :data:`FORMATS`.
 
     Raises
     ------
     CatalogError
-        Naming the file and field: not a folder, no manifest, not JSON, not
-        an object, another format, ``files`` not an object of name -> 64 hex
-        digits, a name outside the folder, a missing or changed file.
+        Naming the file and what is wrong: not a folder, no manifest, too
+        large, nested more than 64 levels, not JSON, not an object, another
+        format, ``files`` not an object of name -> 64 hex digits, a name
+        outside the folder, a missing or changed file.
     FormatVersionError
-        ``format_version`` is newer than ``max_version`` (or not an integer >= 1).
+        ``format_version`` is newer than this library reads (or not an integer >= 1).
+    ConfigError
+        ``kind`` is not a known format.
+
+    Examples
+    --------
+    >>> import json, tempfile, pathlib
+    >>> old = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = (old / "manifest.json").write_text(json.dumps(
+    ...     {"format": "visualsim-partitions", "format_version": 1, "files": {}}))
+    >>> read_manifest(old, "partitions")["format"]  # an old spelling, read as this kind
+    'visualsim.partitions'
     """
+    tags, newest, name, fmt = _format_args(kind, tag, max_version, name)
+    if newest is None:
+        raise ConfigError("read_manifest(tag=...) needs max_version=")
     root = Path(folder)
-    tags = (tag,) if isinstance(tag, str) else tuple(tag)
     try:
         st = os.lstat(root)
     except FileNotFoundError:
@@ -765,16 +886,18 @@ def read_manifest(
     except CatalogError:
         if not (root / name).exists() and not (root / name).is_symlink():
             raise CatalogError(
-                f"{_err_path(root)} is not a saved visualsim folder: {name} is missing"
+                f"{_err_path(root)} is not a saved {tags[0]} folder: {name} is missing"
             ) from None
         raise
-    manifest = read_json(file, max_bytes=max_bytes)
+    manifest = read_json(file, max_bytes=max_bytes, max_depth=MAX_JSON_DEPTH)
     where = _err_path(file)
     if not isinstance(manifest, dict):
         raise CatalogError(f"{where} is not a JSON object; the file is damaged")
-    if manifest.get("format") not in tags:
+    found = manifest.get("format")
+    if found not in tags:
         raise CatalogError(
-            f"{where} is not a {tags[0]} manifest (format {_shown(manifest.get('format'))})"
+            f"{where} is not a {tags[0]} manifest (format {_shown(found)}); "
+            "pass the folder that was saved as one"
         )
     version = manifest.get("format_version")
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
@@ -782,12 +905,14 @@ def read_manifest(
             f"{where}: field 'format_version' must be an integer >= 1, got {_shown(version)}; "
             "the file is damaged"
         )
-    if version > max_version:
+    if version > newest:
         raise FormatVersionError(
             f"{_err_path(root)} was written in {tags[0]} format version {version:,}"
             f" by visualsim {str(manifest.get('library_version', '?'))[:40]}, but this "
-            f"visualsim reads versions up to {max_version}; upgrade visualsim to load it"
+            f"visualsim reads versions up to {newest}; upgrade visualsim to load it"
         )
+    if fmt is not None:
+        manifest["format"] = fmt.tag  # an old spelling reads as the current one
     if upgrade is not None:
         manifest = upgrade(manifest)
     if "library_version" in manifest:
@@ -841,29 +966,57 @@ def check_files(
 
 def write_manifest(
     folder: PathLike,
+    kind: str | None = None,
+    payload: Mapping[str, Any] | None = None,
     *,
-    tag: str,
-    version: int,
-    fields: Mapping[str, Any] | None = None,
     files: Mapping[str, str] | None = None,
-    name: str = MANIFEST,
+    name: str | None = None,
+    tag: str | None = None,
+    version: int | None = None,
+    fields: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Write ``folder/name`` (atomically) and return the manifest written.
+    """Write a folder's manifest (atomically) and return the manifest written.
 
-    The manifest is ``{"format": tag, "format_version": version,
-    "library_version": ..., **fields, "files": files}``; ``files=None``
-    hashes every regular file under ``folder`` but the manifest itself.
+    The manifest is ``{"format": "visualsim.<kind>", "format_version": ...,
+    "library_version": ..., **payload, "files": files}``.
+
+    Parameters
+    ----------
+    folder
+        The folder the manifest describes.
+    kind
+        Its format, a key of :data:`FORMATS`: gives the tag, the version and
+        the manifest's file name.
+    payload
+        The format's own fields (JSON types).
+    files
+        Relative name -> SHA-256 of every file the folder holds; ``None``
+        hashes every regular file under ``folder`` but the manifest itself.
+    name
+        The manifest's file name (default: the format's).
+    tag, version, fields
+        Instead of ``kind`` and ``payload``: the tag and version of a format
+        outside :data:`FORMATS`, and its fields.
+
+    Raises
+    ------
+    ConfigError
+        ``kind`` is not a known format, or neither ``kind`` nor ``tag`` is given.
     """
     from . import __version__
 
+    tags, number, name, _ = _format_args(kind, tag, version, name)
+    if number is None:
+        raise ConfigError("write_manifest(tag=...) needs version=")
     root = Path(folder)
     if files is None:
         files = {rel: sha256_file(root / rel) for rel in list_files(root) if rel != name}
+    own = {**dict(fields or {}), **dict(payload or {})}
     manifest: dict[str, Any] = {
-        "format": tag,
-        "format_version": int(version),
+        "format": tags[0],
+        "format_version": int(number),
         "library_version": __version__,
-        **dict(fields or {}),
+        **{k: v for k, v in own.items() if k not in ("format", "format_version", "files")},
         "files": dict(files),
     }
     write_json_atomic(root / name, manifest)
@@ -1167,11 +1320,18 @@ def folder_tag(folder: PathLike, *, name: str = MANIFEST) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def check_replaceable(dest: PathLike, *, tag: str | Sequence[str], name: str = MANIFEST) -> bool:
-    """Check that ``dest`` may be replaced by a folder of format ``tag``.
+def check_replaceable(
+    dest: PathLike,
+    *,
+    tag: str | Sequence[str] | None = None,
+    name: str | None = None,
+    kind: str | None = None,
+) -> bool:
+    """Check that ``dest`` may be replaced by a folder of format ``kind`` (or ``tag``).
 
     Returns ``False`` if nothing is at ``dest``, ``True`` if it is an empty
-    folder or one whose manifest carries ``tag``.
+    folder or one whose manifest carries that format's tag (or an old
+    spelling of it, see :data:`FORMATS`).
 
     Raises
     ------
@@ -1181,7 +1341,7 @@ def check_replaceable(dest: PathLike, *, tag: str | Sequence[str], name: str = M
         visualsim never replaces what it did not write.
     """
     target = Path(dest)
-    tags = (tag,) if isinstance(tag, str) else tuple(tag)
+    tags, _, name, _ = _format_args(kind, tag, None, name)
     try:
         st = os.lstat(target)
     except FileNotFoundError:
@@ -1211,13 +1371,18 @@ def check_replaceable(dest: PathLike, *, tag: str | Sequence[str], name: str = M
 
 
 def replace_dir(
-    tmp: PathLike, dest: PathLike, *, tag: str | Sequence[str], name: str = MANIFEST
+    tmp: PathLike,
+    dest: PathLike,
+    *,
+    tag: str | Sequence[str] | None = None,
+    name: str | None = None,
+    kind: str | None = None,
 ) -> None:
     """Put the complete folder ``tmp`` at ``dest``, atomically at every instant.
 
     ``tmp`` must come from :func:`make_temp_dir` next to ``dest``. If
     ``dest`` exists, it must be an empty folder or one carrying a manifest
-    of format ``tag`` (see :func:`check_replaceable`); the two are swapped by
+    of format ``kind`` (or ``tag``; see :func:`check_replaceable`); the two are swapped by
     one ``renameat2(RENAME_EXCHANGE)`` and the old folder, now under the
     temporary name, is deleted. Readers see the old folder or the new one,
     never neither and never a mix; a crash at any moment leaves one of them
@@ -1243,7 +1408,7 @@ def replace_dir(
         )
     fsync_tree(src)
     for _attempt in range(3):
-        if check_replaceable(target, tag=tag, name=name):
+        if check_replaceable(target, tag=tag, name=name, kind=kind):
             if _rename2(src, target, _RENAME_EXCHANGE):
                 break
             _replace_by_two_renames(src, target)
@@ -1282,7 +1447,12 @@ def _replace_by_two_renames(src: Path, target: Path) -> None:
 
 @contextlib.contextmanager
 def atomic_dir(
-    dest: PathLike, *, tag: str | Sequence[str], overwrite: bool = True, name: str = MANIFEST
+    dest: PathLike,
+    *,
+    tag: str | Sequence[str] | None = None,
+    overwrite: bool = True,
+    name: str | None = None,
+    kind: str | None = None,
 ) -> Iterator[Path]:
     """Yield a temporary folder to fill; on success it replaces ``dest`` (see :func:`replace_dir`).
 
@@ -1295,19 +1465,19 @@ def atomic_dir(
     --------
     >>> import tempfile, pathlib
     >>> root = pathlib.Path(tempfile.mkdtemp())
-    >>> with atomic_dir(root / "out", tag="visualsim.example") as tmp:
-    ...     _ = write_manifest(tmp, tag="visualsim.example", version=1)
-    >>> read_manifest(root / "out", tag="visualsim.example", max_version=1)["format"]
-    'visualsim.example'
+    >>> with atomic_dir(root / "out", kind="partitions") as tmp:
+    ...     _ = write_manifest(tmp, "partitions", {"rows": 0})
+    >>> read_manifest(root / "out", "partitions")["format"]
+    'visualsim.partitions'
     """
     target = Path(dest)
-    exists = check_replaceable(target, tag=tag, name=name)
+    exists = check_replaceable(target, tag=tag, name=name, kind=kind)
     if exists and not overwrite:
         raise CatalogError(f"{_err_path(target)} already exists; pass overwrite=True to replace it")
     tmp = make_temp_dir(target)
     try:
         yield tmp
-        replace_dir(tmp, target, tag=tag, name=name)
+        replace_dir(tmp, target, tag=tag, name=name, kind=kind)
     except BaseException:
         discard_temp_dir(tmp)
         raise
@@ -1329,32 +1499,89 @@ def folder_identity(path: PathLike) -> tuple[int, int, int, int] | None:
     return (st.st_dev, st.st_ino, st.st_ctime_ns, st.st_mtime_ns)
 
 
-def read_consistent(path: PathLike, read: Callable[[Path], T], *, attempts: int = 20) -> T:
-    """Return ``read(path)``, retried if the folder at ``path`` was replaced during the read.
+def read_identity(path: PathLike, *, name: str = MANIFEST) -> tuple[Any, ...] | None:
+    """What :func:`read_consistent` compares: the folder and its manifest file, or ``None``.
 
-    A writer swaps folders whole (:func:`replace_dir`), so a read that saw the
-    same folder before and after is complete and unmixed; one that raced a
-    swap (and failed, or may have mixed old and new files) is run again, up
-    to ``attempts`` times.
+    ``(st_dev, st_ino)`` of the folder at ``path`` (not following a link) and
+    ``(st_ino, st_ctime_ns, st_mtime_ns, st_size)`` of its manifest ``name``.
+    Every writer commits by renaming a new manifest into place (inside the
+    folder, or with a whole new folder swapped in), so a commit changes it;
+    files written beside the live manifest before the commit do not. The
+    manifest's times matter: a folder removed after a swap frees its inode
+    numbers, which the next folder written may get back.
     """
     root = Path(path)
+    try:
+        st = os.lstat(root)
+    except OSError:
+        return None
+    try:
+        mf = os.lstat(root / name)
+        file: tuple[int, ...] | None = (mf.st_ino, mf.st_ctime_ns, mf.st_mtime_ns, mf.st_size)
+    except OSError:
+        file = None
+    return (st.st_dev, st.st_ino, file)
+
+
+def read_consistent(
+    path: PathLike,
+    read: Callable[[Path], T],
+    *,
+    attempts: int = 20,
+    name: str | None = None,
+    kind: str | None = None,
+) -> T:
+    """Return ``read(path)``, retried if a save replaced the folder during the read.
+
+    The one retry loop for reading a folder that a concurrent save may be
+    replacing. A writer commits by renaming a new manifest into place (a whole
+    folder swapped in by :func:`replace_dir`, or a new manifest beside files
+    it never changes, as a catalogue's incremental save); a read that saw the
+    same :func:`read_identity` before and after is complete and unmixed. One
+    that raced a commit (and failed with a :class:`~visualsim.errors.VisualsimError`
+    or ``OSError``, or may have mixed old and new files) is run again, with a
+    short growing pause, up to ``attempts`` times. A read that fails on a
+    folder nobody changed raises its own error at once.
+
+    Parameters
+    ----------
+    path
+        The folder.
+    read
+        Reads it; called with ``Path(path)``.
+    attempts
+        Tries before giving up.
+    name, kind
+        The manifest's file name, or the folder's format (a key of
+        :data:`FORMATS`) to take it from; ``manifest.json`` by default.
+
+    Raises
+    ------
+    CatalogError
+        The folder changed during every one of the ``attempts`` reads; the
+        message names the folder and the last try's error.
+    """
+    root = Path(path)
+    manifest = name or (format_of(kind).name if kind is not None else MANIFEST)
     last: BaseException | None = None
-    for attempt in range(attempts):
-        before = folder_identity(root)
+    for attempt in range(max(1, attempts)):
+        before = read_identity(root, name=manifest)
         try:
             result = read(root)
-        except (CatalogError, OSError) as exc:
-            after = folder_identity(root)
-            if after == before:
+        except (VisualsimError, OSError) as exc:
+            if read_identity(root, name=manifest) == before:
                 raise  # nothing changed under the read: the folder itself is wrong
             last = exc
         else:
-            if before is not None and folder_identity(root) == before:
+            if before is not None and read_identity(root, name=manifest) == before:
                 return result
+            last = None
         time.sleep(min(0.001 * 2**attempt, 0.05))
-    if last is not None:
-        raise last
-    return read(root)
+    because = "" if last is None else f"; the last try failed with: {str(last)[:300]}"
+    raise CatalogError(
+        f"{_err_path(root)} kept changing while it was read ({attempts} tries: a save "
+        f"replaced it each time){because}; try again"
+    ) from last
 
 
 def json_safe(value: Any, *, where: str = "value") -> Any:
@@ -1429,7 +1656,11 @@ def resolve_source(root: PathLike | None, source: str | None) -> str | None:
 
 
 __all__ = [
+    "FORMATS",
     "MANIFEST",
+    "MAX_MANIFEST_BYTES",
+    "TAG_PREFIX",
+    "Format",
     "MAX_COUNT",
     "MAX_DIM",
     "NUMERIC_DTYPES",
@@ -1449,6 +1680,7 @@ __all__ = [
     "field_str",
     "folder_identity",
     "folder_tag",
+    "format_of",
     "fsync_dir",
     "fsync_tree",
     "json_depth",
@@ -1458,6 +1690,7 @@ __all__ = [
     "make_temp_dir",
     "parse_json",
     "read_consistent",
+    "read_identity",
     "read_json",
     "read_jsonl",
     "read_manifest",

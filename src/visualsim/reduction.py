@@ -35,6 +35,7 @@ from typing import Any, Literal, Union
 import numpy as np
 from numpy.typing import ArrayLike
 
+from . import persistence as P
 from .errors import (
     CatalogError,
     ConfigError,
@@ -50,11 +51,11 @@ StorageDtype = Literal["float32", "float16"]
 STORAGE_DTYPES: tuple[str, ...] = ("float32", "float16")
 """The dtypes :func:`to_storage` accepts for the stored copy of the vectors."""
 
-FORMAT_VERSION = 1
+_KIND = "reducer.pca"
+FORMAT_VERSION = P.format_of(_KIND).version
 """Version of the directory layout written by :meth:`PCAReducer.save`."""
 
-CONFIG_NAME = "reducer.json"
-_FORMAT_TAG = "visualsim.reducer.pca"
+CONFIG_NAME = P.format_of(_KIND).name
 _CHUNK_ROWS = 65_536
 _FLOAT16_MAX = float(np.finfo(np.float16).max)
 
@@ -437,11 +438,9 @@ class PCAReducer:
         CatalogError
             ``directory`` exists and is not a saved reducer or empty folder.
         """
-        from . import persistence as P
-
         if not self.is_fitted:
             raise NotFittedError("PCAReducer is not fitted; nothing to save")
-        with P.atomic_dir(Path(directory), tag=_FORMAT_TAG, name=CONFIG_NAME) as tmp:
+        with P.atomic_dir(Path(directory), kind=_KIND) as tmp:
             entries: dict[str, dict[str, Any]] = {}
             for name, array in self._arrays().items():
                 file = tmp / f"{name}.npy"
@@ -454,10 +453,8 @@ class PCAReducer:
                 }
             P.write_manifest(
                 tmp,
-                tag=_FORMAT_TAG,
-                version=FORMAT_VERSION,
-                name=CONFIG_NAME,
-                fields={
+                _KIND,
+                {
                     "config": self.get_config(),
                     "n_features_in": self.n_features_in_,
                     "n_samples_seen": self.n_samples_seen_,
@@ -482,16 +479,12 @@ class PCAReducer:
         FormatVersionError
             Written by a newer format version.
         """
-        from . import persistence as P
-
         path = Path(directory)
         if not os.path.lexists(path / CONFIG_NAME):
             raise CatalogError(f"{path / CONFIG_NAME} is missing: {path} is not a saved reducer")
         manifest = P.read_manifest(
             path,
-            tag=_FORMAT_TAG,
-            max_version=FORMAT_VERSION,
-            name=CONFIG_NAME,
+            _KIND,
             required=("config", "n_features_in", "n_samples_seen", "arrays"),
             upgrade=_files_from_arrays,
         )

@@ -52,11 +52,10 @@ from ..validation import check_int, check_k, check_vectors
 
 PathLike: TypeAlias = "str | os.PathLike[str]"
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = P.format_of("index").version
 """Version of the on-disk layout written by :meth:`BaseIndex.save`."""
 
-MANIFEST_NAME = "manifest.json"
-_FORMAT_TAG = "visualsim.index"
+MANIFEST_NAME = P.format_of("index").name
 _IDS_FILE = "ids.json"
 _LABELS_FILE = "labels.npy"
 
@@ -642,7 +641,7 @@ class BaseIndex:
         """
         spec = INDEXES.to_spec(self)
         target = Path(path)
-        with P.atomic_dir(target, tag=_FORMAT_TAG) as tmp:
+        with P.atomic_dir(target, kind="index") as tmp:
             with self._lock.read():
                 state = self._save_state(tmp)
                 ids, labels, next_label = self._ids.state()
@@ -652,9 +651,8 @@ class BaseIndex:
             P.write_npy(tmp / _LABELS_FILE, labels)
             P.write_manifest(
                 tmp,
-                tag=_FORMAT_TAG,
-                version=FORMAT_VERSION,
-                fields={
+                "index",
+                {
                     "name": spec["name"],
                     "config": spec["config"],
                     "dim": dim,
@@ -680,7 +678,9 @@ class BaseIndex:
             (use :func:`load_index` to load whatever is there).
         """
         return P.read_consistent(
-            Path(path), lambda d: cls._from_manifest(d, read_manifest(d, verify=verify))
+            Path(path),
+            lambda d: cls._from_manifest(d, read_manifest(d, verify=verify)),
+            kind="index",
         )
 
     @classmethod
@@ -869,7 +869,7 @@ def load_index(path: PathLike, *, verify: bool = True) -> Index:
         index: Index = cls._from_manifest(directory, manifest)
         return index
 
-    return P.read_consistent(Path(path), read)
+    return P.read_consistent(Path(path), read, kind="index")
 
 
 MAX_LABEL_GAP = 1 << 24
@@ -899,8 +899,7 @@ def read_manifest(directory: Path, *, verify: bool = True) -> dict[str, Any]:
         )
     manifest = P.read_manifest(
         root,
-        tag=_FORMAT_TAG,
-        max_version=FORMAT_VERSION,
+        "index",
         verify=False,  # fields first; checksums (reading every byte) once they make sense
         required=("name", "config", "count", "next_label"),
     )
