@@ -43,7 +43,7 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import Any, ClassVar, TypeAlias
 
 from ..errors import FilterError
 
@@ -97,31 +97,32 @@ class InList:
 
 
 @dataclass(frozen=True)
-class And:
-    """Every item holds."""
+class _Joined:
+    """Items joined by ``and`` / ``or`` (the subclass's :attr:`word`)."""
 
     items: tuple[Expr, ...]
+    word: ClassVar[str]
 
     def fields(self) -> set[str]:
         """Return the field names the expression reads."""
         return set().union(*(i.fields() for i in self.items))
 
     def __str__(self) -> str:
-        return "(" + " and ".join(str(i) for i in self.items) + ")"
+        return "(" + f" {self.word} ".join(str(i) for i in self.items) + ")"
 
 
 @dataclass(frozen=True)
-class Or:
+class And(_Joined):
+    """Every item holds."""
+
+    word: ClassVar[str] = "and"
+
+
+@dataclass(frozen=True)
+class Or(_Joined):
     """At least one item holds."""
 
-    items: tuple[Expr, ...]
-
-    def fields(self) -> set[str]:
-        """Return the field names the expression reads."""
-        return set().union(*(i.fields() for i in self.items))
-
-    def __str__(self) -> str:
-        return "(" + " or ".join(str(i) for i in self.items) + ")"
+    word: ClassVar[str] = "or"
 
 
 @dataclass(frozen=True)
@@ -450,21 +451,3 @@ def to_expr(where: str | Mapping[str, Any] | Expr) -> Expr:
         "where must be a filter string, a dict or a function of metadata, "
         f"got {type(where).__name__}"
     )
-
-
-__all__ = [
-    "MAX_DEPTH",
-    "MAX_FILTER_LENGTH",
-    "MAX_LIST",
-    "OPERATORS",
-    "And",
-    "Compare",
-    "Expr",
-    "FilterError",
-    "InList",
-    "Not",
-    "Or",
-    "from_mapping",
-    "parse_filter",
-    "to_expr",
-]
