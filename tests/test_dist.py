@@ -63,7 +63,12 @@ def test_dist_builds_an_sdist_and_a_wheel_holding_the_page(dist: Path) -> None:
     (sdist,) = dist.glob("visualsim-*.tar.gz")
     with zipfile.ZipFile(wheel) as zf:
         names = zf.namelist()
-    for name in ("visualsim/serve/static/index.html", "visualsim/py.typed", "visualsim/cli.py"):
+    for name in (
+        "visualsim/serve/static/index.html",
+        "visualsim/py.typed",
+        "visualsim/cli/__init__.py",
+        "visualsim/cli/__main__.py",
+    ):
         assert name in names, name
     assert any(n.endswith("entry_points.txt") for n in names)
     with tarfile.open(sdist) as tf:
