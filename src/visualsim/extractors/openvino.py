@@ -45,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import persistence as P
 from ..errors import ConfigError, VisualsimError
 from .base import extractor_from_config
 from .spec import runtimes, same_vectors
@@ -242,12 +243,16 @@ def _key(parts: Mapping[str, Any]) -> str:
 
 
 def _atomic_save_model(ov: Any, model: Any, target: Path, meta: Mapping[str, Any]) -> None:
-    """Save ``model`` as ``target/model.xml|bin`` plus ``meta.json``, via a renamed temp dir."""
+    """Save ``model`` as ``target/model.xml|bin`` plus ``meta.json``, via a renamed temp dir.
+
+    ``meta.json`` is a ``visualsim.openvino.model`` manifest (the cache key's parts and
+    the model files' SHA-256s); entries written before it was one are still used.
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         ov.save_model(model, str(tmp / "model.xml"), compress_to_fp16=False)
-        (tmp / "meta.json").write_text(json.dumps(dict(meta), sort_keys=True, indent=1))
+        P.write_manifest(tmp, "openvino.model", P.json_safe(dict(meta), where="cache key"))
         for f in tmp.iterdir():
             with f.open("rb") as fh:
                 os.fsync(fh.fileno())
@@ -271,18 +276,15 @@ def _read_cached(core: Any, folder: Path) -> Any | None:
         return None
 
 
-def _atomic_write_json(path: Path, data: Mapping[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(dict(data), fh, sort_keys=True)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+def _write_decision(folder: Path, data: Mapping[str, Any]) -> None:
+    """Record an ``auto`` decision as ``folder/decision.json`` (a manifest, written atomically)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    P.write_manifest(folder, "openvino.decision", dict(data), files={})
+
+
+def _read_decision(folder: Path) -> dict[str, Any]:
+    """Return the ``auto`` decision recorded in ``folder`` (bounded and checked)."""
+    return P.read_manifest(folder, "openvino.decision", max_bytes=1 << 20)
 
 
 # -- the runner -------------------------------------------------------------------------
@@ -529,12 +531,12 @@ class OpenVINORunner:
         )
         if decision is not None and (decision / "decision.json").is_file():
             try:
-                chosen = json.loads((decision / "decision.json").read_text())
-                self.guard_ = {str(k): float(v) for k, v in chosen["guard"].items()}
-                self.speed_ = {str(k): float(v) for k, v in chosen.get("speed", {}).items()}
-                if chosen["precision"] == "int8":
+                recorded = _read_decision(decision)
+                self.guard_ = {str(k): float(v) for k, v in recorded["guard"].items()}
+                self.speed_ = {str(k): float(v) for k, v in recorded.get("speed", {}).items()}
+                if recorded["precision"] == "int8":
                     return self._quantized(inputs), "int8"
-                return self._base, str(chosen["precision"])
+                return self._base, str(recorded["precision"])
             except Exception as exc:
                 logger.warning("ignoring OpenVINO auto decision %s: %s", decision, exc)
         reference = None
@@ -569,9 +571,8 @@ class OpenVINORunner:
         if chosen != "int8":
             self.calibration_ = None
         if decision is not None and reference is not None:
-            _atomic_write_json(
-                decision / "decision.json",
-                {"precision": chosen, "guard": self.guard_, "speed": self.speed_},
+            _write_decision(
+                decision, {"precision": chosen, "guard": self.guard_, "speed": self.speed_}
             )
         logger.info(
             "precision auto: chose %s (guard %s, img/s %s)", chosen, self.guard_, self.speed_
