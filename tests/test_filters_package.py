@@ -137,6 +137,32 @@ def test_http_never_filters_on_the_server_path_field(tmp_path: Path) -> None:
     ]  # Python callers, who own the catalogue, may
 
 
+def test_the_cli_where_help_shows_each_form_once_and_every_example_parses() -> None:
+    from visualsim.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    for command in ("query", "similar"):
+        helptext = next(
+            a.help
+            for a in sub.choices[command]._actions  # type: ignore[attr-defined]
+            if a.dest == "where"
+        )
+        examples = [parse_filter(e) for e in re.findall(r'"([^"]+)"', helptext)]
+        kinds = [type(e).__name__ for e in examples]
+        # comparisons (a number, a text), in, not in, a bare field, and/or/not, backticks
+        assert kinds == ["Compare", "Compare", "InList", "InList", "Compare", "And", "Compare"]
+        assert [str(e) for e in examples] == [
+            "price <= 50",
+            "category == 'shoes'",
+            "colour in ['red', 'blue']",
+            "colour not in ['red']",
+            "in_stock == true",
+            "((price < 50 or on_sale == true) and not brand == 'acme')",
+            "`size (EU)` >= 40",
+        ]
+        assert "KEY=VALUE, category=shoes|bags" in helptext
+
+
 # -- the package keeps every public name; the old homes still work ----------------------
 def test_public_names_are_importable_from_visualsim_filters() -> None:
     for name in F.__all__:

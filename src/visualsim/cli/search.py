@@ -49,12 +49,13 @@ def add_search_parsers(sub: Subparsers) -> None:
             action="append",
             default=[],
             metavar="FILTER",
-            help="only items whose metadata match, in the filter language: FIELD OP VALUE "
-            "(OP one of == != < <= > >=), FIELD in [V, ...], FIELD not in [...], a bare "
-            "true/false field (in_stock), joined by and, or, not and parentheses; text in "
-            "quotes, a field with odd characters in `backticks`; e.g. \"category == 'shoes' "
-            'and price < 50". Or the short KEY=VALUE (VALUE a|b for any of). Repeat: all '
-            "must match (docs/filters.md)",
+            help="only items whose metadata match, in the filter language (docs/filters.md): "
+            'a comparison, "price <= 50" or "category == \'shoes\'" (== != < <= > >=, text '
+            "in quotes); a list, \"colour in ['red', 'blue']\", \"colour not in ['red']\"; a "
+            'bare true/false field, "in_stock"; these joined by and, or, not and parentheses, '
+            "\"(price < 50 or on_sale) and not brand == 'acme'\"; a field with odd characters "
+            'in backticks, "`size (EU)` >= 40"; or the short KEY=VALUE, category=shoes|bags '
+            "(| for any of). Repeat --where: every one must match",
         )
         p.add_argument("--min-score", type=_finite_float, default=None, help="drop weaker results")
         if name == "query":
