@@ -166,14 +166,13 @@ def test_the_store_manifest_is_a_persistence_manifest(tmp_path: Path) -> None:
     _, digests = write_chunk(tmp_path, "s", "npy", vectors=_unit(1), ids=["a"], metadata=[{}])
     written = write_store_manifest(
         tmp_path,
-        "manifest.json",
-        tag="visualsim.test",
-        version=1,
-        fields={"format": "ignored", "dim": DIM},
+        "shards",
+        fields={"format": "ignored", "library_version": "0.0.1", "dim": DIM},
         files=digests,
     )
-    read = P.read_manifest(tmp_path, tag="visualsim.test", max_version=1)
-    assert read == written and read["format"] == "visualsim.test" and read["dim"] == DIM
+    read = P.read_manifest(tmp_path, "shards")
+    assert read == written and read["format"] == "visualsim.shards" and read["dim"] == DIM
+    assert read["library_version"] != "0.0.1"  # this visualsim wrote it
     assert read["files"] == digests and sorted(digests) == sorted(chunk_files("s", "npy").values())
 
 

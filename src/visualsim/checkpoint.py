@@ -47,9 +47,10 @@ from .errors import CatalogError
 from .ids import Id
 from .persistence import json_safe
 
-PROGRESS = "progress.json"
-FORMAT = "visualsim.checkpoint"
-VERSION = 2
+_KIND = "checkpoint"
+PROGRESS = P.format_of(_KIND).name
+FORMAT = P.format_of(_KIND).tag
+VERSION = P.format_of(_KIND).version
 _CHUNK = re.compile(r"chunk-\d{6,}")
 _MAX_CHUNKS = 10_000_000
 
@@ -118,9 +119,7 @@ class ExtractionCheckpoint:
     def _save(self, *, clearing: bool = False) -> None:
         write_store_manifest(
             self.directory,
-            PROGRESS,
-            tag=FORMAT,
-            version=VERSION,
+            _KIND,
             fields=self._state(clearing=clearing),
             files=self.files,
         )

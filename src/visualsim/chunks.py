@@ -216,21 +216,21 @@ def refuse_foreign(
 
 def write_store_manifest(
     folder: str | os.PathLike[str],
-    name: str,
+    kind: str,
     *,
-    tag: str,
-    version: int,
     fields: Mapping[str, Any],
     files: Mapping[str, str],
 ) -> dict[str, Any]:
-    """Write a store's manifest ``folder/name`` atomically and return it.
+    """Write a store's manifest into ``folder`` atomically and return it.
 
-    The one place a chunk store's manifest is written: ``format``,
-    ``format_version``, ``library_version``, the store's own ``fields`` and
+    The one place a chunk store's manifest is written, through
+    :func:`visualsim.persistence.write_manifest`: ``kind`` (``"shards"``,
+    ``"checkpoint"``, a key of :data:`visualsim.persistence.FORMATS`) gives
+    the tag, version and file name; then the store's own ``fields`` and
     ``files`` (name -> SHA-256 of every complete chunk's files).
     """
     own = {k: v for k, v in fields.items() if k not in _MANIFEST_KEYS}
-    return P.write_manifest(folder, tag=tag, version=version, fields=own, files=files, name=name)
+    return P.write_manifest(folder, kind, own, files=files)
 
 
 _MANIFEST_KEYS = ("format", "format_version", "library_version", "files")

@@ -53,11 +53,12 @@ from .ids import Id
 from .persistence import json_safe
 from .validation import check_choice, check_int
 
-FORMAT = "visualsim.shards"
-LEGACY_FORMATS = ("visualsim-shards",)
+_KIND = "shards"
+FORMAT = P.format_of(_KIND).tag
+LEGACY_FORMATS = P.format_of(_KIND).old_tags
 """Tags older visualsim versions wrote; still read."""
-FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
+FORMAT_VERSION = P.format_of(_KIND).version
+MANIFEST = P.format_of(_KIND).name
 ShardFormat = Literal["npy", "parquet"]
 SHARD_FORMATS: tuple[str, ...] = ("npy", "parquet")
 _LEGACY_TMP = re.compile(r"\.(shard-\d{5,}\.[a-z.]+|manifest\.json)\.tmp-[0-9a-f]+")
@@ -332,9 +333,7 @@ class ShardWriter:
         self.manifest["failed"] = sum(len(s["failed"]) for s in shards)
         self.manifest = write_store_manifest(
             self.path,
-            MANIFEST,
-            tag=FORMAT,
-            version=FORMAT_VERSION,
+            _KIND,
             fields=self.manifest,
             files={name: s["sha256"][name] for s in shards for name in s["files"].values()},
         )
@@ -372,8 +371,7 @@ def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
         )
     manifest = P.read_manifest(
         root,
-        tag=(FORMAT, *LEGACY_FORMATS),
-        max_version=FORMAT_VERSION,
+        _KIND,
         verify=False,
         required=("extractor", "dim", "shard_format", "shards"),
         upgrade=_files_from_shards,
