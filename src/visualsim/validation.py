@@ -327,6 +327,62 @@ def check_vectors(
     return out
 
 
+def normalize_rows(x: np.ndarray) -> np.ndarray:
+    """Return the rows of ``x`` divided by their L2 norm, as contiguous float32.
+
+    A zero row stays zero, so it adds nothing to a cosine or to a blend of
+    cosines (the policy of the evaluation and the adapter). Compare
+    :func:`check_vectors`, which refuses a zero row, and
+    :func:`visualsim.extractors.base.l2_normalize`, which makes it a constant
+    unit row. No checks: see :func:`unit_rows`.
+
+    Examples
+    --------
+    >>> normalize_rows(np.array([[3.0, 4.0], [0.0, 0.0]])).tolist()
+    [[0.6000000238418579, 0.800000011920929], [0.0, 0.0]]
+    """
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return np.ascontiguousarray(x / np.where(norms > 0, norms, 1.0), dtype=np.float32)
+
+
+def unit_rows(x: ArrayLike, *, name: str = "vectors", allow_empty: bool = False) -> np.ndarray:
+    """Return ``x``, an ``(n, dim)`` array of finite numbers, as float32 unit rows.
+
+    A zero row stays zero (:func:`normalize_rows`).
+
+    Parameters
+    ----------
+    x
+        The vectors, one per row (a 1-d array is refused).
+    name
+        What ``x`` is called in error messages.
+    allow_empty
+        Accept ``n == 0``.
+
+    Raises
+    ------
+    InvalidVectorsError
+        Not numeric, not 2-d, no columns, no rows (unless ``allow_empty``), or a
+        NaN or infinite value (as float32; the first such row is named).
+
+    Examples
+    --------
+    >>> unit_rows([[0.0, 2.0]], name="embeddings")
+    array([[0., 1.]], dtype=float32)
+    """
+    try:
+        arr = np.asarray(x, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise InvalidVectorsError(f"{name} must be a numeric (n, dim) array") from None
+    if arr.ndim != 2 or arr.shape[1] == 0 or (arr.shape[0] == 0 and not allow_empty):
+        raise InvalidVectorsError(f"{name} must be a non-empty (n, dim) array, got {arr.shape}")
+    finite = np.isfinite(arr).all(axis=1)
+    if not finite.all():
+        bad = int(np.flatnonzero(~finite)[0])
+        raise InvalidVectorsError(f"{name} row {bad} holds NaN or infinite values")
+    return normalize_rows(arr)
+
+
 def _shown(value: Any) -> str:
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):
         v = int(value)
@@ -346,4 +402,6 @@ __all__ = [
     "check_positive_int",
     "check_rows",
     "check_vectors",
+    "normalize_rows",
+    "unit_rows",
 ]

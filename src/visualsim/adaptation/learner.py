@@ -23,7 +23,14 @@ from numpy.typing import ArrayLike
 from .. import persistence as P
 from ..errors import CatalogError, ConfigError, InvalidVectorsError, NotFittedError
 from ..evaluation.leave_one_out import _encode_labels
-from ..validation import check_bool, check_choice, check_float, check_int
+from ..validation import (
+    check_bool,
+    check_choice,
+    check_float,
+    check_int,
+    normalize_rows,
+    unit_rows,
+)
 from .guard import (
     ADAPT_HOLDOUTS,
     _split,
@@ -33,7 +40,7 @@ from .guard import (
     score_mixes,
 )
 from .labels import _compact_columns, _joint, _label_columns
-from .vectors import _blend, _check_weights, _normalize, _unit_rows, _weigh
+from .vectors import _blend, _check_weights, _weigh
 
 logger = logging.getLogger(__name__)
 
@@ -288,7 +295,7 @@ class ProjectionAdapter:
             field) with at least two items each, or (with ``mix=None``) too
             little data to hold out a validation split.
         """
-        x = _unit_rows(vectors, "vectors")
+        x = unit_rows(vectors, name="vectors")
         names, columns = _label_columns(labels, len(x))
         codes = np.stack([_encode_labels(col, len(x))[0] for col in columns], axis=1)
         keep = codes[:, 0] >= 0
@@ -493,7 +500,8 @@ class ProjectionAdapter:
             z = c @ a["w"] + a["b"]
         k = self.dim_out
         return [
-            _normalize(z[:, s * k : (s + 1) * k].astype(np.float32)) for s in range(z.shape[1] // k)
+            normalize_rows(z[:, s * k : (s + 1) * k].astype(np.float32))
+            for s in range(z.shape[1] // k)
         ]
 
     def _project(self, x: np.ndarray) -> np.ndarray:
@@ -512,7 +520,7 @@ class ProjectionAdapter:
         """
         if self.mix_ is None or self.n_features_in_ is None:
             raise NotFittedError("ProjectionAdapter is not fitted; call fit(vectors, labels)")
-        x = _unit_rows(vectors, "vectors", allow_empty=True)
+        x = unit_rows(vectors, name="vectors", allow_empty=True)
         if x.shape[1] != self.n_features_in_:
             raise InvalidVectorsError(
                 f"vectors have dimension {x.shape[1]}; this adapter was fitted on "

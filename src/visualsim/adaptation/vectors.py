@@ -1,4 +1,4 @@
-"""The arithmetic of adapted vectors: unit rows, weighted segments and blends."""
+"""The arithmetic of adapted vectors: segment weights, weighted segments and blends."""
 
 from __future__ import annotations
 
@@ -7,9 +7,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from numpy.typing import ArrayLike
 
-from ..errors import ConfigError, InvalidVectorsError
+from ..errors import ConfigError
 from ..validation import check_float
 
 
@@ -42,28 +41,6 @@ def _weigh(segments: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarr
         np.concatenate([seg * np.float32(math.sqrt(w)) for seg, w in used], axis=1),
         dtype=np.float32,
     )
-
-
-def _normalize(x: np.ndarray) -> np.ndarray:
-    """Unit rows as contiguous float32; a zero row stays zero (unlike
-    :func:`visualsim.extractors.base.l2_normalize`, which makes it a constant unit row):
-    a zero learned segment must add nothing to the blended cosine."""
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return np.ascontiguousarray(x / np.where(norms > 0, norms, 1.0), dtype=np.float32)
-
-
-def _unit_rows(vectors: ArrayLike, name: str, *, allow_empty: bool = False) -> np.ndarray:
-    """``vectors`` as finite unit rows (:func:`_normalize`), or an :class:`InvalidVectorsError`."""
-    try:
-        x = np.asarray(vectors, dtype=np.float32)
-    except (TypeError, ValueError):
-        raise InvalidVectorsError(f"{name} must be a numeric (n, dim) array") from None
-    if x.ndim != 2 or x.shape[1] == 0 or (x.shape[0] == 0 and not allow_empty):
-        raise InvalidVectorsError(f"{name} must be a non-empty (n, dim) array, got {x.shape}")
-    if not np.isfinite(x).all():
-        bad = int(np.flatnonzero(~np.isfinite(x).all(axis=1))[0])
-        raise InvalidVectorsError(f"{name} row {bad} holds NaN or infinite values")
-    return _normalize(x)
 
 
 def _blend(learned: np.ndarray, original: np.ndarray, mix: float) -> np.ndarray:

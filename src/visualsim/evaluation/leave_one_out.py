@@ -15,8 +15,8 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import ArrayLike
 
-from ..errors import CatalogError, ConfigError, InvalidVectorsError, NotFittedError, UnknownIdError
-from ..validation import check_positive_int
+from ..errors import CatalogError, ConfigError, NotFittedError, UnknownIdError
+from ..validation import check_positive_int, unit_rows
 from .metrics import (
     EvaluationReport,
     _check_ks,
@@ -104,27 +104,14 @@ def evaluate(
     if _is_key_tuple(labels, recommender):
         name = "+".join(labels)
     codes, values = _encode_labels(_resolve_labels(labels, ids, recommender), len(ids))
-    if exact:
-        return _evaluate(
-            _as_vectors(embeddings),
-            codes,
-            values,
-            ids,
-            k,
-            queries,
-            label=name,
-            batch_size=batch_size,
-            progress=progress,
-            neighbours_of=None,
-        )
 
     def neighbours_of(query_pos: np.ndarray, n_neighbours: int) -> np.ndarray:
         return _index_neighbours(
             index, embeddings, ids, query_pos, n_neighbours, batch_size, progress
         )
 
-    return _evaluate(
-        embeddings,
+    return _evaluate(  # exact: brute force over the stored vectors, else the index
+        _as_vectors(embeddings) if exact else embeddings,
         codes,
         values,
         ids,
@@ -133,7 +120,7 @@ def evaluate(
         label=name,
         batch_size=batch_size,
         progress=progress,
-        neighbours_of=neighbours_of,
+        neighbours_of=None if exact else neighbours_of,
     )
 
 
@@ -402,13 +389,8 @@ def _positions_of(queries: Iterable[Any], ids: Sequence[Any]) -> np.ndarray:
 
 
 def _as_vectors(embeddings: ArrayLike) -> np.ndarray:
-    x = np.asarray(embeddings, dtype=np.float32)
-    if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
-        raise InvalidVectorsError(f"embeddings must be a non-empty (n, dim) array, got {x.shape}")
-    if not np.isfinite(x).all():
-        raise InvalidVectorsError("embeddings contain NaN or infinite values")
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return np.ascontiguousarray(x / np.where(norms > 0, norms, 1.0), dtype=np.float32)
+    """``embeddings`` as float32 unit rows (a zero row stays zero), or an error."""
+    return unit_rows(embeddings, name="embeddings")
 
 
 def _chunks(n: int, size: int, progress: bool) -> Iterator[slice]:
