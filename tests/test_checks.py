@@ -315,3 +315,33 @@ def test_the_reducer_and_the_indexes_refuse_bad_rows_in_the_same_words() -> None
             assert str(info.value).startswith(says), str(info.value)
     big = np.ones((3, 2))
     assert check_rows(big) is big  # checked, not copied
+
+
+def test_the_evaluation_and_the_adapter_share_one_unit_rows_rule() -> None:
+    """A zero row stays zero; a bad array is refused in one wording by both owners' callers."""
+    from visualsim.adaptation import ProjectionAdapter
+    from visualsim.errors import InvalidVectorsError
+    from visualsim.evaluation import evaluate_embeddings
+    from visualsim.validation import normalize_rows, unit_rows
+
+    out = unit_rows([[3.0, 4.0], [0.0, 0.0]])
+    assert out.dtype == np.float32 and out.flags.c_contiguous
+    np.testing.assert_allclose(out, [[0.6, 0.8], [0.0, 0.0]], rtol=1e-6)
+    np.testing.assert_array_equal(normalize_rows(np.zeros((2, 3))), np.zeros((2, 3)))
+    assert unit_rows(np.zeros((0, 4)), allow_empty=True).shape == (0, 4)
+    nan_row = np.ones((4, 2))
+    nan_row[3, 1] = np.nan
+    for bad, says in (
+        ([["a", "b"]], "embeddings must be a numeric (n, dim) array"),
+        (np.ones(3), "embeddings must be a non-empty (n, dim) array, got (3,)"),
+        (np.zeros((0, 2)), "embeddings must be a non-empty (n, dim) array, got (0, 2)"),
+        (nan_row, "embeddings row 3 holds NaN or infinite values"),
+    ):
+        with pytest.raises(InvalidVectorsError) as info:
+            evaluate_embeddings(bad, [0, 0, 1, 1][: len(bad)] if np.ndim(bad) == 2 else [0])
+        assert str(info.value) == says
+        with pytest.raises(InvalidVectorsError) as info:
+            ProjectionAdapter(mix=1.0).fit(
+                bad, [0, 0, 1, 1][: len(bad)] if np.ndim(bad) == 2 else [0]
+            )
+        assert str(info.value) == says.replace("embeddings", "vectors")
