@@ -427,11 +427,7 @@ class KerasExtractor(BaseExtractor):
     @property
     def precision_(self) -> str | None:
         """The precision in use (``None`` before first use with ``precision="auto"``)."""
-        if self.runtime != "openvino":
-            return "f32"
-        if self.precision != "auto":
-            return getattr(self._fn, "precision_", None) or self.precision
-        return getattr(self._fn, "precision_", None)
+        return precision_in_use(self, self._fn)
 
     def _openvino_identity(self) -> dict[str, Any] | None:
         from .openvino import file_digest
@@ -571,6 +567,16 @@ def calibration_batch(extractor: Any) -> np.ndarray | None:
     if isinstance(images, (Sequence, np.ndarray)) and not isinstance(images, (str, bytes)):
         images = images[: extractor.calibration_size]
     return prepared_stack(extractor.load, images)
+
+
+def precision_in_use(extractor: Any, runner: Any) -> str | None:
+    """The precision an extractor computes in: ``"f32"`` off OpenVINO; on it, the runner's
+    once it has resolved one, else the one asked for (``None`` for ``"auto"`` before first
+    use). The ``precision_`` of every OpenVINO-capable extractor."""
+    if extractor.runtime != "openvino":
+        return "f32"
+    found = getattr(runner, "precision_", None)
+    return found or (None if extractor.precision == "auto" else extractor.precision)
 
 
 def openvino_config(extractor: Any, runner: Any) -> dict[str, Any]:

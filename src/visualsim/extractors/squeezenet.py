@@ -25,7 +25,13 @@ from ..errors import ConfigError, WeightsUnavailableError
 from ..images import RESIZE_MODES, resize_image
 from ..safe_unpickle import PickleFormatError, UnsafePickleError, unpickle_arrays
 from .base import BaseExtractor, register_extractor, saved_weights_config
-from .keras import _import_keras, calibration_batch, check_runtime, openvino_config
+from .keras import (
+    _import_keras,
+    calibration_batch,
+    check_runtime,
+    openvino_config,
+    precision_in_use,
+)
 
 RUNTIMES = ("keras", "openvino")
 """``"keras"``: a ``tf.function`` over the Keras graph; ``"openvino"``: the same
@@ -250,10 +256,7 @@ class SqueezeNetExtractor(BaseExtractor):
     @property
     def precision_(self) -> str | None:
         """The precision in use (``None`` before first use with ``precision="auto"``)."""
-        if self.runtime != "openvino":
-            return "f32"
-        found = getattr(self._runner_, "precision_", None)
-        return found or (None if self.precision == "auto" else self.precision)
+        return precision_in_use(self, self._runner_)
 
     def build(self) -> None:
         """Load the weights and make the network ready now (it is otherwise done on first use)."""
