@@ -193,6 +193,20 @@ def _tracked(entries: Iterable[Entry], sources: dict[Id, str | None]) -> Iterato
         yield e
 
 
+def resolve(source: str | None, root: Path | None) -> str | None:
+    """A stored ``source`` as a path on this machine: joined to ``root`` unless absolute."""
+    if source is None:
+        return None
+    return source if root is None or os.path.isabs(source) else str(root / source)
+
+
+def id_list(ids: Any) -> list[Id]:
+    """The distinct ids of ``remove(ids)``, in order (a single id is a ``ConfigError``)."""
+    if isinstance(ids, (str, bytes)) or not isinstance(ids, Iterable):
+        raise ConfigError(f"ids must be a list of ids, got {ids!r}; pass [{ids!r}]")
+    return list(dict.fromkeys(ids))
+
+
 def relative_to(source: str | None, root: Path | None) -> str | None:
     """``source`` relative to ``root`` (forward slashes) when inside it, else unchanged."""
     if source is None or root is None:
@@ -406,6 +420,17 @@ def duplicates_of(rows: Rows, best: dict[int, tuple[Id, float]], min_score: floa
         if b not in best or sc > best[b][1]:
             best[b] = (rows.ids[a], float(sc))
     return [(rows.ids[j], best[j][0], best[j][1]) for j in sorted(best)]
+
+
+def check_policy(duplicates: Any, min_score: Any) -> float:
+    """Check ``add(duplicates=..., min_score=...)``; return the detector's threshold."""
+    if duplicates not in (None, "report", "skip", "error"):
+        raise ConfigError(
+            f"duplicates must be None, 'report', 'skip' or 'error', got {duplicates!r}"
+        )
+    from .duplicates import check_min_score
+
+    return check_min_score(min_score)
 
 
 def apply_policy(

@@ -117,6 +117,19 @@ class Pipeline:
         vectors = self.get_extractor().extract(images, batch_size=batch_size, progress=False)
         return self.project(vectors)
 
+    def as_query(self, vector: Any, dim: int) -> np.ndarray:
+        """One query, ``(1, dim)``: checked, and projected when it is an extractor's vector."""
+        from .indexes.base import check_vectors
+
+        q = check_vectors(np.asarray(vector, dtype=np.float32).reshape(1, -1), name="query")
+        return q if q.shape[1] == dim else self.project(q)
+
+    def sample_vector(self) -> np.ndarray:
+        """The extractor's vector of a small generated image (the model is built meanwhile)."""
+        image = np.full((96, 96, 3), 200, dtype=np.uint8)
+        image[24:72, 24:72] = (180, 40, 40)  # not blank: some extractors skip background
+        return np.asarray(self.get_extractor().extract([image], progress=False)[0])
+
     @property
     def dim(self) -> int:
         """Length of the vectors this pipeline stores."""
@@ -136,16 +149,19 @@ class Pipeline:
 def load_state(
     path: str | os.PathLike[str],
     index: Any,
-    *,
-    milvus_uri: str | os.PathLike[str] | None = None,
-    milvus_token_env: str | None = None,
-    **options: Any,
+    milvus_uri: str | os.PathLike[str] | None,
+    milvus_token_env: str | None,
+    extractor: Any,
+    mmap: bool,
+    verify: bool,
+    allow_mismatch: bool,
 ) -> CatalogState:
     """Read a catalogue folder (:func:`visualsim.catalog.load_catalog`).
 
     ``index`` (a name or object, or ``None`` for the saved one) is made fresh;
     only the saved index's Milvus connection goes through ``milvus_uri`` and
-    ``milvus_token_env`` (:func:`~visualsim.indexes.milvus.loading_saved`).
+    ``milvus_token_env`` (:func:`~visualsim.indexes.milvus.loading_saved`). The
+    other arguments are :meth:`visualsim.Recommender.load`'s.
     """
     from .catalog import load_catalog
     from .indexes.milvus import loading_saved
@@ -158,7 +174,14 @@ def load_state(
     )
     with scope:
         fresh = None if index is None else fresh_index(index)
-        return load_catalog(Path(path), index=fresh, **options)
+        return load_catalog(
+            Path(path),
+            index=fresh,
+            extractor=extractor,
+            mmap=mmap,
+            verify=verify,
+            allow_mismatch=allow_mismatch,
+        )
 
 
 def save_state(

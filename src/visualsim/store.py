@@ -77,6 +77,14 @@ class _Grow:
 # --------------------------------------------------------------------------- columns
 
 
+def check_storage(storage: Any) -> None:
+    """Refuse a ``storage`` dtype other than ``float32`` and ``float16`` (``ConfigError``)."""
+    from .reduction import STORAGE_DTYPES
+
+    if storage not in STORAGE_DTYPES:
+        raise ConfigError(f"storage must be one of {STORAGE_DTYPES}, got {storage!r}")
+
+
 def kind_of(value: Any) -> str | None:
     """Return the column kind of one metadata value (``None`` for a missing value)."""
     if value is None:
@@ -429,10 +437,12 @@ class Store:
                 out[name] = col.get(row)
         return out
 
-    def vector(self, item_id: Id) -> np.ndarray:
-        """Return one live item's vector as a float32 ``(dim,)`` copy."""
+    def vector(self, item_id: Id, *, unit: bool = False) -> np.ndarray:
+        """Return one live item's vector as a float32 ``(dim,)`` copy (unit length if ``unit``)."""
         row = self.row_of(item_id)
-        return np.array(self.vectors_f32(slice(row, row + 1))[0], dtype=np.float32)
+        out = np.array(self.vectors_f32(slice(row, row + 1))[0], dtype=np.float32)
+        norm = float(np.linalg.norm(out)) if unit else 0.0
+        return out / norm if norm else out
 
     def live_vectors(self) -> np.ndarray:
         """Return the live rows' vectors as read-only float32 (no copy when it can)."""
