@@ -551,15 +551,16 @@ _CHILD = textwrap.dedent(
     import os, sys, json
     import numpy as np
     from visualsim import persistence as P
+    from visualsim.io import folders
     dest = sys.argv[1]
     aimed = sys.argv[2] if len(sys.argv) > 2 else ""
     if aimed:
-        real = P.discard_temp_dir
+        real = folders.discard_temp_dir
         def crash(tmp):
             if aimed == "after-swap":
                 os.kill(os.getpid(), 9)
             real(tmp)
-        P.discard_temp_dir = crash
+        folders.discard_temp_dir = crash  # what replace_dir calls after the swap
     version = 0
     while True:
         version += 1
