@@ -5,7 +5,7 @@ BIN     = $(VENV)/bin
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export KERAS_BACKEND ?= tensorflow
 
-.PHONY: demo test test-browser lint typecheck pytest docs bench dist clean
+.PHONY: demo test test-fast test-browser lint typecheck pytest docs bench dist clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,12 @@ pytest: $(VENV)/.installed-dev
 		--disable-socket --allow-unix-socket --allow-hosts=127.0.0.1,::1,localhost
 	$(BIN)/python -m pytest -q -m "not browser"
 
+# the fast loop while coding: the unit, contract and hostile layers without the slow
+# builds (tests/integration/ holds servers, Ray, Milvus, benchmarks, docs and the wheel)
+test-fast: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit tests/contract tests/hostile \
+		-m "not browser and not slow"
+
 # the page in a real headless Chromium (Debian's `chromium`; .ci/run installs it)
 test-browser: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -q -m browser
@@ -48,7 +54,7 @@ docs: | $(BIN)/python
 
 # an sdist and a wheel in dist/: `python -m build` builds the sdist, then the wheel from
 # it, offline, with the build backend (setuptools>=77) the dev extra installs in .venv.
-# tests/test_dist.py does the same, installs the wheel in a fresh venv and runs it.
+# tests/integration/test_dist.py does the same, installs the wheel in a fresh venv and runs it.
 dist: $(VENV)/.installed-dev
 	rm -rf dist
 	$(BIN)/python -m build --no-isolation --outdir dist .

@@ -8,9 +8,9 @@ from types import ModuleType
 
 import numpy as np
 import pytest
+from test_bench_real import _make_dataset
 
 from benchmark_scripts import load_benchmark
-from test_bench_real import _make_dataset
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from test_serve_live import uvicorn_in_thread
+from support import uvicorn_in_thread
 from visualsim import ColorHistogramExtractor, Recommender
 from visualsim.serve import create_app
 from visualsim.serve.app import MAX_JSON_DEPTH, MAX_PIXELS, parse_json

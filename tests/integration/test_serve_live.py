@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import queue
@@ -21,8 +20,8 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-import uvicorn
 
+from support import uvicorn_in_thread
 from visualsim import ColorHistogramExtractor, Recommender, SyntheticProducts
 from visualsim.serve import create_app
 
@@ -341,28 +340,6 @@ class BlockingExtractor(ColorHistogramExtractor):
             self.entered.set()
             assert self.release.wait(60), "never released"
         return super()._embed(batch)
-
-
-@contextlib.contextmanager
-def uvicorn_in_thread(app: Any) -> Iterator[str]:
-    """Serve ``app`` with uvicorn in a thread on a free loopback port; yield its URL."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        for _ in range(600):
-            if server.started:
-                break
-            time.sleep(0.05)
-        assert server.started, "uvicorn never started"
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(30)
-        sock.close()
 
 
 def test_health_answers_while_a_query_extracts(catalogue: tuple[Path, list[Path]]) -> None:

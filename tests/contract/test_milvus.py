@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+import test_indexes as contract
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import test_indexes as contract
 from visualsim import CatalogError, ConfigError, InvalidVectorsError, NotFittedError
 from visualsim.filters import And, Compare, FilterError, InList, Not, Or, parse_filter
 from visualsim.indexes import load_index, make_index

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from test_live import VectorExtractor, _unit
+from support import VectorExtractor, _unit
 from visualsim import Recommender, search
 from visualsim import persistence as P
 from visualsim.errors import CatalogError, ConfigError, FormatVersionError

@@ -1,6 +1,6 @@
 """Approximate indexes reach recall@10 >= 0.95 with their default parameters.
 
-20,000 clustered vectors in 256 dimensions (the generator of tests/test_indexes.py
+20,000 clustered vectors in 256 dimensions (the generator of tests/contract/test_indexes.py
 and benchmarks/bench_indexes.py), 300 queries from the same distribution.
 """
 
@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from test_indexes import clustered
+
 from visualsim.indexes import make_index
 
 N, DIM, NQ, K = 20_000, 256, 300, 10

@@ -19,40 +19,10 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from visualsim import CatalogError, Recommender, register_extractor
-from visualsim.extractors.base import BaseExtractor
+from support import VectorExtractor, _unit
+from visualsim import CatalogError, Recommender
 from visualsim.filters import FilterError, parse_filter
 from visualsim.search import Segments
-
-DIM = 8
-
-
-@register_extractor("live-test-vectors", overwrite=True)
-class VectorExtractor(BaseExtractor):
-    """A tiny extractor for vector-level tests (the tests add vectors directly)."""
-
-    name = "live-test-vectors"
-
-    def __init__(self, *, dim: int = DIM) -> None:
-        self.dim_ = dim
-
-    @property
-    def dim(self) -> int:
-        return self.dim_
-
-    def get_config(self) -> dict[str, Any]:
-        return {"dim": self.dim_}
-
-    def _prepare(self, image: np.ndarray) -> np.ndarray:
-        return np.resize(image.astype(np.float32).ravel() + 1.0, self.dim_)
-
-    def _embed(self, batch: np.ndarray) -> np.ndarray:
-        return batch
-
-
-def _unit(rng: np.random.Generator, n: int, dim: int = DIM) -> np.ndarray:
-    x = rng.normal(size=(n, dim)).astype(np.float32)
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
 def _brute(
@@ -413,7 +383,7 @@ def test_readers_always_get_a_complete_catalogue_during_overwrites(tmp_path: Pat
 KILL_SCRIPT = r"""
 import sys, numpy as np
 sys.path.insert(0, sys.argv[2])
-from test_live import VectorExtractor, _unit
+from support import VectorExtractor, _unit
 from visualsim import Recommender
 rng = np.random.default_rng(int(sys.argv[3]))
 while True:
@@ -430,7 +400,7 @@ def test_kill_9_during_overwrites_always_leaves_a_whole_catalogue(tmp_path: Path
     Recommender(VectorExtractor(), "hnsw").add_vectors(_unit(rng, 10), list(range(10))).save(path)
     script = tmp_path / "saver.py"
     script.write_text(KILL_SCRIPT)
-    tests_dir = str(Path(__file__).parent)
+    tests_dir = str(Path(__file__).resolve().parents[1])
     for attempt in range(8):
         proc = subprocess.Popen(
             [sys.executable, str(script), str(path), tests_dir, str(attempt)],

@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
 
@@ -113,4 +113,4 @@ def test_fashion_kaggle_runs_the_whole_workflow_on_a_synthetic_kaggle_folder(
     assert "Leave-one-out retrieval by 'articleType': 60 queries" in stdout
 
 
-# The README's code blocks (and every other page's) run in tests/test_docs.py.
+# The README's code blocks (and every other page's) run in tests/integration/test_docs.py.

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import visualsim.search as search
-from test_live import VectorExtractor, _unit
+from support import VectorExtractor, _unit
 from visualsim import CatalogError, ConfigError, Recommender
 from visualsim.filters import parse_filter
 from visualsim.search import implied_values

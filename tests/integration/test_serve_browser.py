@@ -1,6 +1,7 @@
 """The search-by-photo page in a real headless Chromium (Debian's /usr/bin/chromium).
 
-Run with ``make test-browser`` or ``python -m pytest -m browser tests/test_serve_browser.py``.
+Run with ``make test-browser`` or
+``python -m pytest -m browser tests/integration/test_serve_browser.py``.
 """
 
 from __future__ import annotations
