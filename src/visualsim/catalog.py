@@ -594,19 +594,6 @@ def _load(
     )
 
 
-def _runtimes(spec: Any) -> list[tuple[Any, Any]]:
-    """Every ``(runtime, precision)`` pair in an extractor spec (concat parts included)."""
-    out: list[tuple[Any, Any]] = []
-    if isinstance(spec, Mapping):
-        config = spec.get("config") if isinstance(spec.get("config"), Mapping) else spec
-        if isinstance(config, Mapping):
-            if "runtime" in config or "precision" in config:
-                out.append((config.get("runtime"), config.get("precision")))
-            for part in config.get("extractors") or []:
-                out.extend(_runtimes(part))
-    return out
-
-
 def _check_runtime(
     saved: Any, extractor: Any, store: Store, image_root: str | None, *, raw: bool
 ) -> None:
@@ -615,9 +602,9 @@ def _check_runtime(
     ``raw``: the stored vectors are the extractor's own (no reducer, no transform),
     so they are compared too.
     """
-    from .extractors.base import extractor_spec
+    from .extractors.spec import runtimes
 
-    if _runtimes(saved) == _runtimes(extractor_spec(extractor)):
+    if runtimes(saved) == runtimes(extractor):
         return
     import warnings
 

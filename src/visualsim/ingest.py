@@ -193,13 +193,6 @@ def _tracked(entries: Iterable[Entry], sources: dict[Id, str | None]) -> Iterato
         yield e
 
 
-def resolve(source: str | None, root: Path | None) -> str | None:
-    """A stored ``source`` as a path on this machine: joined to ``root`` unless absolute."""
-    if source is None:
-        return None
-    return source if root is None or os.path.isabs(source) else str(root / source)
-
-
 def id_list(ids: Any) -> list[Id]:
     """The distinct ids of ``remove(ids)``, in order (a single id is a ``ConfigError``)."""
     if isinstance(ids, (str, bytes)) or not isinstance(ids, Iterable):

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from . import ingest, querying
+from . import persistence as P
 from .errors import ConfigError, NotFittedError, UnknownIdError
 from .filters import to_expr
 from .ids import Id
@@ -258,7 +259,7 @@ class Recommender:
 
     def resolve_source(self, source: str | None) -> str | None:
         """Return a stored source as a path on this machine (joined to the image root)."""
-        return ingest.resolve(source, self.image_root_)
+        return P.resolve_source(self.image_root_, source)
 
     def _or_empty(self, dim: int = 0) -> Store:
         return self._store_ if self._store_ is not None else Store(dim)

@@ -92,7 +92,7 @@ def test_save_load_round_trip_without_pickle(trained: tuple, tmp_path: Path) -> 
     adapter, x, _, _ = trained
     adapter.save(tmp_path / "adapter")
     manifest = json.loads((tmp_path / "adapter" / "manifest.json").read_text())
-    assert manifest["format"] == "visualsim-adapter" and manifest["mix"] == 1.0
+    assert manifest["format"] == "visualsim.adapter" and manifest["mix"] == 1.0
     for name in ("mean", "w1", "b1", "w2", "b2"):
         np.load(tmp_path / "adapter" / f"{name}.npy", allow_pickle=False)
     again = ProjectionAdapter.load(tmp_path / "adapter")

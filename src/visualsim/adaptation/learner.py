@@ -44,8 +44,8 @@ from .vectors import _blend, _check_weights, _weigh
 
 logger = logging.getLogger(__name__)
 
-FORMAT_TAG = "visualsim-adapter"
-FORMAT_VERSION = 2
+FORMAT_TAG = P.format_of("adapter").tag
+FORMAT_VERSION = P.format_of("adapter").version
 """How a split holds out: ``"both"`` (whole labels, and new items of the kept labels),
 ``"items"`` or ``"labels"`` (see :func:`~visualsim.evaluation.holdout_split`)."""
 COMBINES: tuple[str, ...] = ("split", "sum", "joint")
@@ -557,9 +557,8 @@ class ProjectionAdapter:
             files[f"{name}.npy"] = P.sha256_file(root / f"{name}.npy")
         P.write_manifest(
             root,
-            tag=FORMAT_TAG,
-            version=FORMAT_VERSION,
-            fields={
+            "adapter",
+            {
                 "config": self.get_config(),
                 "n_features_in": self.n_features_in_,
                 "mix": self.mix_,
@@ -589,8 +588,7 @@ class ProjectionAdapter:
         root = Path(directory)
         manifest = P.read_manifest(
             root,
-            tag=FORMAT_TAG,
-            max_version=FORMAT_VERSION,
+            "adapter",
             verify=verify,
             required=("config", "n_features_in", "mix"),
         )
