@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ._lazy import lazy_exports
+from ._version import __version__
 from .errors import (
     CatalogError,
     ConfigError,
@@ -34,8 +35,6 @@ from .errors import (
     VisualsimError,
     WeightsUnavailableError,
 )
-
-__version__ = "0.1.0"
 
 # public name -> module that defines it (imported on first access)
 _LAZY: dict[str, str] = {

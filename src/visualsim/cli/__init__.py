@@ -18,7 +18,7 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
-from .. import __version__
+from .._version import __version__
 from ..errors import EXIT_DATA, EXIT_USAGE, VisualsimError
 from . import catalogue, learn, search, serve
 from ._common import EXIT_OK, Command, UsageError, _one_line, _Parser

@@ -327,7 +327,7 @@ def write_manifest(
     ConfigError
         ``kind`` is not a known format, or neither ``kind`` nor ``tag`` is given.
     """
-    from .. import __version__
+    from .._version import __version__
 
     tags, number, name, _ = _format_args(kind, tag, version, name)
     if number is None:

@@ -30,7 +30,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
-from .. import __version__
+from .._version import __version__
 from ..errors import ConfigError
 from ..validation import check_float, check_positive_int
 from . import _adapters as A

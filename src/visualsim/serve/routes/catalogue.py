@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from ... import __version__
+from ..._version import __version__
 from ...errors import ConfigError
 from ..state import State, authorised, note_change, swap_in
 from ..uploads import read_limited
