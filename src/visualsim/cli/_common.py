@@ -61,6 +61,22 @@ class _Once(argparse.Action):
         setattr(namespace, self.dest, values)
 
 
+def printable(value: Any) -> str:
+    """``str(value)`` safe to print on a terminal: control characters (ESC, CR, newline,
+    bidi overrides, ...) become their escapes (``\\x1b``); other Unicode is kept.
+
+    Ids, metadata values, paths and reasons come from catalogues and feeds that may be
+    a stranger's: printed raw, an escape sequence would drive the terminal.
+
+    >>> printable("a\\x1b[31mred"), printable("caf\\u00e9 \\u2014 ok"), printable(7)
+    ('a\\\\x1b[31mred', 'café — ok', '7')
+    """
+    text = str(value)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def _one_line(message: str) -> str:
     """One printable line: whitespace runs become one space, control characters escapes."""
     text = " ".join(message.split(" "))
@@ -229,7 +245,7 @@ def _print_failed(failed: Sequence[Any]) -> None:
         were = "was" if len(failed) == 1 else "were"
         print(f"{len(failed)} could not be read and {were} skipped:", file=sys.stderr)
         for f in failed:
-            print(f"  {f.id}: {f.reason}", file=sys.stderr)
+            print(f"  {printable(f.id)}: {printable(f.reason)}", file=sys.stderr)
 
 
 def _load(catalog: Path) -> Any:

@@ -27,6 +27,7 @@ from ._common import (
     _scalar,
     _tally,
     _warn_unservable,
+    printable,
 )
 from .specs import _auto_extractor, build_extractor, build_index
 
@@ -233,7 +234,7 @@ def cmd_index(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         for f in rec.failed_[:10]:
-            print(f"  {f.id}: {f.reason}", file=sys.stderr)
+            print(f"  {printable(f.id)}: {printable(f.reason)}", file=sys.stderr)
         return EXIT_DATA
     rec.save(args.output, overwrite=args.overwrite)
     _warn_unservable(rec, "pass --root FOLDER holding them all")
@@ -317,9 +318,12 @@ def _read_source(
         check_files=True,
     )
     if feed.issues:
-        print(f"{_count(len(feed.issues), 'row')} of {source} skipped:", file=sys.stderr)
+        print(f"{_count(len(feed.issues), 'row')} of {printable(source)} skipped:", file=sys.stderr)
         for issue in feed.issues[:20]:
-            print(f"  line {issue.line} ({issue.id}): {issue.problem}", file=sys.stderr)
+            print(
+                f"  line {issue.line} ({printable(issue.id)}): {printable(issue.problem)}",
+                file=sys.stderr,
+            )
         if len(feed.issues) > 20:
             print(f"  ... and {len(feed.issues) - 20} more", file=sys.stderr)
     # a feed of absolute paths (or of ../ paths) implies the folder that holds its
@@ -408,14 +412,16 @@ def cmd_sync(args: argparse.Namespace) -> int:
     )
     if report.dry_run:
         print(
-            f"sync {args.catalog} from {args.images} (dry run, nothing changed): "
-            + _tally(report.counts())
+            f"sync {printable(args.catalog)} from {printable(args.images)} "
+            "(dry run, nothing changed): " + _tally(report.counts())
         )
         return EXIT_OK
     if report.changed:
         _save_in_place(rec, args.catalog)
         _warn_unservable(rec, _SERVE_FIX)
-    print(f"sync {args.catalog} from {args.images}: " + _tally(report.counts()))
+    print(
+        f"sync {printable(args.catalog)} from {printable(args.images)}: " + _tally(report.counts())
+    )
     _print_failed(report.failed)
     return EXIT_OK
 
@@ -445,17 +451,18 @@ def cmd_info(args: argparse.Namespace) -> int:
     size = sum(p.stat().st_size for p in args.catalog.rglob("*") if p.is_file())
     ext, idx = manifest["extractor"], manifest["index"]
     fields = rec.fields_
-    print(f"catalogue  {args.catalog}")
+    print(f"catalogue  {printable(args.catalog)}")
     print(f"items      {len(rec):,}")
-    print(f"vectors    {rec.dim}-d {manifest.get('storage', 'float32')}")
-    print(f"extractor  {ext.get('name')} {json.dumps(ext.get('config', {}))}")
-    print(f"index      {idx.get('name')} {json.dumps(idx.get('config', {}))}")
+    print(f"vectors    {rec.dim}-d {printable(manifest.get('storage', 'float32'))}")
+    print(f"extractor  {printable(ext.get('name'))} {json.dumps(ext.get('config', {}))}")
+    print(f"index      {printable(idx.get('name'))} {json.dumps(idx.get('config', {}))}")
     if fields:
-        print("fields     " + ", ".join(f"{k} ({v})" for k, v in sorted(fields.items())))
+        listed = ", ".join(f"{printable(k)} ({printable(v)})" for k, v in sorted(fields.items()))
+        print("fields     " + listed)
     print(f"on disk    {size / 2**20:.1f} MiB in {len(manifest['files']) + 1} files")
     generation = manifest.get("generation")
     print(
-        f"written    by visualsim {manifest.get('library_version')}"
+        f"written    by visualsim {printable(manifest.get('library_version'))}"
         + (f", generation {generation} (saves so far)" if generation is not None else "")
     )
     if verified is not None:
@@ -463,7 +470,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     if failed:
         print(f"failed     {len(failed)} inputs could not be read when it was built:")
         for f in failed[:20]:
-            print(f"  {f['id']}: {f['reason']}")
+            print(f"  {printable(f['id'])}: {printable(f['reason'])}")
         if len(failed) > 20:
             print(f"  ... and {len(failed) - 20} more (visualsim info --json lists them all)")
     return EXIT_OK

@@ -26,6 +26,7 @@ from ._common import (
     _print_json,
     _scalar,
     _score,
+    printable,
 )
 
 if TYPE_CHECKING:
@@ -175,6 +176,15 @@ def _typed(text: str, kind: str | None) -> Any:
 # -- the commands -------------------------------------------------------------------
 
 
+def _labels(result: Any, labels: Sequence[str]) -> str:
+    """The ``--label`` columns of one result, each escaped for the terminal."""
+    return "".join(
+        f"  {printable(key)}={printable(result.metadata[key])}"
+        for key in labels
+        if key in result.metadata
+    )
+
+
 def _report(
     args: argparse.Namespace, query_name: Any, query_image: Any, results: Any, header: str
 ) -> int:
@@ -186,10 +196,10 @@ def _report(
             rows.append(row)
         _print_json({"query": query_name, "results": rows})
     else:
-        print(header)
+        print(printable(header))
         for r in results:
-            extra = "".join(f"  {key}={r.metadata[key]}" for key in args.label if key in r.metadata)
-            print(f"{r.rank:>3}. {_score(r.score):.4f}  {r.id}{extra}")
+            extra = _labels(r, args.label)
+            print(f"{r.rank:>3}. {_score(r.score):.4f}  {printable(r.id)}{extra}")
         if not results:
             print("  (no results)")
     if args.plot:
@@ -253,13 +263,13 @@ def _report_regions(args: argparse.Namespace, rec: Any, options: dict[str, Any])
             regions.append(doc)
         _print_json({"query": name, "regions": regions})
         return EXIT_OK
-    print(f"query: {name}")
+    print(f"query: {printable(name)}")
     for n, region in enumerate(found, 1):
         box = ",".join(str(v) for v in region.box)
         print(f"product {n}: box {box} (score {region.score:.2f})")
         for r in region.results:
-            extra = "".join(f"  {key}={r.metadata[key]}" for key in args.label if key in r.metadata)
-            print(f"  {r.rank:>3}. {_score(r.score):.4f}  {r.id}{extra}")
+            extra = _labels(r, args.label)
+            print(f"  {r.rank:>3}. {_score(r.score):.4f}  {printable(r.id)}{extra}")
         if not region.results:
             print("    (no results)")
     return EXIT_OK
@@ -334,8 +344,9 @@ def cmd_duplicates(args: argparse.Namespace) -> int:
                     out.writerow([n, member, member == g.representative, f"{_score(g.score):.4f}"])
         else:
             for g in groups:
-                rest = "  ".join(str(m) for m in g.members[1:])
-                print(f"{_score(g.score):.4f}  keep {g.representative}  duplicates: {rest}")
+                rest = "  ".join(printable(m) for m in g.members[1:])
+                keep = printable(g.representative)
+                print(f"{_score(g.score):.4f}  keep {keep}  duplicates: {rest}")
             print(f"{_count(len(groups), 'group')} of duplicates with score >= {threshold}")
         return EXIT_OK
     pairs = rec.find_duplicates(threshold)
@@ -348,6 +359,6 @@ def cmd_duplicates(args: argparse.Namespace) -> int:
             out.writerow([a, b, f"{_score(s):.4f}"])
     else:
         for a, b, s in pairs:
-            print(f"{_score(s):.4f}  {a}  {b}")
+            print(f"{_score(s):.4f}  {printable(a)}  {printable(b)}")
         print(f"{_count(len(pairs), 'pair')} with score >= {threshold}")
     return EXIT_OK
