@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from ._lazy import lazy_exports
 from ._version import __version__
 from .errors import (
+    CatalogConflictError,
     CatalogError,
     ConfigError,
     DatasetError,
@@ -124,6 +125,7 @@ _LAZY: dict[str, str] = {
 }
 
 __all__ = [
+    "CatalogConflictError",
     "CatalogError",
     "ConfigError",
     "DatasetError",

@@ -46,7 +46,13 @@ import numpy as np
 
 from . import persistence as P
 from .duplicates import FINGERPRINT_BYTES
-from .errors import CatalogError, DimensionMismatch, VisualsimError
+from .errors import (
+    CatalogConflictError,
+    CatalogError,
+    ConfigError,
+    DimensionMismatch,
+    VisualsimError,
+)
 from .ids import Id, check_ids
 from .store import KINDS, Store, _Grow
 
@@ -86,6 +92,8 @@ class SavedState:
     dead_saved: int
     overrides: dict[int, dict[str, Any]] = field(default_factory=dict)
     dirty_rows: set[int] = field(default_factory=set)
+    rewrite: bool = False
+    """The rows were renumbered since (``compact``): the next save writes everything."""
 
 
 @dataclass
@@ -136,13 +144,31 @@ def read_manifest(path: str | os.PathLike[str], *, verify: bool = False) -> dict
 # --------------------------------------------------------------------------- save
 
 
-def save_catalog(catalog: CatalogState, path: Path, *, overwrite: bool) -> SavedState:
+def save_catalog(
+    catalog: CatalogState, path: Path, *, overwrite: bool, on_conflict: str = "error"
+) -> SavedState:
     """Write ``catalog`` to ``path`` (see the module docstring); return what was saved.
 
     The caller keeps the catalogue unchanged meanwhile (a recommender holds its read
     lock) and keeps the returned state for its next save.
+
+    Optimistic concurrency: when ``catalog.saved`` names this very folder (it was
+    loaded from it or last saved to it) and the folder now holds another catalogue
+    or another generation (another writer saved since), ``on_conflict="error"``
+    raises :class:`~visualsim.errors.CatalogConflictError` and writes nothing;
+    ``"overwrite"`` writes this catalogue whole over the other writer's. A catalogue
+    that knows no generation of ``path`` (never loaded from it) replaces it as
+    before.
+
+    The manifest is read, compared and replaced under :func:`visualsim.io.writer_lock`
+    on the folder, so two savers into the same existing folder are serialized and
+    the second one sees the first one's generation. What remains open: a writer
+    that does not take that lock (another program, a visualsim older than this
+    check, a filesystem without ``flock``), and two savers that both find no
+    folder at ``path`` and both create it (the later folder swap wins, as before).
     """
-    store = catalog.store
+    if on_conflict not in ("error", "overwrite"):
+        raise ConfigError(f"on_conflict must be 'error' or 'overwrite', not {on_conflict!r}")
     exists = path.exists() or path.is_symlink()
     if exists:
         replaceable = P.check_replaceable(path, kind="catalog")
@@ -150,18 +176,6 @@ def save_catalog(catalog: CatalogState, path: Path, *, overwrite: bool) -> Saved
             raise CatalogError(
                 f"{path} already exists (a catalogue); pass overwrite=True to replace it"
             )
-    state = catalog.saved
-    old: dict[str, Any] | None = None
-    if exists and any(path.iterdir()):
-        old = P.read_manifest(path, "catalog", verify=False)
-    incremental = (
-        state is not None
-        and old is not None
-        and old.get("catalog_uid") == state.uid
-        and old.get("generation") == state.generation
-        and state.path.resolve() == path.resolve()
-        and state.saved_rows <= store.n_rows
-    )
     if not exists:
         tmp = P.make_temp_dir(path)
         try:
@@ -172,7 +186,52 @@ def save_catalog(catalog: CatalogState, path: Path, *, overwrite: bool) -> Saved
             raise
         new_state.path = path
         return new_state
-    return _write_all(catalog, path, previous=state if incremental else None, old=old)
+    with P.writer_lock(path):
+        old: dict[str, Any] | None = None
+        if any(path.iterdir()):
+            old = P.read_manifest(path, "catalog", verify=False)
+        state = catalog.saved
+        known = state is not None and state.path.resolve() == path.resolve()
+        if known and old is not None and state is not None:
+            found = int(old.get("generation") or 0)
+            moved = (old.get("catalog_uid"), found) != (state.uid, state.generation)
+            if moved and on_conflict == "error":
+                raise _conflict(path, state, old, found)
+        incremental = (
+            known
+            and state is not None
+            and old is not None
+            and old.get("catalog_uid") == state.uid
+            and old.get("generation") == state.generation
+            and state.saved_rows <= catalog.store.n_rows
+            and not state.rewrite
+        )
+        return _write_all(catalog, path, previous=state if incremental else None, old=old)
+
+
+def _conflict(
+    path: Path, state: SavedState, old: Mapping[str, Any], found: int
+) -> CatalogConflictError:
+    """The error of a save onto a folder another writer saved since ``state``."""
+    same = old.get("catalog_uid") == state.uid
+    what = (
+        f"it holds generation {found}, this recommender knows generation {state.generation}"
+        if same
+        else (
+            f"it now holds another catalogue (generation {found}); this recommender knows "
+            f"generation {state.generation} of the one it loaded"
+        )
+    )
+    return CatalogConflictError(
+        f"{path} was saved by another writer since this recommender loaded or saved it: "
+        f"{what}, so saving would drop what that writer saved; nothing was written. "
+        "Load the catalogue again and re-apply your changes (on the command line: run the "
+        "command again), or save with on_conflict='overwrite' to replace the other "
+        "writer's version with this one knowingly",
+        path=str(path),
+        expected=state.generation,
+        found=found,
+    )
 
 
 def _write_all(

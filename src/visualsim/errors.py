@@ -19,6 +19,7 @@ UnknownIdError                404          2
 DuplicateIdError              409          2
 NotFittedError                409          1
 CatalogError                  409          1
+CatalogConflictError          409          1
 WeightsUnavailableError       503          1
 ============================  ===========  =========
 """
@@ -139,6 +140,35 @@ class CatalogError(VisualsimError):
     http_status = 409
 
 
+class CatalogConflictError(CatalogError):
+    """Another writer saved the catalogue folder since this recommender loaded or saved it.
+
+    Raised by ``Recommender.save(path, overwrite=True)`` (``on_conflict="error"``,
+    the default) instead of replacing what the other writer saved; the folder is
+    left as that writer saved it. A :class:`CatalogError`, so handlers of that
+    class catch it too (HTTP 409, exit code 1).
+
+    Parameters
+    ----------
+    message
+        The whole message: the folder, the generations and how to resolve it.
+    path
+        The catalogue folder.
+    expected
+        The generation this recommender knows (loaded from or last saved).
+    found
+        The generation the folder holds now.
+    """
+
+    http_status = 409
+
+    def __init__(self, message: str, *, path: str = "", expected: int = 0, found: int = 0) -> None:
+        self.path = path
+        self.expected = expected
+        self.found = found
+        super().__init__(message)
+
+
 class FormatVersionError(CatalogError):
     """A file was written by a newer (or unknown) format version."""
 
@@ -170,6 +200,7 @@ def describe_source(source: Any) -> str:
 __all__ = [
     "EXIT_DATA",
     "EXIT_USAGE",
+    "CatalogConflictError",
     "CatalogError",
     "ConfigError",
     "DatasetError",

@@ -194,8 +194,14 @@ def save_state(
     image_root: Path | None,
     failed: list[dict[str, Any]],
     saved: SavedState | None,
+    on_conflict: str = "error",
 ) -> SavedState:
-    """Write a catalogue folder (:func:`visualsim.catalog.save_catalog`); return what was saved."""
+    """Write a catalogue folder (:func:`visualsim.catalog.save_catalog`); return what was saved.
+
+    ``saved`` is what the recommender knows of the folder it was loaded from or last
+    saved to; ``on_conflict`` says what a save onto that folder does when another
+    writer saved it since (``"error"``: :class:`~visualsim.errors.CatalogConflictError`).
+    """
     from .catalog import CatalogState, save_catalog
 
     state = CatalogState(
@@ -208,7 +214,7 @@ def save_state(
         failed=failed,
         saved=saved,
     )
-    return save_catalog(state, Path(path), overwrite=overwrite)
+    return save_catalog(state, Path(path), overwrite=overwrite, on_conflict=on_conflict)
 
 
 __all__ = ["Pipeline", "load_state", "project", "save_state"]

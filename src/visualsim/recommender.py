@@ -532,7 +532,9 @@ class Recommender:
             dense = ingest.compact(self._store_, self._segments_)
             self._version += 1
             if dense is not None:  # rewritten: the next save writes it whole
-                self._store_, self._catalog_state = dense, None
+                self._store_ = dense
+                if self._catalog_state is not None:  # still knows its folder's generation
+                    self._catalog_state.rewrite = True
         return self
 
     def sync(
@@ -862,8 +864,37 @@ class Recommender:
         return self
 
     # -- persistence --------------------------------------------------------------------
-    def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
-        """Write the catalogue to a folder (changes only, when saved back); return its path."""
+    def save(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        overwrite: bool = False,
+        on_conflict: Literal["error", "overwrite"] = "error",
+    ) -> Path:
+        """Write the catalogue to a folder (changes only, when saved back); return its path.
+
+        Parameters
+        ----------
+        path
+            The catalogue folder.
+        overwrite
+            Replace a catalogue already at ``path``.
+        on_conflict
+            What a save back onto the folder this recommender was loaded from (or last
+            saved to) does when another writer saved that folder since: ``"error"``
+            raises and writes nothing; ``"overwrite"`` replaces the other writer's
+            version with this one. A folder this recommender never loaded or saved is
+            replaced (with ``overwrite=True``) as before.
+
+        Raises
+        ------
+        CatalogConflictError
+            Another writer saved ``path`` since this recommender loaded or saved it
+            (``on_conflict="error"``): reload and re-apply, or pass
+            ``on_conflict="overwrite"``.
+        CatalogError
+            ``path`` exists and ``overwrite`` is false, or is not a catalogue folder.
+        """
         with self._reading() as (store, segments):
             self._catalog_state = save_state(
                 self._pipeline,
@@ -874,6 +905,7 @@ class Recommender:
                 image_root=self.image_root_,
                 failed=[asdict(f) for f in self.failed_],
                 saved=self._catalog_state,
+                on_conflict=on_conflict,
             )
         return Path(path)
 

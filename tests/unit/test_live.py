@@ -372,8 +372,8 @@ def test_readers_always_get_a_complete_catalogue_during_overwrites(tmp_path: Pat
 
     t = threading.Thread(target=reader)
     t.start()
-    for i in range(30):
-        versions[i % 3].save(path, overwrite=True)
+    for i in range(30):  # three writers taking turns, each knowingly over the others
+        versions[i % 3].save(path, overwrite=True, on_conflict="overwrite")
     done.set()
     t.join(timeout=60)
     assert not errors, errors[:3]

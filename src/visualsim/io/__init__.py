@@ -28,6 +28,7 @@ from .folders import (
     make_temp_dir,
     remove_stale_temps,
     replace_dir,
+    writer_lock,
 )
 from .manifests import (
     FORMATS,
@@ -142,4 +143,5 @@ __all__ = [
     "write_npy_atomic",
     "write_text",
     "write_text_atomic",
+    "writer_lock",
 ]

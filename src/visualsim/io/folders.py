@@ -331,6 +331,43 @@ def replace_dir(
     fsync_dir(target.parent)
 
 
+@contextlib.contextmanager
+def writer_lock(folder: PathLike) -> Iterator[bool]:
+    """Hold an exclusive advisory lock on ``folder`` (an existing folder) while writing it.
+
+    Two visualsim writers that save into the same folder in place take this lock
+    around "read the manifest, check it, write, commit the new manifest", so the
+    check and the write are one step against each other. The lock is a
+    ``flock`` on the folder itself: it creates no file, readers never take it,
+    and the operating system drops it if the holder dies. Yields ``True`` when
+    the lock is held, ``False`` where it cannot be taken (no ``fcntl``, as on
+    Windows, or a filesystem that refuses ``flock``): the caller then goes on
+    unlocked, as before this lock existed.
+
+    It protects only against writers that take it: a program (or an older
+    visualsim) that writes the folder without it, or that swaps a whole new
+    folder in at the same path, is not held back.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield False
+        return
+    fd = os.open(os.fspath(folder), os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:  # pragma: no cover - a filesystem without flock
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
 def _replace_by_two_renames(src: Path, target: Path) -> None:
     aside = make_temp_dir(target)
     aside.rmdir()
