@@ -324,6 +324,7 @@ def compact(store: Store, segments: Segments) -> Store | None:
     """
     moved = segments.partitions is not None and bool(segments.partitions.moved)
     if not store.n_dead and not moved and not segments.retrains():
+        store.retype()  # a field loaded as json whose values are now all of one kind
         segments.flush(store)
         return None
     dense, _ = store.compacted()

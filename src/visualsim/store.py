@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -28,6 +29,14 @@ KINDS = ("bool", "int", "float", "str", "json")
 """Column kinds: what a metadata field holds. ``json`` is anything else (lists, mixed)."""
 
 _INT64 = (-(2**63), 2**63 - 1)
+
+_DENSE: dict[str, tuple[Any, Any]] = {
+    "str": (np.int32, -1),
+    "int": (np.int64, 0),
+    "float": (np.float64, 0.0),
+    "bool": (np.bool_, False),
+}
+"""Dense buffer dtype and fill of each typed kind (``json`` keeps Python objects)."""
 
 
 class _Grow:
@@ -120,34 +129,174 @@ def _clean(field: str, value: Any) -> Any:
     return json.loads(text)
 
 
+_MISSING = object()
+
+
+class _Snapshot:
+    """A read-only dense copy standing where a :class:`_Grow` is read (``.view``)."""
+
+    def __init__(self, array: np.ndarray) -> None:
+        array.flags.writeable = False
+        self.view = array
+        self.n = len(array)
+
+
 class Column:
-    """One metadata field over every row: typed values and which rows have one."""
+    """One metadata field over every row: typed values and which rows have one.
+
+    A column is *sparse* (a dict row -> value) while few rows have a value, so a
+    key that one item of many has costs memory for that item only; it becomes
+    *dense* (numpy buffers over every row) once more than :attr:`DENSE_FILL` of
+    the rows have one. Both answer the same reads; :meth:`Store.compacted`
+    chooses again from the live values.
+    """
+
+    DENSE_FILL = 1 / 16
+    """A sparse column holding values on more than this share of its rows becomes dense."""
 
     def __init__(self, kind: str, n: int = 0) -> None:
         if kind not in KINDS:
             raise ConfigError(f"column kind must be one of {KINDS}, got {kind!r}")
         self.kind = kind
-        self.present = _Grow(np.bool_, fill=False)
-        self.present.pad(n)
         self.categories: list[str] = []
         self._code: dict[str, int] = {}
-        self.objects: list[Any] = []
-        if kind == "str":
-            self.values = _Grow(np.int32, fill=-1)
-        elif kind == "int":
-            self.values = _Grow(np.int64)
-        elif kind == "float":
-            self.values = _Grow(np.float64)
-        elif kind == "bool":
-            self.values = _Grow(np.bool_, fill=False)
-        else:
-            self.values = _Grow(np.int8)  # unused: objects hold the values
-            self.objects = [None] * n
-        if kind != "json":
-            self.values.pad(n)
+        self._kinds: dict[str, int] = {}  # json: how many present values of each kind
+        self.count = 0  # rows with a value
+        self._n = int(n)
+        self._sparse: dict[int, Any] | None = {}
+        self._present = _Grow(np.bool_, fill=False)
+        self._values = _Grow(np.int8)
+        self._objects: list[Any] = []
 
     def __len__(self) -> int:
-        return self.present.n
+        return self._n
+
+    # ------------------------------------------------------------- representation
+    @property
+    def sparse(self) -> bool:
+        """Whether the values live in a dict row -> value (few rows have one)."""
+        return self._sparse is not None
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes this column holds for its rows (buffers, or the sparse dict's table)."""
+        if self._sparse is not None:
+            return sys.getsizeof(self._sparse)
+        out = self._present._buf.nbytes
+        if self.kind == "json":
+            return out + 8 * len(self._objects)
+        return out + self._values._buf.nbytes
+
+    def _densify(self) -> None:
+        entries, self._sparse = self._sparse, None
+        n = self._n
+        self._present = _Grow(np.bool_, fill=False)
+        self._present.pad(n)
+        if self.kind == "json":
+            self._objects = [None] * n
+            for row, value in (entries or {}).items():
+                self._objects[row] = value
+        else:
+            dtype, fill = _DENSE[self.kind]
+            self._values = _Grow(dtype, fill=fill)
+            self._values.pad(n)
+            if entries:
+                rows = np.fromiter(entries.keys(), np.int64, len(entries))
+                self._values.view[rows] = np.asarray(list(entries.values()), dtype=dtype)
+        if entries:
+            self._present.view[np.fromiter(entries.keys(), np.int64, len(entries))] = True
+
+    @property
+    def present(self) -> Any:
+        """Which rows have a value: ``.view`` is a bool array over every row."""
+        if self._sparse is None:
+            return self._present
+        return _Snapshot(self.present_mask())
+
+    @property
+    def values(self) -> Any:
+        """The encoded values: ``.view`` over every row (string codes, numbers, booleans)."""
+        if self._sparse is None:
+            return self._values
+        dtype, fill = _DENSE.get(self.kind, (np.int8, 0))
+        out = np.full(self._n if self.kind != "json" else 0, fill, dtype=dtype)
+        if self.kind != "json" and self._sparse:
+            rows, vals = self.entries()
+            out[rows] = vals
+        return _Snapshot(out)
+
+    def present_mask(self) -> np.ndarray:
+        """A bool array over every row: which have a value (a view when dense)."""
+        if self._sparse is None:
+            return self._present.view
+        out = np.zeros(self._n, dtype=bool)
+        out[np.fromiter(self._sparse.keys(), np.int64, len(self._sparse))] = True
+        return out
+
+    def entries(self) -> tuple[np.ndarray, Any]:
+        """``(rows, values)`` of the rows that have a value: encoded values (a list for json)."""
+        if self._sparse is None:
+            rows = np.flatnonzero(self._present.view)
+            if self.kind == "json":
+                return rows, [self._objects[r] for r in rows.tolist()]
+            return rows, self._values.view[rows]
+        rows = np.fromiter(self._sparse.keys(), np.int64, len(self._sparse))
+        vals = list(self._sparse.values())
+        if self.kind == "json":
+            return rows, vals
+        return rows, np.asarray(vals, dtype=_DENSE[self.kind][0])
+
+    def any_live(self, alive: np.ndarray) -> bool:
+        """Whether a row marked in ``alive`` has a value."""
+        if self._sparse is None:
+            return bool((self._present.view & alive).any())
+        return any(alive[r] for r in self._sparse)
+
+    # ------------------------------------------------------------- rows
+    def pad(self, extra: int) -> None:
+        """Append ``extra`` rows without a value."""
+        self._n += extra
+        if self._sparse is None:
+            self._present.pad(extra)
+            if self.kind == "json":
+                self._objects.extend([None] * extra)
+            else:
+                self._values.pad(extra)
+
+    def truncate(self, n: int) -> None:
+        """Drop the rows from ``n`` on."""
+        if n >= self._n:
+            return
+        if self._sparse is not None:
+            for row in [r for r in self._sparse if r >= n]:
+                self._forget(self._sparse.pop(row))
+        else:
+            for row in (np.flatnonzero(self._present.view[n:]) + n).tolist():
+                self._forget(self._objects[row] if self.kind == "json" else None)
+            self._present.n = n
+            if self.kind == "json":
+                del self._objects[n:]
+            else:
+                self._values.n = n
+        self._n = n
+
+    def _note(self, value: Any) -> None:
+        self.count += 1
+        if self.kind == "json":
+            k = kind_of(value) or "json"
+            self._kinds[k] = self._kinds.get(k, 0) + 1
+
+    def _forget(self, value: Any) -> None:
+        self.count -= 1
+        if self.kind == "json":
+            k = kind_of(value) or "json"
+            self._kinds[k] -= 1
+
+    def narrowest(self) -> str:
+        """The kind the values held now need (``json`` for none, mixed or nested)."""
+        if self.kind != "json":
+            return self.kind
+        return _common_kind({k for k, c in self._kinds.items() if c})
 
     def _encode(self, value: Any) -> Any:
         if self.kind == "str":
@@ -160,34 +309,75 @@ class Column:
             return float(value)
         return value
 
+    def _decode(self, raw: Any) -> Any:
+        if self.kind == "str":
+            return self.categories[int(raw)]
+        return raw.item() if isinstance(raw, np.generic) else raw
+
     def append(self, values: Sequence[Any]) -> None:
         """Append one value per new row (``None`` = missing); values fit the kind."""
-        self.present.append(np.fromiter((v is not None for v in values), bool, len(values)))
-        if self.kind == "json":
-            self.objects.extend(values)
+        start = self._n
+        self.pad(len(values))
+        self.set_many([(start + i, v) for i, v in enumerate(values) if v is not None])
+
+    def set_many(self, pairs: Sequence[tuple[int, Any]]) -> None:
+        """Set ``(row, value)`` pairs (distinct rows; ``None`` = missing)."""
+        if not pairs:
             return
-        fill = self.values._fill
-        encoded = [fill if v is None else self._encode(v) for v in values]
-        self.values.append(np.asarray(encoded, dtype=self.values.view.dtype))
+        if self._sparse is not None and self.count + len(pairs) > self._n * self.DENSE_FILL:
+            self._densify()
+        if self._sparse is not None or self.kind == "json":
+            for row, value in pairs:
+                self.set(row, value)
+            return
+        rows = np.fromiter((r for r, _ in pairs), np.int64, len(pairs))
+        have = np.fromiter((v is not None for _, v in pairs), bool, len(pairs))
+        self.count += int(have.sum()) - int(self._present.view[rows].sum())
+        self._present.view[rows] = have
+        if have.any():
+            encoded = [self._encode(v) for _, v in pairs if v is not None]
+            self._values.view[rows[have]] = np.asarray(encoded, dtype=self._values.view.dtype)
 
     def set(self, row: int, value: Any) -> None:
         """Replace one row's value (``None`` = missing)."""
-        self.present.view[row] = value is not None
-        if self.kind == "json":
-            self.objects[row] = value
-        elif value is not None:
-            self.values.view[row] = self._encode(value)
+        if self._sparse is not None:
+            old = self._sparse.pop(row, _MISSING)
+            if old is not _MISSING:
+                self._forget(old)
+            if value is not None:
+                self._sparse[row] = self._encode(value)
+                self._note(value)
+                if self.count > self._n * self.DENSE_FILL:
+                    self._densify()
+            return
+        if self._present.view[row]:
+            self._forget(self._objects[row] if self.kind == "json" else None)
+        self._present.view[row] = value is not None
+        if value is not None:
+            self._note(value)
+            if self.kind == "json":
+                self._objects[row] = value
+            else:
+                self._values.view[row] = self._encode(value)
+        elif self.kind == "json":
+            self._objects[row] = None
+
+    def is_present(self, row: int) -> bool:
+        """Whether ``row`` has a value."""
+        if self._sparse is not None:
+            return row in self._sparse
+        return bool(self._present.view[row])
 
     def get(self, row: int) -> Any:
         """Return one row's value as a plain Python value (``None`` if missing)."""
-        if not self.present.view[row]:
+        if self._sparse is not None:
+            raw = self._sparse.get(row, _MISSING)
+            return None if raw is _MISSING else self._decode(raw)
+        if not self._present.view[row]:
             return None
         if self.kind == "json":
-            return self.objects[row]
-        raw = self.values.view[row]
-        if self.kind == "str":
-            return self.categories[int(raw)]
-        return raw.item()
+            return self._objects[row]
+        return self._decode(self._values.view[row])
 
     def accepts(self, kind: str) -> bool:
         return kind == self.kind or (self.kind == "float" and kind == "int")
@@ -195,14 +385,44 @@ class Column:
     def widened(self, kind: str) -> Column:
         """Return a copy able to hold values of ``kind`` as well (int -> float, else json)."""
         target = "float" if {self.kind, kind} == {"int", "float"} else "json"
-        out = Column(target)
-        out.append([self.get(r) for r in range(len(self))])
+        return self.retyped(target)
+
+    def retyped(self, kind: str) -> Column:
+        """Return a copy of kind ``kind`` (the values must fit it)."""
+        rows, vals = self.entries()
+        out = Column(kind, self._n)
+        out.set_many(list(zip(rows.tolist(), self._decoded(vals), strict=True)))
         return out
 
-    def take(self, rows: np.ndarray) -> Column:
-        """Return a new column of the given rows, in order."""
-        out = Column(self.kind)
-        out.append([self.get(int(r)) for r in rows])
+    def _decoded(self, vals: Any) -> list[Any]:
+        if self.kind == "json":
+            return list(vals)
+        if self.kind == "str":
+            cats = self.categories
+            return [cats[c] for c in vals.tolist()]
+        return vals.tolist()
+
+    def take(self, rows: np.ndarray, *, retype: bool = False) -> Column:
+        """Return a new column of the given rows (increasing), in order.
+
+        With ``retype`` a ``json`` column takes the narrowest kind its kept values need.
+        """
+        rows = np.asarray(rows, dtype=np.int64)
+        held, vals = self.entries()
+        at = np.searchsorted(rows, held)
+        inside = at < len(rows)
+        kept = np.zeros(len(held), dtype=bool)
+        kept[inside] = rows[at[inside]] == held[inside]
+        values = self._decoded(vals)
+        pairs = [
+            (int(a), values[i])
+            for i, a in zip(np.flatnonzero(kept).tolist(), at[kept].tolist(), strict=True)
+        ]
+        kind = self.kind
+        if retype and kind == "json":
+            kind = _common_kind({k for _, v in pairs if (k := kind_of(v)) is not None})
+        out = Column(kind, len(rows))
+        out.set_many(pairs)
         return out
 
 
@@ -273,11 +493,27 @@ class Store:
     def fields(self) -> dict[str, str]:
         """Metadata field -> kind, for fields at least one live item has."""
         alive = self.alive.view
-        return {
-            name: col.kind
-            for name, col in sorted(self.columns.items())
-            if (col.present.view & alive).any()
-        }
+        return {name: col.kind for name, col in sorted(self.columns.items()) if col.any_live(alive)}
+
+    def _has_field(self, name: str) -> bool:
+        col = self.columns.get(name)
+        return col is not None and col.any_live(self.alive.view)
+
+    @property
+    def metadata_nbytes(self) -> int:
+        """Bytes the metadata columns hold for their rows (see :attr:`Column.nbytes`)."""
+        return sum(col.nbytes for col in self.columns.values())
+
+    def retype(self) -> None:
+        """Give each ``json`` column the narrowest kind its values need (not declared json)."""
+        for name, col in list(self.columns.items()):
+            self._narrow(name, col)
+
+    def _narrow(self, name: str, col: Column) -> None:
+        if col.kind == "json" and self.declared.get(name) != "json":
+            kind = col.narrowest()
+            if kind != "json":
+                self.columns[name] = col.retyped(kind)
 
     def declare(self, dtypes: Mapping[str, str]) -> None:
         """Fix the kind of some fields (``"str"``, ``"int"``, ``"float"``, ``"bool"``)."""
@@ -333,8 +569,8 @@ class Store:
             for kind in kinds:
                 if not col.accepts(kind):
                     col = self.columns[name] = col.widened(kind)
-            for row, value in pairs:
-                col.set(row, value)
+            col.set_many(pairs)
+            self._narrow(name, col)
 
     # ----------------------------------------------------------------- mutation
     def append(
@@ -367,11 +603,7 @@ class Store:
         self.vectors.append(np.asarray(vectors, dtype=self.dtype))
         self.alive.append(np.ones(n, dtype=bool))
         for col in self.columns.values():
-            col.present.pad(n)
-            if col.kind == "json":
-                col.objects.extend([None] * n)
-            else:
-                col.values.pad(n)
+            col.pad(n)
         try:
             self._set_column_values(start, cleaned)
         except BaseException:
@@ -398,11 +630,7 @@ class Store:
         self.fingerprints.n = min(self.fingerprints.n, n)
         self.printed.n = min(self.printed.n, n)
         for col in self.columns.values():
-            col.present.n = min(col.present.n, n)
-            if col.kind == "json":
-                del col.objects[n:]
-            else:
-                col.values.n = min(col.values.n, n)
+            col.truncate(n)
 
     def kill(self, ids: Iterable[Id]) -> np.ndarray:
         """Tombstone live items and return their rows (all ids must be live)."""
@@ -423,7 +651,7 @@ class Store:
         new = dict(fields) if replace else {**self.metadata(row), **fields}
         cleaned = {k: self._coerce(k, v) for k, v in new.items()}
         for name, col in self.columns.items():
-            if name not in cleaned and col.present.view[row]:
+            if name not in cleaned and col.is_present(row):
                 col.set(row, None)
         self._set_column_values(row, [cleaned])
         return row
@@ -433,8 +661,9 @@ class Store:
         """Return one row's metadata as a fresh plain dict."""
         out: dict[str, Any] = {}
         for name, col in self.columns.items():
-            if col.present.view[row]:
-                out[name] = col.get(row)
+            value = col.get(row)
+            if value is not None:
+                out[name] = value
         return out
 
     def vector(self, item_id: Id, *, unit: bool = False) -> np.ndarray:
@@ -468,9 +697,9 @@ class Store:
             A field no live item has, or a comparison that does not fit the
             field's kind (a string field compared with a number).
         """
-        fields = self.fields
         for name in sorted(expr.fields()):
-            if name not in fields:
+            if not self._has_field(name):
+                fields = self.fields
                 near = ", ".join(fields) or "(none: the items have no metadata)"
                 raise FilterError(f"no item has a field {name!r}; fields present: {near}")
         return self._mask(expr)
@@ -493,7 +722,7 @@ class Store:
             out = np.zeros(self.n_rows, dtype=bool)
             for value in expr.values:
                 out |= _compare(expr.field, col, "==", value)
-            return ~out & col.present.view if expr.negate else out
+            return ~out & col.present_mask() if expr.negate else out
         assert isinstance(expr, Compare)
         return _compare(expr.field, self.columns[expr.field], expr.op, expr.value)
 
@@ -507,15 +736,15 @@ class Store:
         alphabetical. A field that is not text gives ``[]``; one no live item
         has is a ``FilterError`` naming the fields present.
         """
-        fields = self.fields
-        if field not in fields:
+        if not self._has_field(field):
+            fields = self.fields
             known = ", ".join(fields) or "none"
             raise FilterError(f"no item has a field {field!r}; fields present: {known}")
         col = self.columns.get(field)
         if col is None or col.kind != "str" or not col.categories:
             return []
-        live = self.alive.view & col.present.view
-        counts = np.bincount(col.values.view[live], minlength=len(col.categories))
+        rows, codes = col.entries()
+        counts = np.bincount(codes[self.alive.view[rows]], minlength=len(col.categories))
         folded = prefix.casefold()
         starts: list[tuple[int, str]] = []
         inside: list[tuple[int, str]] = []
@@ -578,8 +807,8 @@ class Store:
         out.fingerprints = _Grow.of(self.fingerprints.view[keep])
         out.printed = _Grow.of(self.printed.view[keep], fill=False)
         for name, col in self.columns.items():
-            taken = col.take(keep)
-            if taken.present.view.any():
+            taken = col.take(keep, retype=self.declared.get(name) != "json")
+            if taken.count:
                 out.columns[name] = taken
         return out, keep
 
@@ -653,7 +882,20 @@ def _common_kind(kinds: set[str]) -> str:
 
 
 def _compare(field: str, col: Column, op: str, value: Any) -> np.ndarray:
-    present = col.present.view
+    """The rows of ``col`` where ``value op value`` holds (a sparse column: over its entries)."""
+    if not col.sparse:
+        present = col.present_mask()
+        held = col._objects if col.kind == "json" else col.values.view
+        return _compare_held(field, col, op, value, present, held)
+    rows, held = col.entries()
+    out = np.zeros(len(col), dtype=bool)
+    out[rows] = _compare_held(field, col, op, value, np.ones(len(rows), dtype=bool), held)
+    return out
+
+
+def _compare_held(
+    field: str, col: Column, op: str, value: Any, present: np.ndarray, held: Any
+) -> np.ndarray:
     kind = col.kind
     if kind == "json":
         if op not in ("==", "!="):
@@ -661,9 +903,9 @@ def _compare(field: str, col: Column, op: str, value: Any) -> np.ndarray:
                 f"field {field!r} holds mixed or nested values; only == and != apply to it"
             )
         hits = np.fromiter(
-            (p and _equal(v, value) for p, v in zip(present, col.objects, strict=True)),
+            (p and _equal(v, value) for p, v in zip(present, held, strict=True)),
             bool,
-            len(col),
+            len(present),
         )
         return hits if op == "==" else present & ~hits
     value_kind = kind_of(value)
@@ -673,7 +915,7 @@ def _compare(field: str, col: Column, op: str, value: Any) -> np.ndarray:
                 f"field {field!r} holds text; compare it with a quoted string, "
                 f"e.g. {field} {op} '{value}', not {value!r}"
             )
-        codes = col.values.view
+        codes = held
         if op in ("==", "!="):
             code = col._code.get(value, -2)
             hits = codes == code
@@ -692,7 +934,7 @@ def _compare(field: str, col: Column, op: str, value: Any) -> np.ndarray:
             raise FilterError(f"field {field!r} holds true/false; only == and != apply to it")
     elif value_kind not in ("int", "float"):
         raise FilterError(f"field {field!r} holds numbers; compare it with a number, not {value!r}")
-    hits = np.asarray(_OPS[op](col.values.view, value), dtype=bool)
+    hits = np.asarray(_OPS[op](held, value), dtype=bool)
     return present & ~hits if op == "!=" else hits & present
 
 
