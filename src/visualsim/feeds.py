@@ -28,7 +28,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .datasets.csv import CsvDataset, _python_value, _read_csv
+from .datasets.csv import (
+    MAX_TABLE_CELLS,
+    MAX_TABLE_COLUMNS,
+    MAX_TABLE_ROWS,
+    CsvDataset,
+    TableBudget,
+    _python_value,
+    _read_csv,
+)
 from .errors import DatasetError
 
 FORMATS = {
@@ -44,7 +52,9 @@ FORMATS = {
 """Feed file suffixes and the format each is read as."""
 
 MAX_FEED_BYTES = 4 << 30
-"""Largest feed file read (4 GiB): a bigger one is refused, not read into memory."""
+"""Largest feed file read (4 GiB): a bigger one is refused, not read into memory.
+Its rows, columns and cells are bounded too (``MAX_TABLE_ROWS``, ``MAX_TABLE_COLUMNS``,
+``MAX_TABLE_CELLS`` of :mod:`visualsim.datasets.csv`), so memory follows the file."""
 
 
 def is_feed(path: str | os.PathLike[str]) -> bool:
@@ -82,6 +92,12 @@ class ProductFeed(CsvDataset):
         ``"csv"``, ``"tsv"``, ``"jsonl"`` or ``"parquet"``; default: from the suffix.
     encoding
         Text encoding of CSV and JSON Lines files.
+    allow_outside
+        Read image paths that lie outside :attr:`root` (absolute paths, ``..``, a
+        symbolic link out of it). Off by default: a feed may be a stranger's, and
+        such a row is refused, naming it. Turn it on for a feed you trust whose
+        images live elsewhere (``/data/photos/a.jpg``), or pass ``root=`` naming
+        the folder that holds them.
 
     Attributes
     ----------
@@ -94,8 +110,10 @@ class ProductFeed(CsvDataset):
     ------
     DatasetError
         For a missing or unreadable file, an unknown format, a missing column, a
-        duplicate or empty id, a bad JSON line, or a value that does not fit its
-        declared kind; the message names the file, the row and the fix.
+        duplicate or empty id, a bad JSON line, a value that does not fit its
+        declared kind, an image path outside :attr:`root` (unless ``allow_outside``),
+        or more rows, columns or cells than a table may have (one row's many keys
+        included); the message names the file, the row and the fix.
     """
 
     def __init__(
@@ -111,6 +129,7 @@ class ProductFeed(CsvDataset):
         check_files: bool = True,
         format: str | None = None,
         encoding: str = "utf-8",
+        allow_outside: bool = False,
     ) -> None:
         file = Path(os.fspath(path)).expanduser()
         self.source = os.fspath(file)
@@ -154,6 +173,7 @@ class ProductFeed(CsvDataset):
             },
             typed=typed,
             check_files=check_files,
+            allow_outside=allow_outside,
         )
 
     def source_of(self, index: int) -> str:
@@ -189,7 +209,8 @@ class ProductFeed(CsvDataset):
         >>> feed_dir = folder / "feeds"
         >>> feed_dir.mkdir()
         >>> _ = (feed_dir / "p.csv").write_text(f"id,image\\nA1,{photos / 'a.jpg'}\\n")
-        >>> ProductFeed(feed_dir / "p.csv").implied_root() == folder / "photos" / "shoes"
+        >>> feed = ProductFeed(feed_dir / "p.csv", allow_outside=True)
+        >>> feed.implied_root() == folder / "photos" / "shoes"
         True
         """
         root = self.root.resolve()
@@ -240,6 +261,7 @@ def _read_jsonl_rows(
 ) -> tuple[list[str], list[tuple[int, dict[str, Any]]]]:
     columns: dict[str, None] = {}
     records: list[tuple[int, dict[str, Any]]] = []
+    budget = TableBudget(os.fspath(path))
     with open(path, encoding=encoding) as fh:
         for line_no, line in enumerate(fh, start=1):
             if not line.strip():
@@ -256,9 +278,12 @@ def _read_jsonl_rows(
                     f"{path}, line {line_no}: a JSON {type(row).__name__}, not an object; each "
                     'line must be one object such as {"id": ..., "image": ...}'
                 )
+            cells = {str(k): v for k, v in row.items() if v is not None}
+            budget.columns(list(map(str, row)), line_no)  # before the columns grow
+            budget.row(line_no, len(cells))
             for key in row:
                 columns.setdefault(str(key), None)
-            records.append((line_no, {str(k): v for k, v in row.items()}))
+            records.append((line_no, cells))
     if not records:
         raise DatasetError(f"feed {str(path)!r} holds no rows")
     return list(columns), records
@@ -276,14 +301,28 @@ def _read_parquet(path: Path) -> tuple[list[str], list[tuple[int, dict[str, Any]
             "reading a Parquet feed needs pyarrow: pip install pyarrow", name="pyarrow"
         ) from exc
     try:
+        meta = pq.ParquetFile(path).metadata
+    except Exception as exc:  # pyarrow raises its own ArrowInvalid / OSError variants
+        raise DatasetError(f"{path}: cannot be read as Parquet ({exc})") from None
+    # refused by what the footer claims, before a row is read (a few KiB can claim 8M)
+    rows, width = int(meta.num_rows), int(meta.num_columns)
+    if width > MAX_TABLE_COLUMNS or rows > MAX_TABLE_ROWS or rows * width > MAX_TABLE_CELLS:
+        raise DatasetError(
+            f"{path}: its metadata says {rows:,} rows x {width:,} columns, more than a feed "
+            f"may have ({MAX_TABLE_ROWS:,} rows, {MAX_TABLE_COLUMNS:,} columns, "
+            f"{MAX_TABLE_CELLS:,} cells); split the file"
+        )
+    try:
         table = pq.read_table(path)
     except Exception as exc:  # pyarrow raises its own ArrowInvalid / OSError variants
         raise DatasetError(f"{path}: cannot be read as Parquet ({exc})") from None
+    if table.num_rows != rows:
+        raise DatasetError(f"{path}: holds {table.num_rows:,} rows, its metadata {rows:,}")
     columns = [str(c) for c in table.column_names]
-    rows = table.to_pylist()
-    records = [
-        (i, {str(k): _python_value(v) for k, v in row.items()}) for i, row in enumerate(rows, 2)
-    ]
+    records = []
+    for i, row in enumerate(table.to_pylist(), 2):
+        cells = {str(k): _python_value(v) for k, v in row.items()}
+        records.append((i, {k: v for k, v in cells.items() if v is not None}))
     return columns, records
 
 

@@ -1,6 +1,8 @@
 """A feed of absolute image paths (issue 25, item 3): ``index`` stores them relative to
 the folder the feed implies, so ``serve`` serves them; what it cannot serve is warned
-about at ``index``/``add``/``sync`` and at ``serve`` start-up, never silent."""
+about at ``index``/``add``/``sync`` and at ``serve`` start-up, never silent. Since issue 28
+such a feed is read only when the caller trusts it (``--allow-outside-images``,
+``allow_outside=True``); tests/hostile/test_feeds_hostile.py has the refusals."""
 
 from __future__ import annotations
 
@@ -42,12 +44,14 @@ def cli(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str
 def test_implied_root(tmp_path: Path) -> None:
     shoes = _photos(tmp_path / "photos" / "shoes", ["a.png"])
     bags = _photos(tmp_path / "photos" / "bags", ["b.png"])
-    feed = ProductFeed(_feed(tmp_path / "feeds" / "p.csv", [*shoes, *bags]))
+    feed = ProductFeed(_feed(tmp_path / "feeds" / "p.csv", [*shoes, *bags]), allow_outside=True)
     assert feed.implied_root() == (tmp_path / "photos").resolve()
     local = _photos(tmp_path / "feeds" / "img", ["c.png"])
     feed = ProductFeed(_feed(tmp_path / "feeds" / "q.csv", ["img/c.png", str(local[0])]))
     assert feed.implied_root() == feed.root  # all inside the feed's folder: unchanged
-    mixed = ProductFeed(_feed(tmp_path / "feeds" / "r.csv", ["img/c.png", str(shoes[0])]))
+    mixed = ProductFeed(
+        _feed(tmp_path / "feeds" / "r.csv", ["img/c.png", str(shoes[0])]), allow_outside=True
+    )
     assert mixed.implied_root() == tmp_path.resolve()  # the folder holding both
 
 
@@ -56,7 +60,10 @@ def test_a_feed_of_absolute_paths_is_stored_relative_and_served(
 ) -> None:
     images = _photos(tmp_path / "data" / "photos", ["a.png", "b.png", "c.png"])
     feed = _feed(tmp_path / "shop" / "products.csv", images)
-    code, _, err = cli(capsys, "index", feed, "-o", tmp_path / "c", "--extractor", "color", "-q")
+    code, _, err = cli(
+        capsys, "index", feed, "-o", tmp_path / "c", "--extractor", "color", "-q",
+        "--allow-outside-images",  # a trusted feed of absolute paths (issue 28: opt in)
+    )  # fmt: skip
     assert code == 0, err
     assert "warning" not in err
     rec = Recommender.load(tmp_path / "c")
@@ -82,14 +89,17 @@ def test_paths_outside_the_root_warn_at_index_sync_and_serve(
     feed = _feed(tmp_path / "shop" / "products.csv", ["img/a.png", str(elsewhere[0])])
     code, _, err = cli(
         capsys, "index", feed, "-o", tmp_path / "c", "--extractor", "color", "-q",
-        "--root", tmp_path / "shop",
+        "--root", tmp_path / "shop", "--allow-outside-images",
     )  # fmt: skip
     assert code == 0, err
     assert "warning: 1 of 2 items' images cannot be served" in err
     assert "x.png" in err and "--root" in err
 
     _feed(feed, ["img/a.png", str(elsewhere[0]), str(inside[1])])
-    code, out, err = cli(capsys, "sync", tmp_path / "c", feed, "--root", tmp_path / "shop", "-q")
+    code, out, err = cli(
+        capsys, "sync", tmp_path / "c", feed, "--root", tmp_path / "shop", "-q",
+        "--allow-outside-images",
+    )  # fmt: skip
     assert code == 0 and "1 added" in out, err
     assert "warning: 1 of 3 items' images cannot be served" in err  # b.png lies inside
 

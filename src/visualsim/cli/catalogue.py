@@ -173,6 +173,12 @@ def _source_options(p: argparse.ArgumentParser) -> None:
         "the feed's folder)",
     )  # fmt: skip
     p.add_argument(
+        "--allow-outside-images",
+        action="store_true",
+        help="read a feed's image paths that lie outside its root (absolute, '..', a symlink "
+        "out); without it such a row is refused, as a feed may be a stranger's",
+    )
+    p.add_argument(
         "--dtype",
         action="append",
         default=[],
@@ -288,7 +294,11 @@ def _read_source(
     if source.is_dir():
         feed_only = [
             flag
-            for flag, value in (("--root", args.root), ("--dtype", args.dtype))
+            for flag, value in (
+                ("--root", args.root),
+                ("--dtype", args.dtype),
+                ("--allow-outside-images", args.allow_outside_images or None),
+            )
             if value not in (None, [])
         ]
         if feed_only:
@@ -316,6 +326,7 @@ def _read_source(
         dtypes=declared,
         known_dtypes=inherited,
         check_files=True,
+        allow_outside=args.allow_outside_images,
     )
     if feed.issues:
         print(f"{_count(len(feed.issues), 'row')} of {printable(source)} skipped:", file=sys.stderr)

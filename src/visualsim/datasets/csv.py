@@ -135,8 +135,13 @@ class CsvDataset(BaseDataset):
         dtypes: Mapping[str, str] | None,
         typed: bool,
         check_files: bool,
+        allow_outside: bool = True,
     ) -> None:
-        """Check the columns, type the values, resolve the images: shared by every table."""
+        """Check the columns, type the values, resolve the images: shared by every table.
+
+        With ``allow_outside=False`` an image path that leaves :attr:`root` (``..``,
+        absolute, or through a symbolic link) is refused, naming its row.
+        """
         self.image_column = image_column
         self.id_column = id_column
         self.check_files = check_files
@@ -216,12 +221,16 @@ class CsvDataset(BaseDataset):
                 )
             seen[item_id] = line
             image_path = self.root / os.fspath(str(image))
+            if not allow_outside:
+                _check_inside(self.source, line, str(image), image_path, self.root)
             if check_files and not image_path.is_file():
                 self.missing.append(item_id)
                 continue
             self._ids.append(item_id)
             self._images.append(os.fspath(image_path))
-            self._meta.append({c: row.get(c) for c in keep})
+            # only the cells a row has: a sparse feed costs memory per cell, not per
+            # row x column; _item_metadata fills the absent ones with None
+            self._meta.append({c: row[c] for c in keep if row.get(c) is not None})
         if self.issues:
             logger.warning(
                 "%s: %d rows without a local image were skipped (see .issues)",
@@ -240,7 +249,8 @@ class CsvDataset(BaseDataset):
         return self._images[index]
 
     def _item_metadata(self, index: int) -> dict[str, Any]:
-        return dict(self._meta[index])
+        meta = self._meta[index]
+        return {c: meta.get(c) for c in self.metadata_columns}
 
     def _describe(self) -> str:
         return f"{self.source!r}, image_column={self.image_column!r}"
@@ -276,16 +286,99 @@ def _read_csv_rows(
         header = [h.strip() for h in header]
         if header and header[0].startswith("\ufeff"):
             header[0] = header[0][1:]
+        budget = TableBudget(os.fspath(path))
+        budget.columns(header, reader.line_num)
         records: list[tuple[int, dict[str, Any]]] = []
         for row in reader:
             if not any(cell.strip() for cell in row):
                 continue
-            cells = {
-                name: (row[i] if i < len(row) and row[i] != "" else None)
-                for i, name in enumerate(header)
-            }
+            # only the non-empty cells: an empty one reads as None (row.get)
+            cells = {name: row[i] for i, name in enumerate(header[: len(row)]) if row[i] != ""}
+            budget.row(reader.line_num, len(cells))
             records.append((reader.line_num, cells))
     return header, records
+
+
+MAX_TABLE_COLUMNS = 1_000
+"""Most distinct columns a table file (CSV, a feed) may have: more is refused, naming the
+row that went over, before any per-row-per-column memory is spent."""
+
+MAX_TABLE_ROWS = 5_000_000
+"""Most rows a table file may have (a Parquet file's are counted from its metadata):
+a bigger catalogue is fed in parts, or through the Python API."""
+
+MAX_TABLE_CELLS = 25_000_000
+"""Most non-empty cells a table file may have: its memory, read, is about 100 bytes a
+cell, so this bounds it at a few GiB whatever the file's shape."""
+
+
+class TableBudget:
+    """Counts a table's columns, rows and cells as it is read; refuses the one too many.
+
+    Parameters
+    ----------
+    source
+        The file, named in the error.
+
+    Raises
+    ------
+    DatasetError
+        From :meth:`columns` and :meth:`row`, naming the file, the row and the limit.
+
+    Examples
+    --------
+    >>> budget = TableBudget("feed.jsonl")
+    >>> budget.columns(["id", "image"], 1)
+    >>> budget.row(2, 2)
+    >>> budget.columns([f"k{i}" for i in range(MAX_TABLE_COLUMNS)], 3)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    visualsim.errors.DatasetError: feed.jsonl, row 3: 1,002 columns so far, more than ...
+    """
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.seen: set[str] = set()
+        self.rows = 0
+        self.cells = 0
+
+    def columns(self, names: Sequence[str], line: int) -> None:
+        """Count row ``line``'s column ``names``; refuse when the table passes the limit."""
+        new = len(set(names) - self.seen)  # counted before the set grows by them
+        if len(self.seen) + new > MAX_TABLE_COLUMNS:
+            raise DatasetError(
+                f"{self.source}, row {line}: {len(self.seen) + new:,} columns so far, more "
+                f"than the {MAX_TABLE_COLUMNS:,} a table may have (this row adds {new:,}); "
+                "a product feed has a fixed set of columns: fix the row or the file"
+            )
+        self.seen.update(names)
+
+    def row(self, line: int, cells: int) -> None:
+        """Count one more row of ``cells`` non-empty cells; refuse past the row/cell limits."""
+        self.rows += 1
+        self.cells += cells
+        if self.rows > MAX_TABLE_ROWS:
+            raise DatasetError(
+                f"{self.source}, row {line}: more than {MAX_TABLE_ROWS:,} rows; split the file"
+            )
+        if self.cells > MAX_TABLE_CELLS:
+            raise DatasetError(
+                f"{self.source}, row {line}: more than {MAX_TABLE_CELLS:,} non-empty cells "
+                "in all; split the file or drop columns"
+            )
+
+
+def _check_inside(source: str, line: int, image: str, path: Path, root: Path) -> None:
+    """Refuse an image path that resolves outside ``root`` (``..``, absolute, a symlink)."""
+    resolved = path.resolve()
+    base = root.resolve()
+    if resolved != base and base not in resolved.parents:
+        raise DatasetError(
+            f"{source}, row {line}: image {image[:200]!r} lies outside the feed's image root "
+            f"{os.fspath(base)!r} (through '..', an absolute path or a symbolic link); "
+            "pass allow_outside=True (visualsim: --allow-outside-images) if you trust the "
+            "feed, or root= (--root) naming a folder that holds its images"
+        )
 
 
 KINDS = ("int", "float", "bool", "str")
@@ -398,8 +491,10 @@ def type_columns(
             kinds[column] = _kind_of(values)
             continue  # typed already
         for line, row in records:
+            if row.get(column) is None:
+                continue  # an absent cell stays absent (it reads as None)
             try:
-                row[column] = convert(row.get(column), kinds[column])
+                row[column] = convert(row[column], kinds[column])
             except (ValueError, TypeError) as exc:
                 raise DatasetError(
                     f"{source}, row {line}: column {column!r} holds {row.get(column)!r}, which "
@@ -434,4 +529,14 @@ def _str_or_none(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
-__all__ = ["KINDS", "CsvDataset", "convert", "infer_kind", "type_columns"]
+__all__ = [
+    "KINDS",
+    "MAX_TABLE_CELLS",
+    "MAX_TABLE_COLUMNS",
+    "MAX_TABLE_ROWS",
+    "CsvDataset",
+    "TableBudget",
+    "convert",
+    "infer_kind",
+    "type_columns",
+]
