@@ -212,3 +212,27 @@ def test_compact_keeps_the_known_generation(tmp_path: Path) -> None:
     _add(fresh, "after", 4).save(folder, overwrite=True)
     kept = Recommender.load(folder)
     assert "first" in kept and "after" in kept and "base-0" not in kept and len(kept) == 7
+
+
+def test_writer_lock_is_exclusive_and_names_a_vanished_folder(tmp_path: Path) -> None:
+    import fcntl
+    import os
+
+    from visualsim.io import writer_lock
+
+    with writer_lock(tmp_path) as held:
+        assert held is True
+        fd = os.open(tmp_path, os.O_RDONLY)
+        try:
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        finally:
+            os.close(fd)
+    fd = os.open(tmp_path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released on leaving
+    finally:
+        os.close(fd)
+    gone = writer_lock(tmp_path / "gone")
+    with pytest.raises(CatalogError, match="removed or replaced while being saved"):
+        gone.__enter__()

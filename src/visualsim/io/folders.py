@@ -353,7 +353,12 @@ def writer_lock(folder: PathLike) -> Iterator[bool]:
     except ImportError:  # pragma: no cover - Windows
         yield False
         return
-    fd = os.open(os.fspath(folder), os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        fd = os.open(os.fspath(folder), os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except (FileNotFoundError, NotADirectoryError):
+        raise CatalogError(
+            f"{_err_path(Path(folder))} was removed or replaced while being saved; save again"
+        ) from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
