@@ -85,6 +85,7 @@ _LAZY: dict[str, str] = {
     "Where": "recommender",
     "Distinct": "recommender",
     # syncing a catalogue with a feed
+    "SyncOptions": "sync",
     "SyncReport": "sync",
     # duplicate photos
     "DuplicateGroup": "duplicates",
@@ -202,5 +203,5 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .indexes.sklearn import SklearnIndex
     from .plotting import plot_recommendations
     from .recommender import Distinct, FailedInput, Recommendation, Recommender, RegionResults
-    from .sync import SyncReport
+    from .sync import SyncOptions, SyncReport
     from .testing import check_extractor, check_index

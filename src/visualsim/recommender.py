@@ -31,8 +31,10 @@ from .search import Segments
 from .store import Store, check_storage
 
 if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
     from .duplicates import DuplicateGroup
-    from .sync import SyncReport
+    from .sync import SyncOptions, SyncReport
 
 logger = logging.getLogger(__name__)
 
@@ -154,10 +156,12 @@ class Recommender:
         return self._store_.dim if self._store_ is not None else self._pipeline.dim
 
     @contextlib.contextmanager
-    def _reading(self) -> Iterator[tuple[Store, Segments]]:
+    def _reading(self, *, emptied: bool = False) -> Iterator[tuple[Store, Segments]]:
+        """Hold the read lock over the store; ``emptied``: one whose items were all removed
+        counts (to save it), one never filled does not."""
         with self._lock.read():
             store, segments = self._store_, self._segments_
-            if store is None or segments is None or not len(store):
+            if store is None or segments is None or not (len(store) or emptied):
                 raise NotFittedError("the catalogue is empty: call fit() or add() first")
             yield store, segments
 
@@ -537,19 +541,7 @@ class Recommender:
                     self._catalog_state.rewrite = True
         return self
 
-    def sync(
-        self,
-        feed: Any,
-        *,
-        remove_missing: bool = True,
-        dry_run: bool = False,
-        id_column: str = "id",
-        image_column: str = "image",
-        batch_size: int | None = None,
-        on_error: Literal["skip", "raise"] = "skip",
-        progress: bool = True,
-        checkpoint_dir: str | os.PathLike[str] | None = None,
-    ) -> SyncReport:
+    def sync(self, feed: Any, **options: Unpack[SyncOptions]) -> SyncReport:
         """Make the catalogue match a feed; return what was done (``docs/live-catalogue.md``).
 
         Only new ids, changed images (by SHA-256) and changed metadata cost work;
@@ -566,9 +558,11 @@ class Recommender:
         dry_run
             Change nothing; the report lists what would be done.
         id_column, image_column
-            For a feed file: the id and image path columns.
+            For a feed file: the id and image path columns ("id" and "image").
         batch_size, on_error, progress, checkpoint_dir
             As in :meth:`fit` and :meth:`add`; failures are listed in the report.
+        allow_outside
+            Read a feed file's image paths outside its folder (refused by default).
 
         Returns
         -------
@@ -577,14 +571,9 @@ class Recommender:
 
         Raises
         ------
-        DatasetError
-            For a feed file that cannot be read.
-        ConfigError
-            For a feed of another kind, or a bad option.
-        DuplicateIdError
-            When the feed lists an id twice (nothing is changed).
-        ImageLoadError
-            With ``on_error="raise"``, at the first unreadable image.
+        DatasetError, ConfigError, DuplicateIdError, ImageLoadError
+            A feed file that cannot be read; a feed of another kind or a bad option; an
+            id listed twice (nothing changed); with ``on_error="raise"``, a bad image.
 
         Examples
         --------
@@ -594,18 +583,7 @@ class Recommender:
         """
         from .sync import sync
 
-        return sync(
-            self,
-            feed,
-            remove_missing=remove_missing,
-            dry_run=dry_run,
-            id_column=id_column,
-            image_column=image_column,
-            batch_size=batch_size,
-            on_error=on_error,
-            progress=progress,
-            checkpoint_dir=checkpoint_dir,
-        )
+        return sync(self, feed, **options)
 
     # -- adaptation ---------------------------------------------------------------------
     def adapt(self, label: str | Sequence[str], **options: Any) -> Recommender:
@@ -880,22 +858,18 @@ class Recommender:
         overwrite
             Replace a catalogue already at ``path``.
         on_conflict
-            What a save back onto the folder this recommender was loaded from (or last
-            saved to) does when another writer saved that folder since: ``"error"``
-            raises and writes nothing; ``"overwrite"`` replaces the other writer's
-            version with this one. A folder this recommender never loaded or saved is
-            replaced (with ``overwrite=True``) as before.
+            When another writer saved the folder this recommender loaded (or last saved)
+            since: ``"error"`` writes nothing; ``"overwrite"`` replaces that version
+            (``docs/live-catalogue.md``, "Two writers").
 
         Raises
         ------
         CatalogConflictError
-            Another writer saved ``path`` since this recommender loaded or saved it
-            (``on_conflict="error"``): reload and re-apply, or pass
-            ``on_conflict="overwrite"``.
+            Another writer saved ``path`` since (``on_conflict="error"``): reload.
         CatalogError
             ``path`` exists and ``overwrite`` is false, or is not a catalogue folder.
         """
-        with self._reading() as (store, segments):
+        with self._reading(emptied=True) as (store, segments):
             self._catalog_state = save_state(
                 self._pipeline,
                 store,
@@ -946,10 +920,9 @@ class Recommender:
 
         Raises
         ------
-        CatalogError
-            Naming the file and the problem (missing, tampered, inconsistent).
-        FormatVersionError
-            For a catalogue from a newer visualsim.
+        CatalogError, FormatVersionError
+            Naming the file and the problem (missing, tampered, inconsistent); a
+            catalogue from a newer visualsim.
         """
         state = load_state(
             path, index, milvus_uri, milvus_token_env, extractor, mmap, verify, allow_mismatch

@@ -46,7 +46,7 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypedDict
 
 from .errors import ConfigError
 from .ids import Id
@@ -176,6 +176,7 @@ def read_feed(
     *,
     id_column: str = "id",
     image_column: str = "image",
+    allow_outside: bool = False,
 ) -> tuple[list[Entry], list[Id]]:
     """Return a feed's entries and the ids it lists whose image file is missing.
 
@@ -194,6 +195,9 @@ def read_feed(
         catalogue stores them (a price column stays a float).
     id_column, image_column
         The columns of a feed file holding the ids and the image paths.
+    allow_outside
+        Read a feed file's image paths that lie outside its folder (absolute,
+        ``..``, a symlink out); refused by default (:class:`~visualsim.ProductFeed`).
 
     Returns
     -------
@@ -216,7 +220,13 @@ def read_feed(
         raise ConfigError(f"feed must be a path or an iterable of records, got {feed!r:.60}")
     if isinstance(feed, (str, os.PathLike)):
         path = Path(os.fspath(feed))
-        feed = _open(path, known_fields or {}, id_column=id_column, image_column=image_column)
+        feed = _open(
+            path,
+            known_fields or {},
+            id_column=id_column,
+            image_column=image_column,
+            allow_outside=allow_outside,
+        )
     elif (id_column, image_column) != ("id", "image"):
         raise ConfigError(
             "id_column and image_column name the columns of a feed file; pass a feed file's "
@@ -254,6 +264,20 @@ def _plan(target: SyncTarget, entries: Sequence[Entry], missing: Sequence[Id]) -
     return _Plan(new, changed, meta_only, unchanged, listed)
 
 
+class SyncOptions(TypedDict, total=False):
+    """The keyword options of :func:`sync` and :meth:`visualsim.Recommender.sync`."""
+
+    remove_missing: bool
+    dry_run: bool
+    id_column: str
+    image_column: str
+    batch_size: int | None
+    on_error: Literal["skip", "raise"]
+    progress: bool
+    checkpoint_dir: str | os.PathLike[str] | None
+    allow_outside: bool
+
+
 def sync(
     target: SyncTarget,
     feed: Any,
@@ -266,6 +290,7 @@ def sync(
     on_error: Literal["skip", "raise"] = "skip",
     progress: bool = True,
     checkpoint_dir: str | os.PathLike[str] | None = None,
+    allow_outside: bool = False,
 ) -> SyncReport:
     """Make ``target`` match ``feed``; return what was done.
 
@@ -281,7 +306,11 @@ def sync(
         if not isinstance(column, str) or not column:
             raise ConfigError(f"{name} must be a column name (a non-empty string), got {column!r}")
     entries, missing = read_feed(
-        feed, target.fields_, id_column=id_column, image_column=image_column
+        feed,
+        target.fields_,
+        id_column=id_column,
+        image_column=image_column,
+        allow_outside=allow_outside,
     )
     todo = _plan(target, entries, missing)
     gone = [i for i in target.ids_ if i not in todo.listed] if remove_missing else []
@@ -352,6 +381,7 @@ def _open(
     *,
     id_column: str = "id",
     image_column: str = "image",
+    allow_outside: bool = False,
 ) -> Any:
     """A feed file as a :class:`ProductFeed`, a folder as an :class:`ImageFolder`."""
     from .datasets.csv import KINDS
@@ -377,6 +407,7 @@ def _open(
         image_column=image_column,
         known_dtypes=inherited,
         check_files=True,
+        allow_outside=allow_outside,
     )
 
 
@@ -398,4 +429,12 @@ def _present(metadata: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in metadata.items() if v is not None}
 
 
-__all__ = ["MISSING_REASON", "MISSING_SOURCE", "SyncReport", "SyncTarget", "read_feed", "sync"]
+__all__ = [
+    "MISSING_REASON",
+    "MISSING_SOURCE",
+    "SyncOptions",
+    "SyncReport",
+    "SyncTarget",
+    "read_feed",
+    "sync",
+]

@@ -175,3 +175,15 @@ def test_the_row_budget_names_the_row(tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.setattr(table, "MAX_TABLE_CELLS", 5)
     with pytest.raises(DatasetError, match=r"row 4: more than 5 non-empty cells"):
         ProductFeed(feed, check_files=False)
+
+
+def test_sync_refuses_outside_images_unless_allowed(shop: Path) -> None:
+    from visualsim import ColorHistogramExtractor, Recommender
+
+    rec = Recommender(ColorHistogramExtractor()).fit([str(shop / "img" / "a.png")], ["P0"])
+    feed = _csv(shop / "products.csv", ["img/a.png", "../secret/key.png"])
+    with pytest.raises(DatasetError, match="row 3: image .* lies outside"):
+        rec.sync(feed, progress=False)
+    assert rec.ids_ == ["P0"]  # nothing changed
+    report = rec.sync(feed, progress=False, allow_outside=True)  # the caller trusts this feed
+    assert report.added == ["P1"] and sorted(rec.ids_) == ["P0", "P1"]
