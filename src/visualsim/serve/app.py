@@ -44,6 +44,7 @@ from .limits import (
     QUEUE_TIMEOUT_S,
     RELOAD_POLL_S,
 )
+from .metrics import MetricsMiddleware
 from .middleware import AccessLogMiddleware, ItemPathMiddleware
 from .routes import catalogue, items, page, search
 from .state import AppState, Live, follow_reloads, load_catalogue
@@ -244,6 +245,8 @@ def create_app(
     app.state.visualsim = state  # what every route reaches through state.app_state
     app.state.max_upload_bytes = max_upload_bytes
     app.state.max_k = max_k  # a bad k is answered in check_k's words
+    # innermost: it reads the route template the router wrote into the scope
+    app.add_middleware(MetricsMiddleware, metrics=state.metrics)
     app.add_middleware(ItemPathMiddleware)
     app.add_middleware(AccessLogMiddleware)
     install_error_handlers(app, state)

@@ -32,6 +32,7 @@ from ..indexes.base import ReadWriteLock
 from ..persistence import read_manifest, write_bytes_atomic
 from . import _adapters as A
 from .limits import MAX_PIXELS, MAX_UPLOAD_BYTES, QUEUE_TIMEOUT_S, RELOAD_POLL_S
+from .metrics import Metrics
 from .uploads import decode_for_locate, decode_upload, extract_region
 
 logger = logging.getLogger("visualsim.serve")
@@ -80,6 +81,7 @@ class AppState:
     _pool: ThreadPoolExecutor | None = None
     _pool_lock: threading.Lock = field(default_factory=threading.Lock)
     _warmed: set[int] = field(default_factory=set)
+    metrics: Metrics = field(default_factory=Metrics)
 
     def read_token(self) -> str | None:
         """The reload generation in the shared signal file (None: none yet, or no file)."""
@@ -114,6 +116,8 @@ class AppState:
         if self._slots is None or self._slots[0] is not loop:  # one semaphore per event loop
             self._slots = (loop, asyncio.Semaphore(self.threads))
         slots = self._slots[1]
+        metrics = self.metrics
+        metrics.add("queue_waiting", 1)
         try:
             await asyncio.wait_for(slots.acquire(), self.queue_timeout)
         except asyncio.TimeoutError:
@@ -123,9 +127,13 @@ class AppState:
                 f"{self.queue_timeout:g} s; try again shortly",
                 headers={"Retry-After": str(max(1, math.ceil(self.queue_timeout / 2)))},
             ) from None
+        finally:
+            metrics.add("queue_waiting", -1)
+        metrics.add("in_flight", 1)
         try:
             return await loop.run_in_executor(pool, fn, *args)
         finally:
+            metrics.add("in_flight", -1)
             slots.release()
 
     def close_pool(self) -> None:
@@ -301,6 +309,7 @@ async def swap_in(state: AppState) -> int:
     if state.warm:
         await run_in_threadpool(state.warm_up, new)
     state.live = new
+    state.metrics.add("reloads", 1)
     return len(rec)
 
 
@@ -332,6 +341,7 @@ async def follow_reloads(state: AppState) -> None:
             try:
                 n = await swap_in(state)
             except Exception as exc:  # keep serving the old catalogue
+                state.metrics.add("reload_failures", 1)
                 detail = str(exc) if isinstance(exc, VisualsimError) else type(exc).__name__
                 logger.error("reload from another worker failed: %s", state.scrub(detail))
                 continue

@@ -1,5 +1,5 @@
-"""The catalogue as a whole: ``GET /health``, and with an API key ``POST /reload``,
-``POST /save`` and ``POST /sync`` (the feed the operator chose at start-up)."""
+"""The catalogue as a whole: ``GET /health``, ``GET /metrics``, and with an API key
+``POST /reload``, ``POST /save`` and ``POST /sync`` (the feed the operator chose at start-up)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from ..._version import __version__
 from ...errors import ConfigError
+from ..metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from ..state import State, authorised, note_change, swap_in
 from ..uploads import read_limited
 from .items import refused_writes
@@ -39,6 +40,11 @@ def status_router() -> APIRouter:
         if state.workers > 1:
             doc["worker"] = os.getpid()
         return JSONResponse(doc | state.reload_info())
+
+    @routes.get("/metrics", summary="Counters in the Prometheus text format")
+    async def metrics(state: State) -> Response:
+        text = state.metrics.render(len(state.live.rec))
+        return Response(text, media_type=METRICS_CONTENT_TYPE)
 
     return routes
 
