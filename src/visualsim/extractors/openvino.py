@@ -22,6 +22,22 @@ on disk (``$VISUALSIM_CACHE_DIR`` or ``~/.cache/visualsim/openvino``), keyed by
 the weights' digest, the precision, the calibration images' digest, the
 OpenVINO (and NNCF) version and the CPU, so a second start needs neither
 TensorFlow nor a new quantization. OpenVINO and NNCF are imported on first use.
+
+What the cache is trusted for: each entry's ``meta.json`` manifest records
+the SHA-256 of every model file and the identity that made them (the cache
+key's parts: network and weights digest, precision, calibration, versions,
+CPU). An entry is used only when its files match their hashes and its
+identity equals the one this process computes itself; a damaged, stale or
+mismatched entry (a truncated ``model.bin``, a manifest of another network,
+a hand-made entry without one) is rebuilt and replaced atomically, with one
+warning naming the folder and the reason. These checks catch damage and
+mix-ups, **not an attacker who can write to the cache folder**: nothing is
+signed (there is no secret to sign with), so whoever can write there can
+forge a consistent entry, as whoever can write to the Python environment can
+change the code. The cache folder is therefore trusted like the Python
+environment, and a folder that others could write to is not used: one not
+owned by the user or writable by group or others gets a warning and the
+models are built in memory. The default folder is created ``0700``.
 """
 
 from __future__ import annotations
@@ -34,6 +50,7 @@ import logging
 import math
 import os
 import shutil
+import stat
 import tempfile
 import threading
 import time
@@ -242,20 +259,59 @@ def _key(parts: Mapping[str, Any]) -> str:
     return hashlib.sha256(blob).hexdigest()[:32]
 
 
+def _cache_folder_problem(folder: str | os.PathLike[str]) -> str | None:
+    """Return why ``folder`` must not be used as the model cache, or ``None`` when it may.
+
+    A folder that does not exist yet is created, readable and writable by the
+    user only (``0700``). One that exists must be a folder owned by the user
+    and not writable by group or others: whoever can write to the cache
+    decides the vectors every image gets.
+    """
+    path = Path(folder)
+    try:
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(FileExistsError):
+                path.mkdir(mode=0o700)
+        st = path.stat()
+    except OSError as exc:
+        return f"it cannot be created or read ({exc.strerror or exc})"
+    if not stat.S_ISDIR(st.st_mode):
+        return "it is not a folder"
+    geteuid = getattr(os, "geteuid", None)
+    if geteuid is not None and st.st_uid != geteuid():
+        return f"it is owned by user id {st.st_uid}, not by this user ({geteuid()})"
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        who = "others" if st.st_mode & stat.S_IWOTH else "its group"
+        return (
+            f"it is writable by {who} "
+            f"(mode {stat.S_IMODE(st.st_mode):04o}); chmod go-w it or set {CACHE_ENV} "
+            "to a folder only you can write"
+        )
+    return None
+
+
 def _atomic_save_model(ov: Any, model: Any, target: Path, meta: Mapping[str, Any]) -> None:
     """Save ``model`` as ``target/model.xml|bin`` plus ``meta.json``, via a renamed temp dir.
 
-    ``meta.json`` is a ``visualsim.openvino.model`` manifest (the cache key's parts and
-    the model files' SHA-256s); entries written before it was one are still used.
+    ``meta.json`` is a ``visualsim.openvino.model`` manifest: the cache key's
+    parts (the identity :func:`_read_cached` compares) and the model files'
+    SHA-256s. An entry already at ``target`` (damaged or mismatched, or it
+    would have been used) is moved aside and replaced in one rename.
     """
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    stale: Path | None = None
     try:
         ov.save_model(model, str(tmp / "model.xml"), compress_to_fp16=False)
         P.write_manifest(tmp, "openvino.model", P.json_safe(dict(meta), where="cache key"))
         for f in tmp.iterdir():
             with f.open("rb") as fh:
                 os.fsync(fh.fileno())
+        if target.exists() or target.is_symlink():
+            stale = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
+            with contextlib.suppress(FileNotFoundError):
+                os.replace(target, stale / "entry")
         try:
             os.replace(tmp, target)
         except OSError:  # another process got there first: theirs is as good
@@ -264,16 +320,64 @@ def _atomic_save_model(ov: Any, model: Any, target: Path, meta: Mapping[str, Any
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+        if stale is not None:
+            shutil.rmtree(stale, ignore_errors=True)
 
 
-def _read_cached(core: Any, folder: Path) -> Any | None:
-    if not (folder / "meta.json").is_file() or not (folder / "model.xml").is_file():
-        return None
+def _plain(value: Any) -> Any:
+    """``value`` as it reads back from JSON (tuples as lists, keys as strings)."""
+    return json.loads(json.dumps(P.json_safe(value, where="cache key"), sort_keys=True))
+
+
+def _entry_problem(folder: Path, expected: Mapping[str, Any]) -> str | None:
+    """Why the cache entry ``folder`` must not be used, or ``None`` when it may.
+
+    The manifest must be a ``visualsim.openvino.model`` one listing ``model.xml``
+    and ``model.bin`` with their SHA-256s (checked), and carry exactly the
+    identity ``expected`` (the cache key's parts this process computes).
+    """
     try:
-        return core.read_model(str(folder / "model.xml"))
-    except Exception as exc:  # a damaged entry is rebuilt, never trusted
-        logger.warning("ignoring unreadable OpenVINO cache entry %s: %s", folder, exc)
+        meta = P.read_manifest(folder, "openvino.model", max_bytes=1 << 20, verify=True)
+    except VisualsimError as exc:
+        return str(exc)
+    files = meta.get("files", {})
+    missing = [name for name in ("model.xml", "model.bin") if name not in files]
+    if missing:
+        return f"its manifest does not list {', '.join(missing)} with their SHA-256"
+    for key, value in _plain(dict(expected)).items():
+        if meta.get(key) != value:
+            return (
+                f"it was made for another {key} ({str(meta.get(key))[:120]!r}, this process "
+                f"needs {str(value)[:120]!r})"
+            )
+    return None
+
+
+def _read_cached(core: Any, folder: Path, expected: Mapping[str, Any]) -> Any | None:
+    """The model cached in ``folder`` if it checks out against ``expected``, else ``None``.
+
+    A missing entry is a plain miss; one that exists but is damaged or made for
+    another identity gets one warning naming the folder and the reason (the
+    caller rebuilds it and :func:`_atomic_save_model` replaces it).
+    """
+    if not folder.exists() and not folder.is_symlink():
         return None
+    problem = _entry_problem(folder, expected)
+    model = None
+    if problem is None:
+        try:
+            model = core.read_model(str(folder / "model.xml"))
+        except Exception as exc:  # a damaged entry is rebuilt, never trusted
+            problem = f"OpenVINO cannot read it ({exc})"
+    if problem is not None:
+        warnings.warn(
+            f"OpenVINO cache entry {folder} is not used and will be rebuilt and replaced: "
+            f"{problem}",
+            UserWarning,
+            stacklevel=5,
+        )
+        return None
+    return model
 
 
 def _write_decision(folder: Path, data: Mapping[str, Any]) -> None:
@@ -316,6 +420,8 @@ class OpenVINORunner:
         Most calibration images used.
     cache
         Cache folder; ``None`` for :func:`cache_dir`; ``False`` for no disk cache.
+        A folder others could write to (see :func:`_cache_folder_problem`) is
+        not used: a warning says why and the models are built in memory.
     label
         Name used in log and error messages.
     """
@@ -345,6 +451,7 @@ class OpenVINORunner:
         else:
             self.cache = Path(cache)
         self.label = label
+        self._cache_checked = False
         self._lock = threading.Lock()
         self._core: Any = None
         self._base: Any = None
@@ -402,6 +509,17 @@ class OpenVINORunner:
         }
 
     def _entry(self, kind: str, **extra: Any) -> Path | None:
+        if self.cache is not None and not self._cache_checked:
+            self._cache_checked = True
+            problem = _cache_folder_problem(self.cache)
+            if problem is not None:
+                warnings.warn(
+                    f"{self.label}: not using the OpenVINO cache folder {self.cache}: {problem}; "
+                    "building the model in memory",
+                    UserWarning,
+                    stacklevel=5,
+                )
+                self.cache = None
         if self.cache is None or self.identity is None:
             return None
         return self.cache / f"{kind}-{_key(self._key_parts(kind=kind, **extra))}"
@@ -411,11 +529,18 @@ class OpenVINORunner:
             return self._entry("int8", calibration=digest)
         return self._entry("int8", calibration=digest, recipe=recipe)
 
+    def _int8_identity(self, digest: Any, recipe: str) -> dict[str, Any]:
+        """What an INT8 entry's manifest must say: the base parts, the calibration, the recipe."""
+        expected = {**self._key_parts(kind="int8"), "sha256": digest}
+        if recipe != LEGACY_INT8_RECIPE:
+            expected["recipe"] = recipe
+        return expected
+
     def _load_base(self) -> Any:
         ov = import_openvino()
         entry = self._entry("base")
         if entry is not None:
-            model = _read_cached(self._core, entry)
+            model = _read_cached(self._core, entry, self._key_parts(kind="base"))
             if model is not None:
                 self.cache_hits_.append("base")
                 return model
@@ -439,8 +564,10 @@ class OpenVINORunner:
         if inputs is None or (self.calibration is None and self.calibration_record is not None):
             record = self.calibration_record
             if record is not None:
-                entry = self._int8_entry(record.get("sha256"), _record_recipe(record))
-                model = None if entry is None else _read_cached(self._core, entry)
+                recipe = _record_recipe(record)
+                entry = self._int8_entry(record.get("sha256"), recipe)
+                expected = self._int8_identity(record.get("sha256"), recipe)
+                model = None if entry is None else _read_cached(self._core, entry, expected)
                 if model is not None:
                     self.cache_hits_.append("int8")
                     self.calibration_ = dict(record)
@@ -463,7 +590,7 @@ class OpenVINORunner:
         record = {"n": len(inputs), "sha256": digest, "recipe": INT8_RECIPE}
         entry = self._int8_entry(digest, INT8_RECIPE)
         if entry is not None:
-            model = _read_cached(self._core, entry)
+            model = _read_cached(self._core, entry, self._int8_identity(digest, INT8_RECIPE))
             if model is not None:
                 self.cache_hits_.append("int8")
                 self.calibration_ = record
