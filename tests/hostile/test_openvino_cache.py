@@ -163,6 +163,25 @@ def test_a_cache_folder_others_can_write_is_not_used(cache: Path, mode: int) -> 
         os.chmod(cache, 0o700)
 
 
+def test_a_cache_folder_inside_a_folder_others_can_write_is_not_used(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o777)  # no sticky bit: anyone may rename our folder away
+    try:
+        maker = Maker()
+        runner = _runner(shared / "ov-cache", maker)
+        with pytest.warns(UserWarning, match="writable by others without the sticky bit"):
+            runner(BATCH)
+        assert maker.calls == 1 and runner.cache is None
+        os.chmod(shared, 0o1777)  # sticky, like /tmp: only the owner renames
+        again = Maker()
+        runner = _runner(shared / "ov-cache", again)
+        _no_warnings(lambda: runner(BATCH))
+        assert runner.cache is not None
+    finally:
+        os.chmod(shared, 0o700)
+
+
 def test_a_cache_path_that_is_a_file_is_not_used(tmp_path: Path) -> None:
     not_a_folder = tmp_path / "file"
     not_a_folder.write_text("x")

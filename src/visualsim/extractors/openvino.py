@@ -264,8 +264,9 @@ def _cache_folder_problem(folder: str | os.PathLike[str]) -> str | None:
 
     A folder that does not exist yet is created, readable and writable by the
     user only (``0700``). One that exists must be a folder owned by the user
-    and not writable by group or others: whoever can write to the cache
-    decides the vectors every image gets.
+    and not writable by group or others, under folders others cannot write
+    to (unless sticky, like ``/tmp``): whoever can write to the cache decides
+    the vectors every image gets.
     """
     path = Path(folder)
     try:
@@ -288,6 +289,16 @@ def _cache_folder_problem(folder: str | os.PathLike[str]) -> str | None:
             f"(mode {stat.S_IMODE(st.st_mode):04o}); chmod go-w it or set {CACHE_ENV} "
             "to a folder only you can write"
         )
+    for parent in path.resolve().parents:  # others could rename the folder away and plant one
+        try:
+            mode = parent.stat().st_mode
+        except OSError:
+            continue
+        if mode & stat.S_IWOTH and not mode & stat.S_ISVTX:
+            return (
+                f"the folder above it, {parent}, is writable by others without the sticky bit "
+                f"(mode {stat.S_IMODE(mode):04o}), so it could be swapped for another"
+            )
     return None
 
 
