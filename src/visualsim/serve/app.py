@@ -20,8 +20,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -45,7 +47,13 @@ from .limits import (
     RELOAD_POLL_S,
 )
 from .metrics import MetricsMiddleware
-from .middleware import AccessLogMiddleware, ItemPathMiddleware
+from .middleware import (
+    AccessLogMiddleware,
+    ItemPathMiddleware,
+    RateLimiter,
+    RateLimitMiddleware,
+    ReadKeyMiddleware,
+)
 from .routes import catalogue, items, page, search
 from .state import AppState, Live, follow_reloads, load_catalogue
 from .uploads import parse_json
@@ -97,6 +105,11 @@ def create_app(
     sync_feed: str | os.PathLike[str] | None = None,
     sync_id_column: str = "id",
     sync_image_column: str = "image",
+    protect_reads: bool = False,
+    rate_limit: float | None = None,
+    burst: int | None = None,
+    rate_limit_clients: int = 10_000,
+    clock: Callable[[], float] = time.monotonic,
 ) -> FastAPI:
     """Return an ASGI app serving a catalogue.
 
@@ -170,6 +183,22 @@ def create_app(
         answers 404.
     sync_id_column, sync_image_column
         The feed's id and image columns (default ``id`` and ``image``).
+    protect_reads
+        With ``True`` (``visualsim serve --protect-reads``), every request but
+        ``GET /health`` needs ``Authorization: Bearer <api_key>`` too, else 401:
+        the JSON API, ``/metrics``, the search page and its static files alike
+        (a browser cannot send the header, so the page is for servers that do not
+        protect reads). Needs ``api_key``. Default ``False``: reads are open.
+    rate_limit, burst
+        Requests a second each client address may make on average, and at once
+        (a token bucket; ``burst`` defaults to ``max(1, ceil(rate_limit))``).
+        A client past it is answered 429 with ``Retry-After`` (seconds until
+        its next token). ``/health`` is not limited. ``None`` (default): no limit.
+    rate_limit_clients
+        Most client addresses the rate limit remembers; past that, the least
+        recently seen is forgotten first, so memory stays bounded.
+    clock
+        Monotonic seconds for the rate limit (a test passes a fake clock).
 
     Returns
     -------
@@ -197,6 +226,20 @@ def create_app(
     if api_key is not None and (not isinstance(api_key, str) or len(api_key) < 8):
         raise ConfigError("api_key must be a string of at least 8 characters (it was not shown)")
     max_pixels = check_positive_int("max_pixels", max_pixels)
+    if not isinstance(protect_reads, bool):
+        raise ConfigError(f"protect_reads must be True or False, not {protect_reads!r}")
+    if protect_reads and api_key is None:
+        raise ConfigError(
+            "protect_reads=True needs api_key (visualsim serve --protect-reads needs --api-key-env)"
+        )
+    limiter = None
+    if rate_limit is not None:
+        rate = check_float("rate_limit", rate_limit, minimum=0, open_minimum=True)
+        size = max(1, math.ceil(rate)) if burst is None else check_positive_int("burst", burst)
+        clients = check_positive_int("rate_limit_clients", rate_limit_clients)
+        limiter = RateLimiter(float(rate), size, max_clients=clients, clock=clock)
+    elif burst is not None:
+        raise ConfigError("burst needs rate_limit (requests a second per client)")
     sync_source = catalogue.check_sync_feed(
         sync_feed, sync_id_column, sync_image_column, api_key, workers
     )
@@ -248,6 +291,11 @@ def create_app(
     # innermost: it reads the route template the router wrote into the scope
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
     app.add_middleware(ItemPathMiddleware)
+    if protect_reads:
+        assert api_key is not None
+        app.add_middleware(ReadKeyMiddleware, key=api_key)
+    if limiter is not None:  # outside the key check: guessing keys is limited too
+        app.add_middleware(RateLimitMiddleware, limiter=limiter)
     app.add_middleware(AccessLogMiddleware)
     install_error_handlers(app, state)
 

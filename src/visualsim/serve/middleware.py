@@ -1,12 +1,17 @@
-"""The HTTP app's two ASGI middlewares: item ids routed on the raw path, and one access-log
-line (plus the security headers) per answer."""
+"""The HTTP app's ASGI middlewares: item ids routed on the raw path, one access-log line
+(plus the security headers) per answer, and the optional API key for reads and rate limit
+per client."""
 
 from __future__ import annotations
 
 import json
 import logging
+import math
+import secrets
+import threading
 import time
 import urllib.parse
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, MutableMapping
 from datetime import datetime, timezone
 from typing import Any
@@ -138,3 +143,154 @@ class AccessLogMiddleware:
                         }
                     )
                 )
+
+
+# -- the API key for reads, and a rate limit per client ------------------------------------
+def bearer_matches(header: str, key: str | None) -> bool:
+    """Whether an ``Authorization`` header is ``Bearer <key>`` (compared in constant time)."""
+    scheme, _, token = header.partition(" ")
+    ok = key is not None and secrets.compare_digest(
+        token.strip().encode("utf-8"), key.encode("utf-8")
+    )
+    return scheme.lower() == "bearer" and ok
+
+
+_PUBLIC = frozenset({"/health"})
+
+
+def _route(scope: Scope) -> str:
+    """The request's path without the prefix the app is mounted under."""
+    path: str = scope.get("path", "")
+    root: str = scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root) else path
+
+
+async def _refuse(send: Send, status: int, detail: str, headers: list[tuple[bytes, bytes]]) -> None:
+    body = json.dumps({"detail": detail}).encode("utf-8")
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode("ascii")),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class ReadKeyMiddleware:
+    """Every request but ``GET /health`` needs ``Authorization: Bearer <key>``, else 401.
+
+    What ``create_app(..., protect_reads=True)`` (``visualsim serve --protect-reads``)
+    adds: the JSON API, ``/metrics``, the page and its static files alike, and a path
+    no route has (401, not 404: a client without the key learns nothing of the routes).
+    """
+
+    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]], key: str) -> None:
+        self.app = app
+        self.key = key
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and _route(scope) not in _PUBLIC:
+            header = ""
+            for name, value in scope.get("headers", []):
+                if name.lower() == b"authorization":
+                    header = value.decode("latin-1")
+                    break
+            if not bearer_matches(header, self.key):
+                await _refuse(
+                    send,
+                    401,
+                    "this server needs the header 'Authorization: Bearer <api key>' "
+                    "on every request but /health",
+                    [(b"www-authenticate", b"Bearer")],
+                )
+                return
+        await self.app(scope, receive, send)
+
+
+class RateLimiter:
+    """A token bucket per client: ``rate`` requests a second on average, ``burst`` at once.
+
+    At most ``max_clients`` buckets are kept; the least recently seen client is
+    forgotten first (it starts again with a full bucket), so memory stays bounded
+    whatever the number of addresses. ``clock`` (seconds, monotonic) is injectable
+    for tests.
+
+    Examples
+    --------
+    >>> now = [0.0]
+    >>> limit = RateLimiter(1.0, 2, clock=lambda: now[0])
+    >>> [limit.take("a") for _ in range(3)]
+    [0.0, 0.0, 1.0]
+    >>> now[0] = 1.0
+    >>> limit.take("a")
+    0.0
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        burst: int,
+        *,
+        max_clients: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.rate = float(rate)
+        self.burst = float(burst)
+        self.max_clients = int(max_clients)
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # tokens, time
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def take(self, client: str) -> float:
+        """Take one token for ``client``: 0.0 when allowed, else the seconds until one is."""
+        now = self.clock()
+        with self._lock:
+            tokens, last = self._buckets.pop(client, (self.burst, now))
+            tokens = min(self.burst, tokens + max(0.0, now - last) * self.rate)
+            wait = 0.0
+            if tokens >= 1.0:
+                tokens -= 1.0
+            else:
+                wait = (1.0 - tokens) / self.rate
+            self._buckets[client] = (tokens, now)  # the most recently seen, last
+            while len(self._buckets) > self.max_clients:
+                self._buckets.popitem(last=False)
+            return wait
+
+
+class RateLimitMiddleware:
+    """Answer 429 with ``Retry-After`` to a client (by address) past its :class:`RateLimiter`.
+
+    ``/health`` is not limited (a load balancer's probe). Behind a reverse proxy every
+    request comes from the proxy's address unless uvicorn takes it from
+    ``X-Forwarded-For`` (it does for a proxy on 127.0.0.1; ``FORWARDED_ALLOW_IPS``).
+    """
+
+    def __init__(
+        self, app: Callable[[Scope, Receive, Send], Awaitable[None]], limiter: RateLimiter
+    ) -> None:
+        self.app = app
+        self.limiter = limiter
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and _route(scope) not in _PUBLIC:
+            client = scope.get("client")
+            wait = self.limiter.take(str(client[0]) if client else "")
+            if wait > 0:
+                await _refuse(
+                    send,
+                    429,
+                    f"too many requests from this client (at most {self.limiter.rate:g}/s, "
+                    f"{self.limiter.burst:g} at once); try again shortly",
+                    [(b"retry-after", str(max(1, math.ceil(wait))).encode("ascii"))],
+                )
+                return
+        await self.app(scope, receive, send)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import shutil
 import signal
@@ -193,6 +194,9 @@ def run(
     sync_feed: str | os.PathLike[str] | None = None,
     sync_id_column: str = "id",
     sync_image_column: str = "image",
+    protect_reads: bool = False,
+    rate_limit: float | None = None,
+    burst: int | None = None,
 ) -> None:
     """Serve a catalogue until SIGTERM/SIGINT.
 
@@ -252,6 +256,10 @@ def run(
         A feed file the operator chose, and its id and image columns: ``POST
         /sync`` makes the catalogue match it (see
         :func:`~visualsim.serve.create_app`). Needs the API key and one worker.
+    protect_reads, rate_limit, burst
+        The API key for every request but ``/health``, and the rate limit per
+        client address (see :func:`~visualsim.serve.create_app`); with
+        ``workers > 1`` each worker keeps its own buckets.
 
     Raises
     ------
@@ -275,6 +283,12 @@ def run(
         threads = check_positive_int("threads", threads)
     if api_key is None and api_key_env is not None:
         api_key = api_key_from_env(api_key_env)
+    if protect_reads and api_key is None:
+        raise ConfigError("protect_reads needs the API key (api_key_env=NAME, --api-key-env)")
+    if rate_limit is not None:
+        rate_limit = check_float("rate_limit", rate_limit, minimum=0, open_minimum=True)
+    if burst is not None:
+        burst = check_positive_int("burst", burst)
     from ._connections import BODY_TIMEOUT_S, HEADER_TIMEOUT_S, KEEP_ALIVE_S, listen_backlog
 
     # checked before anything starts; the workers (spawned later) inherit the raised limit
@@ -314,6 +328,9 @@ def run(
             sync_feed=sync_feed,
             sync_id_column=sync_id_column,
             sync_image_column=sync_image_column,
+            protect_reads=protect_reads,
+            rate_limit=rate_limit,
+            burst=burst,
         )
     else:
         if not isinstance(catalog, (str, os.PathLike)) or not Path(catalog).is_dir():
@@ -337,6 +354,9 @@ def run(
             "threads": threads,
             "max_pixels": max_pixels,
             "queue_timeout": queue_timeout,
+            "protect_reads": protect_reads,
+            "rate_limit": rate_limit,
+            "burst": burst,
         }
         app = "visualsim.serve.server:worker_app"
         previous_env = os.environ.get(WORKER_ENV)
@@ -389,6 +409,9 @@ def worker_app() -> Any:
         threads=options.get("threads"),
         max_pixels=int(options.get("max_pixels") or MAX_PIXELS),
         queue_timeout=float(options.get("queue_timeout") or QUEUE_TIMEOUT_S),
+        protect_reads=bool(options.get("protect_reads", False)),
+        rate_limit=options.get("rate_limit"),
+        burst=options.get("burst"),
     )
 
 
@@ -588,7 +611,48 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         metavar="COL",
         help="--sync-feed's image column (image)",
     )
+    p.add_argument(
+        "--protect-reads",
+        action="store_true",
+        help="every request but /health needs 'Authorization: Bearer <key>' (the key of "
+        "--api-key-env), the search page included (default: reads are open)",
+    )
+    p.add_argument(
+        "--rate-limit",
+        metavar="R/s",
+        help="requests a second each client address may make on average (e.g. 5 or 5/s); "
+        "past it: 429 with Retry-After (default: no limit)",
+    )
+    p.add_argument(
+        "--burst",
+        type=int,
+        metavar="B",
+        help="requests a client may make at once under --rate-limit (default: the rate, "
+        "at least 1)",
+    )
     return p
+
+
+def parse_rate(text: str) -> float:
+    """``--rate-limit``'s value: ``5``, ``5/s`` or ``0.5/s`` requests a second.
+
+    Examples
+    --------
+    >>> parse_rate("5/s"), parse_rate("0.5")
+    (5.0, 0.5)
+    """
+    number = text.strip()
+    if number.endswith("/s"):
+        number = number[:-2].strip()
+    try:
+        rate = float(number)
+    except ValueError:
+        rate = math.nan
+    if not math.isfinite(rate) or rate <= 0:
+        raise ConfigError(
+            f"--rate-limit must be requests a second above 0, like 5 or 5/s, not {text!r}"
+        )
+    return rate
 
 
 def serve_from_args(args: argparse.Namespace) -> None:
@@ -608,6 +672,11 @@ def serve_from_args(args: argparse.Namespace) -> None:
             _check_seconds("--" + flag.replace("_", "-"), getattr(args, flag))
     if getattr(args, "max_connections", None) is not None:
         check_positive_int("--max-connections", args.max_connections)
+    rate, burst = getattr(args, "rate_limit", None), getattr(args, "burst", None)
+    if burst is not None and rate is None:
+        raise ConfigError("--burst needs --rate-limit (requests a second per client)")
+    if getattr(args, "protect_reads", False) and args.api_key_env is None:
+        raise ConfigError("--protect-reads needs --api-key-env NAME (the key reads then need)")
     run(  # reads the key from --api-key-env before anything else: a missing one fails at once
         args.catalog,
         host=args.host,
@@ -626,6 +695,9 @@ def serve_from_args(args: argparse.Namespace) -> None:
         sync_feed=getattr(args, "sync_feed", None),
         sync_id_column=getattr(args, "sync_id_column", "id"),
         sync_image_column=getattr(args, "sync_image_column", "image"),
+        protect_reads=bool(getattr(args, "protect_reads", False)),
+        rate_limit=None if rate is None else parse_rate(rate),
+        burst=None if burst is None else check_positive_int("--burst", burst),
     )
 
 

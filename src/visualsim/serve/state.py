@@ -12,7 +12,6 @@ import logging
 import math
 import os
 import re
-import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -33,6 +32,7 @@ from ..persistence import read_manifest, write_bytes_atomic
 from . import _adapters as A
 from .limits import MAX_PIXELS, MAX_UPLOAD_BYTES, QUEUE_TIMEOUT_S, RELOAD_POLL_S
 from .metrics import Metrics
+from .middleware import bearer_matches
 from .uploads import decode_for_locate, decode_upload, extract_region
 
 logger = logging.getLogger("visualsim.serve")
@@ -255,12 +255,7 @@ def authorised(request: Request) -> None:
     """The write routes' dependency: ``Authorization: Bearer <api key>``, compared in
     constant time, else 401."""
     key = request.app.state.visualsim.api_key
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    ok = key is not None and secrets.compare_digest(
-        token.strip().encode("utf-8"), key.encode("utf-8")
-    )
-    if scheme.lower() != "bearer" or not ok:
+    if not bearer_matches(request.headers.get("authorization", ""), key):
         raise HTTPException(
             401,
             "this endpoint needs the header 'Authorization: Bearer <api key>'",

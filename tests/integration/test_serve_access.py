@@ -1,0 +1,133 @@
+"""The optional API key for reads (protect_reads / --protect-reads) and the rate limit per
+client (rate_limit, burst / --rate-limit, --burst), with a fake clock: never sleeping."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from visualsim import ColorHistogramExtractor, Recommender
+from visualsim.errors import ConfigError
+from visualsim.serve import create_app
+from visualsim.serve.middleware import RateLimiter
+from visualsim.serve.server import build_parser, parse_rate, serve_from_args
+
+KEY = "s3cret-key-123"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+READS = ["/items", "/items/a", "/items/a/similar", "/fields", "/metrics", "/", "/docs"]
+
+
+def make_rec() -> Recommender:
+    ext = ColorHistogramExtractor()
+    return Recommender(ext).add_vectors(
+        np.random.default_rng(0).random((3, ext.dim)), ["a", "b", "c"], [{"c": "r"}] * 3
+    )
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+# -- the API key for reads ---------------------------------------------------------------
+def test_protected_reads_need_the_key_and_health_does_not() -> None:
+    client = TestClient(create_app(make_rec(), api_key=KEY, protect_reads=True, warm=False))
+    for path in READS:
+        r = client.get(path)
+        assert r.status_code == 401, path
+        assert r.headers["www-authenticate"] == "Bearer"
+        assert KEY not in r.text
+        assert client.get(path, headers={"Authorization": "Bearer wrong-key-1"}).status_code == 401
+        assert client.get(path, headers=AUTH).status_code == 200, path
+    assert client.get("/static/app.js").status_code == 401
+    assert client.get("/static/app.js", headers=AUTH).status_code == 200
+    assert client.get("/no/such/route").status_code == 401  # no route is learnt without the key
+    assert client.get("/health").status_code == 200
+    r = client.put("/items/a", json={"metadata": {"c": "g"}})  # writes: the key as before
+    assert r.status_code == 401
+
+
+def test_reads_are_open_by_default_even_with_a_key() -> None:
+    client = TestClient(create_app(make_rec(), api_key=KEY, warm=False))
+    for path in READS:
+        assert client.get(path).status_code == 200, path
+
+
+def test_protect_reads_needs_a_key() -> None:
+    with pytest.raises(ConfigError, match="protect_reads"):
+        create_app(make_rec(), protect_reads=True, warm=False)
+    with pytest.raises(ConfigError, match="protect_reads"):
+        create_app(make_rec(), api_key=KEY, protect_reads="yes", warm=False)  # type: ignore[arg-type]
+
+
+# -- the rate limit ------------------------------------------------------------------------
+def test_a_client_past_its_burst_gets_429_with_retry_after_then_recovers() -> None:
+    clock = Clock()
+    client = TestClient(create_app(make_rec(), rate_limit=2, burst=3, clock=clock, warm=False))
+    assert [client.get("/items/a").status_code for _ in range(3)] == [200, 200, 200]
+    r = client.get("/items/a")
+    assert r.status_code == 429
+    assert r.headers["retry-after"] == "1"  # half a second to the next token, rounded up
+    assert "too many requests" in r.json()["detail"]
+    assert client.get("/health").status_code == 200  # probes are never limited
+    clock.now += 0.5  # one token back (2/s)
+    assert client.get("/items/a").status_code == 200
+    assert client.get("/items/a").status_code == 429
+    clock.now += 10  # refills to the burst, not beyond
+    assert [client.get("/fields").status_code for _ in range(4)] == [200, 200, 200, 429]
+
+
+def test_clients_have_their_own_buckets() -> None:
+    clock = Clock()
+    app = create_app(make_rec(), rate_limit=1, burst=1, clock=clock, warm=False)
+    one = TestClient(app, client=("10.0.0.1", 5000))
+    two = TestClient(app, client=("10.0.0.2", 5000))
+    assert one.get("/items").status_code == 200
+    assert one.get("/items").status_code == 429
+    assert two.get("/items").status_code == 200
+
+
+def test_the_limit_is_off_by_default() -> None:
+    client = TestClient(create_app(make_rec(), warm=False))
+    assert all(client.get("/items/a").status_code == 200 for _ in range(50))
+
+
+def test_tracked_clients_are_bounded_and_the_least_recently_seen_is_forgotten() -> None:
+    clock = Clock()
+    limiter = RateLimiter(1.0, 1, max_clients=3, clock=clock)
+    for name in ("a", "b", "c"):
+        assert limiter.take(name) == 0.0
+    assert limiter.take("a") > 0  # a seen again: now the most recent
+    assert limiter.take("d") == 0.0  # evicts b, the least recently seen
+    assert len(limiter) == 3
+    assert limiter.take("c") > 0  # c still tracked, still empty
+    assert limiter.take("b") == 0.0  # b was forgotten: a full bucket again
+    for i in range(1000):
+        limiter.take(f"10.0.{i // 256}.{i % 256}")
+    assert len(limiter) == 3
+
+
+def test_bad_rate_options_are_refused_naming_them(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="rate_limit"):
+        create_app(make_rec(), rate_limit=0, warm=False)
+    with pytest.raises(ConfigError, match="burst"):
+        create_app(make_rec(), rate_limit=1, burst=0, warm=False)
+    with pytest.raises(ConfigError, match="burst"):
+        create_app(make_rec(), burst=5, warm=False)
+    assert parse_rate("5/s") == 5.0 and parse_rate("0.25") == 0.25
+    for bad in ("fast", "0/s", "-1", "nan", "inf/s"):
+        with pytest.raises(ConfigError, match="--rate-limit"):
+            parse_rate(bad)
+    parser = build_parser()
+    with pytest.raises(ConfigError, match="--burst needs --rate-limit"):
+        serve_from_args(parser.parse_args([str(tmp_path), "--burst", "3"]))
+    with pytest.raises(ConfigError, match="--protect-reads needs --api-key-env"):
+        serve_from_args(parser.parse_args([str(tmp_path), "--protect-reads"]))
+    args = parser.parse_args([str(tmp_path), "--rate-limit", "5/s", "--burst", "10"])
+    assert (args.rate_limit, args.burst, args.protect_reads) == ("5/s", 10, False)
