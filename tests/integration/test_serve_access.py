@@ -131,3 +131,44 @@ def test_bad_rate_options_are_refused_naming_them(tmp_path: Path) -> None:
         serve_from_args(parser.parse_args([str(tmp_path), "--protect-reads"]))
     args = parser.parse_args([str(tmp_path), "--rate-limit", "5/s", "--burst", "10"])
     assert (args.rate_limit, args.burst, args.protect_reads) == ("5/s", 10, False)
+
+
+def test_refused_requests_are_counted_in_metrics() -> None:
+    clock = Clock()
+    app = create_app(
+        make_rec(), api_key=KEY, protect_reads=True, rate_limit=1, burst=2, clock=clock, warm=False
+    )
+    client = TestClient(app)
+    assert client.get("/items").status_code == 401
+    assert client.get("/items").status_code == 401
+    assert client.get("/items").status_code == 429  # the limit comes first, key or not
+    clock.now += 1
+    text = client.get("/metrics", headers=AUTH).text
+    assert 'visualsim_refused_total{reason="no_key"} 2' in text
+    assert 'visualsim_refused_total{reason="rate_limit"} 1' in text
+
+
+def test_worker_processes_get_the_same_options(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from visualsim.serve.server import WORKER_ENV, worker_app
+
+    folder = tmp_path / "cat"
+    make_rec().save(folder)
+    monkeypatch.setenv("READ_KEY_FOR_TEST", KEY)
+    options = {
+        "catalog": str(folder),
+        "api_key_env": "READ_KEY_FOR_TEST",
+        "max_upload_bytes": 1_000_000,
+        "workers": 2,
+        "reload_signal": str(tmp_path / "generation"),
+        "protect_reads": True,
+        "rate_limit": 1.0,
+        "burst": 1,
+    }
+    monkeypatch.setenv(WORKER_ENV, json.dumps(options))
+    client = TestClient(worker_app())
+    assert client.get("/items").status_code == 401
+    assert client.get("/items", headers=AUTH).status_code == 429  # its one token was taken

@@ -293,9 +293,9 @@ def create_app(
     app.add_middleware(ItemPathMiddleware)
     if protect_reads:
         assert api_key is not None
-        app.add_middleware(ReadKeyMiddleware, key=api_key)
+        app.add_middleware(ReadKeyMiddleware, key=api_key, metrics=state.metrics)
     if limiter is not None:  # outside the key check: guessing keys is limited too
-        app.add_middleware(RateLimitMiddleware, limiter=limiter)
+        app.add_middleware(RateLimitMiddleware, limiter=limiter, metrics=state.metrics)
     app.add_middleware(AccessLogMiddleware)
     install_error_handlers(app, state)
 

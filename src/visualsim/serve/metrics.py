@@ -63,6 +63,8 @@ class Metrics:
         self.in_flight = 0
         self.reloads = 0
         self.reload_failures = 0
+        self.refused_no_key = 0
+        self.refused_rate_limit = 0
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count one answered request."""
@@ -82,7 +84,8 @@ class Metrics:
 
     def add(self, name: str, delta: int) -> None:
         """Move one of the gauges or counters (``queue_waiting``, ``in_flight``, ``reloads``,
-        ``reload_failures``) by ``delta``, under the lock."""
+        ``reload_failures``, ``refused_no_key``, ``refused_rate_limit``) by ``delta``, under the
+        lock."""
         with self._lock:
             setattr(self, name, getattr(self, name) + delta)
 
@@ -93,6 +96,7 @@ class Metrics:
             buckets = {r: list(c) for r, c in self._buckets.items()}
             sums = dict(self._sums)
             gauges = (self.queue_waiting, self.in_flight, self.reloads, self.reload_failures)
+            refused = (self.refused_no_key, self.refused_rate_limit)
         waiting, running, reloads, failures = gauges
         out = [
             "# HELP visualsim_requests_total HTTP requests answered, by route template, "
@@ -129,6 +133,13 @@ class Metrics:
             ("visualsim_reload_failures_total", "counter", "Reloads that failed.", failures),
         ):
             out += [f"# HELP {name} {text}", f"# TYPE {name} {kind}", f"{name} {value}"]
+        out += [
+            "# HELP visualsim_refused_total Requests refused before routing (401 without the "
+            "key for reads, 429 past the rate limit), by reason.",
+            "# TYPE visualsim_refused_total counter",
+            f'visualsim_refused_total{{reason="no_key"}} {refused[0]}',
+            f'visualsim_refused_total{{reason="rate_limit"}} {refused[1]}',
+        ]
         return "\n".join(out) + "\n"
 
 

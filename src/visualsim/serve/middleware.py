@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from .limits import FRAME_POLICY
+from .metrics import Metrics
 
 access_logger = logging.getLogger("visualsim.serve.access")
 
@@ -189,9 +190,15 @@ class ReadKeyMiddleware:
     no route has (401, not 404: a client without the key learns nothing of the routes).
     """
 
-    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]], key: str) -> None:
+    def __init__(
+        self,
+        app: Callable[[Scope, Receive, Send], Awaitable[None]],
+        key: str,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.app = app
         self.key = key
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and _route(scope) not in _PUBLIC:
@@ -201,6 +208,8 @@ class ReadKeyMiddleware:
                     header = value.decode("latin-1")
                     break
             if not bearer_matches(header, self.key):
+                if self.metrics is not None:
+                    self.metrics.add("refused_no_key", 1)
                 await _refuse(
                     send,
                     401,
@@ -275,16 +284,22 @@ class RateLimitMiddleware:
     """
 
     def __init__(
-        self, app: Callable[[Scope, Receive, Send], Awaitable[None]], limiter: RateLimiter
+        self,
+        app: Callable[[Scope, Receive, Send], Awaitable[None]],
+        limiter: RateLimiter,
+        metrics: Metrics | None = None,
     ) -> None:
         self.app = app
         self.limiter = limiter
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and _route(scope) not in _PUBLIC:
             client = scope.get("client")
             wait = self.limiter.take(str(client[0]) if client else "")
             if wait > 0:
+                if self.metrics is not None:
+                    self.metrics.add("refused_rate_limit", 1)
                 await _refuse(
                     send,
                     429,
