@@ -154,3 +154,37 @@ def test_label_values_are_escaped_and_counters_are_thread_safe() -> None:
         samples, "visualsim_requests_total", route=route, method="OTHER", status="2xx"
     ) == (4000)
     assert value(samples, "visualsim_request_duration_seconds_count", route=route) == 4000
+
+
+def test_queue_and_in_flight_gauges_follow_the_model_work() -> None:
+    import asyncio
+    import threading
+
+    ext = ColorHistogramExtractor()
+    rec = Recommender(ext).add_vectors(np.eye(2, ext.dim), ["a", "b"])
+    state = create_app(rec, warm=False, threads=1).state.visualsim
+    release = threading.Event()
+    started = threading.Event()
+
+    def busy() -> int:
+        started.set()
+        assert release.wait(30)
+        return 1
+
+    async def scenario() -> tuple[str, str, list[int]]:
+        first = asyncio.create_task(state.compute(busy))
+        second = asyncio.create_task(state.compute(lambda: 2))
+        while not started.is_set() or state.metrics.queue_waiting < 1:
+            await asyncio.sleep(0)
+        during = state.metrics.render(2)
+        release.set()
+        results = [await first, await second]
+        return during, state.metrics.render(2), results
+
+    during, after, results = asyncio.run(scenario())
+    assert results == [1, 2]
+    assert value(parse(during), "visualsim_model_in_flight") == 1
+    assert value(parse(during), "visualsim_model_queue") == 1
+    assert value(parse(after), "visualsim_model_in_flight") == 0
+    assert value(parse(after), "visualsim_model_queue") == 0
+    state.close_pool()
