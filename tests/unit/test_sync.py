@@ -422,3 +422,19 @@ def test_http_sync_options_are_checked_at_start_up(
         [str(catalog), "--sync-feed", str(feed), "--sync-id-column", "sku"]
     )
     assert (args.sync_feed, args.sync_id_column, args.sync_image_column) == (feed, "sku", "image")
+
+
+def test_sync_options_name_exactly_the_keyword_options_of_sync() -> None:
+    import inspect
+    import typing
+
+    from visualsim.sync import SyncOptions, sync
+
+    keywords = {
+        name: p.annotation
+        for name, p in inspect.signature(sync).parameters.items()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY
+    }
+    options = typing.get_type_hints(SyncOptions)
+    assert set(options) == set(keywords)  # Recommender.sync(**options) reaches every one
+    assert SyncOptions.__total__ is False  # each is optional, with sync's default
