@@ -42,6 +42,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -86,11 +87,19 @@ def build_catalogue(n: int, cache: Path) -> Path:
 class Server:
     """The server subprocess with an fd limit; its stderr scanned for 500s and tracebacks."""
 
-    def __init__(self, folder: Path, fd_limit: int, fd_hard: int, baseline: bool) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        fd_limit: int,
+        fd_hard: int,
+        baseline: bool,
+        extra: Sequence[str] = (),
+    ) -> None:
         if baseline:
             command = [sys.executable, "-c", BASELINE, str(folder)]
         else:
             command = [sys.executable, "-m", "visualsim.serve", str(folder), "--port", "0"]
+            command += list(extra)  # more `visualsim serve` options
 
         def limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (fd_limit, max(fd_limit, fd_hard)))

@@ -296,6 +296,61 @@ def test_a_request_that_waits_too_long_for_the_model_is_503_with_retry_after() -
         create_app(rec, warm=False, queue_timeout=0)
 
 
+# -- 6b. pixel bombs and big uploads cannot starve a normal search --------------------------
+class GateExtractor(ColorHistogramExtractor):
+    """Colour histograms that hold every image bigger than 500 px a side until released."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held = threading.Semaphore(0)
+        self.release = threading.Event()
+
+    def extract(self, images: Any, **kwargs: Any) -> np.ndarray:
+        images = list(images)
+        if any(getattr(im, "shape", (0,))[0] > 500 for im in images):
+            self.held.release()
+            assert self.release.wait(30), "never released"
+        return super().extract(images, **kwargs)
+
+
+def test_a_pixel_bomb_is_refused_without_waiting_for_a_model_thread() -> None:
+    ext = BlockingExtractor()
+    rec = Recommender(ext).add_vectors(np.eye(2, ext.dim), ["a", "b"])
+    bomb = image_bytes((5000, 5000), "PNG", "RGB")  # 25 MP in a few KiB
+    app = create_app(rec, warm=False, threads=1, queue_timeout=30)
+    with live_client(app) as c, ThreadPoolExecutor(1) as pool:
+        busy = pool.submit(c.post, "/query?k=1", content=image_bytes((32, 32), "PNG", "RGB"))
+        try:
+            assert ext.entered.wait(10), "the first query never reached the model"
+            t0 = time.monotonic()  # the one model thread is taken: the bomb needs none
+            r = c.post("/query?k=1", content=bomb, timeout=5)
+            assert r.status_code == 422 and time.monotonic() - t0 < 3
+            assert "refused from its header" in r.json()["detail"]
+        finally:
+            ext.release.set()
+        assert busy.result(10).status_code == 200
+
+
+def test_big_uploads_leave_a_model_thread_to_a_normal_search() -> None:
+    ext = GateExtractor()
+    rec = Recommender(ext).add_vectors(np.eye(2, ext.dim), ["a", "b"])
+    big = image_bytes((1200, 1200), "PNG", "RGB")  # 1.44 MP decoded: heavy
+    small = image_bytes((32, 32), "PNG", "RGB")
+    app = create_app(rec, warm=False, threads=2, queue_timeout=30)
+    with live_client(app) as c, ThreadPoolExecutor(3) as pool:
+        heavy = [pool.submit(c.post, "/query?k=1", content=big, timeout=30) for _ in range(3)]
+        try:
+            assert ext.held.acquire(timeout=10), "no big upload reached the model"
+            time.sleep(0.3)  # the others are queued behind it, for the heavy lane
+            assert not ext.held.acquire(timeout=0.2), "two heavy uploads ran at once"
+            t0 = time.monotonic()
+            r = c.post("/query?k=1", content=small, timeout=5)
+            assert r.status_code == 200 and time.monotonic() - t0 < 3
+        finally:
+            ext.release.set()
+        assert [f.result(30).status_code for f in heavy] == [200, 200, 200]
+
+
 # -- 7. slow and idle clients: header/body timeouts and the connection cap -------------------
 @contextlib.contextmanager
 def guarded_server(app: Any, **options: Any) -> Iterator[int]:

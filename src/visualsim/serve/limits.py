@@ -15,6 +15,14 @@ any pixel is decoded. The decoding memory is bounded to what an RGBA image of
 this many pixels takes, so one upload costs a bounded amount of memory and time.
 """
 
+HEAVY_PIXELS = 1_000_000
+"""An upload decoding to more pixels than this (at its draft scale) is *heavy*."""
+
+HEAVY_BYTES = 1 << 20
+"""An upload of more bytes than this (1 MiB) is *heavy*: its decoder inflates or entropy
+decodes all of them. Heavy uploads use at most ``threads - 1`` model threads at once, so
+one is always left for the light ones (a normal search), whatever a few clients post."""
+
 MAX_JSON_DEPTH = 32
 """Deepest nesting of arrays and objects accepted in a client's JSON (more: 400)."""
 

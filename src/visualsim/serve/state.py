@@ -33,7 +33,7 @@ from . import _adapters as A
 from .limits import MAX_PIXELS, MAX_UPLOAD_BYTES, QUEUE_TIMEOUT_S, RELOAD_POLL_S
 from .metrics import Metrics
 from .middleware import bearer_matches
-from .uploads import decode_for_locate, decode_upload, extract_region
+from .uploads import decode_for_locate, decode_upload, draft_size, extract_region, screen_upload
 
 logger = logging.getLogger("visualsim.serve")
 
@@ -77,7 +77,7 @@ class AppState:
     max_k: int = 100
     workers: int = 1
     sync_source: tuple[Path, str, str] | None = None
-    _slots: tuple[Any, asyncio.Semaphore] | None = None
+    _slots: tuple[Any, asyncio.Semaphore, asyncio.Semaphore] | None = None
     _pool: ThreadPoolExecutor | None = None
     _pool_lock: threading.Lock = field(default_factory=threading.Lock)
     _warmed: set[int] = field(default_factory=set)
@@ -100,11 +100,14 @@ class AppState:
         write_bytes_atomic(self.signal_file, token.encode("ascii"))
         self.seen_token = self.loaded_token = token
 
-    async def compute(self, fn: Callable[..., T], *args: Any) -> T:
+    async def compute(self, fn: Callable[..., T], *args: Any, heavy: bool = False) -> T:
         """Run ``fn(*args)`` (decode, extract, search, JSON) in the app's own bounded pool.
 
-        At most ``threads`` calls run at once; another waits up to ``queue_timeout``
-        seconds for a free thread, then gets 503 with ``Retry-After``.
+        At most ``threads`` calls run at once, and at most ``threads - 1`` (at least 1)
+        ``heavy`` ones (a big upload, see :meth:`screen`), so a few clients posting big
+        images leave a thread to the others' searches; a call waits up to
+        ``queue_timeout`` seconds in all for its thread, then gets 503 with
+        ``Retry-After``.
         """
         pool = self._pool
         if pool is None:
@@ -113,20 +116,32 @@ class AppState:
                     self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="visualsim")
                 pool = self._pool
         loop = asyncio.get_running_loop()
-        if self._slots is None or self._slots[0] is not loop:  # one semaphore per event loop
-            self._slots = (loop, asyncio.Semaphore(self.threads))
-        slots = self._slots[1]
+        if self._slots is None or self._slots[0] is not loop:  # semaphores per event loop
+            heavy_threads = max(1, self.threads - 1)
+            self._slots = (loop, asyncio.Semaphore(self.threads), asyncio.Semaphore(heavy_threads))
+        _, slots, heavy_slots = self._slots
+        lanes = (heavy_slots, slots) if heavy else (slots,)
         metrics = self.metrics
         metrics.add("queue_waiting", 1)
+        held: list[asyncio.Semaphore] = []
+        deadline = loop.time() + self.queue_timeout
         try:
-            await asyncio.wait_for(slots.acquire(), self.queue_timeout)
+            for lane in lanes:  # a heavy call waits for its lane before it takes a thread
+                await asyncio.wait_for(lane.acquire(), max(0.0, deadline - loop.time()))
+                held.append(lane)
         except asyncio.TimeoutError:
+            for lane in held:
+                lane.release()
             raise HTTPException(
                 503,
                 f"the server is busy: all {self.threads} model threads stayed taken for "
                 f"{self.queue_timeout:g} s; try again shortly",
                 headers={"Retry-After": str(max(1, math.ceil(self.queue_timeout / 2)))},
             ) from None
+        except BaseException:
+            for lane in held:
+                lane.release()
+            raise
         finally:
             metrics.add("queue_waiting", -1)
         metrics.add("in_flight", 1)
@@ -134,7 +149,14 @@ class AppState:
             return await loop.run_in_executor(pool, fn, *args)
         finally:
             metrics.add("in_flight", -1)
-            slots.release()
+            for lane in held:
+                lane.release()
+
+    def screen(self, live: Live, data: bytes) -> bool:
+        """Refuse an upload over the pixel budget from its header, on the event loop,
+        before it waits for a model thread; return whether it is heavy (see
+        :func:`~visualsim.serve.uploads.screen_upload`)."""
+        return screen_upload(data, draft_size(live.rec.extractor_), self.max_pixels)
 
     def close_pool(self) -> None:
         with self._pool_lock:

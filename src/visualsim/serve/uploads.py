@@ -7,20 +7,23 @@ decoded by :func:`decode_upload`, whatever route it came through.
 
 from __future__ import annotations
 
+import io
 import json
 import math
+import warnings
 from collections.abc import Callable, MutableMapping
 from typing import Any
 
 import numpy as np
 from fastapi import Request
+from PIL import Image
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 
 from ..crop import LOCATE, Box, check_box, crop_to_box, locate_product
 from ..images import decode_bytes_per_pixel, encoded_size, load_image
 from ..persistence import json_depth
-from .limits import MAX_JSON_DEPTH, MULTIPART_SLACK
+from .limits import HEAVY_BYTES, HEAVY_PIXELS, MAX_JSON_DEPTH, MULTIPART_SLACK
 
 Message = MutableMapping[str, Any]
 Decode = Callable[[bytes, "tuple[int, int] | None"], np.ndarray]
@@ -188,6 +191,35 @@ def decode_upload(data: bytes, draft: tuple[int, int] | None, max_pixels: int) -
         draft_size=draft,
         max_bytes=max_pixels * decode_bytes_per_pixel("RGBA"),
     )
+
+
+def screen_upload(data: bytes, draft: tuple[int, int] | None, max_pixels: int) -> bool:
+    """Refuse an upload over the pixel budget from its header; return whether it is heavy.
+
+    Run on the event loop before the request takes a model thread, so a pixel bomb
+    is answered (422) without waiting for, or holding, one: only the header is read
+    (a JPEG at the scale draft mode would decode it at), as :func:`decode_upload`
+    reads it. An upload is *heavy* when it decodes to more than
+    :data:`~visualsim.serve.limits.HEAVY_PIXELS` pixels or is more than
+    :data:`~visualsim.serve.limits.HEAVY_BYTES` bytes (the entropy decoding of a large
+    JPEG, the inflating of a large PNG); data that is not an image is left to the
+    decoder, which refuses it as quickly.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                if draft is not None and img.format == "JPEG":
+                    img.draft("RGB", (max(1, draft[0]), max(1, draft[1])))
+                width, height, mode = img.width, img.height, img.mode
+    except Exception:  # not an image, or a header PIL refuses: the decoder says why
+        return False
+    pixels = width * height
+    if pixels > max_pixels or pixels * decode_bytes_per_pixel(mode) > max_pixels * (
+        decode_bytes_per_pixel("RGBA")
+    ):
+        decode_upload(data, draft, max_pixels)  # refuses it from the header, as ever
+    return pixels > HEAVY_PIXELS or len(data) > HEAVY_BYTES
 
 
 def draft_size(extractor: Any) -> tuple[int, int] | None:

@@ -156,7 +156,7 @@ def write_router(workers: int) -> APIRouter:
         item_id = A.new_id(live.rec, raw_id.strip())
         if item_id in live.rec:
             raise DuplicateIdError(f"item {raw_id!r} already exists; PUT /items/{{id}} replaces it")
-        vector = await state.compute(state.extract, live, data)
+        vector = await state.compute(state.extract, live, data, heavy=state.screen(live, data))
 
         def write() -> int:
             with live.lock.write():
@@ -190,7 +190,7 @@ def write_router(workers: int) -> APIRouter:
             raise HTTPException(422, "send an 'image', a 'metadata' JSON object, or both")
         vector = None
         if isinstance(data, bytes):
-            vector = await state.compute(state.extract, live, data)
+            vector = await state.compute(state.extract, live, data, heavy=state.screen(live, data))
 
         def write() -> tuple[Any, bool, int]:
             with live.lock.write():

@@ -102,7 +102,7 @@ def router(params: SearchParams) -> APIRouter:
                 doc["box"] = used
             return JSONResponse(doc)  # rendered here, off the event loop
 
-        return await state.compute(work)
+        return await state.compute(work, heavy=state.screen(live, data))
 
     @routes.post(
         "/query/regions",
@@ -149,7 +149,7 @@ def router(params: SearchParams) -> APIRouter:
                 ]
             return JSONResponse({"regions": regions})
 
-        return await state.compute(work)
+        return await state.compute(work, heavy=state.screen(live, data))
 
     @routes.get("/duplicates", summary="Duplicate photos in the catalogue (pairs, or groups)")
     async def duplicates(
