@@ -27,8 +27,8 @@ How each system is driven (the obvious public way, what a user would write):
 * raw FAISS: ``IndexHNSWFlat`` (inner product), the filter an ``IDSelectorBitmap``
   built per query from a category array (as a filter arriving with a request must be)
   in ``SearchParametersHNSW``; ``write_index``/``read_index``; labels are rows, no
-  metadata stored; a readers-writer lock around it for the concurrency run (FAISS is
-  not safe to add to while searching);
+  metadata stored; a phase-fair readers-writer lock around it for the concurrency run
+  (FAISS is not safe to add to while searching);
 * hnswlib: ``space="ip"``, the filter a Python predicate on the label; the same lock;
 * usearch: ``metric="ip"``; its Python API has no predicate, so the filter fetches 40 x k
   and widens until k pass; the same lock;
@@ -161,19 +161,31 @@ def meta_of(row: int, category: int, price: float, stock: bool) -> dict[str, Any
 
 # -- a readers-writer lock for the raw libraries ---------------------------------------
 class RWLock:
-    """Many readers or one writer; a waiting writer holds new readers back (no starvation)."""
+    """Many readers or one writer, phase-fair: neither side starves the other.
+
+    A reader that arrives while a writer holds or waits for the lock queues; when the
+    writer releases, every queued reader is let in before the next writer. So a writer
+    adding back to back alternates with batches of readers (a plain writer-preferring
+    lock would let it starve them).
+    """
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
-        self._readers = 0
+        self._readers = 0  # inside, or admitted
+        self._queued = 0  # waiting for the next read phase
         self._writer = False
-        self._waiting = 0
+        self._waiting = 0  # writers waiting
+        self._phase = 0
 
     def acquire_read(self) -> None:
         with self._cond:
-            while self._writer or self._waiting:
+            if not self._writer and not self._waiting:
+                self._readers += 1
+                return
+            self._queued += 1
+            phase = self._phase
+            while self._phase == phase:
                 self._cond.wait()
-            self._readers += 1
 
     def release_read(self) -> None:
         with self._cond:
@@ -192,6 +204,9 @@ class RWLock:
     def release_write(self) -> None:
         with self._cond:
             self._writer = False
+            self._readers += self._queued  # admitted before any writer can get in
+            self._queued = 0
+            self._phase += 1
             self._cond.notify_all()
 
 
@@ -914,6 +929,24 @@ def visualsim_commit() -> str | None:
     return out.stdout.strip() or None
 
 
+def visualsim_edits() -> list[str]:
+    """Files of visualsim's source with uncommitted edits (what ran beyond the commit)."""
+    spec = importlib.util.find_spec("visualsim")
+    if spec is None or spec.origin is None:
+        return []
+    folder = str(Path(spec.origin).parent)
+    try:
+        out = subprocess.run(
+            ["git", "-C", folder, "status", "--porcelain", "--", "."],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line[3:] for line in out.stdout.splitlines() if line.strip()]
+
+
 def fmt(value: Any, digits: int = 3) -> str:
     """A figure as the table shows it: 3 significant digits, thousands separated."""
     if value is None or (isinstance(value, float) and value != value):
@@ -1001,6 +1034,8 @@ def markdown(doc: dict[str, Any]) -> str:
                 notes.append(f"- {LABELS[s]}: " + "; ".join(partial) + ".")
         elif r.get("error"):
             notes.append(f"- {LABELS[s]}: failed: `{r['error'][:300]}`")
+    edits = doc.get("visualsim_uncommitted") or []
+    dirty = f" plus uncommitted edits to {len(edits)} files" if edits else ""
     versions_text = ", ".join(f"{k} {v}" for k, v in doc["versions"].items())
     return f"""# visualsim side by side with its peers
 
@@ -1018,7 +1053,7 @@ against exact (numpy) top 10s. The filter is `category == one value` (5 %), the 
 changing with the query; its recall is against the exact top 10 within that category.
 
 Machine: {machine["cpu_lscpu"]}, {machine["cores"]} cores (lscpu); Python {machine["python"]}.
-visualsim commit `{doc["visualsim_commit"]}`. Versions: {versions_text}.
+visualsim commit `{doc["visualsim_commit"]}`{dirty}. Versions: {versions_text}.
 
 {doc["table"]}
 
@@ -1033,8 +1068,8 @@ How to read it:
   kept beside the index (FAISS: an `IDSelectorBitmap` built per query; hnswlib: a Python
   predicate; usearch: over-fetch 40 x k and widen), their disk is the index file alone
   (the metadata columns are {fmt(doc["metadata_bytes"] / 2**20)} MB as numpy), and the
-  concurrency run puts a readers-writer lock around them (they are not safe to add to
-  while searching). visualsim, Chroma, LanceDB and Qdrant use their own locking.
+  concurrency run puts a phase-fair readers-writer lock around them (they are not safe to
+  add to while searching). visualsim, Chroma, LanceDB and Qdrant use their own locking.
 - "add one" is the mean of single adds (new ids, with metadata) after the queries;
   "first query after reopen" is where lazily-loading stores pay for their reopen.
 - A query set stops after {cfg["query_budget_s"]:g} s; where fewer than all were timed, it
@@ -1091,7 +1126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = "python benchmarks/bench_peers.py " + shlex.join(
         list(argv) if argv is not None else sys.argv[1:]
     )
-    commit = visualsim_commit()
+    commit, edits = visualsim_commit(), visualsim_edits()
     print(f"CPU (lscpu): {cpu_model()}, {os.cpu_count()} cores; visualsim {commit}", flush=True)
 
     scratch = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="bench-peers-"))
@@ -1153,6 +1188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "issue": 26,
         "command": command,
         "visualsim_commit": commit,
+        "visualsim_uncommitted": edits,
         "machine": {
             "cpu_lscpu": cpu_model(),
             "cores": os.cpu_count(),

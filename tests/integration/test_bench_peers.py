@@ -79,6 +79,28 @@ def test_a_waiting_writer_gets_the_lock_before_new_readers(bench: ModuleType) ->
     assert order == ["w", "r"]
 
 
+def test_readers_queued_behind_a_writer_go_before_its_next_write(bench: ModuleType) -> None:
+    lock = bench.RWLock()
+    lock.acquire_write()
+    order: list[str] = []
+
+    def read() -> None:
+        lock.acquire_read()
+        order.append("r")
+        time.sleep(0.05)
+        lock.release_read()
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    time.sleep(0.05)
+    lock.release_write()
+    lock.acquire_write()  # at once, as a writer adding back to back does
+    order.append("w")
+    lock.release_write()
+    reader.join(5)
+    assert order == ["r", "w"]
+
+
 def test_tiny_run_writes_every_row_and_the_page(bench: ModuleType, tmp_path: Path) -> None:
     out, page = tmp_path / "peers.json", tmp_path / "peers.md"
     argv = [
