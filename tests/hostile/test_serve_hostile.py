@@ -360,7 +360,7 @@ def guarded_server(app: Any, **options: Any) -> Iterator[int]:
     from visualsim.serve.server import uvicorn_config
 
     settings: dict[str, Any] = {"header_timeout": 0.5, "body_timeout": 0.5, "keep_alive": 5.0}
-    settings.update(max_connections=50)
+    settings.update(max_connections=50, max_connections_per_client=0)  # 0: no per-address cap
     settings.update(options)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
@@ -513,6 +513,144 @@ def test_a_full_cap_of_requests_in_flight_answers_503_not_500() -> None:
             finally:
                 ext.release.set()
             assert [f.result(30).status_code for f in running] == [200, 200]
+
+
+def body_head(n: int) -> bytes:
+    return (
+        b"POST /query?k=1 HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+        b"Content-Length: %d\r\n\r\n" % n
+    )
+
+
+def noise_png(side: int) -> bytes:
+    pixels = np.random.default_rng(side).integers(0, 256, (side, side, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_a_body_trickled_below_the_minimum_rate_is_408_but_a_slow_steady_one_is_not() -> None:
+    # a byte every 0.2 s never stalls (body_timeout 30 s) but averages 5 B/s < 200 B/s
+    app = create_app(make_rec(["a"]), warm=False)
+    with guarded_server(app, body_timeout=30, min_upload_rate=200, upload_grace=1.0) as port:
+        trickle = half_sent(port, body_head(5000))
+        t0 = time.monotonic()
+        got = None
+        with contextlib.suppress(OSError):
+            for _ in range(40):
+                trickle.sendall(b"\x89")
+                trickle.settimeout(0.2)
+                with contextlib.suppress(TimeoutError):
+                    if chunk := trickle.recv(4096):
+                        got = chunk
+                        break
+        assert got is not None and got.startswith(b"HTTP/1.1 408 "), got
+        assert 0.9 < time.monotonic() - t0 < 5  # the grace, then the rate's own allowance
+        trickle.close()
+        # a slow but steady upload (about 10 KiB/s, 1.5 s in all) is well above the rate
+        png = noise_png(64)
+        steady = half_sent(port, body_head(len(png)))
+        step = len(png) // 5 + 1
+        for i in range(0, len(png), step):
+            time.sleep(0.3)
+            steady.sendall(png[i : i + step])
+        steady.settimeout(10)
+        assert steady.recv(4096).startswith(b"HTTP/1.1 200 ")
+        steady.close()
+        assert get_health(port) == 200
+
+
+def from_address(
+    port: int, host: str, head: bytes = b"GET /health HTTP/1.1\r\nHost: x\r\n"
+) -> socket.socket:
+    s = socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(host, 0))
+    s.sendall(head)
+    return s
+
+
+def test_one_address_cannot_take_the_whole_connection_cap() -> None:
+    app = create_app(make_rec(["a"]), warm=False)
+    with guarded_server(
+        app, header_timeout=60, max_connections=50, max_connections_per_client=5
+    ) as port:
+        mine = [from_address(port, "127.0.0.2") for _ in range(30)]  # 6 times its share
+        theirs = [from_address(port, "127.0.0.3") for _ in range(3)]
+        try:
+            # the address's own oldest idle ones were closed, silently; its newest 5 stay
+            assert all(closed_by_server(s, within=5) == b"" for s in mine[:25])
+            assert all(closed_by_server(s, within=0.1) is None for s in mine[25:])
+            # another address is served, and keeps its connections
+            with httpx.Client(timeout=10) as c:
+                assert c.get(f"http://127.0.0.1:{port}/health").status_code == 200
+            assert all(closed_by_server(s, within=0.1) is None for s in theirs)
+        finally:
+            for s in mine + theirs:
+                s.close()
+
+
+def test_past_its_limit_with_every_request_in_flight_an_address_gets_503_others_200() -> None:
+    ext = BlockingExtractor()
+    rec = Recommender(ext).add_vectors(np.eye(2, ext.dim), ["a", "b"])
+    photo = image_bytes((32, 32), "PNG", "RGB")
+    app = create_app(rec, warm=False, threads=1, queue_timeout=30)
+    with guarded_server(app, header_timeout=60, max_connections_per_client=2) as port:
+        request = body_head(len(photo)) + photo
+        busy = [from_address(port, "127.0.0.2", request) for _ in range(2)]  # in flight
+        try:
+            assert ext.entered.wait(10), "no query reached the model"
+            time.sleep(0.3)
+            third = from_address(port, "127.0.0.2", b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            got = closed_by_server(third, within=10)
+            assert got is not None and got.startswith(b"HTTP/1.1 503 "), got
+            assert b"from this address" in got
+            third.close()
+            with httpx.Client(timeout=10) as c:  # 127.0.0.1: another address
+                assert c.get(f"http://127.0.0.1:{port}/health").status_code == 200
+        finally:
+            ext.release.set()
+        for s in busy:
+            s.settimeout(10)
+            assert s.recv(4096).startswith(b"HTTP/1.1 200 ")
+            s.close()
+
+
+def guarded_protocols() -> list[Any]:
+    from visualsim.serve import _connections as guard
+
+    if guard.GuardedHttpToolsProtocol is None:  # what uvicorn's "auto" picks is guarded too
+        assert guard.guarded_protocol() is guard.GuardedH11Protocol
+    return ["h11", "httptools"]
+
+
+@pytest.mark.parametrize("http", guarded_protocols())
+def test_the_guard_holds_under_h11_and_under_httptools(http: str) -> None:
+    from visualsim.serve import _connections as guard
+
+    if http == "httptools":  # visualsim[serve] installs it: uvicorn's "auto" then picks it
+        pytest.importorskip("httptools", reason="httptools (visualsim[serve]) is not installed")
+        protocol = guard.GuardedHttpToolsProtocol
+        assert guard.guarded_protocol() is protocol
+    else:
+        protocol = guard.GuardedH11Protocol
+    app = create_app(make_rec(["a"]), warm=False)
+    options = {"http": protocol, "min_upload_rate": 200, "upload_grace": 0.5}
+    with guarded_server(app, max_connections_per_client=3, **options) as port:
+        half = half_sent(port)  # a head that never ends
+        got = closed_by_server(half, within=8)
+        assert got is not None and got.startswith(b"HTTP/1.1 408 "), got
+        stalled = half_sent(port, body_head(100) + b"\x89PNG")  # a body that stops
+        got = closed_by_server(stalled, within=8)
+        assert got is not None and got.startswith(b"HTTP/1.1 408 "), got
+        idle = [from_address(port, "127.0.0.2") for _ in range(5)]
+        assert [closed_by_server(s, within=0.5) for s in idle[:2]] == [b"", b""]
+        assert closed_by_server(idle[-1], within=0.1) is None
+        png = image_bytes((16, 16), "PNG", "RGB")
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as c:
+            assert c.get("/health").status_code == 200
+            assert c.post("/query?k=1", content=png).status_code == 200  # keep-alive
+            assert c.post("/query?k=1", content=png).status_code == 200
+        for s in [half, stalled, *idle]:
+            s.close()
 
 
 def test_connection_options_are_validated_with_clear_errors(tmp_path: Path) -> None:

@@ -12,12 +12,23 @@ installed, the one uvicorn's ``auto`` would pick) with a guard added:
 - a request body may not stall (no byte received while the server is ready to read)
   for longer than ``body_timeout`` seconds: else 408 when no response was started, and
   closed; the app sees the client as gone;
+- a request body must keep up an average of ``min_upload_rate`` bytes a second: it may
+  take ``upload_grace`` seconds plus one second per ``min_upload_rate`` bytes received
+  (time the server itself was not reading does not count), so a client trickling a
+  byte a second (which never stalls) cannot hold a connection and its request for
+  hours: else 408 as for a stall, and closed;
 - at most ``max_connections`` connections are open per process: a new one past the cap
   closes the connection that has been idle (no request in flight: new, between
   keep-alive requests, or with an incomplete head) the longest, so idle clients cannot
   lock out real ones; a connection with a request in flight is never closed for the cap.
   When every open connection has a request in flight the new one is answered 503 with
-  ``Retry-After`` and closed.
+  ``Retry-After`` and closed;
+- at most ``max_connections_per_client`` connections are open per client address (the
+  peer's IP address; 0: no such limit): past it the address's own connection idle the
+  longest is closed, or, when all of its connections have a request in flight, the new
+  one is answered 503 with ``Retry-After`` and closed. Other addresses are not touched,
+  so one address cannot take the whole cap. Behind a reverse proxy every connection
+  comes from the proxy's address: raise the limit to ``max_connections`` there (or 0).
 
 Closures are counted and logged as one JSON line per :data:`LOG_EVERY_S` seconds at
 most (a flood of idle sockets does not flood the log).
@@ -43,6 +54,14 @@ KEEP_ALIVE_S = 5.0
 """Default seconds an idle keep-alive connection stays open between requests."""
 MAX_CONNECTIONS = 1000
 """Upper bound of the default connection cap (also kept below the fd limit)."""
+PER_CLIENT_SHARE = 4
+"""The default per-address limit is the connection cap divided by this (at least 1)."""
+MIN_UPLOAD_RATE = 1024.0
+"""Default bytes a second a request body must average (after :data:`UPLOAD_GRACE_S`)."""
+UPLOAD_GRACE_S = 10.0
+"""Default seconds a request body gets before :data:`MIN_UPLOAD_RATE` applies."""
+RATE_CHECK_S = 1.0
+"""Seconds between checks of a body's rate while the server is not reading it."""
 FD_RESERVE = 64
 """File descriptors kept free of client connections (catalogue files, logs, threads)."""
 BACKLOG = 2048
@@ -55,6 +74,11 @@ LOG_EVERY_S = 10.0
 _TIMEOUT_408 = (
     b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\n"
     b"connection: close\r\ncontent-length: 16\r\n\r\nrequest timeout\n"
+)
+_CLIENT_503 = (
+    b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n"
+    b"retry-after: 1\r\nconnection: close\r\ncontent-length: 43\r\n\r\n"
+    b"too many open connections from this address"
 )
 _FULL_503 = (
     b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n"
@@ -77,6 +101,11 @@ def default_max_connections(fd_soft_limit: int) -> int:
     return max(1, min(MAX_CONNECTIONS, fd_soft_limit - FD_RESERVE - ACCEPT_BATCHES * burst))
 
 
+def default_max_connections_per_client(max_connections: int) -> int:
+    """The default per-address limit: the cap divided by :data:`PER_CLIENT_SHARE`."""
+    return max(1, max_connections // PER_CLIENT_SHARE)
+
+
 def listen_backlog(fd_soft_limit: int, max_connections: int) -> int:
     """The listen backlog: :data:`BACKLOG`, or what the fd limit leaves past the cap (>= 16).
 
@@ -97,6 +126,9 @@ class GuardedConfig(uvicorn.Config):
         header_timeout: float = HEADER_TIMEOUT_S,
         body_timeout: float = BODY_TIMEOUT_S,
         max_connections: int = MAX_CONNECTIONS,
+        max_connections_per_client: int | None = None,
+        min_upload_rate: float = MIN_UPLOAD_RATE,
+        upload_grace: float = UPLOAD_GRACE_S,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("http", guarded_protocol())
@@ -104,6 +136,13 @@ class GuardedConfig(uvicorn.Config):
         self.header_timeout = float(header_timeout)
         self.body_timeout = float(body_timeout)
         self.max_connections = int(max_connections)
+        self.max_connections_per_client = int(
+            default_max_connections_per_client(self.max_connections)
+            if max_connections_per_client is None
+            else max_connections_per_client
+        )
+        self.min_upload_rate = float(min_upload_rate)
+        self.upload_grace = float(upload_grace)
 
 
 class _Registry:
@@ -113,6 +152,15 @@ class _Registry:
         self.header_timeout = float(getattr(config, "header_timeout", HEADER_TIMEOUT_S))
         self.body_timeout = float(getattr(config, "body_timeout", BODY_TIMEOUT_S))
         self.max_connections = int(getattr(config, "max_connections", MAX_CONNECTIONS))
+        per_client = getattr(config, "max_connections_per_client", None)
+        self.per_client = int(
+            default_max_connections_per_client(self.max_connections)
+            if per_client is None
+            else per_client
+        )
+        self.min_upload_rate = float(getattr(config, "min_upload_rate", MIN_UPLOAD_RATE))
+        self.upload_grace = float(getattr(config, "upload_grace", UPLOAD_GRACE_S))
+        self.by_client: dict[str, set[Any]] = {}
         self.open: set[Any] = set()
         self.idle: OrderedDict[Any, None] = OrderedDict()  # longest idle first
         self.closed: Counter[str] = Counter()
@@ -128,6 +176,7 @@ class _Registry:
         if self.closed:
             doc = {"event": "connections_closed", **self.closed}
             doc.update(open=len(self.open), max_connections=self.max_connections)
+            doc.update(clients=len(self.by_client))
             logger.info("closed %d connection(s)", sum(self.closed.values()), extra={"fields": doc})
             self.closed.clear()
 
@@ -151,11 +200,26 @@ def _guarded(base: Any, name: str) -> Any:
             self._vs_active = False  # a request head is complete and its response is not
             self._vs_head_bytes = False  # bytes of a request head arrived since it went idle
             self._vs_body_timer: asyncio.TimerHandle | None = None
+            self._vs_rate_timer: asyncio.TimerHandle | None = None
+            self._vs_body_start = 0.0  # when the body began (less time the server paused)
+            self._vs_body_bytes = 0  # body bytes received since
             self._vs_header_timer: asyncio.TimerHandle | None = self.loop.call_later(
                 reg.header_timeout, self._vs_header_timeout
             )
+            peer = transport.get_extra_info("peername")
+            self._vs_client = peer[0] if isinstance(peer, tuple) and peer else None
             reg.open.add(self)
             reg.idle[self] = None
+            if self._vs_client is not None and reg.per_client > 0:
+                mine = reg.by_client.setdefault(self._vs_client, set())
+                mine.add(self)
+                if len(mine) > reg.per_client:
+                    victim = next((p for p in reg.idle if p is not self and p in mine), None)
+                    if victim is not None:
+                        victim._vs_close("evicted_client_idle")
+                    else:  # all of this address's others have a request in flight
+                        self._vs_close("refused_client_full", _CLIENT_503)
+                        return
             if len(reg.open) > reg.max_connections:
                 victim = next((p for p in reg.idle if p is not self), None)
                 if victim is not None:
@@ -177,10 +241,13 @@ def _guarded(base: Any, name: str) -> Any:
                     self._vs_header_timer = self.loop.call_later(
                         self._vs_reg.header_timeout, self._vs_header_timeout
                     )
+            was_active = self._vs_active
             super().data_received(data)
             self._vs_sync()
             if self._vs_active and self.cycle.more_body:
                 self._vs_arm_body()
+                if was_active:  # body bytes (the head's own packet is not counted)
+                    self._vs_body_bytes += len(data)
 
         def on_response_complete(self) -> None:
             super().on_response_complete()
@@ -203,11 +270,13 @@ def _guarded(base: Any, name: str) -> Any:
                 self._vs_cancel_header()
                 if cycle.more_body:
                     self._vs_arm_body()
+                    self._vs_start_rate()
             elif not active and self._vs_active:
                 self._vs_active = False
                 if self in self._vs_reg.open:
                     self._vs_reg.idle[self] = None  # the newest idle one
                 self._vs_cancel_body()
+                self._vs_cancel_rate()
 
         def _vs_arm_body(self) -> None:
             self._vs_cancel_body()
@@ -219,6 +288,40 @@ def _guarded(base: Any, name: str) -> Any:
             if self._vs_body_timer is not None:
                 self._vs_body_timer.cancel()
                 self._vs_body_timer = None
+
+        def _vs_cancel_rate(self) -> None:
+            if self._vs_rate_timer is not None:
+                self._vs_rate_timer.cancel()
+                self._vs_rate_timer = None
+
+        def _vs_start_rate(self) -> None:
+            """Start the body's clock: grace + bytes / min_upload_rate seconds for it."""
+            self._vs_cancel_rate()
+            if self._vs_reg.min_upload_rate <= 0:
+                return
+            self._vs_body_start, self._vs_body_bytes = self.loop.time(), 0
+            self._vs_rate_timer = self.loop.call_later(
+                self._vs_reg.upload_grace, self._vs_rate_check
+            )
+
+        def _vs_rate_check(self) -> None:
+            self._vs_rate_timer = None
+            cycle = self.cycle
+            if not self._vs_active or cycle is None or not cycle.more_body:
+                return  # the body is all in
+            reg, now = self._vs_reg, self.loop.time()
+            if self.flow.read_paused or self.transport.is_closing():
+                # the app is not reading: that time is the server's, not the client's
+                self._vs_body_start += RATE_CHECK_S
+                self._vs_rate_timer = self.loop.call_later(RATE_CHECK_S, self._vs_rate_check)
+                return
+            allowed = reg.upload_grace + self._vs_body_bytes / reg.min_upload_rate
+            if now - self._vs_body_start < allowed:
+                wait = max(RATE_CHECK_S, self._vs_body_start + allowed - now)
+                self._vs_rate_timer = self.loop.call_later(wait, self._vs_rate_check)
+                return
+            started = getattr(cycle, "response_started", True)
+            self._vs_close("slow_upload", b"" if started else _TIMEOUT_408)
 
         def _vs_cancel_header(self) -> None:
             if self._vs_header_timer is not None:
@@ -257,8 +360,14 @@ def _guarded(base: Any, name: str) -> Any:
                 return
             self._vs_cancel_header()
             self._vs_cancel_body()
+            self._vs_cancel_rate()
             reg.open.discard(self)
             reg.idle.pop(self, None)
+            mine = reg.by_client.get(getattr(self, "_vs_client", None) or "")
+            if mine is not None:
+                mine.discard(self)
+                if not mine:
+                    del reg.by_client[self._vs_client]
 
     Guarded.__name__ = Guarded.__qualname__ = name
     Guarded.__module__ = __name__
@@ -287,9 +396,12 @@ __all__ = [
     "HEADER_TIMEOUT_S",
     "KEEP_ALIVE_S",
     "MAX_CONNECTIONS",
+    "MIN_UPLOAD_RATE",
+    "UPLOAD_GRACE_S",
     "GuardedConfig",
     "GuardedH11Protocol",
     "default_max_connections",
+    "default_max_connections_per_client",
     "guarded_protocol",
     "listen_backlog",
 ]

@@ -105,6 +105,7 @@ def create_app(
     sync_feed: str | os.PathLike[str] | None = None,
     sync_id_column: str = "id",
     sync_image_column: str = "image",
+    sync_allow_outside: bool = False,
     protect_reads: bool = False,
     rate_limit: float | None = None,
     burst: int | None = None,
@@ -183,6 +184,12 @@ def create_app(
         answers 404.
     sync_id_column, sync_image_column
         The feed's id and image columns (default ``id`` and ``image``).
+    sync_allow_outside
+        Let ``POST /sync`` read the feed's image paths that lie outside the feed's
+        folder (absolute, ``..``, a symlink out), as ``visualsim index
+        --allow-outside-images`` does (``visualsim serve --allow-outside-images``).
+        ``False`` (default): such a row is refused and listed as failed. Needs
+        ``sync_feed``.
     protect_reads
         With ``True`` (``visualsim serve --protect-reads``), every request but
         ``GET /health`` needs ``Authorization: Bearer <api_key>`` too, else 401:
@@ -243,6 +250,10 @@ def create_app(
     sync_source = catalogue.check_sync_feed(
         sync_feed, sync_id_column, sync_image_column, api_key, workers
     )
+    if not isinstance(sync_allow_outside, bool):
+        raise ConfigError(f"sync_allow_outside must be True or False, got {sync_allow_outside!r}")
+    if sync_allow_outside and sync_source is None:
+        raise ConfigError("sync_allow_outside needs sync_feed (the feed whose images it allows)")
 
     catalog_path: Path | None = None
     if isinstance(recommender_or_path, (str, os.PathLike)):
@@ -265,6 +276,7 @@ def create_app(
         max_k=max_k,
         workers=workers,
         sync_source=sync_source,
+        sync_allow_outside=sync_allow_outside,
     )
     state.seen_token = state.loaded_token = state.read_token()
     unservable = A.outside_warning(

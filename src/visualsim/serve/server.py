@@ -173,6 +173,55 @@ def check_connection_options(
     return (*times, cap)
 
 
+def check_client_options(
+    max_connections_per_client: Any, min_upload_rate: Any, upload_grace: Any, max_connections: int
+) -> tuple[int, float, float]:
+    """Validate the per-client options of the connection guard; ``None`` picks each default.
+
+    Returns ``(max_connections_per_client, min_upload_rate, upload_grace)``; a limit
+    above ``max_connections`` is that cap, and ``0`` turns the limit (or the rate) off.
+
+    Raises
+    ------
+    ConfigError
+        For a per-client limit that is not a whole number >= 0, a rate that is not a
+        finite number >= 0, or a grace that is not a positive number of seconds.
+    """
+    from ._connections import (
+        MIN_UPLOAD_RATE,
+        UPLOAD_GRACE_S,
+        default_max_connections_per_client,
+    )
+
+    if max_connections_per_client is None:
+        per_client = default_max_connections_per_client(max_connections)
+    elif isinstance(max_connections_per_client, bool) or not isinstance(
+        max_connections_per_client, int
+    ):
+        raise ConfigError(
+            "max_connections_per_client must be a whole number (0: no limit), got "
+            f"{max_connections_per_client!r}"
+        )
+    elif max_connections_per_client < 0:
+        raise ConfigError(
+            "max_connections_per_client must be 0 (no limit) or more, got "
+            f"{max_connections_per_client}"
+        )
+    else:
+        per_client = min(max_connections_per_client, max_connections)
+    rate = MIN_UPLOAD_RATE if min_upload_rate is None else min_upload_rate
+    if isinstance(rate, str):
+        try:
+            rate = float(rate)
+        except ValueError:
+            raise ConfigError(
+                f"min_upload_rate must be bytes a second, got {min_upload_rate!r}"
+            ) from None
+    rate = check_float("min_upload_rate", rate, minimum=0)
+    grace = _check_seconds("upload_grace", UPLOAD_GRACE_S if upload_grace is None else upload_grace)
+    return per_client, rate, grace
+
+
 def run(
     catalog: str | os.PathLike[str] | Any,
     *,
@@ -197,6 +246,10 @@ def run(
     protect_reads: bool = False,
     rate_limit: float | None = None,
     burst: int | None = None,
+    max_connections_per_client: int | None = None,
+    min_upload_rate: float | None = None,
+    upload_grace: float | None = None,
+    sync_allow_outside: bool = False,
 ) -> None:
     """Serve a catalogue until SIGTERM/SIGINT.
 
@@ -252,10 +305,24 @@ def run(
         below the open-file limit (which the process raises to its hard limit first)
         by 64 plus one burst of accepted connections (an eighth of the limit, at most
         2,048); the listen backlog is sized to that burst.
+    max_connections_per_client
+        Open connections per client address (per worker); past it that address's
+        connection idle the longest is closed, or, when all of them have a request in
+        flight, the new one gets 503; other addresses are not touched. ``0``: no such
+        limit. Default: a quarter of ``max_connections``. Behind a reverse proxy every
+        connection comes from the proxy: set it to ``max_connections`` (or 0) there.
+    min_upload_rate, upload_grace
+        A request body may take ``upload_grace`` seconds (default 10) plus one
+        second per ``min_upload_rate`` bytes (default 1,024) received; a slower one
+        (a client trickling its upload) gets 408 and the connection closes.
+        ``min_upload_rate=0`` turns the check off.
     sync_feed, sync_id_column, sync_image_column
         A feed file the operator chose, and its id and image columns: ``POST
         /sync`` makes the catalogue match it (see
         :func:`~visualsim.serve.create_app`). Needs the API key and one worker.
+    sync_allow_outside
+        Let ``POST /sync`` read the feed's image paths that lie outside the feed's
+        folder (as ``visualsim index --allow-outside-images``); refused by default.
     protect_reads, rate_limit, burst
         The API key for every request but ``/health``, and the rate limit per
         client address (see :func:`~visualsim.serve.create_app`); with
@@ -300,6 +367,13 @@ def run(
         max_connections,
         fd_limit,
     )
+    per_client, min_rate, grace = check_client_options(
+        max_connections_per_client, min_upload_rate, upload_grace, cap
+    )
+    if not isinstance(sync_allow_outside, bool):
+        raise ConfigError(f"sync_allow_outside must be True or False, got {sync_allow_outside!r}")
+    if sync_allow_outside and sync_feed is None:
+        raise ConfigError("sync_allow_outside (--allow-outside-images) needs sync_feed")
     configure_logging()
     if fd_limit != fd_before:
         logger.info(
@@ -313,6 +387,9 @@ def run(
         "body_timeout": body_s,
         "keep_alive": keep_alive_s,
         "max_connections": cap,
+        "max_connections_per_client": per_client,
+        "min_upload_rate": min_rate,
+        "upload_grace": grace,
         "backlog": listen_backlog(fd_limit, cap),
     }
     reload_dir: str | None = None
@@ -328,6 +405,7 @@ def run(
             sync_feed=sync_feed,
             sync_id_column=sync_id_column,
             sync_image_column=sync_image_column,
+            sync_allow_outside=sync_allow_outside,
             protect_reads=protect_reads,
             rate_limit=rate_limit,
             burst=burst,
@@ -596,6 +674,28 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         "the open-file limit, which is first raised to its hard limit)",
     )
     p.add_argument(
+        "--max-connections-per-client",
+        type=int,
+        metavar="N",
+        help="open connections per client address and worker; past it that address's "
+        "connection idle the longest is closed, or 503 when all have a request in flight "
+        "(default: a quarter of --max-connections; 0: no limit; behind a reverse proxy, "
+        "where every connection is the proxy's, use --max-connections or 0)",
+    )
+    p.add_argument(
+        "--min-upload-rate",
+        type=float,
+        metavar="BYTES/s",
+        help="a request body may take --upload-grace seconds plus 1 s per this many bytes; "
+        "a slower upload gets 408 and the connection closes (default 1024; 0: off)",
+    )
+    p.add_argument(
+        "--upload-grace",
+        type=float,
+        metavar="S",
+        help="seconds a request body gets before --min-upload-rate applies (default 10)",
+    )
+    p.add_argument(
         "--sync-feed",
         type=Path,
         metavar="PATH",
@@ -610,6 +710,12 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         default="image",
         metavar="COL",
         help="--sync-feed's image column (image)",
+    )
+    p.add_argument(
+        "--allow-outside-images",
+        action="store_true",
+        help="let POST /sync read --sync-feed's image paths outside the feed's folder "
+        "(absolute, '..', a symlink out); without it such a row is refused",
     )
     p.add_argument(
         "--protect-reads",
@@ -672,6 +778,22 @@ def serve_from_args(args: argparse.Namespace) -> None:
             _check_seconds("--" + flag.replace("_", "-"), getattr(args, flag))
     if getattr(args, "max_connections", None) is not None:
         check_positive_int("--max-connections", args.max_connections)
+    per_client = getattr(args, "max_connections_per_client", None)
+    if per_client is not None and per_client < 0:
+        raise ConfigError(
+            f"--max-connections-per-client must be 0 (no limit) or more, not {per_client}"
+        )
+    min_rate = getattr(args, "min_upload_rate", None)
+    if min_rate is not None:
+        check_float("--min-upload-rate", min_rate, minimum=0)
+    if getattr(args, "upload_grace", None) is not None:
+        _check_seconds("--upload-grace", args.upload_grace)
+    allow_outside = bool(getattr(args, "allow_outside_images", False))
+    if allow_outside and getattr(args, "sync_feed", None) is None:
+        raise ConfigError(
+            "--allow-outside-images needs --sync-feed (it lets POST /sync read that feed's "
+            "image paths outside the feed's folder)"
+        )
     rate, burst = getattr(args, "rate_limit", None), getattr(args, "burst", None)
     if burst is not None and rate is None:
         raise ConfigError("--burst needs --rate-limit (requests a second per client)")
@@ -695,9 +817,13 @@ def serve_from_args(args: argparse.Namespace) -> None:
         sync_feed=getattr(args, "sync_feed", None),
         sync_id_column=getattr(args, "sync_id_column", "id"),
         sync_image_column=getattr(args, "sync_image_column", "image"),
+        sync_allow_outside=allow_outside,
         protect_reads=bool(getattr(args, "protect_reads", False)),
         rate_limit=None if rate is None else parse_rate(rate),
         burst=None if burst is None else check_positive_int("--burst", burst),
+        max_connections_per_client=per_client,
+        min_upload_rate=min_rate,
+        upload_grace=getattr(args, "upload_grace", None),
     )
 
 
@@ -719,6 +845,7 @@ __all__ = [
     "JsonLogFormatter",
     "api_key_from_env",
     "build_parser",
+    "check_client_options",
     "check_connection_options",
     "main",
     "raise_fd_limit",

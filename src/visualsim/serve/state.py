@@ -77,6 +77,7 @@ class AppState:
     max_k: int = 100
     workers: int = 1
     sync_source: tuple[Path, str, str] | None = None
+    sync_allow_outside: bool = False
     _slots: tuple[Any, asyncio.Semaphore, asyncio.Semaphore] | None = None
     _pool: ThreadPoolExecutor | None = None
     _pool_lock: threading.Lock = field(default_factory=threading.Lock)

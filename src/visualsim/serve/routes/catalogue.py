@@ -116,6 +116,7 @@ def admin_router(*, writes: bool, workers: int, sync: bool) -> APIRouter:
                         id_column=id_column,
                         image_column=image_column,
                         progress=False,
+                        allow_outside=state.sync_allow_outside,
                     )
                 )
                 if report.changed:
