@@ -23,16 +23,23 @@ resident set (``VmHWM``, reset before each request through ``/proc/PID/clear_ref
 less its resident set just before the request, in MiB.
 
 Then for each upload but ``photo``: ``--clients`` client processes (a raw socket each, one
-request a connection, so the clients cost the shared CPUs little) post it in a loop while
+request a connection, so the clients cost the shared CPUs little; each from its own
+loopback address, 127.0.0.2 on, as separate clients would be) post it in a loop while
 this process times ``--queries`` normal searches; their p50 against the p50 of as many
-searches just before with no load (the ratio is the issue's "<= 2x" target). Every
+searches just before with no load (the ratio is the issue's "<= 2x" target). The uploads
+take turns for ``--rounds`` rounds (drift on a shared machine hits them all alike), and
+each one's searches are pooled over its rounds. Every
 answer's status is counted (500s especially), and the server's log is scanned for status
 500 and tracebacks.
+
+``--before-src DIR`` serves the same uploads from a second server running another
+visualsim source tree (``PYTHONPATH=DIR``), the two taking turns, for "before" rows.
 
 Usage::
 
     python benchmarks/bench_serve_bombs.py [--n 10000] [--repeat 5] [--clients 4]
-        [--queries 40] [--out benchmarks/results/serve-bombs.json]
+        [--queries 40] [--rounds 3] [--before-src DIR]
+        [--out benchmarks/results/serve-bombs.json]
 
 Prints a table and writes ``benchmarks/results/serve-bombs.json``.
 """
@@ -205,15 +212,17 @@ def searches(port: int, photo: bytes, n: int) -> tuple[list[float], Counter[str]
     return times, statuses
 
 
-def bomber(port: int, body: bytes, stop: Any, counts: Any) -> None:
-    """A client process: post ``body`` over and over; count the statuses (index 0: errors)."""
+def bomber(port: int, body: bytes, stop: Any, counts: Any, source: str) -> None:
+    """A client process: post ``body`` over and over from address ``source``; count the
+    statuses (index 0: errors)."""
     head = (
         b"POST /query?k=10 HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
         b"Content-Type: application/octet-stream\r\nContent-Length: %d\r\n\r\n" % len(body)
     )
     while not stop.is_set():
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT_S) as s:
+            address = ("127.0.0.1", port)
+            with socket.create_connection(address, TIMEOUT_S, (source, 0)) as s:
                 s.sendall(head + body)
                 got = b""
                 while chunk := s.recv(65536):
@@ -233,8 +242,10 @@ def under_fire(
     stop = ctx.Event()
     counts = ctx.Array("q", 600)
     procs = [
-        ctx.Process(target=bomber, args=(server.port, body, stop, counts), daemon=True)
-        for _ in range(clients)
+        ctx.Process(
+            target=bomber, args=(server.port, body, stop, counts, f"127.0.0.{i + 2}"), daemon=True
+        )
+        for i in range(clients)
     ]
     for proc in procs:
         proc.start()
@@ -245,20 +256,44 @@ def under_fire(
     stop.set()
     for proc in procs:
         proc.join(timeout=TIMEOUT_S + 5)
-    fired = {("error" if i == 0 else str(i)): n for i, n in enumerate(counts[:]) if n}
-    p50_idle, p50_loaded = median(idle), median(loaded)
+    fired = Counter({("error" if i == 0 else str(i)): n for i, n in enumerate(counts[:]) if n})
+    return {
+        "upload": name,
+        "idle": idle,
+        "loaded": loaded,
+        "query_statuses": idle_statuses + loaded_statuses,
+        "bomb_statuses": fired,
+        "cpu_s": cpu,
+        "requests": posts + len(loaded),
+    }
+
+
+def pooled(name: str, rounds: list[dict[str, Any]], clients: int) -> dict[str, Any]:
+    """One upload's rounds under fire, pooled: p50s over all rounds, and each round's ratio."""
+    idle = [t for r in rounds for t in r["idle"]]
+    loaded = [t for r in rounds for t in r["loaded"]]
+    statuses: Counter[str] = sum((r["query_statuses"] for r in rounds), Counter())
+    fired: Counter[str] = sum((r["bomb_statuses"] for r in rounds), Counter())
+    by_round = [
+        round(median(r["loaded"]) / median(r["idle"]), 2)
+        for r in rounds
+        if r["idle"] and r["loaded"]
+    ]
+    cpu, requests = sum(r["cpu_s"] for r in rounds), sum(r["requests"] for r in rounds)
     return {
         "upload": name,
         "clients": clients,
-        "query_idle_ms_p50": round(p50_idle, 1),
-        "query_loaded_ms_p50": round(p50_loaded, 1),
+        "rounds": len(rounds),
+        "query_idle_ms_p50": round(median(idle), 1),
+        "query_loaded_ms_p50": round(median(loaded), 1),
         "query_loaded_ms_max": round(max(loaded), 1) if loaded else None,
-        "ratio": round(p50_loaded / p50_idle, 2) if idle and loaded else None,
-        "query_statuses": dict(idle_statuses + loaded_statuses),
+        "ratio": round(median(loaded) / median(idle), 2) if idle and loaded else None,
+        "ratio_by_round": by_round,
+        "query_statuses": dict(statuses),
         "bomb_posts": sum(fired.values()),
-        "server_cpu_ms_per_request": round(1000 * cpu / max(1, posts + len(loaded)), 2),
-        "bomb_statuses": fired,
-        "status_500": idle_statuses["500"] + loaded_statuses["500"] + fired.get("500", 0),
+        "server_cpu_ms_per_request": round(1000 * cpu / max(1, requests), 2),
+        "bomb_statuses": dict(fired),
+        "status_500": statuses["500"] + fired["500"],
     }
 
 
@@ -268,6 +303,7 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=5, help="requests per upload, one by one (5)")
     p.add_argument("--clients", type=int, default=4, help="clients posting an upload (4)")
     p.add_argument("--queries", type=int, default=40, help="searches timed per phase (40)")
+    p.add_argument("--rounds", type=int, default=3, help="rounds under fire, pooled (3)")
     p.add_argument(
         "--scale", type=float, default=1.0, help="shrink the allowed big images (1; tests)"
     )
@@ -276,21 +312,43 @@ def main() -> None:
     p.add_argument(
         "--serve-args", default="", help="more `visualsim serve` options, space separated"
     )
+    p.add_argument(
+        "--before-src",
+        type=Path,
+        help="a visualsim source tree (its src/ folder) to serve the same uploads from too, "
+        "rounds taking turns with this one: the 'before' rows (e.g. `git archive REV src | "
+        "tar -x -C /tmp/before`, then --before-src /tmp/before/src)",
+    )
     args = p.parse_args()
     folder = build_catalogue(args.n, args.cache)
     bodies = uploads(args.cache, args.scale)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # the server keeps this process's
-    server = Server(folder, soft, hard, False, extra=args.serve_args.split())
+    sides = [("after", None)]
+    if args.before_src is not None:
+        sides.append(("before", {"PYTHONPATH": str(args.before_src.resolve())}))
+    servers: dict[str, Server] = {}
     try:
-        post(server.port, bodies["photo"], "image/jpeg")  # the model is warm
-        rows = [one_by_one(server, name, body, args.repeat) for name, body in bodies.items()]
-        fire = [
-            under_fire(server, name, body, bodies["photo"], args.clients, args.queries)
-            for name, body in [*bodies.items(), (CONTROL, b"")]
-            if name != "photo"
-        ]
+        for side, env in sides:
+            servers[side] = Server(folder, soft, hard, False, args.serve_args.split(), env)
+        rows, fire = [], []
+        for side, server in servers.items():
+            post(server.port, bodies["photo"], "image/jpeg")  # the model is warm
+            for name, body in bodies.items():
+                rows.append({"server": side} | one_by_one(server, name, body, args.repeat))
+        fired = [(name, body) for name, body in bodies.items() if name != "photo"]
+        fired.append((CONTROL, b""))
+        runs: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for _ in range(args.rounds):  # all take turns: drift on a shared box hits them alike
+            for name, body in fired:
+                for side, server in servers.items():
+                    runs.setdefault((side, name), []).append(
+                        under_fire(server, name, body, bodies["photo"], args.clients, args.queries)
+                    )
+        for (side, name), done in runs.items():
+            fire.append({"server": side} | pooled(name, done, args.clients))
     finally:
-        server.stop()
+        for server in servers.values():
+            server.stop()
     for row in rows:
         if row["upload"] in BOMBS:
             row["target_met"] = row["mib_max"] <= TARGET_MIB and row["ms_max"] <= TARGET_MS
@@ -299,23 +357,38 @@ def main() -> None:
         row["target_met"] = None if row["upload"] == CONTROL else met
     print_table(
         rows,
-        ["upload", "kib", "status", "ms_p50", "ms_max", "server_cpu_ms", "mib_max", "mib_first"],
+        [
+            "server",
+            "upload",
+            "kib",
+            "status",
+            "ms_p50",
+            "ms_max",
+            "server_cpu_ms",
+            "mib_max",
+            "mib_first",
+            "target_met",
+        ],
     )
     print_table(
         fire,
         [
+            "server",
             "upload",
             "clients",
             "query_idle_ms_p50",
             "query_loaded_ms_p50",
             "ratio",
+            "ratio_by_round",
             "bomb_posts",
             "server_cpu_ms_per_request",
             "status_500",
             "target_met",
         ],
     )
-    print(f"server log: status 500 x {server.status_500}, tracebacks x {server.tracebacks}")
+    status_500 = sum(server.status_500 for server in servers.values())
+    tracebacks = sum(server.tracebacks for server in servers.values())
+    print(f"server logs: status 500 x {status_500}, tracebacks x {tracebacks}")
     info = machine_info()
     info["lscpu_model"] = lscpu_model()
     print(f"CPU (lscpu): {info['lscpu_model']}, {os.cpu_count()} cores")
@@ -327,8 +400,8 @@ def main() -> None:
             "targets": {"mib": TARGET_MIB, "ms": TARGET_MS, "query_p50_ratio": TARGET_RATIO},
             "uploads": rows,
             "under_fire": fire,
-            "server_log_status_500": server.status_500,
-            "server_log_tracebacks": server.tracebacks,
+            "server_log_status_500": status_500,
+            "server_log_tracebacks": tracebacks,
         },
     )
     print(f"wrote {out}")

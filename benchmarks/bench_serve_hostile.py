@@ -94,6 +94,7 @@ class Server:
         fd_hard: int,
         baseline: bool,
         extra: Sequence[str] = (),
+        env: dict[str, str] | None = None,
     ) -> None:
         if baseline:
             command = [sys.executable, "-c", BASELINE, str(folder)]
@@ -109,7 +110,7 @@ class Server:
             stderr=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", **(env or {})},
             preexec_fn=limit,
         )
         self.status_500 = 0

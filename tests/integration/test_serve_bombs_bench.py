@@ -25,6 +25,8 @@ def test_bench_serve_bombs_small_run_refuses_the_bombs_and_writes_every_row(
         "2",
         "--queries",
         "5",
+        "--rounds",
+        "1",
         "--scale",
         "0.1",
         "--cache",
@@ -44,6 +46,7 @@ def test_bench_serve_bombs_small_run_refuses_the_bombs_and_writes_every_row(
     assert rows["png-25mp"]["kib"] < 200  # the bomb of issue 27: tiny on the wire
     assert {r["upload"] for r in doc["under_fire"]} == set(rows) - {"photo"} | {"empty-body"}
     assert all(r["status_500"] == 0 and r["bomb_posts"] > 0 for r in doc["under_fire"])
+    assert all(len(r["ratio_by_round"]) == 1 for r in doc["under_fire"])
     assert doc["server_log_status_500"] == 0 and doc["server_log_tracebacks"] == 0
     assert "lscpu_model" in doc["machine"]
     assert "| upload" in run.stdout
