@@ -331,6 +331,66 @@ def test_a_pixel_bomb_is_refused_without_waiting_for_a_model_thread() -> None:
         assert busy.result(10).status_code == 200
 
 
+def png_with_chunks(n: int) -> bytes:
+    """A valid 8x8 PNG with ``n`` empty ancillary chunks between its header and pixels."""
+    import struct
+    import zlib
+
+    data = image_bytes((8, 8), "PNG", "RGB")
+    empty = struct.pack(">I", 0) + b"zzZz" + struct.pack(">I", zlib.crc32(b"zzZz"))
+    return data[:33] + empty * n + data[33:]
+
+
+def jpeg_with_segments(n: int) -> bytes:
+    """A valid 8x8 JPEG with ``n`` short comment segments before its frame header."""
+    data = image_bytes((8, 8), "JPEG", "RGB")
+    return data[:2] + b"\xff\xfe\x00\x03x" * n + data[2:]
+
+
+def test_an_image_header_of_endless_chunks_is_refused_at_once_without_blocking() -> None:
+    from visualsim.serve.uploads import MAX_HEADER_SEGMENTS, header_size
+
+    app = create_app(make_rec(["a"]), warm=False)
+    flood = png_with_chunks(200_000)  # 2.3 MiB: seconds of header parsing in Pillow
+    with live_client(app) as c:
+        for bad in (flood, jpeg_with_segments(MAX_HEADER_SEGMENTS + 1)):
+            t0 = time.monotonic()
+            r = c.post("/query?k=1", content=bad)
+            assert r.status_code == 422 and time.monotonic() - t0 < 1
+            assert "before its pixels" in r.json()["detail"]
+        for fine in (png_with_chunks(100), jpeg_with_segments(100)):  # a photo's few dozen
+            assert c.post("/query?k=1", content=fine).status_code == 200
+    assert header_size(png_with_chunks(5)) == ("PNG", 8, 8)
+    assert header_size(jpeg_with_segments(5)) == ("JPEG", 8, 8)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_the_early_refusal_agrees_with_the_decoder(fmt: str) -> None:
+    from visualsim.errors import ImageLoadError
+    from visualsim.serve.uploads import decode_upload, header_size, screen_upload
+
+    budget, draft = 10_000, (16, 16)
+    for mode in ("RGB", "L", "CMYK") if fmt == "JPEG" else ("RGB", "L", "RGBA"):
+        for size in ((100, 100), (101, 99), (120, 90), (400, 100), (800, 800), (801, 799)):
+            data = image_bytes(size, fmt, mode)
+            assert header_size(data) == (fmt, *size)
+            try:
+                decode_upload(data, draft, budget)
+                decoded = True
+            except ImageLoadError:
+                decoded = False
+            try:
+                screen_upload(data, draft, budget)
+                screened = True
+            except ImageLoadError as exc:
+                screened = False
+                assert exc.too_large  # type: ignore[attr-defined]
+            # refused early only what the decoder refuses too
+            assert decoded or not screened, (mode, size)
+            if not decoded and fmt == "PNG" and mode != "RGBA":
+                assert not screened, (mode, size)  # and a plain PNG always early
+
+
 def test_big_uploads_leave_a_model_thread_to_a_normal_search() -> None:
     ext = GateExtractor()
     rec = Recommender(ext).add_vectors(np.eye(2, ext.dim), ["a", "b"])

@@ -7,20 +7,19 @@ decoded by :func:`decode_upload`, whatever route it came through.
 
 from __future__ import annotations
 
-import io
 import json
 import math
-import warnings
+import struct
 from collections.abc import Callable, MutableMapping
 from typing import Any
 
 import numpy as np
 from fastapi import Request
-from PIL import Image
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 
 from ..crop import LOCATE, Box, check_box, crop_to_box, locate_product
+from ..errors import ImageLoadError
 from ..images import decode_bytes_per_pixel, encoded_size, load_image
 from ..persistence import json_depth
 from .limits import HEAVY_BYTES, HEAVY_PIXELS, MAX_JSON_DEPTH, MULTIPART_SLACK
@@ -193,33 +192,130 @@ def decode_upload(data: bytes, draft: tuple[int, int] | None, max_pixels: int) -
     )
 
 
+MAX_HEADER_SEGMENTS = 1000
+"""Most PNG chunks or JPEG segments an upload may hold before its pixels (more: 422).
+
+Real photos hold a few dozen (colour profile, EXIF, text); a file of hundreds of
+thousands of empty chunks costs seconds of header parsing and no pixel at all."""
+
+_PNG = b"\x89PNG\r\n\x1a\n"
+_JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+_JPEG_BARE = {0x01, 0xD8, *range(0xD0, 0xD8)}  # markers without a length
+
+
+def _too_many_segments(what: str) -> HTTPException:
+    return HTTPException(
+        422,
+        f"the uploaded image holds more than {MAX_HEADER_SEGMENTS:,} {what} before its pixels: "
+        "refused as a likely attack on the decoder (a photo holds a few dozen)",
+    )
+
+
+def header_size(data: bytes) -> tuple[str, int, int] | None:
+    """``(format, width, height)`` from a PNG's or a JPEG's header, else ``None``.
+
+    Reads the chunk or segment headers only, at most :data:`MAX_HEADER_SEGMENTS` of
+    them, so it costs microseconds whatever the upload holds; ``None`` for another
+    format or a header that cannot be followed (the decoder then says why).
+
+    Raises
+    ------
+    starlette.exceptions.HTTPException
+        422 for an image with more than :data:`MAX_HEADER_SEGMENTS` chunks or segments
+        before its pixels.
+
+    Examples
+    --------
+    >>> import io
+    >>> from PIL import Image
+    >>> buf = io.BytesIO(); Image.new("RGB", (30, 20)).save(buf, "PNG")
+    >>> header_size(buf.getvalue())
+    ('PNG', 30, 20)
+    """
+    view = memoryview(data)
+    if data[:8] == _PNG and data[12:16] == b"IHDR" and len(data) >= 24:
+        width, height = struct.unpack(">II", view[16:24])
+        i, n = 8, 0
+        while i + 8 <= len(data):
+            length = struct.unpack(">I", view[i : i + 4])[0]
+            if bytes(view[i + 4 : i + 8]) in (b"IDAT", b"IEND"):
+                break
+            n += 1
+            if n > MAX_HEADER_SEGMENTS:
+                raise _too_many_segments("chunks")
+            i += 12 + length
+        return "PNG", int(width), int(height)
+    if data[:2] == b"\xff\xd8":
+        i, n = 2, 0
+        while i + 4 <= len(data):
+            if data[i] != 0xFF:
+                return None
+            marker = data[i + 1]
+            if marker == 0xFF:  # fill byte
+                i += 1
+                continue
+            n += 1
+            if n > MAX_HEADER_SEGMENTS:
+                raise _too_many_segments("segments")
+            if marker in _JPEG_BARE:
+                i += 2
+                continue
+            if marker in _JPEG_SOF:
+                if i + 9 > len(data):
+                    return None
+                height, width = struct.unpack(">HH", view[i + 5 : i + 9])
+                return "JPEG", int(width), int(height)
+            if marker in (0xD9, 0xDA):  # the end, or scan data before any frame header
+                return None
+            i += 2 + struct.unpack(">H", view[i + 2 : i + 4])[0]
+    return None
+
+
+def _jpeg_scale(size: tuple[int, int], draft: tuple[int, int]) -> int:
+    """The reduction draft mode decodes a JPEG of ``size`` at for ``draft`` (1, 2, 4 or 8)."""
+    scale = min(size[0] // max(1, draft[0]), size[1] // max(1, draft[1]))
+    return next(s for s in (8, 4, 2, 1) if scale >= s or s == 1)
+
+
 def screen_upload(data: bytes, draft: tuple[int, int] | None, max_pixels: int) -> bool:
     """Refuse an upload over the pixel budget from its header; return whether it is heavy.
 
     Run on the event loop before the request takes a model thread, so a pixel bomb
-    is answered (422) without waiting for, or holding, one: only the header is read
-    (a JPEG at the scale draft mode would decode it at), as :func:`decode_upload`
-    reads it. An upload is *heavy* when it decodes to more than
+    is answered (422) without waiting for, or holding, one. Only a PNG's or a JPEG's
+    header is read, natively and bounded (:func:`header_size`); an image is refused
+    here only when :func:`decode_upload` would refuse it whatever draft scale it
+    picked (a JPEG counted at its smallest, 1/8), and other formats are left to it.
+    An upload is *heavy* when it decodes to more than
     :data:`~visualsim.serve.limits.HEAVY_PIXELS` pixels or is more than
     :data:`~visualsim.serve.limits.HEAVY_BYTES` bytes (the entropy decoding of a large
-    JPEG, the inflating of a large PNG); data that is not an image is left to the
-    decoder, which refuses it as quickly.
+    JPEG, the inflating of a large PNG).
+
+    Raises
+    ------
+    ImageLoadError
+        An image over the budget (its ``too_large`` is the size it would decode at).
+    starlette.exceptions.HTTPException
+        422 for a header of too many chunks or segments (see :func:`header_size`).
     """
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as img:
-                if draft is not None and img.format == "JPEG":
-                    img.draft("RGB", (max(1, draft[0]), max(1, draft[1])))
-                width, height, mode = img.width, img.height, img.mode
-    except Exception:  # not an image, or a header PIL refuses: the decoder says why
-        return False
-    pixels = width * height
-    if pixels > max_pixels or pixels * decode_bytes_per_pixel(mode) > max_pixels * (
-        decode_bytes_per_pixel("RGBA")
-    ):
-        decode_upload(data, draft, max_pixels)  # refuses it from the header, as ever
-    return pixels > HEAVY_PIXELS or len(data) > HEAVY_BYTES
+    found = header_size(data)
+    if found is None:
+        return len(data) > HEAVY_BYTES
+    fmt, width, height = found
+    if fmt == "JPEG" and draft is not None:
+        least = (math.ceil(width / 8), math.ceil(height / 8))
+        scale = _jpeg_scale((width, height), draft)
+        decoded = math.ceil(width / scale) * math.ceil(height / scale)
+    else:
+        least, decoded = (width, height), width * height
+    if least[0] * least[1] > max_pixels:
+        exc = ImageLoadError(
+            "<upload>",
+            f"{least[0]}x{least[1]} = {least[0] * least[1]:,} pixels is over the limit of "
+            f"{max_pixels:,} (a possible decompression bomb)",
+        )
+        exc.too_large = least  # type: ignore[attr-defined]  # as load_image marks it
+        raise exc
+    return decoded > HEAVY_PIXELS or len(data) > HEAVY_BYTES
 
 
 def draft_size(extractor: Any) -> tuple[int, int] | None:
