@@ -8,6 +8,8 @@ to ``benchmarks/results/.cache/``) is served by ``python -m visualsim.serve CATA
 - ``png-25mp``: a 5,000 x 5,000 black PNG (about 71 KiB) claiming 25 megapixels: the
   bomb of issue 27;
 - ``jpeg-huge``: a small JPEG whose header claims 65,000 x 65,000 pixels;
+- ``png-chunks``: an 8 x 8 PNG with 200,000 empty chunks before its pixels (2.3 MiB): no
+  pixel to speak of, but seconds of header parsing for a decoder that follows them all;
 - ``png-4mp-noise``: a 2,000 x 2,000 PNG of noise (about 12 MiB), the largest image the
   default budget allows, and the slowest kind to decode;
 - ``jpeg-64mp``: an 8,000 x 8,000 JPEG, allowed because it is decoded reduced (draft mode,
@@ -33,12 +35,13 @@ answer's status is counted (500s especially), and the server's log is scanned fo
 500 and tracebacks.
 
 ``--before-src DIR`` serves the same uploads from a second server running another
-visualsim source tree (``PYTHONPATH=DIR``), the two taking turns, for "before" rows.
+visualsim source tree (``PYTHONPATH=DIR``), the servers taking turns, for "before" rows;
+``--also-serve-args ARGS`` from one more with those options added (a rate limit, say).
 
 Usage::
 
     python benchmarks/bench_serve_bombs.py [--n 10000] [--repeat 5] [--clients 4]
-        [--queries 40] [--rounds 3] [--before-src DIR]
+        [--queries 40] [--rounds 3] [--before-src DIR] [--also-serve-args ARGS]
         [--out benchmarks/results/serve-bombs.json]
 
 Prints a table and writes ``benchmarks/results/serve-bombs.json``.
@@ -56,6 +59,7 @@ import socket
 import struct
 import sys
 import time
+import zlib
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -73,7 +77,7 @@ TIMEOUT_S = 30.0
 TARGET_MIB = 50.0
 TARGET_MS = 100.0
 TARGET_RATIO = 2.0
-BOMBS = ("png-25mp", "jpeg-huge")
+BOMBS = ("png-25mp", "jpeg-huge", "png-chunks")
 CONTROL = "empty-body"  # a flood of requests refused before any image work, for comparison
 
 
@@ -121,6 +125,15 @@ def jpeg_smooth(width: int, height: int) -> bytes:
     return buf.getvalue()
 
 
+def png_chunks(n: int) -> bytes:
+    """A valid 8x8 PNG with ``n`` empty ancillary chunks (12 bytes each) before its pixels."""
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), (200, 30, 30)).save(buf, format="PNG")
+    data = buf.getvalue()
+    empty = struct.pack(">I", 0) + b"zzZz" + struct.pack(">I", zlib.crc32(b"zzZz"))
+    return data[:33] + empty * n + data[33:]  # after the signature and the IHDR chunk
+
+
 def uploads(cache: Path, scale: float) -> dict[str, bytes]:
     """The uploads by name; ``scale`` < 1 shrinks the allowed big ones (for a quick run)."""
     side = max(64, int(2000 * scale))
@@ -129,6 +142,7 @@ def uploads(cache: Path, scale: float) -> dict[str, bytes]:
     return {
         "png-25mp": png_black(5000, 5000),
         "jpeg-huge": jpeg_claiming(65000, 65000),
+        "png-chunks": png_chunks(max(2000, int(200_000 * scale))),
         "png-4mp-noise": png_noise(side, side),
         "jpeg-64mp": jpeg_smooth(big, big),
         "photo": photo.read_bytes(),
@@ -319,17 +333,29 @@ def main() -> None:
         "rounds taking turns with this one: the 'before' rows (e.g. `git archive REV src | "
         "tar -x -C /tmp/before`, then --before-src /tmp/before/src)",
     )
+    p.add_argument(
+        "--also-serve-args",
+        default="",
+        help="serve the same uploads from a third server with these options added too "
+        "(e.g. '--rate-limit 100 --burst 200'), rounds taking turns",
+    )
     args = p.parse_args()
     folder = build_catalogue(args.n, args.cache)
     bodies = uploads(args.cache, args.scale)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # the server keeps this process's
-    sides = [("after", None)]
+    sides: list[tuple[str, dict[str, str] | None, list[str]]] = [
+        ("after", None, args.serve_args.split())
+    ]
     if args.before_src is not None:
-        sides.append(("before", {"PYTHONPATH": str(args.before_src.resolve())}))
+        env = {"PYTHONPATH": str(args.before_src.resolve())}
+        sides.append(("before", env, args.serve_args.split()))
+    if args.also_serve_args:
+        more = args.also_serve_args.split()
+        sides.append(("after " + args.also_serve_args, None, args.serve_args.split() + more))
     servers: dict[str, Server] = {}
     try:
-        for side, env in sides:
-            servers[side] = Server(folder, soft, hard, False, args.serve_args.split(), env)
+        for side, env, options in sides:
+            servers[side] = Server(folder, soft, hard, False, options, env)
         rows, fire = [], []
         for side, server in servers.items():
             post(server.port, bodies["photo"], "image/jpeg")  # the model is warm

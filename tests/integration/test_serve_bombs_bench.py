@@ -38,8 +38,15 @@ def test_bench_serve_bombs_small_run_refuses_the_bombs_and_writes_every_row(
     assert run.returncode == 0, run.stderr[-2000:]
     doc = json.loads(out.read_text())
     rows = {r["upload"]: r for r in doc["uploads"]}
-    assert set(rows) == {"png-25mp", "jpeg-huge", "png-4mp-noise", "jpeg-64mp", "photo"}
-    for bomb in ("png-25mp", "jpeg-huge"):  # refused from the header: nothing decoded
+    assert set(rows) == {
+        "png-25mp",
+        "jpeg-huge",
+        "png-chunks",
+        "png-4mp-noise",
+        "jpeg-64mp",
+        "photo",
+    }
+    for bomb in ("png-25mp", "jpeg-huge", "png-chunks"):  # refused from the header: nothing decoded
         assert rows[bomb]["status"] == ["422"] and len(rows[bomb]["ms"]) == 2
     for allowed in ("png-4mp-noise", "jpeg-64mp", "photo"):
         assert rows[allowed]["status"] == ["200"]
