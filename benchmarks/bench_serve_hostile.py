@@ -309,6 +309,7 @@ def main() -> None:
     )
     p.add_argument("--wait", type=float, default=25.0, help="seconds to wait for closes (25)")
     p.add_argument("--baseline", action="store_true", help="also run plain uvicorn (before)")
+    p.add_argument("--out", type=Path, default=RESULTS / "serve-hostile.json", help="the JSON")
     args = p.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < args.idle + 200 <= hard:
@@ -342,8 +343,8 @@ def main() -> None:
     info = machine_info()
     info["lscpu_model"] = lscpu_model()
     out = write_json(
-        RESULTS / "serve-hostile.json",
-        {"machine": info, "settings": vars(args), "rows": rows},
+        args.out,
+        {"machine": info, "settings": {**vars(args), "out": str(args.out)}, "rows": rows},
     )
     print(f"wrote {out}")
 
