@@ -25,6 +25,12 @@ from .indexes.base import ReadWriteLock
 from .search import Segments
 from .store import Store
 
+MAX_DROPPED = 256
+"""Excluded ids up to which a query without a filter searches deeper and drops them.
+
+More than this (or any filter) become a row mask pushed into the index instead.
+"""
+
 if TYPE_CHECKING:
     from .crop import Region
     from .duplicates import DuplicateGroup
@@ -182,19 +188,29 @@ def run(
             f"distinct={p.distinct!r} names no metadata field; the catalogue has "
             f"{sorted(store.fields) or 'none'}"
         )
-    allowed = allowed_rows(store, segments, version, p.expr, p.func, p.skip)
+    drop: set[int] = set()
+    if p.expr is None and p.func is None and len(p.skip) <= MAX_DROPPED:
+        # a few excluded ids (similar_to's own item): search a little deeper and drop
+        # them, rather than a row mask over the whole catalogue pushed into the index
+        drop = {store.rows[i] for i in p.skip if hashable(i) and i in store.rows}
+        allowed = None
+    else:
+        allowed = allowed_rows(store, segments, version, p.expr, p.func, p.skip)
     if p.distinct is False:
-        found = search_rows(store, segments, queries, k, allowed, p.expr)
-        return [results(store, s, r, p.min_score, resolve) for s, r in found]
+        depth = min(len(store), k + len(drop))
+        found = search_rows(store, segments, queries, depth, allowed, p.expr)
+        return [results(store, *_without(s, r, drop, k), p.min_score, resolve) for s, r in found]
     seeds = [] if p.seed is None else [store.row_of(p.seed)]
     available = len(store) if allowed is None else int(allowed.sum())
-    fetch = min(available, 2 * k + 8)
+    fetch = min(available, 2 * k + 8 + len(drop))
     out = []
     for j, (s, r) in enumerate(search_rows(store, segments, queries, fetch, allowed, p.expr)):
         while True:
             s, r = s[r >= 0], r[r >= 0]
+            got = len(r)
+            s, r = _without(s, r, drop, len(r))
             keep = distinct_rows(store, r, p.distinct, seeds)
-            if len(keep) >= k or len(r) < fetch or fetch >= available:
+            if len(keep) >= k or got < fetch or fetch >= available:
                 break
             fetch = min(available, 4 * fetch)  # too many repeats: look further
             s, r = search_rows(store, segments, queries[j : j + 1], fetch, allowed, p.expr)[0]
@@ -202,6 +218,16 @@ def run(
         order = np.array([position[row] for row in keep], np.int64)
         out.append(results(store, s[order][:k], r[order][:k], p.min_score, resolve))
     return out
+
+
+def _without(
+    scores: np.ndarray, rows: np.ndarray, drop: set[int], k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``k`` of the ranked ``(scores, rows)`` whose row is not in ``drop``."""
+    if drop:
+        keep = np.fromiter((r not in drop for r in rows.tolist()), bool, len(rows))
+        scores, rows = scores[keep], rows[keep]
+    return scores[:k], rows[:k]
 
 
 def distinct_rows(store: Store, rows: np.ndarray, distinct: Any, seeds: list[int]) -> list[int]:

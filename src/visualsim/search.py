@@ -581,8 +581,7 @@ class Segments:
             scores, labels = self.index.search_labels(queries, k, allowed=allowed)
         else:
             scores, labels = _generic_search(self.index, queries, k, allowed, len(store))
-        rows = None if allowed is None else allowed
-        return _keep_found(store, queries, k, scores, labels, want, rows, np.arange(upto))
+        return _keep_found(store, queries, k, scores, labels, want, allowed, None, upto)
 
     def _search_parts(
         self, store: Store, queries: np.ndarray, k: int, allowed: np.ndarray, parts: list[_Part]
@@ -606,7 +605,9 @@ class Segments:
                 sel = None if m == len(rows) else local
                 scores, labels = part.index.search_labels(queries, k, allowed=sel)
                 mapped = np.where(labels >= 0, rows[np.maximum(labels, 0)], -1)
-                res = _keep_found(store, queries, k, scores, mapped, min(k, m), local, rows)
+                res = _keep_found(
+                    store, queries, k, scores, mapped, min(k, m), local, rows, len(rows)
+                )
             for j, r in enumerate(res):
                 found[j].append(r)
         if moved:
@@ -651,12 +652,15 @@ def _keep_found(
     rows_found: np.ndarray,
     want: int,
     allowed: np.ndarray | None,
-    rows: np.ndarray,
+    rows: np.ndarray | None,
+    n: int,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Drop the ``-1`` padding; queries the index answered short are scored exactly.
 
-    ``allowed`` masks ``rows`` (the candidates of the search: store rows), or
-    is ``None`` when every one of them is allowed.
+    ``rows`` are the ``n`` candidates of the search (store rows; ``None``: rows
+    ``0..n-1``, made only when a query was answered short, so a query costs
+    nothing per catalogue row); ``allowed`` masks them, or is ``None`` when
+    every one of them is allowed.
     """
     out = []
     short = []
@@ -666,7 +670,10 @@ def _keep_found(
         if keep.sum() < want:
             short.append(j)
     if short:  # the approximate index found too few: answer those exactly
-        pool = rows if allowed is None else rows[allowed]
+        if rows is None:
+            pool = np.arange(n) if allowed is None else np.flatnonzero(allowed[:n])
+        else:
+            pool = rows if allowed is None else rows[allowed]
         exact = score_rows(store, queries[short], k, np.asarray(pool, np.int64))
         for j, res in zip(short, exact, strict=True):
             out[j] = res
