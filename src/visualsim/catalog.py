@@ -54,7 +54,7 @@ from .errors import (
     VisualsimError,
 )
 from .ids import Id, check_ids
-from .store import KINDS, Store, _Grow
+from .store import KINDS, Store, _Grow, _Zeros
 
 if TYPE_CHECKING:  # pragma: no cover
     from .search import Segments
@@ -282,11 +282,24 @@ def _write_all(
             }
             put(names["vectors"], lambda p: P.write_npy(p, store.vectors.view[rows]))
             put(names["ids"], lambda p: P.write_text(p, json.dumps(store.ids[rows])))
+            fields, present, ints, floats = store.typed_arrays(start, store.n_rows)
+            typed = {f["name"] for f in fields}
+            others = [name for name in store.columns if name not in typed]
             lines = "".join(
-                json.dumps(store.metadata(r), allow_nan=False) + "\n"
+                json.dumps(store.metadata(r, only=others), allow_nan=False) + "\n"
                 for r in range(start, store.n_rows)
             )
             put(names["metadata"], lambda p: P.write_text(p, lines))
+            if fields:  # dense typed columns as arrays: read back without parsing each value
+                spec = {"fields": fields, "order": list(store.columns)}
+                names["columns"] = f"{cid}.columns.json"
+                names["present"] = f"{cid}.present.npy"
+                names["ints"] = f"{cid}.ints.npy"
+                names["floats"] = f"{cid}.floats.npy"
+                put(names["columns"], lambda p: P.write_text(p, json.dumps(spec)))
+                put(names["present"], lambda p: P.write_npy(p, present))
+                put(names["ints"], lambda p: P.write_npy(p, ints))
+                put(names["floats"], lambda p: P.write_npy(p, floats))
             src = {"sources": store.sources[rows], "sha256": store.hashes[rows]}
             put(names["sources"], lambda p: P.write_text(p, json.dumps(src)))
             if store.printed.view[rows].any():
@@ -328,7 +341,11 @@ def _write_all(
                 keep.add(index_dir)
             else:
                 index_dir = f"index-{tag}"
-                segments.index.save(folder / index_dir)
+                if getattr(segments.index, "can_save_without_vectors", False):
+                    # its rows are the chunks' first rows: kept once, in the chunks
+                    segments.index.save(folder / index_dir, vectors=False)
+                else:
+                    segments.index.save(folder / index_dir)
                 written.append(index_dir)
         partitions_dir = None
         parts = segments.partitions
@@ -486,7 +503,7 @@ def load_catalog(
     *,
     index: Any = None,
     extractor: Any = None,
-    mmap: bool = False,
+    mmap: bool | None = None,
     verify: bool = True,
     allow_mismatch: bool = False,
 ) -> CatalogState:
@@ -515,7 +532,7 @@ def _load(
     *,
     index: Any,
     extractor: Any,
-    mmap: bool,
+    mmap: bool | None,
     verify: bool,
     allow_mismatch: bool,
 ) -> CatalogState:
@@ -557,6 +574,8 @@ def _load(
                 f"{expected}-d ones"
             )
         overrides = _overrides_of(path, manifest)
+        if mmap is None:  # map the vectors where an index keeps its own copy to search
+            mmap = index is None and _searches_own_copy(manifest.get("index"))
         store = _read_store(path, manifest, layout, mmap=mmap, overrides=overrides)
         root = manifest.get("image_root")
         image_root = None
@@ -578,9 +597,11 @@ def _load(
             elif not segments.exact:
                 if not isinstance(index_dir, str):
                     raise CatalogError(f"{where}: field 'index_dir' is missing")
-                loaded = load_index(P.safe_child(path, index_dir, kind="dir"), verify=False)
+                loaded: Any = load_index(P.safe_child(path, index_dir, kind="dir"), verify=False)
                 segments.index = loaded
                 _check_index(where, loaded, layout, segments)
+                if getattr(loaded, "needs_vectors", False):  # saved as a graph: rows from chunks
+                    loaded.attach_vectors(_row_reader(path, layout))
             if manifest.get("catalog_uid") is not None:
                 segments.indexed_upto = layout["indexed_upto"] if not segments.exact else 0
             if segments.native:
@@ -616,7 +637,7 @@ def _load(
                     if isinstance(r, Mapping)
                 ]
         if verify and index is None and not segments.exact and not segments.native:
-            _verify_index(where, store, segments)
+            _verify_index(where, store, segments, _row_reader(path, layout))
             _verify_partitions(where, store, segments)
         if extractor is not None:
             raw = reducer is None and transform is None
@@ -683,12 +704,18 @@ def _check_runtime(
     check_runtime_compatible(saved, extractor, paths, stored)
 
 
-_CHUNK_FILES = ("vectors", "ids", "metadata", "sources", "fingerprints")
+_TYPED_FILES = ("columns", "present", "ints", "floats")
+"""A chunk's dense typed metadata columns as arrays (all four, or none)."""
+_CHUNK_FILES = ("vectors", "ids", "metadata", "sources", "fingerprints", *_TYPED_FILES)
 """The files a chunk names; all but the optional ones are required."""
-_OPTIONAL_CHUNK_FILES = ("sources", "fingerprints")
+_OPTIONAL_CHUNK_FILES = ("sources", "fingerprints", *_TYPED_FILES)
 """``sources`` is absent in format 1; ``fingerprints`` before 0.2 and where no row has one
 (``<chunk>.fingerprints.npy``: ``uint8``, one row per item, a 0/1 "has one" column, then
-the duplicate detector's fingerprint, :mod:`visualsim.duplicates`)."""
+the duplicate detector's fingerprint, :mod:`visualsim.duplicates`); the typed columns
+before 0.3 and where no field is dense (``<chunk>.columns.json`` names each field, its
+kind, its column in ``<chunk>.ints.npy`` (int64: integers, booleans, string codes) or
+``<chunk>.floats.npy`` (float64), and a string field's values; ``<chunk>.present.npy``
+marks the rows that have one; the other fields stay in ``<chunk>.metadata.jsonl``)."""
 
 
 def _chunk_file(where: str, i: int, chunk: Mapping[str, Any], key: str) -> str | None:
@@ -795,6 +822,7 @@ def _read_store(
     sources: list[str | None] = []
     hashes: list[str | None] = []
     print_parts: list[np.ndarray] = []
+    typed_parts: list[_TypedPart] = []
     for i, c in enumerate(chunks):
         n = c["stop"] - c["start"]
         vec_parts.append(
@@ -814,6 +842,8 @@ def _read_store(
         if len(rows) != n:
             raise CatalogError(f"{path / c['metadata']}: expected {n} lines, found {len(rows)}")
         metas.extend(rows)
+        if _chunk_file(where, i, c, "columns") is not None:
+            typed_parts.append(_read_typed(path, where, i, c))
         if _chunk_file(where, i, c, "sources") is not None:
             src = P.read_json(P.safe_child(path, c["sources"]))
             s_list = src.get("sources") if isinstance(src, Mapping) else None
@@ -841,11 +871,14 @@ def _read_store(
                 raise CatalogError(f"{path / c['fingerprints']}: the first column must be 0 or 1")
             print_parts.append(np.asarray(prints))
         else:
-            print_parts.append(np.zeros((n, FINGERPRINT_BYTES + 1), np.uint8))
+            print_parts.append(np.zeros((n, 0), np.uint8))  # none: rows of zeros, kept free
     for row, meta in overrides.items():
         if row >= len(metas):
             raise CatalogError(f"{where}: an override names row {row}, past the last row")
         metas[row] = meta
+        for part in typed_parts:  # the override holds the row's whole metadata
+            if part.start <= row < part.start + len(part.present):
+                part.present[row - part.start] = False
     dead = np.zeros(0, np.int64)
     if manifest.get("dead"):
         dead = P.load_npy(P.safe_child(path, manifest["dead"]), dtypes=("int64",), shape=(None,))
@@ -873,22 +906,218 @@ def _read_store(
             f"{where}: 'count' says {layout['count']} items but {len(store.rows)} rows are live"
         )
     store.sources, store.hashes = sources, hashes
-    prints = (
-        np.concatenate(print_parts)
-        if print_parts
-        else np.zeros((0, FINGERPRINT_BYTES + 1), np.uint8)
-    )
-    store.printed = _Grow.of(prints[:, 0].astype(bool), fill=False)
-    store.fingerprints = _Grow.of(np.ascontiguousarray(prints[:, 1:]))
+    if any(part.shape[1] for part in print_parts):
+        prints = np.concatenate(
+            [
+                part if part.shape[1] else np.zeros((len(part), FINGERPRINT_BYTES + 1), np.uint8)
+                for part in print_parts
+            ]
+        )
+        store.printed = _Grow.of(prints[:, 0].astype(bool), fill=False)
+        store.fingerprints = _Zeros.of(np.ascontiguousarray(prints[:, 1:]))
+    else:  # no item has a fingerprint (added as vectors): no memory for them
+        store.printed = _Grow.of(np.zeros(layout["rows"], dtype=bool), fill=False)
+        store.fingerprints = _Zeros(np.uint8, FINGERPRINT_BYTES)
+        store.fingerprints.pad(layout["rows"])
     # typed columns: the saved kinds are declared so numbers stay numbers
     saved_declared = store.declared
     store.declared = {**layout["fields"], **saved_declared}
     try:
+        _set_typed(store, typed_parts, layout, metas)
         store._set_column_values(0, metas)
+    except CatalogError:
+        raise
     except Exception as exc:
         raise CatalogError(f"{where}: stored metadata does not fit its fields: {exc}") from None
     store.declared = saved_declared
+    if typed_parts:  # the fields in the order they were first added (as saved)
+        order = {name: i for i, name in enumerate(typed_parts[-1].order)}
+        store.columns = dict(
+            sorted(store.columns.items(), key=lambda item: order.get(item[0], len(order)))
+        )
     return store
+
+
+@dataclass
+class _TypedPart:
+    """One chunk's typed columns as read: its first row, fields and arrays."""
+
+    start: int
+    fields: list[dict[str, Any]]
+    order: list[str]
+    present: np.ndarray
+    ints: np.ndarray
+    floats: np.ndarray
+
+
+def _read_typed(path: Path, where: str, i: int, c: Mapping[str, Any]) -> _TypedPart:
+    """Read and check a chunk's typed columns (:data:`_TYPED_FILES`)."""
+    n = c["stop"] - c["start"]
+    names = {key: _chunk_file(where, i, c, key) for key in _TYPED_FILES}
+    missing = [key for key, name in names.items() if name is None]
+    if missing:
+        raise CatalogError(f"{where}: chunks[{i}] names typed columns but not its {missing}")
+    spec_file = P.safe_child(path, str(names["columns"]))
+    spec = P.read_json(spec_file)
+    fields = spec.get("fields") if isinstance(spec, Mapping) else None
+    order = spec.get("order", []) if isinstance(spec, Mapping) else None
+    if not isinstance(fields, list) or not isinstance(order, list):
+        raise CatalogError(f"{spec_file}: expected an object with 'fields' and 'order' lists")
+    if not all(isinstance(name, str) for name in order):
+        raise CatalogError(f"{spec_file}: 'order' must list field names")
+    present = P.load_npy(
+        P.safe_child(path, str(names["present"])), dtypes=("bool",), shape=(n, len(fields))
+    )
+    ints = P.load_npy(P.safe_child(path, str(names["ints"])), dtypes=("int64",), shape=(n, None))
+    floats = P.load_npy(
+        P.safe_child(path, str(names["floats"])), dtypes=("float64",), shape=(n, None)
+    )
+    seen: set[str] = set()
+    for j, f in enumerate(fields):
+        kind = f.get("kind") if isinstance(f, Mapping) else None
+        name = f.get("name") if isinstance(f, Mapping) else None
+        column = f.get("column") if isinstance(f, Mapping) else None
+        width = floats.shape[1] if kind == "float" else ints.shape[1]
+        if (
+            not isinstance(name, str)
+            or name in seen
+            or kind not in ("str", "int", "float", "bool")
+            or isinstance(column, bool)
+            or not isinstance(column, int)
+            or not 0 <= column < width
+        ):
+            raise CatalogError(
+                f"{spec_file}: fields[{j}] must name a new field, its kind and column"
+            )
+        seen.add(name)
+        values = (floats if kind == "float" else ints)[:, column][present[:, j]]
+        if kind == "str":
+            cats = f.get("categories")
+            if not isinstance(cats, list) or not all(isinstance(v, str) for v in cats):
+                raise CatalogError(f"{spec_file}: fields[{j}].categories must list strings")
+            ok = len(values) == 0 or (values.min() >= 0 and values.max() < len(cats))
+        elif kind == "bool":
+            ok = len(values) == 0 or (values.min() >= 0 and values.max() <= 1)
+        elif kind == "float":
+            ok = bool(np.isfinite(values).all())
+        else:
+            ok = True
+        if not ok:
+            raise CatalogError(f"{spec_file}: field {name!r} holds values out of range")
+    return _TypedPart(int(c["start"]), fields, order, np.array(present), ints, floats)
+
+
+def _set_typed(
+    store: Store,
+    parts: list[_TypedPart],
+    layout: Mapping[str, Any],
+    metas: list[dict[str, Any]],
+) -> None:
+    """Build the columns saved as arrays; a field they cannot build goes through ``metas``.
+
+    A field is built from its arrays when every chunk saved it as the kind the
+    catalogue holds it as (integers may become floats); otherwise (a field that
+    became ``json`` later) its values are decoded into ``metas``, row by row.
+    """
+    from .store import Column
+
+    n = layout["rows"]
+    by_field: dict[str, list[tuple[_TypedPart, dict[str, Any], int]]] = {}
+    for part in parts:
+        for j, f in enumerate(part.fields):
+            by_field.setdefault(f["name"], []).append((part, f, j))
+    for name, entries in by_field.items():
+        kinds = {f["kind"] for _, f, _ in entries}
+        final = layout["fields"].get(name) or (next(iter(kinds)) if len(kinds) == 1 else "json")
+        fast = kinds == {final} or (final == "float" and kinds <= {"int", "float"})
+        if not fast:
+            for part, f, j in entries:
+                for offset in np.flatnonzero(part.present[:, j]).tolist():
+                    metas[part.start + offset][name] = _typed_value(part, f, j, offset)
+            continue
+        present = np.zeros(n, dtype=bool)
+        if final == "float":
+            values: np.ndarray = np.zeros(n, dtype=np.float64)
+        else:
+            values = np.zeros(n, dtype=np.int64)
+        categories: dict[str, int] = {}
+        for part, f, j in entries:
+            rows = slice(part.start, part.start + len(part.present))
+            column = (part.floats if f["kind"] == "float" else part.ints)[:, f["column"]]
+            if final == "str":
+                codes = np.array(
+                    [categories.setdefault(v, len(categories)) for v in f["categories"]],
+                    dtype=np.int64,
+                )
+                column = codes[column] if len(codes) else np.zeros_like(column)
+            present[rows] = part.present[:, j]
+            values[rows] = column
+        store.columns[name] = Column.from_arrays(final, present, values, list(categories))
+
+
+def _typed_value(part: _TypedPart, f: Mapping[str, Any], j: int, offset: int) -> Any:
+    """One saved typed value as the plain Python value it was."""
+    if f["kind"] == "float":
+        return float(part.floats[offset, f["column"]])
+    raw = int(part.ints[offset, f["column"]])
+    if f["kind"] == "str":
+        return f["categories"][raw]
+    return bool(raw) if f["kind"] == "bool" else raw
+
+
+def _searches_own_copy(spec: Any) -> bool:
+    """Whether the saved index spec names an approximate backend, which keeps its own vectors."""
+    from .indexes.base import INDEXES
+
+    if not isinstance(spec, Mapping) or not isinstance(spec.get("name"), str):
+        return False
+    try:
+        cls = INDEXES.get(spec["name"])
+    except (KeyError, ValueError, VisualsimError):
+        return False
+    return not getattr(cls, "is_exact", False) and not getattr(cls, "filters_natively", False)
+
+
+def _row_reader(path: Path, layout: Mapping[str, Any]) -> Any:
+    """Return ``read(rows) -> float32 vectors`` reading the chunk files themselves.
+
+    Plain file reads, so what an index copies in (:meth:`HNSWIndex.attach_vectors`)
+    leaves no memory map resident; the files' headers were checked on load.
+    """
+    dim, dtype = int(layout["dim"]), np.dtype(layout["storage"])
+    chunks = layout["chunks"]
+    starts = np.array([c["start"] for c in chunks], dtype=np.int64)
+    files = [P.safe_child(path, c["vectors"]) for c in chunks]
+    offsets = [P.read_npy_header(f)[3] for f in files]
+    row_bytes = dim * dtype.itemsize
+
+    def read(rows: np.ndarray) -> np.ndarray:
+        rows = np.asarray(rows, dtype=np.int64)
+        out = np.empty((len(rows), dim), dtype=np.float32)
+        i = 0
+        while i < len(rows):
+            c = int(np.searchsorted(starts, rows[i], side="right")) - 1
+            start, stop = int(chunks[c]["start"]), int(chunks[c]["stop"])
+            j = i + int(np.searchsorted(rows[i:], stop, side="left"))  # rows increase
+            seg = rows[i:j]
+            lo, hi = int(seg[0]), int(seg[-1]) + 1
+            if lo < start or hi > stop:
+                raise CatalogError(f"{path}: rows {lo}..{hi} are not in chunk {c}")
+            with open(files[c], "rb") as fh:
+                block = np.fromfile(
+                    fh,
+                    dtype=dtype,
+                    count=(hi - lo) * dim,
+                    offset=offsets[c] + (lo - start) * row_bytes,
+                )
+            if block.size != (hi - lo) * dim:
+                raise CatalogError(f"{files[c]} was truncated while being read")
+            block = block.reshape(hi - lo, dim)
+            out[i:j] = block if hi - lo == len(seg) else block[seg - lo]
+            i = j
+        return out
+
+    return read
 
 
 def _wrap(array: np.ndarray) -> _Grow:
@@ -1046,8 +1275,12 @@ def _check_index(where: str, index: Any, layout: Mapping[str, Any], segments: An
         raise CatalogError(f"{where}: the index's ids are not the catalogue's rows 0..{upto - 1}")
 
 
-def _verify_index(where: str, store: Store, segments: Any) -> None:
-    """Check that the index holds the sealed rows and finds their vectors there."""
+def _verify_index(where: str, store: Store, segments: Any, read_rows: Any) -> None:
+    """Check that the index holds the sealed rows and finds their vectors there.
+
+    The sampled rows are read with ``read_rows`` (from the files), so a memory
+    map of the vectors stays untouched: not resident until a query needs it.
+    """
     upto = segments.indexed_upto
     if upto:
         from .indexes.base import verify_index
@@ -1057,12 +1290,13 @@ def _verify_index(where: str, store: Store, segments: Any) -> None:
             store.vectors.view[:upto],
             list(range(upto)),
             source=where.replace("/manifest.json", "") + " (its index)",
+            read_rows=read_rows,
         )
     live = np.flatnonzero(store.alive.view[:upto])
     if not len(live):
         return
     sample = live[np.linspace(0, len(live) - 1, num=min(16, len(live))).astype(int)]
-    q = store.vectors_f32(sample)
+    q = read_rows(np.unique(sample))[np.searchsorted(np.unique(sample), sample)]
     norms = np.linalg.norm(q, axis=1, keepdims=True)
     q = (q / np.where(norms == 0, 1, norms)).astype(np.float32)
     scores, labels = segments.index.search_labels(q, 1)

@@ -34,17 +34,11 @@ def check_ids(ids: Any, *, name: str = "ids", unique: bool = True) -> list[Id]:
             f"{short_repr(ids)}; wrap a single id in a list"
         )
     raw = ids.tolist() if isinstance(ids, np.ndarray) else list(ids)
-    out: list[Id] = []
-    for item in raw:
-        if isinstance(item, str):
-            out.append(str(item))
-        elif isinstance(item, numbers.Integral) and not isinstance(item, (bool, np.bool_)):
-            out.append(int(item))
-        else:
-            raise InvalidIdError(
-                f"{name} must be strings or integers, got {short_repr(item)} "
-                f"({type(item).__name__})"
-            )
+    kinds = set(map(type, raw))
+    if kinds <= {str} or kinds <= {int}:  # plain ids (not bool, not subclasses): as they are
+        out: list[Id] = raw
+    else:
+        out = [_converted(item, name) for item in raw]
     if unique and len(set(out)) != len(out):
         counts: dict[Id, int] = {}
         for i in out:
@@ -54,6 +48,17 @@ def check_ids(ids: Any, *, name: str = "ids", unique: bool = True) -> list[Id]:
             f"{name} contain duplicates: {preview(repeated)}; every stored vector needs its own id"
         )
     return out
+
+
+def _converted(item: Any, name: str) -> Id:
+    """One id as a plain ``str``/``int`` (NumPy and subclasses converted), or refused."""
+    if isinstance(item, str):
+        return str(item)
+    if isinstance(item, numbers.Integral) and not isinstance(item, (bool, np.bool_)):
+        return int(item)
+    raise InvalidIdError(
+        f"{name} must be strings or integers, got {short_repr(item)} ({type(item).__name__})"
+    )
 
 
 def short_repr(obj: Any, limit: int = 60) -> str:

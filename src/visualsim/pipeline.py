@@ -152,7 +152,7 @@ def load_state(
     milvus_uri: str | os.PathLike[str] | None,
     milvus_token_env: str | None,
     extractor: Any,
-    mmap: bool,
+    mmap: bool | None,
     verify: bool,
     allow_mismatch: bool,
 ) -> CatalogState:

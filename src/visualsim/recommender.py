@@ -890,7 +890,7 @@ class Recommender:
         *,
         index: Any = None,
         extractor: Any = None,
-        mmap: bool = False,
+        mmap: bool | None = None,
         verify: bool = True,
         allow_mismatch: bool = False,
         milvus_uri: str | os.PathLike[str] | None = None,
@@ -908,7 +908,10 @@ class Recommender:
         extractor
             Use this extractor; one that embeds differently is a ``ConfigError``.
         mmap
-            Memory-map the stored vectors (when they are one chunk).
+            Memory-map the stored vectors (when they are one chunk) instead of
+            reading them into memory. ``None`` (the default): map them when the
+            index keeps its own copy to search (HNSW, IVF), so the catalogue's
+            copy is read only for exact scoring and costs no memory until then.
         verify
             Check every file's checksum and that the index agrees with the vectors.
         allow_mismatch

@@ -83,6 +83,72 @@ class _Grow:
         return out
 
 
+class _Zeros:
+    """Rows that cost no memory while all are zero: a :class:`_Grow` from the first other row.
+
+    The duplicate detector's fingerprints (1,216 bytes a row) are all zero for
+    items added as vectors; a catalogue of them keeps a row count and reads
+    as a read-only zero array, instead of a gigabyte of zeros per million rows.
+    """
+
+    def __init__(self, dtype: Any, width: int) -> None:
+        self._dtype = np.dtype(dtype)
+        self._width = int(width)
+        self._grow: _Grow | None = None
+        self._n = 0
+
+    @property
+    def n(self) -> int:
+        return self._grow.n if self._grow is not None else self._n
+
+    @n.setter
+    def n(self, value: int) -> None:
+        if self._grow is not None:
+            self._grow.n = value
+        else:
+            self._n = value
+
+    @property
+    def view(self) -> np.ndarray:
+        """The filled part: a view, or a read-only zero array while every row is zero."""
+        if self._grow is not None:
+            return self._grow.view
+        zero = np.zeros((1, self._width), dtype=self._dtype)
+        return np.broadcast_to(zero, (self._n, self._width))
+
+    @property
+    def materialized(self) -> bool:
+        """Whether a row other than zero was ever appended (the rows have memory)."""
+        return self._grow is not None
+
+    def pad(self, extra: int) -> None:
+        """Append ``extra`` zero rows."""
+        if self._grow is not None:
+            self._grow.pad(extra)
+        else:
+            self._n += extra
+
+    def append(self, values: np.ndarray) -> None:
+        values = np.asarray(values, dtype=self._dtype)
+        if self._grow is None:
+            if not values.any():
+                self._n += len(values)
+                return
+            self._grow = _Grow(self._dtype, self._width)
+            self._grow.pad(self._n)
+        self._grow.append(values)
+
+    @classmethod
+    def of(cls, array: np.ndarray) -> _Zeros:
+        """Rows holding a copy of ``array`` (none at all when it is all zero)."""
+        out = cls(array.dtype, array.shape[1])
+        if array.any():
+            out._grow = _Grow.of(array)
+        else:
+            out._n = len(array)
+        return out
+
+
 # --------------------------------------------------------------------------- columns
 
 
@@ -170,6 +236,40 @@ class Column:
 
     def __len__(self) -> int:
         return self._n
+
+    @classmethod
+    def from_arrays(
+        cls,
+        kind: str,
+        present: np.ndarray,
+        values: np.ndarray,
+        categories: Sequence[str] = (),
+    ) -> Column:
+        """A column over ``len(present)`` rows holding ``values`` where ``present``.
+
+        For ``kind="str"`` the values are codes into ``categories``. The column
+        is sparse or dense by the same rule as one filled value by value.
+        """
+        if kind not in _DENSE:
+            raise ConfigError(f"a column from arrays must be one of {tuple(_DENSE)}, got {kind!r}")
+        present = np.asarray(present, dtype=bool)
+        n = len(present)
+        out = cls(kind, n)
+        if kind == "str":
+            out.categories = list(categories)
+            out._code = {c: i for i, c in enumerate(out.categories)}
+        dtype, fill = _DENSE[kind]
+        rows = np.flatnonzero(present)
+        out.count = len(rows)
+        vals = np.asarray(values).astype(dtype, copy=False)
+        if out.count <= n * cls.DENSE_FILL:
+            out._sparse = dict(zip(rows.tolist(), vals[rows].tolist(), strict=True))
+            return out
+        dense = np.where(present, vals, np.asarray(fill, dtype=dtype))
+        out._sparse = None
+        out._present = _Grow.of(present, fill=False)
+        out._values = _Grow.of(dense, fill=fill)
+        return out
 
     # ------------------------------------------------------------- representation
     @property
@@ -453,7 +553,7 @@ class Store:
         self.hashes: list[str | None] = []
         # duplicate-detector fingerprints (visualsim.duplicates); ``printed`` marks the rows
         # that have one (items added as vectors, or from an older catalogue, have none)
-        self.fingerprints = _Grow(np.uint8, FINGERPRINT_BYTES)
+        self.fingerprints = _Zeros(np.uint8, FINGERPRINT_BYTES)
         self.printed = _Grow(np.bool_, fill=False)
         self.n_dead = 0
 
@@ -551,6 +651,54 @@ class Store:
                     raise ConfigError(f"metadata keys must be strings, got {name!r}")
             out.append({k: self._coerce(k, v) for k, v in meta.items()})
         return out
+
+    def typed_arrays(
+        self, start: int, stop: int
+    ) -> tuple[list[dict[str, Any]], np.ndarray, np.ndarray, np.ndarray]:
+        """The dense typed columns of rows ``[start, stop)`` as arrays, to save them as such.
+
+        Returns ``(fields, present, ints, floats)``: ``fields`` lists
+        ``{"name", "kind", "column"}`` (plus ``"categories"`` for ``str``: the
+        values its codes name) in the order of ``present``'s columns; ``column``
+        is the field's column in ``ints`` (int, bool, str codes; ``int64``) or
+        ``floats`` (``float64``). Sparse and ``json`` columns are left out: their
+        values go row by row (:meth:`metadata` with ``only``).
+        """
+        n = stop - start
+        fields: list[dict[str, Any]] = []
+        present_cols: list[np.ndarray] = []
+        int_cols: list[np.ndarray] = []
+        float_cols: list[np.ndarray] = []
+        for name, col in self.columns.items():
+            if col.sparse or col.kind == "json":
+                continue
+            present = col.present.view[start:stop]
+            values = col.values.view[start:stop]
+            entry: dict[str, Any] = {"name": name, "kind": col.kind}
+            if col.kind == "float":
+                entry["column"] = len(float_cols)
+                float_cols.append(np.where(present, values, 0.0).astype(np.float64))
+            else:
+                if col.kind == "str":
+                    used, local = np.unique(values[present], return_inverse=True)
+                    codes = np.zeros(n, dtype=np.int64)
+                    codes[present] = local
+                    entry["categories"] = [col.categories[int(c)] for c in used]
+                    values = codes
+                entry["column"] = len(int_cols)
+                int_cols.append(np.where(present, values, 0).astype(np.int64))
+            fields.append(entry)
+            present_cols.append(np.asarray(present, dtype=bool))
+
+        def stack(cols: list[np.ndarray], dtype: Any) -> np.ndarray:
+            return np.stack(cols, axis=1) if cols else np.zeros((n, 0), dtype=dtype)
+
+        return (
+            fields,
+            stack(present_cols, np.bool_),
+            stack(int_cols, np.int64),
+            stack(float_cols, np.float64),
+        )
 
     def _set_column_values(self, start: int, metas: Sequence[Mapping[str, Any]]) -> None:
         """Fill the columns for rows ``start..start+len(metas)`` (already padded)."""
@@ -657,10 +805,12 @@ class Store:
         return row
 
     # ----------------------------------------------------------------- reading
-    def metadata(self, row: int) -> dict[str, Any]:
-        """Return one row's metadata as a fresh plain dict."""
+    def metadata(self, row: int, only: Iterable[str] | None = None) -> dict[str, Any]:
+        """Return one row's metadata as a fresh plain dict (of the fields ``only``, if given)."""
         out: dict[str, Any] = {}
-        for name, col in self.columns.items():
+        columns = self.columns
+        pairs = columns.items() if only is None else ((n, columns[n]) for n in only)
+        for name, col in pairs:
             value = col.get(row)
             if value is not None:
                 out[name] = value
@@ -804,7 +954,11 @@ class Store:
         out.rows = {i: r for r, i in enumerate(out.ids)}
         out.sources = [self.sources[r] for r in keep.tolist()]
         out.hashes = [self.hashes[r] for r in keep.tolist()]
-        out.fingerprints = _Grow.of(self.fingerprints.view[keep])
+        out.fingerprints = (
+            _Zeros.of(self.fingerprints.view[keep])
+            if self.fingerprints.materialized
+            else _Zeros.of(np.zeros((len(keep), FINGERPRINT_BYTES), np.uint8))
+        )
         out.printed = _Grow.of(self.printed.view[keep], fill=False)
         for name, col in self.columns.items():
             taken = col.take(keep, retype=self.declared.get(name) != "json")

@@ -343,9 +343,11 @@ def test_load_with_another_index_and_mmap(rec: Recommender, tmp_path: Path) -> N
 
 def test_tampered_file_is_refused_with_its_name(rec: Recommender, tmp_path: Path) -> None:
     path = rec.save(tmp_path / "cat")
-    meta = path / _chunk(path)["metadata"]
+    # a dense string field is saved as typed columns: its values in columns.json
+    meta = path / _chunk(path)["columns"]
+    assert '"red"' in meta.read_text()
     meta.write_text(meta.read_text().replace('"red"', '"RED"'))
-    with pytest.raises(CatalogError, match=r"metadata\.jsonl.*(checksum|SHA-256)"):
+    with pytest.raises(CatalogError, match=r"columns\.json.*(checksum|SHA-256)"):
         Recommender.load(path)
 
 

@@ -172,7 +172,7 @@ class Index(Protocol):
         """Return the constructor parameters, JSON-safe."""
         ...
 
-    def save(self, path: PathLike) -> None:
+    def save(self, path: PathLike, *, vectors: bool = True) -> None:
         """Write the index to the directory ``path``."""
         ...
 
@@ -297,9 +297,9 @@ class IdMap:
             )
         out = cls()
         out._next = int(next_label)
-        for id_, label in zip(clean, labels.tolist(), strict=True):
-            out._label_of[id_] = label
-            out._id_at[label] = id_
+        label_list = labels.tolist()
+        out._label_of = dict(zip(clean, label_list, strict=True))
+        out._id_at = dict(zip(label_list, clean, strict=True))
         return out
 
 
@@ -386,6 +386,8 @@ class BaseIndex:
     """Whether ``add`` takes ``metadata=`` and ``search`` takes ``where=`` (see :class:`Index`)."""
     exact: ClassVar[bool] = False
     """The same as :attr:`is_exact` (its earlier name); setting either sets both."""
+    can_save_without_vectors: ClassVar[bool] = False
+    """Whether ``save(path, vectors=False)`` leaves the vectors out (HNSW: its graph alone)."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -622,7 +624,7 @@ class BaseIndex:
         except TypeError as exc:
             raise ConfigError(f"invalid config for {cls.__qualname__}: {exc}") from exc
 
-    def save(self, path: PathLike) -> None:
+    def save(self, path: PathLike, *, vectors: bool = True) -> None:
         """Write the index to the directory ``path``, atomically.
 
         The directory holds ``manifest.json`` (format version, class name,
@@ -631,6 +633,12 @@ class BaseIndex:
         temporary sibling and renamed into place, so a crash never leaves a
         half-written index at ``path``. An existing index at ``path`` is
         replaced; any other existing file or non-empty directory is refused.
+
+        ``vectors=False`` asks a backend that can (:attr:`can_save_without_vectors`)
+        to leave its copy of the vectors out, for a caller that keeps them
+        itself (a catalogue: its chunks hold them already); loaded back, such
+        an index answers only once ``attach_vectors`` has given them back.
+        Other backends save everything.
 
         Raises
         ------
@@ -643,7 +651,10 @@ class BaseIndex:
         target = Path(path)
         with P.atomic_dir(target, kind="index") as tmp:
             with self._lock.read():
-                state = self._save_state(tmp)
+                if not vectors and self.can_save_without_vectors:
+                    state = self._save_without_vectors(tmp)
+                else:
+                    state = self._save_state(tmp)
                 ids, labels, next_label = self._ids.state()
                 count = len(ids)
                 dim = self._dim
@@ -764,6 +775,10 @@ class BaseIndex:
         """Restore what ``_save_state`` wrote (ids and dim are already restored)."""
         raise NotImplementedError
 
+    def _save_without_vectors(self, directory: Path) -> dict[str, Any]:
+        """``_save_state`` without the vectors (where ``can_save_without_vectors``)."""
+        return self._save_state(directory)
+
     # ----------------------------------------------------------------- internals
 
     def _empty_error(self) -> NotFittedError:
@@ -833,6 +848,8 @@ def _keep(
 def _sorted_padded(scores: Any, labels: Any, nq: int, k: int) -> tuple[np.ndarray, np.ndarray]:
     s = np.asarray(scores, dtype=np.float32).reshape(nq, -1)
     lab = np.asarray(labels, dtype=np.int64).reshape(nq, -1)
+    if s.shape[1] == k and (lab >= 0).all() and (np.diff(s, axis=1) < 0).all():
+        return s, lab  # full, best first and no ties: already in the promised order
     s = np.where(lab < 0, -np.inf, s).astype(np.float32)
     order = np.lexsort((np.where(lab < 0, np.iinfo(np.int64).max, lab), -s), axis=-1)
     return _keep(
@@ -954,6 +971,7 @@ def verify_index(
     sample: int = 64,
     seed: int = 0,
     source: str = "the index",
+    read_rows: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> None:
     """Check that ``index`` holds exactly ``ids`` and finds their ``vectors``.
 
@@ -979,6 +997,10 @@ def verify_index(
         Seed of the sample.
     source
         What to call the index in messages (its folder).
+    read_rows
+        Return the vectors of the given (increasing) rows of ``vectors``, read
+        another way than indexing it (a catalogue reads its files, so a memory
+        map of them is left untouched).
 
     Raises
     ------
@@ -1008,7 +1030,8 @@ def verify_index(
         )
     rng = np.random.default_rng(seed)
     rows = np.sort(rng.choice(len(wanted), size=min(int(sample), len(wanted)), replace=False))
-    q = check_vectors(np.asarray(x[rows], dtype=np.float32), name="stored vectors")
+    picked = x[rows] if read_rows is None else read_rows(rows)
+    q = check_vectors(np.asarray(picked, dtype=np.float32), name="stored vectors")
     own = [wanted[r] for r in rows.tolist()]
     stored_vectors = getattr(index, "stored_vectors", None)
     if callable(stored_vectors):
@@ -1031,7 +1054,8 @@ def verify_index(
         r = row_of.get(candidate)
         if r is None:
             return False
-        other = np.asarray(x[r], dtype=np.float64)
+        one = x[r] if read_rows is None else read_rows(np.array([r]))[0]
+        other = np.asarray(one, dtype=np.float64)
         norm = float(np.linalg.norm(other))
         return norm > 0 and bool(np.allclose(other / norm, q[n], atol=2e-3))
 

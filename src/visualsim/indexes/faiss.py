@@ -12,7 +12,7 @@ import math
 import mmap
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,8 @@ from ..validation import check_int
 from .base import BaseIndex, load_array, register_index, save_array
 
 _INDEX_FILE = "index.faiss"
+_GRAPH_FILE = "graph.faiss"
+_ATTACH_BLOCK = 16_384
 _PENDING_FILE = "pending.faiss"
 _VECTORS_FILE = "vectors.npy"
 _VECTOR_LABELS_FILE = "vector_labels.npy"
@@ -134,8 +136,14 @@ def _read(
     FAISS never uses the table (it builds one for L2 only), so skipping it
     changes no result, and nothing is allocated from those header fields.
     """
-    faiss = _faiss()
     path = P.safe_child(directory, name)
+    index = _read_file(path)
+    return _check_read(path, index, expected, dim, labels)
+
+
+def _read_file(path: Path, flags: int = 0) -> Any:
+    """Read a FAISS file with allocations bounded by its size (see :func:`_read`)."""
+    faiss = _faiss()
     size = path.stat().st_size
     _refuse_external_lists(path)
     with _READ_LOCK:
@@ -144,7 +152,7 @@ def _read(
         faiss.set_deserialization_vector_byte_limit(8 * size + (1 << 20))
         faiss.set_deserialization_loop_limit(size + (1 << 16))
         try:
-            index = faiss.read_index(str(path), faiss.IO_FLAG_SKIP_PRECOMPUTE_TABLE)
+            return faiss.read_index(str(path), faiss.IO_FLAG_SKIP_PRECOMPUTE_TABLE | flags)
         except (RuntimeError, MemoryError) as exc:
             raise CatalogError(
                 f"cannot read FAISS index {path}: {str(exc)[:300]}; the file is damaged"
@@ -152,6 +160,13 @@ def _read(
         finally:
             faiss.set_deserialization_vector_byte_limit(limit)
             faiss.set_deserialization_loop_limit(loops)
+
+
+def _check_read(
+    path: Path, index: Any, expected: tuple[str, ...], dim: int | None, labels: np.ndarray
+) -> Any:
+    """Check a FAISS index read from ``path`` (see :func:`_read`); return it."""
+    faiss = _faiss()
     kind = type(index).__name__
     if kind not in expected:
         raise CatalogError(f"{path} holds a FAISS {kind}, expected {' or '.join(expected)}")
@@ -215,6 +230,8 @@ def _check_hnsw(path: Path, index: Any) -> None:
     faiss = _faiss()
     hnsw = index.hnsw
     n = int(index.ntotal)
+    if index.storage is None:
+        raise CatalogError(f"{path}: the HNSW graph has no vectors; the index is incomplete")
     storage = faiss.downcast_index(index.storage)
     levels = faiss.vector_to_array(hnsw.levels)
     offsets = faiss.vector_to_array(hnsw.offsets).astype(np.int64)
@@ -786,6 +803,16 @@ class HNSWIndex(BaseIndex):
         self.ef_search = ef_search
         self.ef_construction = ef_construction
         self.index_: Any = None
+        self._graph: Any = None  # a graph loaded without its vectors, until attach_vectors
+        self._cached_params: tuple[int, Any] | None = None
+
+    can_save_without_vectors = True
+
+    def _detached_error(self) -> CatalogError:
+        return CatalogError(
+            "this HNSW index was saved without its vectors (its catalogue keeps them): load "
+            "the catalogue with Recommender.load, or give them back with attach_vectors()"
+        )
 
     def _new_index(self, dim: int) -> Any:
         faiss = _faiss()
@@ -795,11 +822,15 @@ class HNSWIndex(BaseIndex):
         return faiss.IndexIDMap2(hnsw)
 
     def _add(self, x: np.ndarray, labels: np.ndarray) -> None:
+        if self._graph is not None:
+            raise self._detached_error()
         if self.index_ is None:
             self.index_ = self._new_index(x.shape[1])
         self.index_.add_with_ids(x, labels)
 
     def _remove(self, labels: np.ndarray) -> None:
+        if self._graph is not None:
+            raise self._detached_error()
         x, stored = _flat_contents(self.index_)
         keep = ~np.isin(stored, labels)
         rebuilt = self._new_index(x.shape[1])
@@ -807,9 +838,16 @@ class HNSWIndex(BaseIndex):
             rebuilt.add_with_ids(np.ascontiguousarray(x[keep]), stored[keep])
         self.index_ = rebuilt
 
+    def _params(self, ef: int) -> Any:
+        """Search parameters for ``ef`` (reused: making them costs a tenth of a query)."""
+        cached = self._cached_params
+        if cached is None or cached[0] != ef:
+            cached = self._cached_params = (ef, _faiss().SearchParametersHNSW(efSearch=ef))
+        return cached[1]
+
     def _search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         faiss = _faiss()
-        params = faiss.SearchParametersHNSW(efSearch=max(int(self.ef_search), k))
+        params = self._params(max(int(self.ef_search), k))
         scores, labels = self.index_.search(q, k, params=params)
         short = np.flatnonzero((labels < 0).any(axis=1))
         if len(short):  # the graph missed some: answer those queries exactly
@@ -829,15 +867,116 @@ class HNSWIndex(BaseIndex):
         scores, labels = self.index_.search(q, k, params=params)
         return scores, labels
 
+    def _is_ready(self) -> bool:
+        return self._graph is None
+
+    def _prepare(self) -> None:
+        raise self._detached_error()
+
     def _save_state(self, directory: Path) -> dict[str, Any]:
+        if self._graph is not None:
+            raise self._detached_error()
         if self.index_ is not None:
             _write(self.index_, directory / _INDEX_FILE)
         return {"has_index": self.index_ is not None}
 
+    def _save_without_vectors(self, directory: Path) -> dict[str, Any]:
+        """Write the graph alone (``IO_FLAG_SKIP_STORAGE``); its vectors stay with the caller."""
+        if self._graph is not None or self.index_ is None:
+            return self._save_state(directory)
+        faiss = _faiss()
+        held = faiss.vector_to_array(self.index_.id_map)
+        if not np.array_equal(held, self._ids.labels):  # positions not in label order
+            return self._save_state(directory)
+        inner = faiss.downcast_index(self.index_.index)
+        faiss.write_index(inner, str(directory / _GRAPH_FILE), faiss.IO_FLAG_SKIP_STORAGE)
+        return {"has_index": True, "vectors": "outside"}
+
+    @property
+    def needs_vectors(self) -> bool:
+        """Whether this index was loaded without its vectors (see :meth:`attach_vectors`)."""
+        return self._graph is not None
+
+    def attach_vectors(self, read: Callable[[np.ndarray], np.ndarray]) -> None:
+        """Give an index saved with ``save(path, vectors=False)`` its vectors back.
+
+        Parameters
+        ----------
+        read
+            Called with blocks of internal labels (increasing, every stored one
+            once); returns their vectors, ``float32`` ``(len(labels), dim)``,
+            exactly as they were added (a catalogue reads its own files).
+
+        Raises
+        ------
+        CatalogError
+            ``read`` returned another shape, or the graph does not fit the vectors.
+        """
+        faiss = _faiss()
+        with self._lock.write():
+            graph = self._graph
+            if graph is None:
+                return
+            labels = self._ids.labels
+            n, d = len(labels), int(graph.d)
+            flat = faiss.IndexFlatIP(d)
+            flat.codes.resize(n * d * 4)  # one allocation, filled in place
+            xb = faiss.rev_swig_ptr(flat.get_xb(), n * d).reshape(n, d) if n else None
+            for lo in range(0, n, _ATTACH_BLOCK):
+                want = labels[lo : lo + _ATTACH_BLOCK]
+                block = np.asarray(read(want))
+                if block.shape != (len(want), d):
+                    raise CatalogError(
+                        f"attach_vectors: read() returned shape {block.shape} for "
+                        f"{len(want)} labels of {d}-d vectors"
+                    )
+                assert xb is not None
+                xb[lo : lo + len(want)] = block
+            flat.ntotal = n
+            graph.storage = flat
+            graph.own_fields = True
+            flat.this.disown()  # the graph owns and frees it now
+            _check_hnsw(Path("<attached>"), graph)
+            wrapper = faiss.IndexIDMap2(
+                faiss.IndexHNSWFlat(d, int(self.M), faiss.METRIC_INNER_PRODUCT)
+            )
+            wrapper.index = graph  # the id map's constructor takes only an empty index
+            wrapper.referenced_objects = [graph]
+            faiss.copy_array_to_vector(np.ascontiguousarray(labels, np.int64), wrapper.id_map)
+            wrapper.ntotal = n
+            wrapper.construct_rev_map()
+            graph.hnsw.efSearch = int(self.ef_search)
+            self.index_, self._graph = wrapper, None
+
     def _stored_rows(self, labels: np.ndarray) -> np.ndarray | None:
+        if self._graph is not None:
+            raise self._detached_error()
         return _reconstruct(self.index_, labels)
 
     def _load_state(self, directory: Path, state: Mapping[str, Any]) -> None:
+        where = directory / "manifest.json"
+        outside = state.get("vectors", "inside")
+        if outside not in ("inside", "outside"):
+            raise CatalogError(f"{where}: field 'state.vectors' must be 'inside' or 'outside'")
+        if outside == "outside":
+            if not _has_index(directory, state, len(self)):
+                raise CatalogError(f"{where}: vectors outside but no graph")
+            path = P.safe_child(directory, _GRAPH_FILE)
+            graph = _read_file(path)
+            faiss = _faiss()
+            if not isinstance(graph, faiss.IndexHNSWFlat) or graph.storage is not None:
+                raise CatalogError(f"{path} is not an HNSW graph saved without its vectors")
+            if self.dim is not None and graph.d != self.dim:
+                raise CatalogError(
+                    f"{path} holds a {graph.d}-d graph, the manifest says {self.dim}"
+                )
+            if graph.ntotal != len(self) or graph.metric_type != faiss.METRIC_INNER_PRODUCT:
+                raise CatalogError(
+                    f"{path} links {graph.ntotal} vectors by {graph.metric_type}; the manifest "
+                    f"says {len(self)} by inner product"
+                )
+            self.index_, self._graph = None, graph
+            return
         if _has_index(directory, state, len(self)):
             self.index_ = _read(
                 directory, _INDEX_FILE, ("IndexIDMap2",), self.dim, self._ids.labels

@@ -41,7 +41,9 @@ def _read_bytes(path: Path, max_bytes: int) -> bytes:
                 f"{_err_path(path)} is {st.st_size:,} bytes, more than the {max_bytes:,} "
                 "allowed for it; the file is damaged or not a visualsim file"
             )
-        data = fh.read(max_bytes + 1)
+        data = fh.read(st.st_size + 1)  # not read(max_bytes + 1): that allocates max_bytes
+        if len(data) > st.st_size:  # it grew while being read: read on, up to the limit
+            data += fh.read(max_bytes + 1 - len(data))
     if len(data) > max_bytes:
         raise CatalogError(f"{_err_path(path)} grew past {max_bytes:,} bytes while being read")
     return data
@@ -328,17 +330,42 @@ def load_npy(
                 raise CatalogError(f"{name} was truncated while being read")
         arr = out.T if fortran else out
     if finite and arr.dtype.kind == "f":
-        check_finite_rows(arr, source=name)
+        if isinstance(arr, np.memmap):  # read the file, so the map stays untouched (not resident)
+            _check_finite_file(file, dtype, got, offset, source=name)
+        else:
+            check_finite_rows(arr, source=name)
     return arr
 
 
-def check_finite_rows(arr: np.ndarray, *, source: str, chunk: int = 65_536) -> None:
-    """Raise :class:`CatalogError` naming the first rows of ``arr`` holding NaN or ±inf."""
+def _check_finite_file(
+    file: Path, dtype: np.dtype[Any], shape: tuple[int, ...], offset: int, *, source: str
+) -> None:
+    """:func:`check_finite_rows` over a C-order ``.npy`` file's data, read in blocks."""
+    width = math.prod(shape[1:]) if len(shape) > 1 else 1
+    rows = shape[0] if shape else 1
+    block = max(1, (1 << 24) // max(width * dtype.itemsize, 1))
+    with open(file, "rb") as fh:
+        fh.seek(offset)
+        for start in range(0, rows, block):
+            n = min(block, rows - start)
+            part = np.fromfile(fh, dtype=dtype, count=n * width)
+            if part.size != n * width:
+                raise CatalogError(f"{source} was truncated while being read")
+            check_finite_rows(part.reshape(n, width), source=source, first_row=start)
+
+
+def check_finite_rows(
+    arr: np.ndarray, *, source: str, chunk: int = 65_536, first_row: int = 0
+) -> None:
+    """Raise :class:`CatalogError` naming the first rows of ``arr`` holding NaN or ±inf.
+
+    ``first_row`` is the number of ``arr``'s first row in messages (a block of a larger array).
+    """
     rows = arr.reshape(len(arr), -1) if arr.ndim >= 1 and len(arr) else arr.reshape(1, -1)
     for start in range(0, len(rows), chunk):
         ok = np.isfinite(rows[start : start + chunk]).all(axis=1)
         if not ok.all():
-            bad = (np.flatnonzero(~ok)[:5] + start).tolist()
+            bad = (np.flatnonzero(~ok)[:5] + start + first_row).tolist()
             raise CatalogError(
                 f"{source} holds NaN or infinite values in row(s) {bad}; the file is damaged"
             )
