@@ -108,11 +108,29 @@ def score_rows(
 
 def top_k(scores: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Return the ``k`` best ``(scores, rows)`` of one query, ties by row."""
-    if len(scores) > k:
-        part = np.argpartition(-scores, k - 1)[:k]
-        scores, rows = scores[part], rows[part]
-    order = np.lexsort((rows, -scores))
-    return scores[order], rows[order]
+    s, r = _best(scores[None], np.asarray(rows)[None], k)
+    return s[0], r[0]
+
+
+def _best(scores: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per line of ``(nq, m)`` scores and rows: the ``k`` best by score then row, in order.
+
+    A partial sort finds them; a line where scores tie at the ``k``-th place
+    (more candidates share its score than fit) is sorted whole, so the lower
+    rows win the tie, as an exact search promises.
+    """
+    if scores.shape[1] > k:
+        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        s = np.take_along_axis(scores, part, axis=1)
+        r = np.take_along_axis(rows, part, axis=1)
+        kth = s.min(axis=1, keepdims=True)
+        tied = np.flatnonzero((scores >= kth).sum(axis=1) > k)
+        for j in tied.tolist():  # rare: the boundary's ties go by row
+            order = np.lexsort((rows[j], -scores[j]))[:k]
+            s[j], r[j] = scores[j][order], rows[j][order]
+        scores, rows = s, r
+    order = np.lexsort((rows, -scores), axis=-1)
+    return np.take_along_axis(scores, order, axis=1), np.take_along_axis(rows, order, axis=1)
 
 
 def brute_force(
@@ -165,9 +183,7 @@ class _TopK:
         cand_s = np.concatenate([self.scores, sims], axis=1)
         cand_r = np.concatenate([self.rows, np.broadcast_to(block, sims.shape)], axis=1)
         if cand_s.shape[1] > self.k:
-            part = np.argpartition(-cand_s, self.k - 1, axis=1)[:, : self.k]
-            cand_s = np.take_along_axis(cand_s, part, axis=1)
-            cand_r = np.take_along_axis(cand_r, part, axis=1)
+            cand_s, cand_r = _best(cand_s, cand_r, self.k)
         self.scores, self.rows = cand_s, cand_r
 
     def result(self, *, drop_excluded: bool = False) -> list[tuple[np.ndarray, np.ndarray]]:
