@@ -30,8 +30,9 @@ How each system is driven (the obvious public way, what a user would write):
   metadata stored; a phase-fair readers-writer lock around it for the concurrency run
   (FAISS is not safe to add to while searching);
 * hnswlib: ``space="ip"``, the filter a Python predicate on the label; the same lock;
-* usearch: ``metric="ip"``; its Python API has no predicate, so the filter fetches 40 x k
-  and widens until k pass; the same lock;
+* usearch: ``metric="ip"``, its default storage type (bf16: half-size vectors); its
+  Python API has no predicate, so the filter fetches 40 x k and widens until k pass;
+  the same lock;
 * Chroma (``PersistentClient``), LanceDB (``IVF_HNSW_SQ`` index plus a ``BITMAP`` scalar
   index on category, prefilter) and Qdrant local mode (``QdrantClient(path=...)``),
   filters in their own syntax, no lock of ours.
@@ -139,13 +140,19 @@ def _unit(x: np.ndarray) -> np.ndarray:
 def ground_truth(
     vectors: np.ndarray, queries: np.ndarray, category: np.ndarray, query_category: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Return the exact top ``K`` rows of each query, unfiltered and within its category."""
-    scores = np.empty((len(queries), len(vectors)), np.float32)
-    for start in range(0, len(vectors), 100_000):
-        scores[:, start : start + 100_000] = queries @ vectors[start : start + 100_000].T
-    exact = _top(scores)
-    masked = np.where(category[None, :] == query_category[:, None], scores, -np.inf)
-    return exact, _top(masked)
+    """Return the exact top ``K`` rows of each query, unfiltered and within its category.
+
+    Queries go 32 at a time, so memory stays ``32 x n`` scores at a million rows.
+    """
+    exact = np.empty((len(queries), K), np.int64)
+    filtered = np.empty((len(queries), K), np.int64)
+    for lo in range(0, len(queries), 32):
+        hi = min(len(queries), lo + 32)
+        scores = queries[lo:hi] @ vectors.T
+        exact[lo:hi] = _top(scores)
+        same = category[None, :] == query_category[lo:hi, None]
+        filtered[lo:hi] = _top(np.where(same, scores, -np.inf))
+    return exact, filtered
 
 
 def _top(scores: np.ndarray) -> np.ndarray:
@@ -768,6 +775,7 @@ def child_build(system_name: str, work: Path, store: Path) -> dict[str, Any]:
         "disk_bytes": disk_bytes(store),
         "build_peak_mb": peak_mb(),
         "build_baseline_mb": baseline,
+        "build_loadavg_1m": os.getloadavg()[0],
     }
 
 
@@ -837,6 +845,7 @@ def child_serve(
         "serve_peak_mb": serve_peak,
         "end_peak_mb": peak_mb(),
         "concurrency": conc,
+        "serve_loadavg_1m": os.getloadavg()[0],
     }
 
 
@@ -854,11 +863,19 @@ def installed(system: str) -> bool:
     return probe.returncode == 0
 
 
-def run_child(args: list[str], timeout: float) -> dict[str, Any]:
-    """Run this script as a child with ``args``; return its RESULT line, or an error."""
+def run_child(args: list[str], timeout: float, threads: int | None = None) -> dict[str, Any]:
+    """Run this script as a child with ``args``; return its RESULT line, or an error.
+
+    ``threads``: the child's ``OMP_NUM_THREADS`` (and BLAS's); ``None`` leaves the
+    libraries' defaults (every core).
+    """
     cmd = [sys.executable, str(Path(__file__).resolve()), *args]
+    env = dict(os.environ)
+    if threads is not None:
+        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            env[var] = str(threads)
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout:.0f} s"}
     for line in reversed(proc.stdout.splitlines()):
@@ -1052,7 +1069,10 @@ noise), k = 10, one at a time. HNSW where it applies: M = {M}, ef_construction =
 against exact (numpy) top 10s. The filter is `category == one value` (5 %), the value
 changing with the query; its recall is against the exact top 10 within that category.
 
-Machine: {machine["cpu_lscpu"]}, {machine["cores"]} cores (lscpu); Python {machine["python"]}.
+Machine: {machine["cpu_lscpu"]}, {machine["cores"]} cores (lscpu); load average
+{machine["loadavg_1m_start"]:.1f} at the start, {machine["loadavg_1m"]:.1f} at the end (other
+work shared the machine: one run's timings, not a quiet box's); Python {machine["python"]};
+OpenMP threads: {cfg.get("omp_threads") or "the libraries' default (every core)"}.
 visualsim commit `{doc["visualsim_commit"]}`{dirty}. Versions: {versions_text}.
 
 {doc["table"]}
@@ -1070,6 +1090,7 @@ How to read it:
   (the metadata columns are {fmt(doc["metadata_bytes"] / 2**20)} MB as numpy), and the
   concurrency run puts a phase-fair readers-writer lock around them (they are not safe to
   add to while searching). visualsim, Chroma, LanceDB and Qdrant use their own locking.
+- usearch keeps its default storage type, bf16: its disk and RAM hold half-size vectors.
 - "add one" is the mean of single adds (new ids, with metadata) after the queries;
   "first query after reopen" is where lazily-loading stores pay for their reopen.
 - A query set stops after {cfg["query_budget_s"]:g} s; where fewer than all were timed, it
@@ -1091,6 +1112,12 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
         "--query-budget", type=float, default=60.0, help="seconds at most per query set"
     )
     parser.add_argument("--child-timeout", type=float, default=3600.0)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="OMP_NUM_THREADS for the systems' processes (default: the libraries' own)",
+    )
     parser.add_argument("--out", default=None, help="JSON (benchmarks/results/peers-NxDIM.json)")
     parser.add_argument("--docs", default=None, help="also write the Markdown page here")
     parser.add_argument("--work", default=None, help="scratch folder (a temporary one)")
@@ -1127,6 +1154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         list(argv) if argv is not None else sys.argv[1:]
     )
     commit, edits = visualsim_commit(), visualsim_edits()
+    load_start = os.getloadavg()[0]
     print(f"CPU (lscpu): {cpu_model()}, {os.cpu_count()} cores; visualsim {commit}", flush=True)
 
     scratch = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="bench-peers-"))
@@ -1151,7 +1179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 continue
             store = scratch / (f"{system}.index" if system in FILE_STORES else system)
             common = ["--work", str(scratch), "--system", system, "--store", str(store)]
-            built = run_child(["--child", "build", *common], args.child_timeout)
+            built = run_child(["--child", "build", *common], args.child_timeout, args.threads)
             print(f"{system} build: {built}", flush=True)
             if "error" in built:
                 results[system] = {"status": "failed", **built}
@@ -1169,6 +1197,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     str(args.query_budget),
                 ],
                 args.child_timeout,
+                args.threads,
             )
             print(f"{system} serve: {served}", flush=True)
             status = "failed" if "error" in served else "ok"
@@ -1193,9 +1222,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             "cpu_lscpu": cpu_model(),
             "cores": os.cpu_count(),
             "python": sys.version.split()[0],
+            "loadavg_1m_start": load_start,
             "loadavg_1m": os.getloadavg()[0],
         },
-        "versions": versions(systems),
+        "versions": versions([s for s in systems if results[s]["status"] != "not installed"]),
         "config": {
             "n": args.n,
             "dim": args.dim,
@@ -1212,6 +1242,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "readers": 4,
             "writers": 1,
             "query_budget_s": args.query_budget,
+            "omp_threads": args.threads,
         },
         "metadata_bytes": int(metadata_bytes),
         "baseline_mb": float(np.median(baselines)) if baselines else float("nan"),

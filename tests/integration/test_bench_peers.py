@@ -105,12 +105,13 @@ def test_tiny_run_writes_every_row_and_the_page(bench: ModuleType, tmp_path: Pat
     out, page = tmp_path / "peers.json", tmp_path / "peers.md"
     argv = [
         "--n", "2000", "--dim", "32", "--queries", "60", "--adds", "30",
-        "--systems", "visualsim,faiss,qdrant", "--concurrency-seconds", "0.5",
+        "--systems", "visualsim,faiss,qdrant", "--concurrency-seconds", "0.5", "--threads", "1",
         "--out", str(out), "--docs", str(page),
     ]  # fmt: skip
     assert bench.main(argv) == 0
     doc = json.loads(out.read_text())
-    assert doc["config"]["n"] == 2000 and doc["machine"]["cpu_lscpu"]
+    assert doc["config"]["n"] == 2000 and doc["config"]["omp_threads"] == 1
+    assert doc["machine"]["cpu_lscpu"] and doc["machine"]["loadavg_1m_start"] >= 0
     assert len(doc["visualsim_commit"] or "0" * 40) == 40
     systems = doc["systems"]
     for name in ("visualsim", "faiss"):
