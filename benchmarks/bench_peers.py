@@ -1051,6 +1051,8 @@ def markdown(doc: dict[str, Any]) -> str:
                 notes.append(f"- {LABELS[s]}: " + "; ".join(partial) + ".")
         elif r.get("error"):
             notes.append(f"- {LABELS[s]}: failed: `{r['error'][:300]}`")
+    start = machine.get("loadavg_1m_start")
+    load_start = "unrecorded" if start is None else f"{start:.1f}"
     edits = doc.get("visualsim_uncommitted") or []
     dirty = f" plus uncommitted edits to {len(edits)} files" if edits else ""
     versions_text = ", ".join(f"{k} {v}" for k, v in doc["versions"].items())
@@ -1070,7 +1072,7 @@ against exact (numpy) top 10s. The filter is `category == one value` (5 %), the 
 changing with the query; its recall is against the exact top 10 within that category.
 
 Machine: {machine["cpu_lscpu"]}, {machine["cores"]} cores (lscpu); load average
-{machine["loadavg_1m_start"]:.1f} at the start, {machine["loadavg_1m"]:.1f} at the end (other
+{load_start} at the start, {machine["loadavg_1m"]:.1f} at the end (other
 work shared the machine: one run's timings, not a quiet box's); Python {machine["python"]};
 OpenMP threads: {cfg.get("omp_threads") or "the libraries' default (every core)"}.
 visualsim commit `{doc["visualsim_commit"]}`{dirty}. Versions: {versions_text}.
@@ -1121,6 +1123,9 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", default=None, help="JSON (benchmarks/results/peers-NxDIM.json)")
     parser.add_argument("--docs", default=None, help="also write the Markdown page here")
     parser.add_argument("--work", default=None, help="scratch folder (a temporary one)")
+    parser.add_argument(
+        "--render", default=None, help="write --docs from this JSON of an earlier run; run nothing"
+    )
     parser.add_argument("--child", choices=("build", "serve"), help=argparse.SUPPRESS)
     parser.add_argument("--system", help=argparse.SUPPRESS)
     parser.add_argument("--store", help=argparse.SUPPRESS)
@@ -1145,6 +1150,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("RESULT " + json.dumps(result), flush=True)
         return 0
 
+    if args.render:
+        if not args.docs:
+            raise SystemExit("--render needs --docs (where to write the page)")
+        Path(args.docs).write_text(markdown(json.loads(Path(args.render).read_text())))
+        print(f"wrote {args.docs}", flush=True)
+        return 0
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]
     unknown = sorted(set(systems) - set(SYSTEMS))
     if unknown:

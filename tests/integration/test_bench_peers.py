@@ -129,6 +129,9 @@ def test_tiny_run_writes_every_row_and_the_page(bench: ModuleType, tmp_path: Pat
     text = page.read_text()
     assert "| query p50, ms (recall@10) |" in text and "raw FAISS HNSW" in text
     assert doc["table"] in text and "python benchmarks/bench_peers.py --n 2000" in text
+    again = tmp_path / "again.md"  # the page again, from the JSON alone
+    assert bench.main(["--render", str(out), "--docs", str(again)]) == 0
+    assert again.read_text() == text
 
 
 def test_an_unknown_system_is_refused(bench: ModuleType) -> None:
