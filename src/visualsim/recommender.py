@@ -785,7 +785,14 @@ class Recommender:
     ) -> list[Recommendation]:
         """Return the ``k`` items most like a stored item, never it nor (by default) its copies."""
         with self._lock.read():
-            q = self._need_store().vector(item_id, unit=True)[None]
+            store, segments = self._need_store(), self._segments_
+            row = np.array([store.row_of(item_id)])
+            if segments is None:
+                q = np.array(store.vectors_f32(row), dtype=np.float32)
+            else:  # the index's copy where it keeps one: the store's map stays untouched
+                q = segments.vectors_of(store, row)
+        norm = float(np.linalg.norm(q))
+        q = q / norm if norm else q
         p = querying.plan(k, where, exclude, min_score, distinct, item_id)
         return self._search(q, p)[0]
 

@@ -67,16 +67,25 @@ def exact_is_cheaper(m: int, dim: int) -> bool:
 
 
 def score_rows(
-    store: Store, queries: np.ndarray, k: int, rows: np.ndarray
+    store: Store,
+    queries: np.ndarray,
+    k: int,
+    rows: np.ndarray,
+    vectors: np.ndarray | None = None,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Score ``queries`` exactly against the given ``rows``; best ``k`` each.
 
     For a few float32 queries the rows are read in place (FAISS's
     ``fvec_inner_products_by_idx``: no gathered copy of the vectors), which
     is about three times as fast as gathering them; otherwise as
-    :func:`brute_force`.
+    :func:`brute_force`. ``vectors`` reads the rows from there instead of the
+    store (the index's own copy of the sealed rows: see :meth:`Segments.sealed`).
     """
-    vectors = store.vectors.view
+    if vectors is not None and len(rows) and int(np.max(rows)) >= len(vectors):
+        vectors = None  # a row past the index's copy: read the store
+    elsewhere = vectors is not None
+    if vectors is None:
+        vectors = store.vectors.view
     nq, m = len(queries), len(rows)
     if (
         m == 0
@@ -85,6 +94,11 @@ def score_rows(
         or not vectors.flags.c_contiguous
         or queries.shape[1] != vectors.shape[1]
     ):
+        if elsewhere and m:
+            sims = (vectors[rows] @ np.ascontiguousarray(queries.T, np.float32)).T
+            best = _TopK(nq, k)
+            best.fold(sims, np.asarray(rows, np.int64))
+            return best.result()
         return brute_force(store, queries, k, rows)
     import faiss
 
@@ -539,6 +553,29 @@ class Segments:
         return len(rows), rows
 
     # ----------------------------------------------------------------- search
+    def sealed(self) -> np.ndarray | None:
+        """The sealed rows' vectors as the index keeps them (a view), or ``None``.
+
+        Exact scoring of sealed rows reads them there, so a catalogue whose own
+        copy is memory-mapped (:meth:`visualsim.Recommender.load`) leaves that
+        map untouched. Valid under the catalogue's read lock only.
+        """
+        if self.exact or self.native or not self.indexed_upto:
+            return None
+        positional = getattr(self.index, "positional_vectors", None)
+        view = positional() if callable(positional) else None
+        if view is None or len(view) != self.indexed_upto:
+            return None
+        return view
+
+    def vectors_of(self, store: Store, rows: np.ndarray) -> np.ndarray:
+        """A float32 copy of the given rows' vectors (sealed ones from the index's copy)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        view = self.sealed()
+        if view is None or not len(rows) or int(rows.max()) >= len(view):
+            return np.array(store.vectors_f32(rows), dtype=np.float32)
+        return np.array(view[rows], dtype=np.float32)
+
     def search(
         self,
         store: Store,
@@ -591,13 +628,15 @@ class Segments:
             if m == 0:
                 return None
             if exact_is_cheaper(m, store.dim):
-                return score_rows(store, queries, k, rows_allowed)
+                return score_rows(store, queries, k, rows_allowed, self.sealed())
         want = k if allowed is None else min(k, m)
         if hasattr(self.index, "search_labels"):
             scores, labels = self.index.search_labels(queries, k, allowed=allowed)
         else:
             scores, labels = _generic_search(self.index, queries, k, allowed, len(store))
-        return _keep_found(store, queries, k, scores, labels, want, allowed, None, upto)
+        return _keep_found(
+            store, queries, k, scores, labels, want, allowed, None, upto, self.sealed()
+        )
 
     def _search_parts(
         self, store: Store, queries: np.ndarray, k: int, allowed: np.ndarray, parts: list[_Part]
@@ -616,7 +655,7 @@ class Segments:
             if m == 0:
                 continue
             if exact_is_cheaper(m, store.dim):
-                res = score_rows(store, queries, k, rows[local])
+                res = score_rows(store, queries, k, rows[local], self.sealed())
             else:
                 sel = None if m == len(rows) else local
                 scores, labels = part.index.search_labels(queries, k, allowed=sel)
@@ -627,7 +666,8 @@ class Segments:
             for j, r in enumerate(res):
                 found[j].append(r)
         if moved:
-            for j, r in enumerate(score_rows(store, queries, k, np.array(sorted(moved)))):
+            moved_rows = np.array(sorted(moved))
+            for j, r in enumerate(score_rows(store, queries, k, moved_rows, self.sealed())):
                 found[j].append(r)
         if not any(found):
             return None
@@ -670,6 +710,7 @@ def _keep_found(
     allowed: np.ndarray | None,
     rows: np.ndarray | None,
     n: int,
+    vectors: np.ndarray | None = None,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Drop the ``-1`` padding; queries the index answered short are scored exactly.
 
@@ -690,7 +731,7 @@ def _keep_found(
             pool = np.arange(n) if allowed is None else np.flatnonzero(allowed[:n])
         else:
             pool = rows if allowed is None else rows[allowed]
-        exact = score_rows(store, queries[short], k, np.asarray(pool, np.int64))
+        exact = score_rows(store, queries[short], k, np.asarray(pool, np.int64), vectors)
         for j, res in zip(short, exact, strict=True):
             out[j] = res
     return out

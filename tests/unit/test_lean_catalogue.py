@@ -326,3 +326,37 @@ def test_excluded_ids_give_the_results_of_a_row_mask(
     similar = [r.id for r in rec.similar_to(seed_item, k, exclude=excluded, distinct=distinct)]
     assert seed_item not in ranked
     assert similar == [i for i in ranked if i not in skip][:k]
+
+
+def test_sealed_rows_are_scored_from_the_index_copy(tmp_path: Path) -> None:
+    """Exact scoring and similar_to read the index's copy: same answers, the map untouched."""
+    n = 3000
+    x = _unit(n, seed=3)
+    rec = vs.Recommender.from_vectors(
+        x, [f"p{i}" for i in range(n)], [_meta(i) for i in range(n)], index="hnsw"
+    )
+    rec._segments_.flush(rec._store_)
+    path = rec.save(tmp_path / "cat")
+    mapped = vs.Recommender.load(path)
+    copied = vs.Recommender.load(path, mmap=False)
+    seg, store = mapped._segments_, mapped._store_
+    sealed = seg.sealed()
+    assert sealed is not None and not sealed.flags.writeable
+    assert np.array_equal(sealed, np.asarray(store.vectors.view))
+    where = "category == 'c1' and price < 3"  # few rows: scored exactly
+    for item in ("p0", "p17", "p2999"):
+        assert _ids(mapped.similar_to(item, 7)) == _ids(copied.similar_to(item, 7))
+        q = x[int(item[1:])]
+        assert _ids(mapped.query_vector(q, 7, where=where)) == _ids(
+            copied.query_vector(q, 7, where=where)
+        )
+    # an index whose labels are not its positions has no positional view
+    index = vs.make_index("hnsw")
+    index.add(x[:50], list(range(50)))
+    assert index.positional_vectors() is not None
+    index.remove([3])
+    assert index.positional_vectors() is None
+
+
+def _ids(results: list[Any]) -> list[Any]:
+    return [r.id for r in results]

@@ -953,6 +953,27 @@ class HNSWIndex(BaseIndex):
             raise self._detached_error()
         return _reconstruct(self.index_, labels)
 
+    def positional_vectors(self) -> np.ndarray | None:
+        """The stored vectors as a read-only view of FAISS's memory (row ``i``: label ``i``).
+
+        ``None`` unless the labels are exactly ``0..len-1`` (a catalogue's rows),
+        or when nothing is stored. No copy: the view is valid only while the
+        index does not change, so read it under a lock that keeps writers out
+        (a catalogue's read lock), and never keep it.
+        """
+        index = self.index_
+        n = len(self._ids)
+        if index is None or self._graph is not None or not n or self._ids.next_label != n:
+            return None  # (labels are increasing and unique: 0..n-1 exactly when next is n)
+        faiss = _faiss()
+        storage = faiss.downcast_index(faiss.downcast_index(index.index).storage)
+        if int(storage.ntotal) != n:
+            return None
+        d = int(storage.d)
+        view = faiss.rev_swig_ptr(storage.get_xb(), n * d).reshape(n, d)
+        view.flags.writeable = False
+        return view
+
     def _load_state(self, directory: Path, state: Mapping[str, Any]) -> None:
         where = directory / "manifest.json"
         outside = state.get("vectors", "inside")
