@@ -659,6 +659,8 @@ def distinct_rows(
     seeds = [int(r) for r in seed]
     every = np.asarray(seeds + ranked, np.int64)
     has_fp = np.asarray(valid, bool)[every]
+    if not has_fp.any() and all(keys[r] is None for r in every.tolist()):
+        return ranked  # no fingerprint and no hash among them: nothing can be a copy
     printed = every[has_fp]
     pos = {r: i for i, r in enumerate(printed.tolist())}
     feats = _features(fps[printed]) if len(printed) else None

@@ -307,22 +307,24 @@ def results(
     resolve: Callable[[str | None], str | None],
 ) -> list[Recommendation]:
     """The ranked rows as :class:`Recommendation` objects, stopping below ``min_score``."""
-    out: list[Recommendation] = []
+    picked: list[tuple[float, int]] = []
     for score, row in zip(scores.tolist(), rows.tolist(), strict=True):
         if row < 0:
             continue
         if min_score is not None and score < min_score:
             break
-        out.append(
-            Recommendation(
-                store.ids[row],
-                max(-1.0, min(1.0, float(score))),
-                len(out) + 1,
-                store.metadata(row),
-                resolve(store.sources[row]),
-            )
+        picked.append((score, row))
+    metas = store.metadata_rows([row for _, row in picked])
+    return [
+        Recommendation(
+            store.ids[row],
+            max(-1.0, min(1.0, float(score))),
+            rank,
+            meta,
+            resolve(store.sources[row]),
         )
-    return out
+        for rank, ((score, row), meta) in enumerate(zip(picked, metas, strict=True), start=1)
+    ]
 
 
 def regions_of(image: Any, max_regions: int) -> tuple[list[Region], list[np.ndarray]]:

@@ -122,8 +122,13 @@ def score_rows(
 
 def top_k(scores: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Return the ``k`` best ``(scores, rows)`` of one query, ties by row."""
-    s, r = _best(scores[None], np.asarray(rows)[None], k)
-    return s[0], r[0]
+    if len(scores) > k:
+        part = np.argpartition(-scores, k - 1)[:k]
+        if np.count_nonzero(scores >= scores[part].min()) > k:  # a tie at the k-th place
+            part = np.lexsort((rows, -scores))[:k]  # decided by row, as exact search promises
+        scores, rows = scores[part], rows[part]
+    order = np.lexsort((rows, -scores))
+    return scores[order], rows[order]
 
 
 def _best(scores: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -610,7 +615,10 @@ class Segments:
         out = []
         for j in range(len(queries)):
             parts = [p[j] for p in (main, delta) if p is not None]
-            out.append(merge(parts, k))
+            if len(parts) == 1 and len(parts[0][0]) <= k:
+                out.append(parts[0])  # one list, already best first and without padding
+            else:
+                out.append(merge(parts, k))
         return out
 
     def _search_main(

@@ -805,6 +805,29 @@ class Store:
         return row
 
     # ----------------------------------------------------------------- reading
+    def metadata_rows(self, rows: Sequence[int]) -> list[dict[str, Any]]:
+        """Each row's metadata as a fresh plain dict: :meth:`metadata` a column at a time."""
+        out: list[dict[str, Any]] = [{} for _ in rows]
+        if not len(rows):
+            return out
+        at = np.asarray(rows, dtype=np.int64)
+        for name, col in self.columns.items():
+            if col.sparse or col.kind == "json":
+                for d, r in zip(out, at.tolist(), strict=True):
+                    value = col.get(r)
+                    if value is not None:
+                        d[name] = value
+                continue
+            present = col.present.view[at].tolist()
+            raw = col.values.view[at].tolist()
+            if col.kind == "str":
+                cats = col.categories
+                raw = [cats[c] if p else None for c, p in zip(raw, present, strict=True)]
+            for d, p, value in zip(out, present, raw, strict=True):
+                if p:
+                    d[name] = value
+        return out
+
     def metadata(self, row: int, only: Iterable[str] | None = None) -> dict[str, Any]:
         """Return one row's metadata as a fresh plain dict (of the fields ``only``, if given)."""
         out: dict[str, Any] = {}

@@ -804,6 +804,7 @@ class HNSWIndex(BaseIndex):
         self.ef_construction = ef_construction
         self.index_: Any = None
         self._graph: Any = None  # a graph loaded without its vectors, until attach_vectors
+        self._positional: tuple[Any, int, np.ndarray] | None = None  # positional_vectors' view
         self._cached_params: tuple[int, Any] | None = None
 
     can_save_without_vectors = True
@@ -824,6 +825,7 @@ class HNSWIndex(BaseIndex):
     def _add(self, x: np.ndarray, labels: np.ndarray) -> None:
         if self._graph is not None:
             raise self._detached_error()
+        self._positional = None  # FAISS may move the vectors: a view of them is stale
         if self.index_ is None:
             self.index_ = self._new_index(x.shape[1])
         self.index_.add_with_ids(x, labels)
@@ -831,6 +833,7 @@ class HNSWIndex(BaseIndex):
     def _remove(self, labels: np.ndarray) -> None:
         if self._graph is not None:
             raise self._detached_error()
+        self._positional = None
         x, stored = _flat_contents(self.index_)
         keep = ~np.isin(stored, labels)
         rebuilt = self._new_index(x.shape[1])
@@ -961,6 +964,9 @@ class HNSWIndex(BaseIndex):
         index does not change, so read it under a lock that keeps writers out
         (a catalogue's read lock), and never keep it.
         """
+        cached = self._positional
+        if cached is not None and cached[0] is self.index_ and cached[1] == len(self._ids):
+            return cached[2]
         index = self.index_
         n = len(self._ids)
         if index is None or self._graph is not None or not n or self._ids.next_label != n:
@@ -972,6 +978,7 @@ class HNSWIndex(BaseIndex):
         d = int(storage.d)
         view = faiss.rev_swig_ptr(storage.get_xb(), n * d).reshape(n, d)
         view.flags.writeable = False
+        self._positional = (index, n, view)  # until the next add or remove (see _add)
         return view
 
     def _load_state(self, directory: Path, state: Mapping[str, Any]) -> None:
