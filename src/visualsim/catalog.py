@@ -1,19 +1,24 @@
 """A catalogue on disk: a folder you can read with ``cat manifest.json``.
 
-Layout (format version 2)::
+Layout (format version 3)::
 
     shop.catalog/
       manifest.json               format, versions, extractor/index/reducer specs,
                                   dim, storage, fields, the chunk list, sha256 of every file
       chunk-<id>.vectors.npy      the vectors of rows [start, stop) (float32 or float16)
       chunk-<id>.ids.json         their ids
-      chunk-<id>.metadata.jsonl   their metadata, one JSON object per line
+      chunk-<id>.columns.json     their dense typed fields (see _OPTIONAL_CHUNK_FILES),
+      chunk-<id>.present.npy        with which rows have them and their values
+      chunk-<id>.ints.npy           (int64: integers, booleans, text codes)
+      chunk-<id>.floats.npy         (float64)
+      chunk-<id>.metadata.jsonl   their other metadata (sparse or json fields), one object a line
       chunk-<id>.sources.json     their image paths (relative to the image root) and SHA-256s
       chunk-<id>.fingerprints.npy their duplicate-detector fingerprints (when any has one)
       dead-<gen>.npy              rows removed since the last compaction (tombstones)
       overrides-<gen>.jsonl       metadata changed in rows of earlier chunks
       failed-<gen>.json           inputs of the last fit/add that could not be read
-      index-<gen>/                the approximate index over the sealed rows (none for exact)
+      index-<gen>/                the approximate index over the sealed rows (none for exact;
+                                  HNSW: its graph alone, the vectors read from the chunks)
       reducer-<gen>/              the PCA reducer, when reducing
 
 Saving a catalogue back where it came from writes only what changed: a new
@@ -26,8 +31,9 @@ So a reader always finds the old or the new catalogue, and :func:`load_catalog`
 retries when an overwrite removed a file under it. Saving over anything that
 is not a visualsim catalogue (or an empty folder) is refused.
 
-Format version 1 (visualsim 0.1: ``vectors.npy``, ``ids.json``,
-``metadata.jsonl``, ``index/``) is still read.
+Format versions 1 (visualsim 0.1: ``vectors.npy``, ``ids.json``,
+``metadata.jsonl``, ``index/``) and 2 (no typed columns, the index with its
+vectors) are still read; version 3 marks what an older reader would misread.
 """
 
 from __future__ import annotations
