@@ -196,7 +196,8 @@ def run(
         allowed = None
     else:
         allowed = allowed_rows(store, segments, version, p.expr, p.func, p.skip)
-    if p.distinct is False:
+    if p.distinct is False or (p.distinct is True and not store.may_hold_copies()):
+        # (no fingerprint and no image hash anywhere: one per photo is the plain ranking)
         depth = min(len(store), k + len(drop))
         found = search_rows(store, segments, queries, depth, allowed, p.expr)
         return [results(store, *_without(s, r, drop, k), p.min_score, resolve) for s, r in found]

@@ -556,6 +556,7 @@ class Store:
         self.fingerprints = _Zeros(np.uint8, FINGERPRINT_BYTES)
         self.printed = _Grow(np.bool_, fill=False)
         self.n_dead = 0
+        self._copies_scan: tuple[tuple[int, int, int, int], bool] | None = None
 
     # ----------------------------------------------------------------- sizes
     @property
@@ -805,6 +806,19 @@ class Store:
         return row
 
     # ----------------------------------------------------------------- reading
+    def may_hold_copies(self) -> bool:
+        """Whether any row has a fingerprint or an image hash (what tells copies apart).
+
+        Without either, one-per-photo results are the plain ranking. Rescanned
+        after rows are added (the answer is cached for the rows as they are).
+        """
+        key = (id(self.hashes), len(self.hashes), id(self.printed._buf), self.printed.n)
+        cached = self._copies_scan
+        if cached is None or cached[0] != key:
+            found = bool(self.printed.view.any()) or any(h is not None for h in self.hashes)
+            cached = self._copies_scan = (key, found)
+        return cached[1]
+
     def metadata_rows(self, rows: Sequence[int]) -> list[dict[str, Any]]:
         """Each row's metadata as a fresh plain dict: :meth:`metadata` a column at a time."""
         out: list[dict[str, Any]] = [{} for _ in rows]

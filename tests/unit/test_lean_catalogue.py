@@ -363,3 +363,16 @@ def test_sealed_rows_are_scored_from_the_index_copy(tmp_path: Path) -> None:
 
 def _ids(results: list[Any]) -> list[Any]:
     return [r.id for r in results]
+
+
+def test_one_per_photo_costs_nothing_where_nothing_can_be_a_copy() -> None:
+    """Vectors alone (no fingerprint, no image hash): distinct results are the plain ranking."""
+    x = _unit(300, seed=5)
+    rec = vs.Recommender.from_vectors(x, list(range(300)), index="flat")
+    store = rec._store_
+    assert not store.may_hold_copies()
+    q = _unit(1, seed=6)[0]
+    assert _ids(rec.query_vector(q, 9)) == _ids(rec.query_vector(q, 9, distinct=False))
+    # an item with an image hash makes copies possible again: the scan follows the adds
+    rec._store_.append(x[:1], ["h"], [{}], sources=[None], hashes=["ab" * 32])
+    assert store.may_hold_copies()
