@@ -308,23 +308,38 @@ def check_vectors(
             "vectors; use the same extractor for queries and catalogue, or a new index"
         )
     out = np.ascontiguousarray(arr, dtype=np.float32)
-    finite = np.isfinite(out).all(axis=1)
+    n = len(out)
+    step = _block_rows(out.shape[1])
+    # in blocks of rows: the float64 and boolean temporaries stay small for a big array
+    finite = np.empty(n, dtype=bool)
+    for lo in range(0, n, step):
+        finite[lo : lo + step] = np.isfinite(out[lo : lo + step]).all(axis=1)
     if not finite.all():
         bad = np.flatnonzero(~finite)
         raise InvalidVectorsError(
             f"{name} contain NaN or infinite values (as float32) in row(s) "
             f"{preview(bad.tolist())}; drop or repair those rows"
         )
-    if normalize and len(out):
-        norms = np.linalg.norm(out.astype(np.float64), axis=1)
+    if normalize and n:
+        norms = np.empty(n, dtype=np.float64)
+        for lo in range(0, n, step):
+            norms[lo : lo + step] = np.linalg.norm(out[lo : lo + step].astype(np.float64), axis=1)
         zero = norms == 0
         if zero.any():
             raise InvalidVectorsError(
                 f"{name} row(s) {preview(np.flatnonzero(zero).tolist())} are all zeros and "
                 "have no direction, so no cosine similarity; drop those rows"
             )
-        out = np.ascontiguousarray(out / norms[:, None], dtype=np.float32)
+        unit = np.empty_like(out)
+        for lo in range(0, n, step):  # float64 division rounded once to float32, as before
+            unit[lo : lo + step] = out[lo : lo + step] / norms[lo : lo + step, None]
+        out = unit
     return out
+
+
+def _block_rows(dim: int) -> int:
+    """Rows per block so a float64 temporary of them is about 8 MiB."""
+    return max(1, (1 << 20) // max(dim, 1))
 
 
 def normalize_rows(x: np.ndarray) -> np.ndarray:
