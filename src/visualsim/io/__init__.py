@@ -26,6 +26,7 @@ from .folders import (
     exchange_supported,
     folder_tag,
     make_temp_dir,
+    reader_lock,
     remove_stale_temps,
     replace_dir,
     writer_lock,
@@ -143,5 +144,6 @@ __all__ = [
     "write_npy_atomic",
     "write_text",
     "write_text_atomic",
+    "reader_lock",
     "writer_lock",
 ]

@@ -373,6 +373,56 @@ def writer_lock(folder: PathLike) -> Iterator[bool]:
         os.close(fd)
 
 
+@contextlib.contextmanager
+def reader_lock(folder: PathLike, *, timeout: float = 30.0) -> Iterator[bool]:
+    """Hold a shared advisory lock on ``folder`` while reading it: writers wait.
+
+    The other side of :func:`writer_lock`: while a reader holds it, no writer
+    that takes :func:`writer_lock` commits to the folder, so the read sees one
+    catalogue whole. Readers take it only after optimistic reads kept losing the
+    race (:func:`read_consistent`), so a busy writer does not wait for every
+    reader. It is tried without blocking until ``timeout`` seconds have passed
+    (a writer in this very process must never wait on its own reader). Yields
+    ``True`` when held, ``False`` when it could not be taken (no ``fcntl``, no
+    ``flock``, the folder gone, or the timeout): the caller reads unlocked.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield False
+        return
+    try:
+        fd = os.open(os.fspath(folder), os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        yield False
+        return
+    try:
+        import time
+
+        held = False
+        deadline = time.monotonic() + timeout
+        pause = 0.001
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                held = True
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    break
+                time.sleep(pause)
+                pause = min(pause * 2, 0.05)
+            except OSError:  # pragma: no cover - a filesystem without flock
+                break
+        try:
+            yield held
+        finally:
+            if held:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
 def _replace_by_two_renames(src: Path, target: Path) -> None:
     aside = make_temp_dir(target)
     aside.rmdir()

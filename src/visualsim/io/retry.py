@@ -5,6 +5,8 @@ Part of :mod:`visualsim.io`; :mod:`visualsim.persistence` re-exports every publi
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
 import time
 from collections.abc import Callable
@@ -12,8 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CatalogError, VisualsimError
-from .manifests import format_of
+from .folders import reader_lock
+from .manifests import MAX_MANIFEST_BYTES, format_of
 from .paths import MANIFEST, PathLike, T, _err_path
+
+OPTIMISTIC_READS = 3
+"""Reads tried without a lock before :func:`read_consistent` takes the folder's shared lock."""
 
 
 def folder_identity(path: PathLike) -> tuple[int, int, int, int] | None:
@@ -48,12 +54,35 @@ def read_identity(path: PathLike, *, name: str = MANIFEST) -> tuple[Any, ...] | 
         st = os.lstat(root)
     except OSError:
         return None
+    return (st.st_dev, st.st_ino, _manifest_identity(root / name))
+
+
+def _manifest_identity(file: Path) -> tuple[Any, ...] | None:
+    """The manifest's inode, times, size and a digest of its bytes (``None`` if unreadable).
+
+    The digest matters: a file's times tick coarsely (a few milliseconds) and a
+    freed inode number comes back at once, so two commits within one tick
+    could leave inode, times and size as they were (seen with a writer
+    committing every few milliseconds). Every save writes a manifest naming
+    new files, so its bytes differ.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
-        mf = os.lstat(root / name)
-        file: tuple[int, ...] | None = (mf.st_ino, mf.st_ctime_ns, mf.st_mtime_ns, mf.st_size)
+        fd = os.open(file, flags)
     except OSError:
-        file = None
-    return (st.st_dev, st.st_ino, file)
+        return None
+    try:
+        mf = os.fstat(fd)
+        if mf.st_size > MAX_MANIFEST_BYTES:
+            digest = b""  # read_manifest refuses it; the stat fields still tell changes
+        else:
+            with os.fdopen(os.dup(fd), "rb") as fh:
+                digest = hashlib.blake2b(fh.read(MAX_MANIFEST_BYTES + 1), digest_size=16).digest()
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return (mf.st_ino, mf.st_ctime_ns, mf.st_mtime_ns, mf.st_size, digest)
 
 
 def read_consistent(
@@ -98,17 +127,21 @@ def read_consistent(
     manifest = name or (format_of(kind).name if kind is not None else MANIFEST)
     last: BaseException | None = None
     for attempt in range(max(1, attempts)):
-        before = read_identity(root, name=manifest)
-        try:
-            result = read(root)
-        except (VisualsimError, OSError) as exc:
-            if read_identity(root, name=manifest) == before:
-                raise  # nothing changed under the read: the folder itself is wrong
-            last = exc
-        else:
-            if before is not None and read_identity(root, name=manifest) == before:
-                return result
-            last = None
+        # after a few lost races, read holding the folder's shared lock: writers that
+        # take writer_lock (every save into an existing catalogue) wait for this read
+        locked = attempt >= OPTIMISTIC_READS
+        with reader_lock(root) if locked else contextlib.nullcontext(False):
+            before = read_identity(root, name=manifest)
+            try:
+                result = read(root)
+            except (VisualsimError, OSError) as exc:
+                if read_identity(root, name=manifest) == before:
+                    raise  # nothing changed under the read: the folder itself is wrong
+                last = exc
+            else:
+                if before is not None and read_identity(root, name=manifest) == before:
+                    return result
+                last = None
         time.sleep(min(0.001 * 2**attempt, 0.05))
     because = "" if last is None else f"; the last try failed with: {str(last)[:300]}"
     raise CatalogError(
