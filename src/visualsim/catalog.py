@@ -618,7 +618,7 @@ def _load(
             if segments.native and len(store):
                 segments.added(store, store.live_rows())
         if index is None:
-            _load_partitions(path, manifest, store, segments)
+            _load_partitions(path, manifest, store, segments, layout)
         else:
             field_name = manifest.get("partition_by")
             if isinstance(field_name, str) and not segments.exact and not segments.native:
@@ -1185,7 +1185,10 @@ def _save_partitions(parts: Any, folder: Path, upto: int) -> None:
     entries = []
     for part in parts.order:
         name = f"part-{part.number:06d}"
-        part.index.save(folder / name)
+        if getattr(part.index, "can_save_without_vectors", False):
+            part.index.save(folder / name, vectors=False)  # its rows' vectors: the chunks'
+        else:
+            part.index.save(folder / name)
         P.write_npy(folder / f"{name}.rows.npy", part.rows.view)
         entries.append(
             {"key": part.key, "dir": name, "rows": f"{name}.rows.npy", "count": len(part.rows.view)}
@@ -1197,7 +1200,13 @@ def _save_partitions(parts: Any, folder: Path, upto: int) -> None:
     P.fsync_dir(folder)
 
 
-def _load_partitions(path: Path, manifest: Mapping[str, Any], store: Store, segments: Any) -> None:
+def _load_partitions(
+    path: Path,
+    manifest: Mapping[str, Any],
+    store: Store,
+    segments: Any,
+    layout: Mapping[str, Any] | None = None,
+) -> None:
     """Give ``segments`` the saved partitions (checked), or build them if none were saved."""
     from .indexes.base import INDEXES, load_index
     from .search import PARTITION_KINDS, Partitions
@@ -1254,11 +1263,16 @@ def _load_partitions(path: Path, manifest: Mapping[str, Any], store: Store, segm
             or bool(np.any(part_of[rows] != -1))
         ):
             raise CatalogError(f"{pwhere}: {at}'s rows are not new increasing rows below {upto}")
-        index = load_index(P.safe_child(folder, entry.get("dir"), kind="dir"), verify=False)
+        index: Any = load_index(P.safe_child(folder, entry.get("dir"), kind="dir"), verify=False)
         if INDEXES.to_spec(index)["name"] != main_name or len(index) != count:
             raise CatalogError(f"{pwhere}: {at}'s index is not a {main_name} of {count} rows")
         if getattr(index, "dim", store.dim) != store.dim or index.ids != list(range(count)):
             raise CatalogError(f"{pwhere}: {at}'s index does not hold its rows 0..{count - 1}")
+        if getattr(index, "needs_vectors", False):  # saved as a graph: its rows from chunks
+            if layout is None:
+                raise CatalogError(f"{pwhere}: {at}'s index was saved without its vectors")
+            read = _row_reader(path, layout)
+            index.attach_vectors(lambda labels, rows=rows, read=read: read(rows[labels]))
         part = parts.part(key, index)
         part.rows.append(rows)
         part_of[rows] = part.number
