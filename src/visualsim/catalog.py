@@ -1268,10 +1268,14 @@ def _load_partitions(
             raise CatalogError(f"{pwhere}: {at}'s index is not a {main_name} of {count} rows")
         if getattr(index, "dim", store.dim) != store.dim or index.ids != list(range(count)):
             raise CatalogError(f"{pwhere}: {at}'s index does not hold its rows 0..{count - 1}")
-        if getattr(index, "needs_vectors", False):  # saved as a graph: its rows from chunks
-            if layout is None:
+        if getattr(index, "needs_vectors", False):  # saved as a graph: its rows' vectors
+            sealed = segments.sealed()  # the main index's copy, in memory already
+            if sealed is not None:
+                read: Any = sealed.__getitem__
+            elif layout is not None:
+                read = _row_reader(path, layout)
+            else:
                 raise CatalogError(f"{pwhere}: {at}'s index was saved without its vectors")
-            read = _row_reader(path, layout)
             index.attach_vectors(lambda labels, rows=rows, read=read: read(rows[labels]))
         part = parts.part(key, index)
         part.rows.append(rows)
