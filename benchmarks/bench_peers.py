@@ -1053,6 +1053,17 @@ def _notes(doc: dict[str, Any]) -> str:
     return "\n".join(notes)
 
 
+def _title(doc: dict[str, Any]) -> str:
+    """A section's heading: the size, and what sets the run apart (threads, commit)."""
+    cfg = doc["config"]
+    title = f"{cfg['n']:,} x {cfg['dim']}"
+    if cfg.get("omp_threads"):
+        title += f", OMP_NUM_THREADS={cfg['omp_threads']}"
+    if doc.get("visualsim_commit"):
+        title += f", visualsim {doc['visualsim_commit'][:7]}"
+    return title
+
+
 def _provenance(doc: dict[str, Any]) -> str:
     """Where and on what code a run's figures were measured."""
     cfg, machine = doc["config"], doc["machine"]
@@ -1080,7 +1091,7 @@ def markdown(doc: dict[str, Any], *more: dict[str, Any], render: str | None = No
         commands += f"\n$ {render}"
     sections = "".join(
         f"""
-## {d["config"]["n"]:,} x {d["config"]["dim"]}
+## {_title(d)}
 
 {_provenance(d)}
 
