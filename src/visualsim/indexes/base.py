@@ -186,27 +186,56 @@ class IdMap:
     Labels are handed out increasing from 0 and never reused, so sorting by
     label is sorting by insertion order (how every index breaks score ties).
     An id removed and added back gets a new label: it counts as the newest.
+
+    While the ids are exactly the labels ``0, 1, 2, ...`` (a catalogue's rows)
+    the map keeps no dictionaries, only their count: two dictionaries of a
+    million entries are about 200 MB. The first other id or a removal builds them.
     """
 
     def __init__(self) -> None:
-        self._label_of: dict[Id, int] = {}
-        self._id_at: dict[int, Id] = {}  # sparse: removed labels leave no hole to allocate
+        self._label_of: dict[Id, int] | None = None  # None: ids are labels 0..n-1
+        self._id_at: dict[int, Id] | None = None  # sparse: removed labels leave no hole
         self._next = 0
 
+    def _dicts(self) -> tuple[dict[Id, int], dict[int, Id]]:
+        """The two dictionaries, built from the count while ids were labels."""
+        if self._label_of is None or self._id_at is None:
+            ids: list[int] = list(range(self._next))
+            label_of: dict[Id, int] = dict(zip(ids, ids, strict=True))
+            id_at: dict[int, Id] = dict(zip(ids, ids, strict=True))
+            self._label_of, self._id_at = label_of, id_at
+        return self._label_of, self._id_at
+
+    @property
+    def rows_mode(self) -> bool:
+        """Whether the ids are exactly the labels ``0..len-1`` (no dictionaries kept)."""
+        return self._label_of is None
+
     def __len__(self) -> int:
-        return len(self._label_of)
+        return self._next if self._label_of is None else len(self._label_of)
 
     def __contains__(self, id_: object) -> bool:
-        return id_ in self._label_of
+        if isinstance(id_, (bool, np.bool_)):
+            return False  # never an id (True == 1 would find label 1)
+        if self._label_of is None:
+            return _is_int(id_) and 0 <= int(id_) < self._next  # type: ignore[call-overload]
+        try:
+            return id_ in self._label_of
+        except TypeError:
+            return False
 
     @property
     def ids(self) -> list[Id]:
         """Stored ids in insertion order."""
+        if self._label_of is None:
+            return list(range(self._next))
         return list(self._label_of)
 
     @property
     def labels(self) -> np.ndarray:
         """Labels of the stored ids, in insertion (= increasing) order, ``int64``."""
+        if self._label_of is None:
+            return np.arange(self._next, dtype=np.int64)
         return np.fromiter(self._label_of.values(), dtype=np.int64, count=len(self._label_of))
 
     @property
@@ -216,7 +245,7 @@ class IdMap:
 
     def check_new(self, ids: Sequence[Id]) -> None:
         """Raise :class:`DuplicateIdError` if any of ``ids`` is already stored."""
-        stored = [i for i in ids if i in self._label_of]
+        stored = [i for i in ids if i in self]
         if stored:
             raise DuplicateIdError(
                 f"id(s) {_preview(stored)} are already in the index; remove them first "
@@ -231,9 +260,13 @@ class IdMap:
         """Store new ``ids`` and return their labels (see :meth:`reserve`)."""
         self.check_new(ids)
         labels = self.reserve(len(ids))
+        if self._label_of is None and _are_labels(ids, self._next):
+            self._next += len(ids)  # still ids == labels: nothing to store
+            return labels
+        label_of, id_at = self._dicts()
         for id_, label in zip(ids, labels.tolist(), strict=True):
-            self._label_of[id_] = label
-            self._id_at[label] = id_
+            label_of[id_] = label
+            id_at[label] = id_
         self._next += len(ids)
         return labels
 
@@ -245,23 +278,32 @@ class IdMap:
         UnknownIdError
             Naming every id that is not stored.
         """
-        missing = [i for i in ids if i not in self._label_of]
+        missing = [i for i in ids if i not in self]
         if missing:
             raise UnknownIdError(
                 f"id(s) {_preview(missing)} are not in the index; nothing was removed. "
                 "Check `index.ids` for what is stored"
             )
-        return np.fromiter((self._label_of[i] for i in ids), dtype=np.int64, count=len(ids))
+        if self._label_of is None:
+            return np.fromiter((int(i) for i in ids), dtype=np.int64, count=len(ids))
+        label_of = self._label_of
+        return np.fromiter((label_of[i] for i in ids), dtype=np.int64, count=len(ids))
 
     def discard(self, ids: Sequence[Id]) -> None:
         """Forget stored ``ids`` (their labels are never reused)."""
+        if not len(ids):
+            return
+        label_of, id_at = self._dicts()
         for id_ in ids:
-            label = self._label_of.pop(id_)
-            del self._id_at[label]
+            label = label_of.pop(id_)
+            del id_at[label]
 
     def lookup(self, labels: np.ndarray) -> list[list[Id]]:
         """Return the caller ids for a 2-d array of labels, row by row."""
+        if self._label_of is None:
+            return [list(row) for row in labels.tolist()]
         id_at = self._id_at
+        assert id_at is not None
         return [[id_at[label] for label in row] for row in labels.tolist()]
 
     def state(self) -> tuple[list[Id], np.ndarray, int]:
@@ -297,10 +339,32 @@ class IdMap:
             )
         out = cls()
         out._next = int(next_label)
+        n = len(clean)
+        if next_label == n and _are_labels(clean, 0):
+            return out  # labels are increasing in 0..n-1: they are exactly 0..n-1, as the ids
         label_list = labels.tolist()
         out._label_of = dict(zip(clean, label_list, strict=True))
         out._id_at = dict(zip(label_list, clean, strict=True))
         return out
+
+
+def _are_labels(ids: Sequence[Any], start: int) -> bool:
+    """Whether ``ids`` are exactly the ints ``start, start + 1, ...`` (not bools)."""
+    n = len(ids)
+    if not n:
+        return True
+    first, last = ids[0], ids[-1]
+    if type(first) is not int or type(last) is not int or first != start or last != start + n - 1:
+        return False
+    if isinstance(ids, range):
+        return ids.step == 1
+    seq = ids if isinstance(ids, list) else list(ids)
+    return seq == list(range(start, start + n)) and all(type(i) is int for i in seq)
+
+
+def _is_int(value: object) -> bool:
+    """An integer id (Python or NumPy), not a boolean: what equals a label as a dict key."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
 # --------------------------------------------------------------------------- locking
