@@ -146,14 +146,18 @@ BACKBONES: dict[str, Backbone] = {
 
 _NATIVE_NOISE = re.compile(
     r"^(WARNING: All log messages before absl::InitializeLog\(\) is called"
-    r"|[IWE]\d{4} [\d:. ]+\d+ (port|cuda\w*|cudart\w*|cpu_feature_guard"
+    r"|([IWE]\d{4} [\d:. ]+\d+ |\d{4}-\d\d-\d\d [\d:.]+: [IWE] \S*/)"
+    r"(port|cuda\w*|cudart\w*|cpu_feature_guard"
     r"|cpu_utils|gpu_device|gpu_init|computation_placer|xla_bridge)"
     r"\.cc:\d+\]"
     r"|To enable the following instructions:|TensorFlow binary is optimized|"
     r"oneDNN custom operations are on)"
 )
 """TensorFlow's and CUDA's start-up lines (``cuInit`` failures on a CPU-only
-machine, oneDNN notices): printed by C++ before Python logging exists."""
+machine, oneDNN notices): printed by C++ before Python logging exists, in absl's
+form (``E1207 23:23:36.22 123 cuda_platform.cc:51]``, TensorFlow 2.21) or the
+older one (``2026-12-07 23:23:36.220335: E external/.../cuda_platform.cc:51]``,
+2.18 to 2.20)."""
 
 
 @contextlib.contextmanager
