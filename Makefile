@@ -63,7 +63,7 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/bench_indexes.py --quick
 
 clean:
-	rm -rf $(VENV) build dist site demo-out .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .venv-lowest .venv-newest build dist site demo-out .pytest_cache .mypy_cache .ruff_cache .hypothesis
 
 # Dependency bounds (docs/dependencies.md): the tests a dependency release can break (every
 # backend saved after search and loaded back, the index contract, FAISS's reader, Milvus Lite,
@@ -81,18 +81,11 @@ BOUND_TESTS = \
 	tests/contract/test_milvus.py tests/contract/test_extractor_contract.py \
 	tests/unit/test_extractors.py tests/integration/test_openvino.py \
 	tests/hostile/test_openvino_cache.py tests/integration/test_serve.py \
-	tests/integration/test_serve_access.py
+	tests/integration/test_serve_access.py tests/unit/test_lean_catalogue.py \
+	tests/unit/test_partitions.py tests/unit/test_native_noise.py tests/unit/test_idmap.py \
+	tests/unit/test_read_under_writes.py
 
 .PHONY: test-bounds
-
-# Known failures under a bound, each caused by library code and waiting on a fix (see
-# docs/dependencies.md); each entry names its fix, and goes when the fix lands.
-# TensorFlow 2.18-2.20 print their CUDA start-up lines as "2026-12-07 23:23:36.220335: E
-# external/.../cuda_platform.cc:51] failed call to cuInit", a form _NATIVE_NOISE in
-# src/visualsim/extractors/keras.py does not match, so `visualsim index --runtime openvino`
-# shows them on stderr there (TensorFlow 2.21 uses the absl form it matches).
-BOUND_KNOWN_lowest = --deselect \
-	tests/integration/test_openvino.py::test_cli_index_prints_the_runtime_and_keeps_stderr_clean
 
 $(BOUND_VENV)/.installed-bounds: constraints/$(BOUND).txt pyproject.toml
 	rm -rf $(BOUND_VENV)
@@ -108,4 +101,4 @@ test-bounds: $(BOUND_VENV)/.installed-bounds
 	$(BOUND_VENV)/bin/python -c "from importlib.metadata import version as v; \
 		print('$(BOUND):', *(f'{p} {v(p)}' for p in ('faiss-cpu', 'tensorflow', 'keras', \
 		'numpy', 'openvino', 'nncf', 'fastapi', 'starlette', 'pymilvus', 'milvus-lite')))"
-	$(BOUND_VENV)/bin/python -m pytest -q -p no:cacheprovider $(BOUND_TESTS) $(BOUND_KNOWN_$(BOUND))
+	$(BOUND_VENV)/bin/python -m pytest -q -p no:cacheprovider $(BOUND_TESTS)
