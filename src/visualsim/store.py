@@ -556,7 +556,7 @@ class Store:
         self.fingerprints = _Zeros(np.uint8, FINGERPRINT_BYTES)
         self.printed = _Grow(np.bool_, fill=False)
         self.n_dead = 0
-        self._copies_scan: tuple[tuple[int, int, int, int], bool] | None = None
+        self._copies_scan: tuple[int, int, int, bool] | None = None
 
     # ----------------------------------------------------------------- sizes
     @property
@@ -809,15 +809,21 @@ class Store:
     def may_hold_copies(self) -> bool:
         """Whether any row has a fingerprint or an image hash (what tells copies apart).
 
-        Without either, one-per-photo results are the plain ranking. Rescanned
-        after rows are added (the answer is cached for the rows as they are).
+        Without either, one-per-photo results are the plain ranking. Only rows
+        added since the last call are scanned (rows change only by being added).
         """
-        key = (id(self.hashes), len(self.hashes), id(self.printed._buf), self.printed.n)
-        cached = self._copies_scan
-        if cached is None or cached[0] != key:
-            found = bool(self.printed.view.any()) or any(h is not None for h in self.hashes)
-            cached = self._copies_scan = (key, found)
-        return cached[1]
+        n = len(self.hashes)
+        scan = self._copies_scan  # (the hashes list, the printed buffer, rows scanned, found)
+        if scan is None or scan[0] != id(self.hashes) or scan[1] != id(self.printed) or scan[2] > n:
+            scan = (id(self.hashes), id(self.printed), 0, False)
+        if not scan[3] and scan[2] < n:  # rows are only appended: scan the new ones
+            lo = scan[2]
+            found = bool(self.printed.view[lo:n].any()) or any(
+                h is not None for h in self.hashes[lo:n]
+            )
+            scan = (scan[0], scan[1], n, found)
+        self._copies_scan = scan
+        return scan[3]
 
     def metadata_rows(self, rows: Sequence[int]) -> list[dict[str, Any]]:
         """Each row's metadata as a fresh plain dict: :meth:`metadata` a column at a time."""

@@ -371,7 +371,12 @@ def _is_int(value: object) -> bool:
 
 
 class ReadWriteLock:
-    """Many readers or one writer; waiting writers go first.
+    """Many readers or one writer, phase-fair: writers and readers take turns.
+
+    A waiting writer holds back readers that come after it, so a stream of
+    readers never starves a writer; and when a writer lets go, every reader
+    that was waiting goes in before the next writer, so a stream of writers
+    (one item added after another) never starves the readers either.
 
     Not reentrant: a holder must not acquire it again.
     """
@@ -381,13 +386,23 @@ class ReadWriteLock:
         self._readers = 0
         self._writer = False
         self._writers_waiting = 0
+        self._readers_waiting = 0
+        self._admit = 0  # readers let in ahead of waiting writers (those waiting at a release)
 
     @contextlib.contextmanager
     def read(self) -> Iterator[None]:
         """Hold the lock shared for the ``with`` block."""
         with self._cond:
-            while self._writer or self._writers_waiting:
-                self._cond.wait()
+            self._readers_waiting += 1
+            try:
+                while self._writer or (self._writers_waiting and not self._admit):
+                    self._cond.wait()
+            finally:
+                self._readers_waiting -= 1
+                if not self._readers_waiting:
+                    self._cond.notify_all()  # a writer may wait on the last admitted reader
+            if self._admit:
+                self._admit -= 1
             self._readers += 1
         try:
             yield
@@ -403,16 +418,17 @@ class ReadWriteLock:
         with self._cond:
             self._writers_waiting += 1
             try:
-                while self._writer or self._readers:
+                while self._writer or self._readers or (self._admit and self._readers_waiting):
                     self._cond.wait()
             finally:
                 self._writers_waiting -= 1
-            self._writer = True
+            self._writer, self._admit = True, 0
         try:
             yield
         finally:
             with self._cond:
                 self._writer = False
+                self._admit = self._readers_waiting  # their turn, before the next writer
                 self._cond.notify_all()
 
 

@@ -805,6 +805,7 @@ class HNSWIndex(BaseIndex):
         self.index_: Any = None
         self._graph: Any = None  # a graph loaded without its vectors, until attach_vectors
         self._positional: tuple[Any, int, np.ndarray] | None = None  # positional_vectors' view
+        self._inner: tuple[Any, Any, np.ndarray | None] | None = None  # _graph_and_map's
         self._cached_params: tuple[int, Any] | None = None
 
     can_save_without_vectors = True
@@ -825,7 +826,7 @@ class HNSWIndex(BaseIndex):
     def _add(self, x: np.ndarray, labels: np.ndarray) -> None:
         if self._graph is not None:
             raise self._detached_error()
-        self._positional = None  # FAISS may move the vectors: a view of them is stale
+        self._positional = self._inner = None  # FAISS may move them: views are stale
         if self.index_ is None:
             self.index_ = self._new_index(x.shape[1])
         self.index_.add_with_ids(x, labels)
@@ -833,7 +834,7 @@ class HNSWIndex(BaseIndex):
     def _remove(self, labels: np.ndarray) -> None:
         if self._graph is not None:
             raise self._detached_error()
-        self._positional = None
+        self._positional = self._inner = None
         x, stored = _flat_contents(self.index_)
         keep = ~np.isin(stored, labels)
         rebuilt = self._new_index(x.shape[1])
@@ -848,27 +849,57 @@ class HNSWIndex(BaseIndex):
             cached = self._cached_params = (ef, _faiss().SearchParametersHNSW(efSearch=ef))
         return cached[1]
 
+    def _graph_and_map(self) -> tuple[Any, np.ndarray | None]:
+        """The HNSW graph inside the id map, and the map as an array (``None``: labels are
+        positions), kept until the next add or remove.
+
+        Searching the graph directly, not through FAISS's id map: the id map's search
+        opens an OpenMP parallel region for every call to translate its labels, and
+        waking the other threads cost a single query milliseconds on a busy machine.
+        """
+        cached = self._inner
+        if cached is not None and cached[0] is self.index_:
+            return cached[1], cached[2]
+        faiss = _faiss()
+        inner = faiss.downcast_index(self.index_.index)
+        held = faiss.vector_to_array(self.index_.id_map)
+        id_map = None if np.array_equal(held, np.arange(len(held))) else held
+        self._inner = (self.index_, inner, id_map)
+        return inner, id_map
+
+    @staticmethod
+    def _labels(positions: np.ndarray, id_map: np.ndarray | None) -> np.ndarray:
+        if id_map is None:
+            return positions
+        return np.where(positions >= 0, id_map[np.maximum(positions, 0)], -1)
+
     def _search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         faiss = _faiss()
+        inner, id_map = self._graph_and_map()
         params = self._params(max(int(self.ef_search), k))
-        scores, labels = self.index_.search(q, k, params=params)
+        scores, positions = inner.search(q, k, params=params)
+        labels = self._labels(positions, id_map)
         short = np.flatnonzero((labels < 0).any(axis=1))
         if len(short):  # the graph missed some: answer those queries exactly
-            storage = faiss.downcast_index(faiss.downcast_index(self.index_.index).storage)
-            scores[short], positions = storage.search(q[short], k)
-            labels[short] = faiss.vector_to_array(self.index_.id_map)[positions]
+            storage = faiss.downcast_index(inner.storage)
+            scores[short], exact = storage.search(q[short], k)
+            labels[short] = self._labels(exact, id_map)
         return scores, labels
 
     def _search_allowed(
         self, q: np.ndarray, k: int, allowed: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
         faiss = _faiss()
+        inner, id_map = self._graph_and_map()
+        if id_map is not None:  # the mask is over labels, the graph's nodes are positions
+            ok = id_map < len(allowed)
+            allowed = np.where(ok, allowed[np.where(ok, id_map, 0)], False)
         sel, _bitmap = _selector(allowed)
         frac = max(float(allowed.sum()) / max(len(self), 1), 1e-6)
         ef = min(MAX_FILTERED_EF, max(int(self.ef_search), k, math.ceil(2 * k / frac)))
         params = faiss.SearchParametersHNSW(efSearch=ef, sel=sel)
-        scores, labels = self.index_.search(q, k, params=params)
-        return scores, labels
+        scores, positions = inner.search(q, k, params=params)
+        return scores, self._labels(positions, id_map)
 
     def _is_ready(self) -> bool:
         return self._graph is None
