@@ -168,53 +168,39 @@ def meta_of(row: int, category: int, price: float, stock: bool) -> dict[str, Any
 
 # -- a readers-writer lock for the raw libraries ---------------------------------------
 class RWLock:
-    """Many readers or one writer, phase-fair: neither side starves the other.
+    """visualsim's phase-fair ``ReadWriteLock`` with acquire/release calls, for the raw libraries.
 
     A reader that arrives while a writer holds or waits for the lock queues; when the
     writer releases, every queued reader is let in before the next writer. So a writer
-    adding back to back alternates with batches of readers (a plain writer-preferring
-    lock would let it starve them).
+    adding back to back alternates with batches of readers. The same lock a catalogue
+    takes, so both sides of the comparison wait by one rule.
     """
 
     def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._readers = 0  # inside, or admitted
-        self._queued = 0  # waiting for the next read phase
-        self._writer = False
-        self._waiting = 0  # writers waiting
-        self._phase = 0
+        from visualsim.indexes.base import ReadWriteLock
+
+        self._lock = ReadWriteLock()
+        self._held = threading.local()  # the context each thread entered
+
+    def _enter(self, context: Any) -> None:
+        context.__enter__()
+        self._held.context = context
+
+    def _exit(self) -> None:
+        context, self._held.context = self._held.context, None
+        context.__exit__(None, None, None)
 
     def acquire_read(self) -> None:
-        with self._cond:
-            if not self._writer and not self._waiting:
-                self._readers += 1
-                return
-            self._queued += 1
-            phase = self._phase
-            while self._phase == phase:
-                self._cond.wait()
+        self._enter(self._lock.read())
 
     def release_read(self) -> None:
-        with self._cond:
-            self._readers -= 1
-            if not self._readers:
-                self._cond.notify_all()
+        self._exit()
 
     def acquire_write(self) -> None:
-        with self._cond:
-            self._waiting += 1
-            while self._writer or self._readers:
-                self._cond.wait()
-            self._waiting -= 1
-            self._writer = True
+        self._enter(self._lock.write())
 
     def release_write(self) -> None:
-        with self._cond:
-            self._writer = False
-            self._readers += self._queued  # admitted before any writer can get in
-            self._queued = 0
-            self._phase += 1
-            self._cond.notify_all()
+        self._exit()
 
 
 # -- the systems -----------------------------------------------------------------------

@@ -50,7 +50,6 @@ Prints a table and writes ``benchmarks/results/serve-bombs.json``.
 from __future__ import annotations
 
 import argparse
-import http.client
 import io
 import multiprocessing
 import os
@@ -70,7 +69,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import machine_info, make_jpegs, median, print_table, write_json
-from bench_serve_hostile import Server, build_catalogue, lscpu_model
+from bench_serve_hostile import Server, build_catalogue, lscpu_model, request
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TIMEOUT_S = 30.0
@@ -175,18 +174,7 @@ def reset_peak(pid: int) -> bool:
 # -- requests -------------------------------------------------------------------------------
 def post(port: int, body: bytes, ctype: str = "application/octet-stream") -> tuple[Any, float]:
     """(status or the exception's name, seconds from connect to the answer's last byte)."""
-    t0 = time.perf_counter()
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=TIMEOUT_S)
-    try:
-        conn.request("POST", "/query?k=10", body=body, headers={"content-type": ctype})
-        r = conn.getresponse()
-        r.read()
-        status: Any = r.status
-    except (OSError, http.client.HTTPException) as exc:
-        status = type(exc).__name__
-    finally:
-        conn.close()
-    return status, time.perf_counter() - t0
+    return request(port, "POST", "/query?k=10", body, ctype, TIMEOUT_S)
 
 
 def one_by_one(server: Server, name: str, body: bytes, repeat: int) -> dict[str, Any]:

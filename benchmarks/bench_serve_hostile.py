@@ -155,12 +155,19 @@ class Server:
             self.proc.kill()
 
 
-def request(port: int, method: str, path: str, body: bytes | None = None) -> tuple[Any, float]:
+def request(
+    port: int,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    ctype: str = "image/jpeg",
+    timeout: float = TIMEOUT_S,
+) -> tuple[Any, float]:
     """(status or the exception's name, seconds from connect to the answer's last byte)."""
     t0 = time.perf_counter()
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=TIMEOUT_S)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
-        headers = {"content-type": "image/jpeg"} if body else {}
+        headers = {"content-type": ctype} if body is not None else {}
         conn.request(method, path, body=body, headers=headers)
         r = conn.getresponse()
         r.read()

@@ -1111,26 +1111,18 @@ def _row_reader(path: Path, layout: Mapping[str, Any]) -> Any:
                 raise CatalogError(f"{path}: rows {lo}..{hi} are not in chunk {c}")
             with open(files[c], "rb") as fh:
                 if hi - lo <= 2 * len(seg):  # (nearly) contiguous: one read
-                    block = _read_rows(
+                    block = P.read_rows(
                         fh, dtype, dim, offsets[c] + (lo - start) * row_bytes, hi - lo
                     )
                     out[i:j] = block if hi - lo == len(seg) else block[seg - lo]
                 else:  # a sample: read each row, not the span between them
                     for at, row in enumerate(seg.tolist(), start=i):
                         base = offsets[c] + (row - start) * row_bytes
-                        out[at] = _read_rows(fh, dtype, dim, base, 1)[0]
+                        out[at] = P.read_rows(fh, dtype, dim, base, 1)[0]
             i = j
         return out
 
     return read
-
-
-def _read_rows(fh: Any, dtype: np.dtype[Any], dim: int, offset: int, n: int) -> np.ndarray:
-    """``n`` rows of ``dim`` values read from an open ``.npy`` file at byte ``offset``."""
-    block = np.fromfile(fh, dtype=dtype, count=n * dim, offset=offset - fh.tell())
-    if block.size != n * dim:
-        raise CatalogError(f"{fh.name} was truncated while being read")
-    return block.reshape(n, dim)
 
 
 def _wrap(array: np.ndarray) -> _Grow:

@@ -144,9 +144,8 @@ def _best(scores: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.
         r = np.take_along_axis(rows, part, axis=1)
         kth = s.min(axis=1, keepdims=True)
         tied = np.flatnonzero((scores >= kth).sum(axis=1) > k)
-        for j in tied.tolist():  # rare: the boundary's ties go by row
-            order = np.lexsort((rows[j], -scores[j]))[:k]
-            s[j], r[j] = scores[j][order], rows[j][order]
+        for j in tied.tolist():  # rare: the boundary's ties go by row (top_k's rule)
+            s[j], r[j] = top_k(scores[j], rows[j], k)
         scores, rows = s, r
     order = np.lexsort((rows, -scores), axis=-1)
     return np.take_along_axis(scores, order, axis=1), np.take_along_axis(rows, order, axis=1)

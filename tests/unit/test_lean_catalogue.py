@@ -376,3 +376,21 @@ def test_one_per_photo_costs_nothing_where_nothing_can_be_a_copy() -> None:
     # an item with an image hash makes copies possible again: the scan follows the adds
     rec._store_.append(x[:1], ["h"], [{}], sources=[None], hashes=["ab" * 32])
     assert store.may_hold_copies()
+
+
+def test_read_rows_reads_a_npy_files_rows_in_order_and_names_a_short_file(tmp_path: Path) -> None:
+    from visualsim import persistence as P
+
+    x = _unit(50)
+    np.save(tmp_path / "v.npy", x)
+    offset = P.read_npy_header(tmp_path / "v.npy")[3]
+    row = x.shape[1] * 4
+    with open(tmp_path / "v.npy", "rb") as fh:
+        assert np.array_equal(
+            P.read_rows(fh, np.dtype("float32"), DIM, offset + 3 * row, 2), x[3:5]
+        )
+        assert np.array_equal(
+            P.read_rows(fh, np.dtype("float32"), DIM, offset + 9 * row, 1), x[9:10]
+        )
+        with pytest.raises(CatalogError, match="truncated"):
+            P.read_rows(fh, np.dtype("float32"), DIM, offset + 48 * row, 5)

@@ -63,6 +63,7 @@ from .reads import (
     read_json,
     read_jsonl,
     read_npy_header,
+    read_rows,
     sha256_file,
 )
 from .retry import (
@@ -131,6 +132,7 @@ __all__ = [
     "read_jsonl",
     "read_manifest",
     "read_npy_header",
+    "read_rows",
     "remove_stale_temps",
     "replace_dir",
     "require",

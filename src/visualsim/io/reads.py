@@ -345,13 +345,22 @@ def _check_finite_file(
     rows = shape[0] if shape else 1
     block = max(1, (1 << 24) // max(width * dtype.itemsize, 1))
     with open(file, "rb") as fh:
-        fh.seek(offset)
         for start in range(0, rows, block):
             n = min(block, rows - start)
-            part = np.fromfile(fh, dtype=dtype, count=n * width)
-            if part.size != n * width:
-                raise CatalogError(f"{source} was truncated while being read")
-            check_finite_rows(part.reshape(n, width), source=source, first_row=start)
+            part = read_rows(fh, dtype, width, offset + start * width * dtype.itemsize, n)
+            check_finite_rows(part, source=source, first_row=start)
+
+
+def read_rows(fh: Any, dtype: np.dtype[Any], width: int, offset: int, n: int) -> np.ndarray:
+    """``n`` rows of ``width`` values read from an open file at byte ``offset`` (not mapped).
+
+    Plain reads, so nothing stays resident; a short file is a :class:`CatalogError`.
+    ``offset`` must not lie before the file's position (rows are read in order).
+    """
+    block = np.fromfile(fh, dtype=dtype, count=n * width, offset=offset - fh.tell())
+    if block.size != n * width:
+        raise CatalogError(f"{_err_path(Path(fh.name))} was truncated while being read")
+    return block.reshape(n, width)
 
 
 def check_finite_rows(
