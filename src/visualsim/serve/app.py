@@ -38,6 +38,10 @@ from ..validation import check_float, check_positive_int
 from . import _adapters as A
 from .handlers import install_error_handlers
 from .limits import (
+    BACKOFF_FREE,
+    BACKOFF_MAX_S,
+    BACKOFF_STEP_S,
+    BACKOFF_WINDOW_S,
     DISTINCT_FIELD,
     MAX_DUPLICATES,
     MAX_JSON_DEPTH,
@@ -49,10 +53,12 @@ from .limits import (
 from .metrics import MetricsMiddleware
 from .middleware import (
     AccessLogMiddleware,
+    BackoffMiddleware,
     ItemPathMiddleware,
     RateLimiter,
     RateLimitMiddleware,
     ReadKeyMiddleware,
+    RefusalBackoff,
 )
 from .routes import catalogue, items, page, search
 from .state import AppState, Live, follow_reloads, load_catalogue
@@ -110,6 +116,7 @@ def create_app(
     rate_limit: float | None = None,
     burst: int | None = None,
     rate_limit_clients: int = 10_000,
+    refusal_backoff: float = BACKOFF_MAX_S,
     clock: Callable[[], float] = time.monotonic,
 ) -> FastAPI:
     """Return an ASGI app serving a catalogue.
@@ -204,8 +211,19 @@ def create_app(
     rate_limit_clients
         Most client addresses the rate limit remembers; past that, the least
         recently seen is forgotten first, so memory stays bounded.
+    refusal_backoff
+        Longest wait, in seconds, before a request from a client address whose
+        requests keep being refused (any 4xx but 404: bombs, oversized or bad
+        uploads, a wrong key, the rate limit). Past :data:`BACKOFF_FREE` recent
+        refusals, each one more adds :data:`BACKOFF_STEP_S` of wait, up to this; the
+        count fades over :data:`BACKOFF_WINDOW_S`. The wait costs no CPU, so a client
+        posting refused uploads in a loop slows itself, not the others. ``/health``
+        and requests with ``api_key`` are exempt. ``0`` turns it off (do so behind a
+        proxy that does not send ``X-Forwarded-For``: every client would share one
+        address). Default :data:`BACKOFF_MAX_S`.
     clock
-        Monotonic seconds for the rate limit (a test passes a fake clock).
+        Monotonic seconds for the rate limit and the back-off (a test passes a fake
+        clock).
 
     Returns
     -------
@@ -247,6 +265,8 @@ def create_app(
         limiter = RateLimiter(float(rate), size, max_clients=clients, clock=clock)
     elif burst is not None:
         raise ConfigError("burst needs rate_limit (requests a second per client)")
+    max_wait = check_float("refusal_backoff", refusal_backoff, minimum=0)
+    backoff = RefusalBackoff(max_delay=max_wait, clock=clock) if max_wait > 0 else None
     sync_source = catalogue.check_sync_feed(
         sync_feed, sync_id_column, sync_image_column, api_key, workers
     )
@@ -308,6 +328,8 @@ def create_app(
         app.add_middleware(ReadKeyMiddleware, key=api_key, metrics=state.metrics)
     if limiter is not None:  # outside the key check: guessing keys is limited too
         app.add_middleware(RateLimitMiddleware, limiter=limiter, metrics=state.metrics)
+    if backoff is not None:  # outside both: a 401 or a 429 counts against the client too
+        app.add_middleware(BackoffMiddleware, backoff=backoff, key=api_key, metrics=state.metrics)
     app.add_middleware(AccessLogMiddleware)
     install_error_handlers(app, state)
 
@@ -360,6 +382,10 @@ def _lifespan(state: AppState) -> Any:
 
 
 __all__ = [
+    "BACKOFF_FREE",
+    "BACKOFF_MAX_S",
+    "BACKOFF_STEP_S",
+    "BACKOFF_WINDOW_S",
     "DISTINCT_FIELD",
     "MAX_DUPLICATES",
     "MAX_JSON_DEPTH",
@@ -369,6 +395,7 @@ __all__ = [
     "RELOAD_POLL_S",
     "AccessLogMiddleware",
     "ItemPathMiddleware",
+    "RefusalBackoff",
     "create_app",
     "default_threads",
     "parse_json",

@@ -49,3 +49,17 @@ RELOAD_POLL_S = 0.2
 
 MULTIPART_SLACK = 64 * 1024
 """Bytes a multipart body may carry beyond the image itself (headers, id, metadata)."""
+
+BACKOFF_MAX_S = 1.0
+"""Default longest wait (seconds) :class:`~visualsim.serve.middleware.RefusalBackoff` puts
+before a request from a client whose requests keep being refused (``--refusal-backoff``)."""
+
+BACKOFF_FREE = 20
+"""Refusals a client may collect (they fade over :data:`BACKOFF_WINDOW_S`) before its
+requests are held at all: a shopper's few bad uploads are never slowed."""
+
+BACKOFF_STEP_S = 0.05
+"""Seconds of wait each refusal past :data:`BACKOFF_FREE` adds."""
+
+BACKOFF_WINDOW_S = 10.0
+"""Seconds over which a client's count of refusals fades (its time constant)."""

@@ -65,6 +65,7 @@ class Metrics:
         self.reload_failures = 0
         self.refused_no_key = 0
         self.refused_rate_limit = 0
+        self.held_backoff = 0
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count one answered request."""
@@ -84,8 +85,8 @@ class Metrics:
 
     def add(self, name: str, delta: int) -> None:
         """Move one of the gauges or counters (``queue_waiting``, ``in_flight``, ``reloads``,
-        ``reload_failures``, ``refused_no_key``, ``refused_rate_limit``) by ``delta``, under the
-        lock."""
+        ``reload_failures``, ``refused_no_key``, ``refused_rate_limit``, ``held_backoff``) by
+        ``delta``, under the lock."""
         with self._lock:
             setattr(self, name, getattr(self, name) + delta)
 
@@ -97,6 +98,7 @@ class Metrics:
             sums = dict(self._sums)
             gauges = (self.queue_waiting, self.in_flight, self.reloads, self.reload_failures)
             refused = (self.refused_no_key, self.refused_rate_limit)
+            held = self.held_backoff
         waiting, running, reloads, failures = gauges
         out = [
             "# HELP visualsim_requests_total HTTP requests answered, by route template, "
@@ -139,6 +141,10 @@ class Metrics:
             "# TYPE visualsim_refused_total counter",
             f'visualsim_refused_total{{reason="no_key"}} {refused[0]}',
             f'visualsim_refused_total{{reason="rate_limit"}} {refused[1]}',
+            "# HELP visualsim_backoff_held_total Requests held before routing because their "
+            "client's requests kept being refused (--refusal-backoff).",
+            "# TYPE visualsim_backoff_held_total counter",
+            f"visualsim_backoff_held_total {held}",
         ]
         return "\n".join(out) + "\n"
 

@@ -1,9 +1,10 @@
 """The HTTP app's ASGI middlewares: item ids routed on the raw path, one access-log line
-(plus the security headers) per answer, and the optional API key for reads and rate limit
-per client."""
+(plus the security headers) per answer, the optional API key for reads and rate limit
+per client, and the back-off that slows a client whose requests keep being refused."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
@@ -16,7 +17,13 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from datetime import datetime, timezone
 from typing import Any
 
-from .limits import FRAME_POLICY
+from .limits import (
+    BACKOFF_FREE,
+    BACKOFF_MAX_S,
+    BACKOFF_STEP_S,
+    BACKOFF_WINDOW_S,
+    FRAME_POLICY,
+)
 from .metrics import Metrics
 
 access_logger = logging.getLogger("visualsim.serve.access")
@@ -309,3 +316,150 @@ class RateLimitMiddleware:
                 )
                 return
         await self.app(scope, receive, send)
+
+
+# -- a client whose requests keep being refused waits ---------------------------------------
+class RefusalBackoff:
+    """Per client address, a fading count of refused requests, and the wait it has earned.
+
+    Each refusal adds one to the client's count, which fades with time constant
+    ``window`` seconds (a count of 20 is 7.4 after 10 s, 2.7 after 20 s). Once the
+    count passes ``free``, the client's next request waits ``step`` seconds for each
+    refusal past it, at most ``max_delay``: a client posting refused uploads in a loop
+    settles at a few requests a second, and the server's time goes to the others. A
+    shopper's occasional bad upload (a count under ``free``) is never held. At most
+    ``max_clients`` addresses are remembered, the least recently seen forgotten first.
+    ``clock`` (monotonic seconds) is injectable for tests.
+
+    Examples
+    --------
+    >>> now = [0.0]
+    >>> backoff = RefusalBackoff(free=2, step=0.1, max_delay=1.0, clock=lambda: now[0])
+    >>> for _ in range(4):
+    ...     backoff.refused("a")
+    >>> round(backoff.delay("a"), 3), backoff.delay("b")
+    (0.2, 0.0)
+    >>> now[0] = 60.0  # the count has faded
+    >>> backoff.delay("a")
+    0.0
+    """
+
+    def __init__(
+        self,
+        *,
+        free: float = BACKOFF_FREE,
+        step: float = BACKOFF_STEP_S,
+        max_delay: float = BACKOFF_MAX_S,
+        window: float = BACKOFF_WINDOW_S,
+        max_clients: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.free = float(free)
+        self.step = float(step)
+        self.max_delay = float(max_delay)
+        self.window = float(window)
+        self.max_clients = int(max_clients)
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._counts: OrderedDict[str, tuple[float, float]] = OrderedDict()  # count, time
+
+    def __len__(self) -> int:
+        return len(self._counts)
+
+    def _faded(self, client: str, now: float) -> float:
+        count, last = self._counts.get(client, (0.0, now))
+        return count * math.exp(-max(0.0, now - last) / self.window)
+
+    def delay(self, client: str) -> float:
+        """Seconds ``client``'s next request waits (0.0 for a client in good standing)."""
+        now = self.clock()
+        with self._lock:
+            count = self._faded(client, now) if client in self._counts else 0.0
+        past = count - self.free
+        return 0.0 if past <= 0 else min(self.max_delay, self.step * past)
+
+    def refused(self, client: str) -> None:
+        """Count one refused request of ``client``."""
+        now = self.clock()
+        with self._lock:
+            count = self._faded(client, now)
+            self._counts.pop(client, None)
+            self._counts[client] = (count + 1.0, now)  # the most recently seen, last
+            while len(self._counts) > self.max_clients:
+                self._counts.popitem(last=False)
+
+
+def counts_as_refusal(status: int) -> bool:
+    """Whether an answer's status counts against the client: any 4xx but 404.
+
+    A 404 is a stale link as often as a probe; everything else in 4xx (a bad or
+    oversized upload, a missing key, a rate limit, a malformed query) is the
+    client's own doing.
+
+    Examples
+    --------
+    >>> [counts_as_refusal(s) for s in (200, 404, 413, 422, 429, 503)]
+    [False, False, True, True, True, False]
+    """
+    return 400 <= status < 500 and status != 404
+
+
+class BackoffMiddleware:
+    """Hold a request from a client (by address) that :class:`RefusalBackoff` says must wait.
+
+    The wait is an ``asyncio`` sleep before the app sees the request: it costs the
+    server no CPU and no model thread, and the connection it holds counts in the
+    per-client connection cap. Every answer that :func:`counts_as_refusal` adds to the
+    client's count. ``GET /health`` and requests carrying the server's own API key
+    (``key``; an operator's indexing job) are neither held nor counted. Behind a
+    reverse proxy, the address is the one uvicorn takes from ``X-Forwarded-For``
+    (as for :class:`RateLimitMiddleware`): without that header every client shares the
+    proxy's address, so turn the back-off off there (``--refusal-backoff 0``).
+    """
+
+    def __init__(
+        self,
+        app: Callable[[Scope, Receive, Send], Awaitable[None]],
+        backoff: RefusalBackoff,
+        key: str | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.app = app
+        self.backoff = backoff
+        self.key = key
+        self.metrics = metrics
+
+    def _exempt(self, scope: Scope) -> bool:
+        if _route(scope) in _PUBLIC:
+            return True
+        if self.key is None:
+            return False
+        for name, value in scope.get("headers", []):
+            if name.lower() == b"authorization":
+                return bearer_matches(value.decode("latin-1"), self.key)
+        return False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self._exempt(scope):
+            await self.app(scope, receive, send)
+            return
+        client = scope.get("client")
+        address = str(client[0]) if client else ""
+        wait = self.backoff.delay(address)
+        if wait > 0:
+            if self.metrics is not None:
+                self.metrics.add("held_backoff", 1)
+            await asyncio.sleep(wait)
+        refused = False
+
+        async def send_watched(message: Message) -> None:
+            nonlocal refused
+            if message["type"] == "http.response.start":
+                refused = counts_as_refusal(int(message["status"]))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_watched)
+        finally:
+            if refused:
+                self.backoff.refused(address)

@@ -41,6 +41,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..validation import check_float, check_positive_int
+from .limits import BACKOFF_FREE, BACKOFF_MAX_S, BACKOFF_STEP_S
 
 logger = logging.getLogger("visualsim.serve")
 
@@ -250,6 +251,7 @@ def run(
     min_upload_rate: float | None = None,
     upload_grace: float | None = None,
     sync_allow_outside: bool = False,
+    refusal_backoff: float | None = None,
 ) -> None:
     """Serve a catalogue until SIGTERM/SIGINT.
 
@@ -327,6 +329,11 @@ def run(
         The API key for every request but ``/health``, and the rate limit per
         client address (see :func:`~visualsim.serve.create_app`); with
         ``workers > 1`` each worker keeps its own buckets.
+    refusal_backoff
+        Longest wait before a request from a client whose requests keep being
+        refused (``create_app``'s ``refusal_backoff``; ``None``: its default,
+        :data:`~visualsim.serve.app.BACKOFF_MAX_S`; ``0``: off). Each worker counts
+        its own refusals.
 
     Raises
     ------
@@ -409,6 +416,7 @@ def run(
             protect_reads=protect_reads,
             rate_limit=rate_limit,
             burst=burst,
+            refusal_backoff=BACKOFF_MAX_S if refusal_backoff is None else refusal_backoff,
         )
     else:
         if not isinstance(catalog, (str, os.PathLike)) or not Path(catalog).is_dir():
@@ -435,6 +443,7 @@ def run(
             "protect_reads": protect_reads,
             "rate_limit": rate_limit,
             "burst": burst,
+            "refusal_backoff": refusal_backoff,
         }
         app = "visualsim.serve.server:worker_app"
         previous_env = os.environ.get(WORKER_ENV)
@@ -490,6 +499,11 @@ def worker_app() -> Any:
         protect_reads=bool(options.get("protect_reads", False)),
         rate_limit=options.get("rate_limit"),
         burst=options.get("burst"),
+        refusal_backoff=(
+            BACKOFF_MAX_S
+            if options.get("refusal_backoff") is None
+            else float(options["refusal_backoff"])
+        ),
     )
 
 
@@ -736,6 +750,15 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         help="requests a client may make at once under --rate-limit (default: the rate, "
         "at least 1)",
     )
+    p.add_argument(
+        "--refusal-backoff",
+        type=float,
+        metavar="S",
+        help="longest wait in seconds before a request from a client address whose requests "
+        f"keep being refused (4xx but 404); past {BACKOFF_FREE} recent refusals each adds "
+        f"{BACKOFF_STEP_S:g} s (default {BACKOFF_MAX_S:g}; 0: off, as behind a proxy that "
+        "sends no X-Forwarded-For)",
+    )
     return p
 
 
@@ -797,6 +820,9 @@ def serve_from_args(args: argparse.Namespace) -> None:
     rate, burst = getattr(args, "rate_limit", None), getattr(args, "burst", None)
     if burst is not None and rate is None:
         raise ConfigError("--burst needs --rate-limit (requests a second per client)")
+    backoff = getattr(args, "refusal_backoff", None)
+    if backoff is not None:
+        check_float("--refusal-backoff", backoff, minimum=0)
     if getattr(args, "protect_reads", False) and args.api_key_env is None:
         raise ConfigError("--protect-reads needs --api-key-env NAME (the key reads then need)")
     run(  # reads the key from --api-key-env before anything else: a missing one fails at once
@@ -824,6 +850,7 @@ def serve_from_args(args: argparse.Namespace) -> None:
         max_connections_per_client=per_client,
         min_upload_rate=min_rate,
         upload_grace=getattr(args, "upload_grace", None),
+        refusal_backoff=backoff,
     )
 
 
