@@ -71,9 +71,19 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RESULTS = HERE / "results"
 
-SYSTEMS = ("visualsim", "faiss", "hnswlib", "usearch", "chromadb", "lancedb", "qdrant")
+SYSTEMS = (
+    "visualsim",
+    "visualsim-part",
+    "faiss",
+    "hnswlib",
+    "usearch",
+    "chromadb",
+    "lancedb",
+    "qdrant",
+)
 LABELS = {
     "visualsim": "visualsim",
+    "visualsim-part": "visualsim, partition_by category",
     "faiss": "raw FAISS HNSW",
     "hnswlib": "hnswlib",
     "usearch": "usearch",
@@ -83,6 +93,7 @@ LABELS = {
 }
 MODULES = {
     "visualsim": "visualsim",
+    "visualsim-part": "visualsim",
     "faiss": "faiss",
     "hnswlib": "hnswlib",
     "usearch": "usearch",
@@ -271,6 +282,30 @@ class Visualsim(System):
 
     def add(self, row: int, v: np.ndarray, meta: dict[str, Any]) -> None:
         self.rec.add_vectors(v[None], [row], [meta])
+
+
+class VisualsimPartitioned(Visualsim):
+    """visualsim with one small HNSW index per category beside the main one
+    (``partition_by="category"``): a filter that pins the category searches only its own."""
+
+    def build(self, data: dict[str, np.ndarray]) -> float:
+        import visualsim
+
+        vectors = data["vectors"]
+        metadata = [
+            meta_of(i, int(c), float(p), bool(s))
+            for i, (c, p, s) in enumerate(
+                zip(data["category"], data["price"], data["stock"], strict=True)
+            )
+        ]
+        t0 = time.perf_counter()
+        index = visualsim.make_index(
+            "hnsw", M=M, ef_construction=EF_CONSTRUCTION, ef_search=EF_SEARCH
+        )
+        self.rec = visualsim.Recommender.from_vectors(
+            vectors, list(range(len(vectors))), metadata, index=index, partition_by="category"
+        )
+        return time.perf_counter() - t0
 
 
 class Faiss(System):
@@ -615,6 +650,7 @@ class Qdrant(System):
 
 CLASSES: dict[str, type[System]] = {
     "visualsim": Visualsim,
+    "visualsim-part": VisualsimPartitioned,
     "faiss": Faiss,
     "hnswlib": Hnswlib,
     "usearch": Usearch,
@@ -899,6 +935,7 @@ def versions(systems: Sequence[str]) -> dict[str, str]:
 
     names = {
         "visualsim": "visualsim",
+        "visualsim-part": "visualsim",
         "faiss": "faiss-cpu",
         "hnswlib": "hnswlib",
         "usearch": "usearch",
@@ -911,7 +948,7 @@ def versions(systems: Sequence[str]) -> dict[str, str]:
         try:
             out[system] = metadata.version(names[system])
         except metadata.PackageNotFoundError:
-            out[system] = "source tree" if system == "visualsim" else "unknown"
+            out[system] = "source tree" if system.startswith("visualsim") else "unknown"
     return out
 
 

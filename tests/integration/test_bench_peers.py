@@ -105,7 +105,7 @@ def test_tiny_run_writes_every_row_and_the_page(bench: ModuleType, tmp_path: Pat
     out, page = tmp_path / "peers.json", tmp_path / "peers.md"
     argv = [
         "--n", "2000", "--dim", "32", "--queries", "60", "--adds", "30",
-        "--systems", "visualsim,faiss,qdrant", "--concurrency-seconds", "0.5", "--threads", "1",
+        "--systems", "visualsim,visualsim-part,faiss,qdrant", "--concurrency-seconds", "0.5", "--threads", "1",
         "--out", str(out), "--docs", str(page),
     ]  # fmt: skip
     assert bench.main(argv) == 0
@@ -114,7 +114,7 @@ def test_tiny_run_writes_every_row_and_the_page(bench: ModuleType, tmp_path: Pat
     assert doc["machine"]["cpu_lscpu"] and doc["machine"]["loadavg_1m_start"] >= 0
     assert len(doc["visualsim_commit"] or "0" * 40) == 40
     systems = doc["systems"]
-    for name in ("visualsim", "faiss"):
+    for name in ("visualsim", "visualsim-part", "faiss"):
         result = systems[name]
         assert result["status"] == "ok", result
         assert all(result[row] > 0 for row in ROWS), result
