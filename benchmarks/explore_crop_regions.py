@@ -86,7 +86,9 @@ COLOUR_GRID = (0.10, 0.15, 0.20, 0.25)
 SHAPE_GRID = (0.10, 0.20)
 QE_ALPHA = 3.0
 QE_N = (2, 3, 5)
-KRECIP = ((20, 6, 0.3), (10, 3, 0.3), (20, 6, 0.6))
+KRECIP = tuple(
+    (k1, k2, lam) for k1 in (10, 20, 30, 40) for k2 in (3, 6, 10) for lam in (0.3, 0.6, 0.8)
+)
 DIFFUSION = ((10, 0.8), (30, 0.9), (50, 0.99))
 DIFFUSION_GAMMA = 3.0
 
@@ -305,9 +307,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.info("%s", out)
         return out
 
-    def ranked_row(name: str, scores: np.ndarray, **extra: Any) -> dict[str, Any]:
-        nn = top_k(scores)
-        out: dict[str, Any] = {"variant": name, **extra}
+    def ranked_row(name: str, scores: Callable[[], np.ndarray], **extra: Any) -> dict[str, Any]:
+        start = time.perf_counter()
+        nn = top_k(scores())
+        seconds = time.perf_counter() - start
+        out: dict[str, Any] = {"variant": name, **extra, "seconds": round(seconds, 1)}
         for relevance, labs in labels.items():
             out[f"{relevance} P@10"] = round(p_at_k_neighbours(nn, labs), 4)
         logger.info("%s", out)
@@ -368,9 +372,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name in ("avg", "rmac2", "rmac3", "ravg3", "rgem3"):
             pool[f"{name} {side} {where}"] = h[name]
     pool.update({f"{k} (227)": v for k, v in candidates.items()})
+    pool["avg + gem5 + gem6 (227 full)"] = concat_vectors(
+        [full["avg"], full["gem5"], full["gem6"]], [0.7, 0.15, 0.15]
+    )
     by_type = {r["variant"]: r["type P@10"] for r in descriptor_rows}
     best = sorted(
-        (k for k in pool if k in by_type and k != "avg 227 full"),
+        (k for k in pool if k in by_type and k != "avg 227 full"),  # mixes: the w=0.3 row
         key=lambda k: -by_type[k],
     )[:3]
     shares = [w / sum(PRODUCT_WEIGHTS) for w in PRODUCT_WEIGHTS]
@@ -395,31 +402,52 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # 5: re-ranking of the default's vectors (and of the best fused mix)
     default = l2_normalize(concat_vectors([plain, colour, silhouette], list(PRODUCT_WEIGHTS)))
-    rerank_rows = [ranked_row("default 13:3:4, cosine", default @ default.T)]
+    rerank_rows = [ranked_row("default 13:3:4, cosine", lambda: default @ default.T)]
     for n in QE_N:
         rerank_rows.append(
-            ranked_row("default, alpha-QE", query_expansion(default, n), n=n, alpha=QE_ALPHA)
+            ranked_row(
+                "default, alpha-QE", lambda n=n: query_expansion(default, n), n=n, alpha=QE_ALPHA
+            )
         )
     for k1, k2, lam in KRECIP:
         rerank_rows.append(
-            ranked_row("default, k-reciprocal", k_reciprocal(default, k1, k2, lam), k1=k1, k2=k2)
+            ranked_row(
+                "default, k-reciprocal",
+                lambda k1=k1, k2=k2, lam=lam: k_reciprocal(default, k1, k2, lam),
+                k1=k1,
+                k2=k2,
+                **{"lambda": lam},
+            )
         )
-        rerank_rows[-1]["lambda"] = lam
     for k, alpha in DIFFUSION:
         rerank_rows.append(
-            ranked_row("default, diffusion", diffusion(default, k, alpha), k=k, alpha=alpha)
+            ranked_row(
+                "default, diffusion",
+                lambda k=k, alpha=alpha: diffusion(default, k, alpha),
+                k=k,
+                alpha=alpha,
+            )
         )
 
     columns = [f"{r} P@10" for r in labels]
     print_table(descriptor_rows, ["variant", "layer_weight", *columns])
     print_table(fusion_rows, ["variant", "colour", "silhouette", *columns])
-    print_table(rerank_rows, ["variant", "n", "k1", "k2", "lambda", "k", "alpha", *columns])
-    all_rows = descriptor_rows + fusion_rows
-    summary = {
-        f"best by {c}": max(all_rows + rerank_rows, key=lambda r, c=c: r[c]) for c in columns
-    }
-    for line in summary.items():
-        print(*line)
+    print_table(
+        rerank_rows, ["variant", "n", "k1", "k2", "lambda", "k", "alpha", *columns, "seconds"]
+    )
+    # the winners: rows at least as good as their baseline on all three relevances
+    summary = []
+    for part, rows, base in (
+        ("descriptor (vs SqueezeNetExtractor)", descriptor_rows, descriptor_rows[0]),
+        ("fusion (vs the default 13:3:4)", fusion_rows, fusion_rows[0]),
+        ("re-ranking (vs the default 13:3:4)", rerank_rows, rerank_rows[0]),
+    ):
+        better = [r for r in rows[1:] if all(r[c] >= base[c] for c in columns)]
+        for r in sorted(better, key=lambda r: -sum(r[c] - base[c] for c in columns))[:3]:
+            deltas = {f"{c} gain": round(r[c] - base[c], 4) for c in columns}
+            summary.append({"part": part, **r, **deltas})
+    settings = ["layer_weight", "colour", "silhouette", "k1", "k2", "lambda"]
+    print_table(summary, ["part", "variant", *settings, *(f"{c} gain" for c in columns)])
     write_json(
         args.out,
         {
