@@ -105,7 +105,8 @@ def test_tiny_run_writes_every_row_and_the_page(bench: ModuleType, tmp_path: Pat
     out, page = tmp_path / "peers.json", tmp_path / "peers.md"
     argv = [
         "--n", "2000", "--dim", "32", "--queries", "60", "--adds", "30",
-        "--systems", "visualsim,visualsim-part,faiss,qdrant", "--concurrency-seconds", "0.5", "--threads", "1",
+        "--systems", "visualsim,visualsim-part,faiss,qdrant",
+        "--concurrency-seconds", "0.5", "--threads", "1",
         "--out", str(out), "--docs", str(page),
     ]  # fmt: skip
     assert bench.main(argv) == 0
