@@ -145,3 +145,13 @@ def test_build_index_returns_the_registered_class() -> None:
     assert isinstance(index, HNSWIndex) and (index.M, index.ef_search) == (16, 128)
     assert isinstance(build_index(None, '{"name": "ivf", "config": {"nlist": 3}}'), IVFIndex)
     assert isinstance(build_index("ivf", ' {"nlist": 3}'), IVFIndex)  # leading blanks: JSON
+
+
+@pytest.mark.parametrize("dim", ["%", "8", 2.5, 0, -4, True])
+def test_ivfpq_checks_dim_before_using_it(dim: object) -> None:
+    # a fuzzed manifest once gave dim='%': 'dim % m' formatted a string (ValueError)
+    from visualsim import ConfigError
+    from visualsim.indexes.faiss import IVFPQIndex
+
+    with pytest.raises(ConfigError, match="dim"):
+        IVFPQIndex(nlist=2, m=4, nbits=4, dim=dim)  # type: ignore[arg-type]

@@ -666,6 +666,7 @@ class IVFPQIndex(_TrainedIVF):
         dim: int | None = None,
     ) -> None:
         _check_int("m", m, minimum=1, maximum=P.MAX_DIM, allow_none=True)
+        _check_int("dim", dim, minimum=1, maximum=P.MAX_DIM, allow_none=True)  # before dim % m
         _check_int("nbits", nbits, minimum=4, maximum=12)
         _check_int("rerank", rerank, minimum=0, maximum=MAX_RERANK)
         if not 4 <= nbits <= 12:
