@@ -132,7 +132,10 @@ def load_image(
     draft_size
         A hint ``(width, height)``: JPEGs may be decoded at a reduced scale
         that is still at least this large, which is several times faster for
-        big photos that will be shrunk anyway.
+        big photos that will be shrunk anyway; an image of another format at
+        least twice as large is averaged down after decoding (by a whole
+        factor, to still at least this size), so the arrays made from it cost
+        what its reduced size costs.
     max_bytes
         Refuse an encoded image whose decoding would take more memory than
         this, estimated from its header before decoding (see
@@ -359,8 +362,28 @@ def _from_pil(
         img.seek(0)
     _check_bytes(source, img, max_bytes)  # from the header (and draft scale): nothing decoded
     img.load()
+    if draft_size is not None and img.format != "JPEG":
+        img = _reduced(img, draft_size)
     img = ImageOps.exif_transpose(img) or img
     return _to_rgb(img, source)
+
+
+_WIDENED = {"P": "RGBA", "PA": "RGBA", "1": "L", "I;16": "I", "I;16B": "I", "I;16L": "I"}
+"""Modes :meth:`PIL.Image.Image.reduce` cannot average, and the mode averaged instead."""
+
+
+def _reduced(img: Image.Image, draft_size: tuple[int, int]) -> Image.Image:
+    """A decoded image (not a JPEG: draft mode reduced that one) at least twice
+    ``draft_size`` on its shorter side, box-averaged down by an integer factor to
+    still at least ``draft_size``: what JPEG draft mode does for other formats, so the
+    arrays and model inputs made from a big PNG cost what its reduced size costs."""
+    scale = min(img.width, img.height) // max(1, *draft_size)
+    if scale < 2:
+        return img
+    widened = _WIDENED.get(img.mode)
+    if widened is not None:
+        img = img.convert(widened)
+    return img.reduce(scale)
 
 
 def _to_rgb(img: Image.Image, source: Any) -> np.ndarray:

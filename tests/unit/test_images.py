@@ -301,3 +301,34 @@ def test_unknown_resize_mode() -> None:
 def test_resize_always_hits_target_shape(h: int, w: int, side: int, mode: str) -> None:
     out = resize_image(np.zeros((h, w, 3), np.uint8), side, mode)
     assert out.shape == (side, side, 3) and out.dtype == np.uint8
+
+
+# -- big images of other formats than JPEG are averaged down towards draft_size ------------
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "P", "1", "I;16"])
+def test_a_big_png_is_reduced_towards_the_draft_size_keeping_its_colour(mode: str) -> None:
+    colour = {"RGB": (200, 30, 40), "RGBA": (200, 30, 40, 255), "L": 90, "1": 1, "I;16": 25700}
+    if mode == "P":
+        img = Image.new("RGB", (1000, 700), (200, 30, 40)).convert(
+            "P", palette=Image.Palette.ADAPTIVE
+        )
+    else:
+        img = Image.new(mode, (1000, 700), colour[mode])
+    data = encode(img, "PNG")
+    full = load_image(data)
+    reduced = load_image(data, draft_size=(96, 96))
+    assert full.shape == (700, 1000, 3)
+    assert reduced.shape == (100, 143, 3)  # 700 // 96 = 7: the whole factor that keeps >= 96
+    assert np.array_equal(reduced, full[: reduced.shape[0], : reduced.shape[1]])  # one colour
+
+
+def test_the_reduction_averages_and_leaves_small_images_and_jpegs_alone() -> None:
+    stripes = np.zeros((400, 400, 3), np.uint8)
+    stripes[:, ::2] = 255  # one-pixel stripes average to grey, not to aliasing
+    got = load_image(encode(Image.fromarray(stripes), "PNG"), draft_size=(100, 100))
+    assert got.shape == (100, 100, 3) and np.abs(got.astype(int) - 128).max() <= 1
+    small = np.random.default_rng(0).integers(0, 256, (150, 150, 3), dtype=np.uint8)
+    png = encode(Image.fromarray(small), "PNG")
+    assert np.array_equal(load_image(png, draft_size=(100, 100)), small)  # under 2x: as is
+    jpeg = encode(Image.fromarray(stripes), "JPEG", quality=95)
+    assert load_image(jpeg, draft_size=(100, 100)).shape == (100, 100, 3)  # draft mode: 1/4
+    assert load_image(jpeg, draft_size=(300, 300)).shape == (400, 400, 3)
