@@ -10,6 +10,8 @@ to ``benchmarks/results/.cache/``) is served by ``python -m visualsim.serve CATA
 - ``jpeg-huge``: a small JPEG whose header claims 65,000 x 65,000 pixels;
 - ``png-chunks``: an 8 x 8 PNG with 200,000 empty chunks before its pixels (2.3 MiB): no
   pixel to speak of, but seconds of header parsing for a decoder that follows them all;
+- ``png-4mp-black``: a 2,000 x 2,000 black PNG (about 10 KiB): the largest bomb the
+  default budget lets through to the decoder;
 - ``png-4mp-noise``: a 2,000 x 2,000 PNG of noise (about 12 MiB), the largest image the
   default budget allows, and the slowest kind to decode;
 - ``jpeg-64mp``: an 8,000 x 8,000 JPEG, allowed because it is decoded reduced (draft mode,
@@ -77,7 +79,7 @@ TIMEOUT_S = 30.0
 TARGET_MIB = 50.0
 TARGET_MS = 100.0
 TARGET_RATIO = 2.0
-BOMBS = ("png-25mp", "jpeg-huge", "png-chunks")
+BOMBS = ("png-25mp", "jpeg-huge", "png-chunks", "png-4mp-black")
 CONTROL = "empty-body"  # a flood of requests refused before any image work, for comparison
 
 
@@ -143,6 +145,7 @@ def uploads(cache: Path, scale: float) -> dict[str, bytes]:
         "png-25mp": png_black(5000, 5000),
         "jpeg-huge": jpeg_claiming(65000, 65000),
         "png-chunks": png_chunks(max(2000, int(200_000 * scale))),
+        "png-4mp-black": png_black(side, side),
         "png-4mp-noise": png_noise(side, side),
         "jpeg-64mp": jpeg_smooth(big, big),
         "photo": photo.read_bytes(),

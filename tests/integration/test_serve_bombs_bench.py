@@ -42,13 +42,14 @@ def test_bench_serve_bombs_small_run_refuses_the_bombs_and_writes_every_row(
         "png-25mp",
         "jpeg-huge",
         "png-chunks",
+        "png-4mp-black",
         "png-4mp-noise",
         "jpeg-64mp",
         "photo",
     }
     for bomb in ("png-25mp", "jpeg-huge", "png-chunks"):  # refused from the header: nothing decoded
         assert rows[bomb]["status"] == ["422"] and len(rows[bomb]["ms"]) == 2
-    for allowed in ("png-4mp-noise", "jpeg-64mp", "photo"):
+    for allowed in ("png-4mp-black", "png-4mp-noise", "jpeg-64mp", "photo"):
         assert rows[allowed]["status"] == ["200"]
     assert rows["png-25mp"]["kib"] < 200  # the bomb of issue 27: tiny on the wire
     assert {r["upload"] for r in doc["under_fire"]} == set(rows) - {"photo"} | {"empty-body"}
