@@ -248,6 +248,8 @@ class System:
 
 
 class Visualsim(System):
+    partition_by: str | None = None  # a field to keep a small index per value of
+
     def build(self, data: dict[str, np.ndarray]) -> float:
         import visualsim
 
@@ -263,7 +265,9 @@ class Visualsim(System):
         index = visualsim.make_index(
             "hnsw", M=M, ef_construction=EF_CONSTRUCTION, ef_search=EF_SEARCH
         )
-        self.rec = visualsim.Recommender.from_vectors(vectors, ids, metadata, index=index)
+        self.rec = visualsim.Recommender.from_vectors(
+            vectors, ids, metadata, index=index, partition_by=self.partition_by
+        )
         return time.perf_counter() - t0
 
     def save(self) -> None:
@@ -288,24 +292,7 @@ class VisualsimPartitioned(Visualsim):
     """visualsim with one small HNSW index per category beside the main one
     (``partition_by="category"``): a filter that pins the category searches only its own."""
 
-    def build(self, data: dict[str, np.ndarray]) -> float:
-        import visualsim
-
-        vectors = data["vectors"]
-        metadata = [
-            meta_of(i, int(c), float(p), bool(s))
-            for i, (c, p, s) in enumerate(
-                zip(data["category"], data["price"], data["stock"], strict=True)
-            )
-        ]
-        t0 = time.perf_counter()
-        index = visualsim.make_index(
-            "hnsw", M=M, ef_construction=EF_CONSTRUCTION, ef_search=EF_SEARCH
-        )
-        self.rec = visualsim.Recommender.from_vectors(
-            vectors, list(range(len(vectors))), metadata, index=index, partition_by="category"
-        )
-        return time.perf_counter() - t0
+    partition_by = "category"
 
 
 class Faiss(System):
