@@ -17,25 +17,26 @@ ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.*")
 
+RAY_START_RACE = "GCS cannot find the node"
+
 
 def test_ray_pipeline_extracts_and_inserts_in_one_job(tmp_path: Path) -> None:
     out = tmp_path / "out"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "examples" / "ray_to_milvus.py"),
-            "--out",
-            str(out),
-            "-n",
-            "20",
-        ],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=500,
-    )
+    command = [sys.executable, str(ROOT / "examples" / "ray_to_milvus.py"), "--out", str(out)]
+    for attempt in range(2):
+        done = subprocess.run(
+            [*command, "-n", "20"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=500,
+        )
+        # a local Ray on two busy cores sometimes loses its own raylet while starting
+        # ("GCS cannot find the node ... during startup"): Ray's race, not ours; once more
+        if done.returncode == 0 or RAY_START_RACE not in done.stderr or attempt:
+            break
     # Ray's own start-up warnings (no route to 8.8.8.8 offline...) can fill the tail of
     # stderr: show what else it said, so a failure names its cause
     said = [line for line in done.stderr.splitlines() if "network_util.cc" not in line]
