@@ -173,6 +173,14 @@ def _route(scope: Scope) -> str:
     return path[len(root) :] if root and path.startswith(root) else path
 
 
+def _authorization(scope: Scope) -> str:
+    """The request's ``Authorization`` header (``""`` without one)."""
+    for name, value in scope.get("headers", []):
+        if name.lower() == b"authorization":
+            return str(value.decode("latin-1"))
+    return ""
+
+
 async def _refuse(send: Send, status: int, detail: str, headers: list[tuple[bytes, bytes]]) -> None:
     body = json.dumps({"detail": detail}).encode("utf-8")
     await send(
@@ -208,23 +216,18 @@ class ReadKeyMiddleware:
         self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and _route(scope) not in _PUBLIC:
-            header = ""
-            for name, value in scope.get("headers", []):
-                if name.lower() == b"authorization":
-                    header = value.decode("latin-1")
-                    break
-            if not bearer_matches(header, self.key):
-                if self.metrics is not None:
-                    self.metrics.add("refused_no_key", 1)
-                await _refuse(
-                    send,
-                    401,
-                    "this server needs the header 'Authorization: Bearer <api key>' "
-                    "on every request but /health",
-                    [(b"www-authenticate", b"Bearer")],
-                )
-                return
+        public = scope["type"] != "http" or _route(scope) in _PUBLIC
+        if not public and not bearer_matches(_authorization(scope), self.key):
+            if self.metrics is not None:
+                self.metrics.add("refused_no_key", 1)
+            await _refuse(
+                send,
+                401,
+                "this server needs the header 'Authorization: Bearer <api key>' "
+                "on every request but /health",
+                [(b"www-authenticate", b"Bearer")],
+            )
+            return
         await self.app(scope, receive, send)
 
 
@@ -374,7 +377,7 @@ class RefusalBackoff:
         """Seconds ``client``'s next request waits (0.0 for a client in good standing)."""
         now = self.clock()
         with self._lock:
-            count = self._faded(client, now) if client in self._counts else 0.0
+            count = self._faded(client, now)
         past = count - self.free
         return 0.0 if past <= 0 else min(self.max_delay, self.step * past)
 
@@ -432,12 +435,7 @@ class BackoffMiddleware:
     def _exempt(self, scope: Scope) -> bool:
         if _route(scope) in _PUBLIC:
             return True
-        if self.key is None:
-            return False
-        for name, value in scope.get("headers", []):
-            if name.lower() == b"authorization":
-                return bearer_matches(value.decode("latin-1"), self.key)
-        return False
+        return self.key is not None and bearer_matches(_authorization(scope), self.key)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or self._exempt(scope):
